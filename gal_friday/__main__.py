@@ -1,0 +1,3 @@
+from gal_friday.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""CLIService: the ``gal-friday`` command.
+
+``gal-friday [--no-ui] [options]`` runs the bot; subcommands run its tools. Options shared by
+every command override the configuration file and the environment. A user mistake ends with
+one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gal_friday import __version__
+from gal_friday.config import ConfigError, Settings, load_settings, merge_overrides
+from gal_friday.logs import setup_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("gal_friday.cli")
+
+
+class UsageError(Exception):
+    """A bad flag value; reported as one line with exit code 2."""
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options accepted before or after any subcommand (SUPPRESS keeps unset ones unset)."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--config", type=Path, metavar="PATH",
+                        help="configuration file (default: ./config.toml if present)")
+    common.add_argument("--exchange", choices=["kraken", "sim"],
+                        help="kraken: live Kraken; sim: the built-in simulator (offline)")
+    common.add_argument("--pairs", metavar="A/B,C/D", help="pairs to trade, comma-separated")
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any setting, e.g. --set kraken.book_depth=25 (repeatable)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="gal-friday", parents=[common],
+        description="Automated trading bot for XRP/USD and DOGE/USD on Kraken.",
+    )
+    parser.add_argument("--version", action="version", version=f"gal-friday {__version__}")
+    parser.add_argument("--no-ui", action="store_true", default=argparse.SUPPRESS,
+                        help="run headless: JSON logs and a periodic status line")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS,
+                        help="stop by itself after this many seconds")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the bot (the default command)")
+    run.add_argument("--no-ui", action="store_true", default=argparse.SUPPRESS)
+    run.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
+
+    sim = sub.add_parser("sim-exchange", parents=[common],
+                         help="serve the Kraken-protocol simulator on loopback")
+    sim.add_argument("--host", default=argparse.SUPPRESS)
+    sim.add_argument("--port", type=int, default=argparse.SUPPRESS)
+    sim.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    sim.add_argument("--replay", metavar="FILE", default=argparse.SUPPRESS,
+                     help="replay a file made by 'gal-friday record' instead of synthetic data")
+    sim.add_argument("--speed", type=float, default=argparse.SUPPRESS,
+                     help="replay speed factor (0 = as fast as possible)")
+    sim.add_argument("--rate", type=float, default=argparse.SUPPRESS,
+                     help="synthetic market: book messages per second per pair")
+    sim.add_argument("--loop", action="store_true", default=False,
+                     help="start the replay again when it ends")
+    sim.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
+
+    rec = sub.add_parser("record", parents=[common],
+                         help="record raw public Kraken messages to a replayable .jsonl.gz")
+    rec.add_argument("--out", type=Path, required=True, metavar="FILE")
+    rec.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
+
+    show = sub.add_parser("config", parents=[common],
+                          help="print the effective configuration (secrets masked)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values: TOML-ish literals (numbers, booleans, lists) or plain strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    items: list[tuple[str, Any]] = []
+    for item in getattr(args, "set", None) or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--set needs KEY=VALUE, got {item!r}")
+        items.append((key.strip(), _parse_value(value.strip())))
+    if hasattr(args, "exchange"):
+        items.append(("exchange", args.exchange))
+    if hasattr(args, "pairs"):
+        items.append(("pairs", [p.strip() for p in args.pairs.split(",") if p.strip()]))
+    if hasattr(args, "log_level"):
+        items.append(("logging.level", args.log_level))
+    for flag, key in (("host", "sim.host"), ("port", "sim.port"), ("seed", "sim.seed"),
+                      ("replay", "sim.replay"), ("speed", "sim.speed"),
+                      ("rate", "sim.messages_per_second")):
+        if hasattr(args, flag):
+            items.append((key, getattr(args, flag)))
+    return load_settings(getattr(args, "config", None), merge_overrides(*items))
+
+
+def _secrets(settings: Settings) -> list[str]:
+    creds = settings.credentials
+    return [s.get_secret_value() for s in (creds.api_key, creds.api_secret) if s is not None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    try:
+        settings = settings_from_args(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"gal-friday: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if command == "config":
+        return _show_config(settings, as_json=args.json)
+    setup_logging(settings.logging, secrets=_secrets(settings))
+    duration = getattr(args, "duration", None)
+    try:
+        if command == "sim-exchange":
+            return _run(_sim_exchange(settings, duration, loop=args.loop))
+        if command == "record":
+            return _run(_record(settings, args.out, duration))
+        if not getattr(args, "no_ui", False):
+            print("gal-friday: the terminal cockpit is not built yet; running headless "
+                  "(pass --no-ui to skip this notice)", file=sys.stderr)
+        from gal_friday.headless import run_headless
+        return _run(run_headless(settings, duration_s=duration))
+    except FatalError as exc:
+        print(f"gal-friday: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+class FatalError(Exception):
+    """A run ended on a problem that retrying cannot fix; the message is for the user."""
+
+
+def _run(coro: Any) -> int:
+    from gal_friday.kraken.recorder import RecordingError
+    from gal_friday.kraken.ws import FatalFeedError
+
+    try:
+        asyncio.run(coro)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (FatalFeedError, RecordingError) as exc:
+        raise FatalError(str(exc)) from None
+    except OSError as exc:
+        raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+    return EXIT_OK
+
+
+async def _sim_exchange(settings: Settings, duration: float | None, *, loop: bool) -> None:
+    from gal_friday.sim.server import run_sim_exchange
+
+    task = asyncio.ensure_future(run_sim_exchange(settings.sim, settings.pairs, loop=loop))
+    await _until_signal(task, duration)
+
+
+async def _record(settings: Settings, out: Path, duration: float | None) -> None:
+    from gal_friday.headless import run_headless
+    from gal_friday.kraken.recorder import Recorder
+
+    source = "sim" if settings.exchange == "sim" else settings.kraken.ws_public_url
+    recorder = Recorder(out, source=source, pairs=settings.pairs,
+                        depth=settings.kraken.book_depth)
+    try:
+        await run_headless(settings, duration_s=duration, raw_sink=recorder.write)
+    finally:
+        recorder.close()
+        log.info("recording closed", extra={"path": str(out), "frames": recorder.frames})
+
+
+async def _until_signal(task: asyncio.Future[Any], duration: float | None) -> None:
+    """Wait for ``task``, stopping it on SIGINT/SIGTERM or after ``duration`` seconds."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    if duration:
+        loop.call_later(duration, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise
+
+
+def _show_config(settings: Settings, *, as_json: bool) -> int:
+    data = settings.model_dump(mode="json")
+    creds = settings.credentials
+    data["credentials"] = {
+        "KRAKEN_API_KEY": "set (hidden)" if creds.api_key else "not set",
+        "KRAKEN_API_SECRET": "set (hidden)" if creds.api_secret else "not set",
+    }
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_tree(data, "")
+    return EXIT_OK
+
+
+def _print_tree(data: dict[str, Any], prefix: str) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _print_tree(value, f"{prefix}{key}.")
+        else:
+            print(f"{prefix}{key} = {json.dumps(value)}")

@@ -1,0 +1,284 @@
+"""ConfigurationManager: every parameter in one validated, immutable object.
+
+Precedence, highest first: CLI flags, environment variables (``GAL_FRIDAY_`` prefix, ``__``
+between nesting levels, e.g. ``GAL_FRIDAY_KRAKEN__BOOK_DEPTH=25``), the TOML file
+(``config.toml`` or ``--config PATH``), then the defaults below, which ``config.toml``
+documents line by line.
+
+API credentials come only from ``KRAKEN_API_KEY`` / ``KRAKEN_API_SECRET`` in the environment,
+are held as ``SecretStr`` and never appear in a repr, a log line or a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = Path("config.toml")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Percent = Annotated[Decimal, Field(ge=0, le=100)]
+
+
+class ConfigError(Exception):
+    """A user mistake in configuration; its message is one line meant for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StalenessSettings(_Section):
+    """Seconds without a message on a channel for one pair before the connection is recycled.
+    0 disables the watchdog for that channel (trades may legitimately pause)."""
+
+    book: Annotated[float, Field(ge=0)] = 30.0
+    ohlc: Annotated[float, Field(ge=0)] = 180.0
+    trade: Annotated[float, Field(ge=0)] = 0.0
+
+
+class KrakenSettings(_Section):
+    ws_public_url: str = "wss://ws.kraken.com/v2"
+    ws_private_url: str = "wss://ws-auth.kraken.com/v2"
+    rest_url: str = "https://api.kraken.com"
+    book_depth: Literal[10, 25, 100, 500, 1000] = 10
+    ohlc_interval_min: Literal[1, 5, 15, 30, 60, 240, 1440] = 1
+    connect_timeout_s: PositiveFloat = 10.0
+    request_timeout_s: PositiveFloat = 10.0
+    silence_limit_s: PositiveFloat = 10.0
+    reconnect_initial_s: PositiveFloat = 0.5
+    reconnect_max_s: PositiveFloat = 60.0
+    reconnect_jitter: Annotated[float, Field(ge=0, le=1)] = 0.5
+    staleness_s: StalenessSettings = StalenessSettings()
+
+
+class RiskSettings(_Section):
+    max_total_drawdown_pct: Percent = Decimal("15")
+    max_daily_drawdown_pct: Percent = Decimal("2")
+    max_weekly_drawdown_pct: Percent = Decimal("5")
+    max_consecutive_losses: Annotated[int, Field(ge=1)] = 5
+    risk_per_trade_pct: Annotated[Decimal, Field(gt=0, le=5)] = Decimal("0.5")
+    max_asset_exposure_pct: Percent = Decimal("10")
+    max_total_exposure_pct: Percent = Decimal("25")
+    max_order_value_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
+    fat_finger_pct: Percent = Decimal("5")
+
+
+class FeeSettings(_Section):
+    maker_pct: Percent = Decimal("0.25")
+    taker_pct: Percent = Decimal("0.40")
+
+
+class MonitoringSettings(_Section):
+    market_data_staleness_s: PositiveFloat = 60.0
+    status_interval_s: PositiveFloat = 5.0
+
+
+class SimSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    seed: int = 7
+    replay: str = ""
+    speed: Annotated[float, Field(ge=0)] = 1.0
+    messages_per_second: PositiveFloat = 20.0
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: str = "logs/gal-friday.jsonl"
+    max_bytes: Annotated[int, Field(ge=1024)] = 20_000_000
+    backup_count: Annotated[int, Field(ge=0)] = 10
+    stdout: bool = True
+
+
+class PathsSettings(_Section):
+    data_dir: str = "data"
+
+
+class Credentials(BaseSettings):
+    """Kraken API key and secret, from the environment only."""
+
+    model_config = SettingsConfigDict(env_prefix="KRAKEN_", extra="ignore", frozen=True)
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+    @field_validator("api_secret")
+    @classmethod
+    def _secret_is_base64(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                base64.b64decode(value.get_secret_value(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("KRAKEN_API_SECRET is not valid base64") from None
+        return value
+
+    @property
+    def present(self) -> bool:
+        return self.api_key is not None and self.api_secret is not None
+
+
+_toml_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "toml", default=None
+)
+
+
+class _TomlDataSource(PydanticBaseSettingsSource):
+    """The already-parsed TOML file, below the environment in precedence."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_toml_data.get() or {})
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see config.toml for what each value means."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GAL_FRIDAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    exchange: Literal["kraken", "sim"] = "kraken"
+    pairs: tuple[str, ...] = ("XRP/USD", "DOGE/USD")
+    kraken: KrakenSettings = KrakenSettings()
+    risk: RiskSettings = RiskSettings()
+    fees: FeeSettings = FeeSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    sim: SimSettings = SimSettings()
+    logging: LoggingSettings = LoggingSettings()
+    paths: PathsSettings = PathsSettings()
+
+    _credentials: Credentials = PrivateAttr(default_factory=Credentials.model_construct)
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_look_like_pairs(cls, pairs: tuple[str, ...]) -> tuple[str, ...]:
+        if not pairs:
+            raise ValueError("at least one pair is needed")
+        for pair in pairs:
+            base, slash, quote = pair.partition("/")
+            if not (slash and base.isalnum() and quote.isalnum() and pair == pair.upper()):
+                raise ValueError(f"{pair!r} is not a pair like 'XRP/USD'")
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("a pair is listed twice")
+        return pairs
+
+    @property
+    def credentials(self) -> Credentials:
+        return self._credentials
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlDataSource(settings_cls)
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the Settings from file, environment and ``overrides`` (CLI), or raise ConfigError.
+
+    ``path`` None means ``./config.toml`` when it exists, else the built-in defaults; an
+    explicit path that does not exist is an error.
+    """
+    data = _read_toml(path)
+    token = _toml_data.set(data)
+    try:
+        settings = Settings(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path or DEFAULT_CONFIG)) from None
+    finally:
+        _toml_data.reset(token)
+    settings._credentials = load_credentials()
+    return settings
+
+
+def load_credentials() -> Credentials:
+    """KRAKEN_API_KEY / KRAKEN_API_SECRET; errors never echo the value."""
+    try:
+        return Credentials(_env_file=None)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"credentials: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        if not DEFAULT_CONFIG.exists():
+            return {}
+        path = DEFAULT_CONFIG
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    """One line naming the first bad field, what is wrong, and where settings come from."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown setting"
+    elif "input" in err and not isinstance(err["input"], dict):
+        message = f"{message} (got {err['input']!r})"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"config error: {field}: {message}{more} [from {path}, GAL_FRIDAY_* or flags]"
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    """``'kraken.book_depth', 25`` -> ``{'kraken': {'book_depth': 25}}``."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def merge_overrides(*items: tuple[str, Any]) -> dict[str, Any]:
+    """Fold dotted ``(key, value)`` pairs into the nested dict pydantic expects."""
+    merged: dict[str, Any] = {}
+    for key, value in items:
+        _deep_merge(merged, _nested(key, value))
+    return merged
+
+
+def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value

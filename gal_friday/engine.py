@@ -1,0 +1,75 @@
+"""The trading engine: the bus and the modules, wired for one run.
+
+The same engine runs under ``--no-ui`` and, later, under the Textual cockpit: a user
+interface is just one more subscriber of the bus. With ``exchange = "sim"`` the built-in
+Kraken-protocol simulator is started in-process on loopback and the real Kraken client code
+talks to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gal_friday.bus import EventBus
+from gal_friday.config import Settings
+from gal_friday.ingest import DataIngestor
+from gal_friday.kraken.ws import RawSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """Where market data comes from for this run."""
+
+    name: str
+    ws_public_url: str
+    rest_url: str
+
+
+@contextlib.asynccontextmanager
+async def open_venue(settings: Settings) -> AsyncIterator[Venue]:
+    """Kraken itself, or an in-process simulator serving Kraken's protocols on loopback."""
+    if settings.exchange == "kraken":
+        yield Venue("kraken", settings.kraken.ws_public_url, settings.kraken.rest_url)
+        return
+    from gal_friday.sim.server import open_sim_exchange
+
+    async with open_sim_exchange(settings.sim, settings.pairs) as sim:
+        log.info("simulator started", extra={"ws_url": sim.ws_url, "rest_url": sim.rest_url})
+        yield Venue("sim", sim.ws_url, sim.rest_url)
+
+
+class Engine:
+    """Owns the bus and the running modules."""
+
+    def __init__(self, settings: Settings, *, raw_sink: RawSink | None = None) -> None:
+        self.settings = settings
+        self.bus = EventBus()
+        self.raw_sink = raw_sink
+        self.ingestor: DataIngestor | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set or a module fails for good."""
+        async with open_venue(self.settings) as venue:
+            self.ingestor = DataIngestor(
+                self.settings, self.bus, ws_url=venue.ws_public_url, rest_url=venue.rest_url,
+                raw_sink=self.raw_sink,
+            )
+            self.bus.start()
+            ingest = asyncio.create_task(self.ingestor.run(), name="engine:ingest")
+            stopper = asyncio.create_task(stop.wait(), name="engine:stop")
+            try:
+                await asyncio.wait({ingest, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (ingest, stopper):
+                    task.cancel()
+                results = await asyncio.gather(ingest, stopper, return_exceptions=True)
+                await self.bus.stop()
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result

@@ -1,0 +1,287 @@
+"""Typed, immutable events: the only way modules talk to each other.
+
+Money and book amounts are exact: Decimal, or integers scaled by a stated precision in the hot
+book path (``BookEvent``), which converts on demand. Times are UTC nanoseconds since the epoch
+(``ts_ns``) so events sort and subtract without timezone work.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from gal_friday.domain import InstrumentSpec, to_decimal
+
+
+def now_ns() -> int:
+    """Wall-clock UTC nanoseconds; the one clock events are stamped with."""
+    return time.time_ns()
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event on the bus."""
+
+
+# --- market data -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDataEvent(Event):
+    """Base of book, candle and trade events; ``pair`` is the domain pair, e.g. 'XRP/USD'."""
+
+    pair: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookEvent(MarketDataEvent):
+    """Top-N state of a verified L2 book after one exchange message.
+
+    Levels are ``(price, qty)`` integers scaled by ``price_precision`` / ``qty_precision``:
+    exact, and cheap enough to publish on every update. Use the helpers for Decimals.
+    """
+
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+    price_precision: int
+    qty_precision: int
+    checksum: int
+    sequence: int  # per-pair count of verified book messages since the last snapshot
+    is_snapshot: bool
+    exchange_ts_ns: int
+    received_ts_ns: int
+
+    def best_bid(self) -> Decimal | None:
+        return to_decimal(self.bids[0][0], self.price_precision) if self.bids else None
+
+    def best_ask(self) -> Decimal | None:
+        return to_decimal(self.asks[0][0], self.price_precision) if self.asks else None
+
+    def mid(self) -> Decimal | None:
+        if not (self.bids and self.asks):
+            return None
+        return to_decimal(self.bids[0][0] + self.asks[0][0], self.price_precision) / 2
+
+    def decimal_levels(self) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        pp, qp = self.price_precision, self.qty_precision
+        return (
+            [(to_decimal(p, pp), to_decimal(q, qp)) for p, q in self.bids],
+            [(to_decimal(p, pp), to_decimal(q, qp)) for p, q in self.asks],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BookInvalidatedEvent(MarketDataEvent):
+    """The local book is known to be wrong (checksum mismatch, gap, disconnect): do not use it
+    until the next BookEvent with ``is_snapshot``."""
+
+    reason: str
+    ts_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class CandleEvent(MarketDataEvent):
+    """A 1-min (or ``interval_s``) OHLCV candle; ``closed`` once its interval has rolled over."""
+
+    interval_s: int
+    open_ts_ns: int
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    vwap: Decimal
+    trades: int
+    closed: bool
+    received_ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent(MarketDataEvent):
+    """One public trade; ``side`` is the taker's side."""
+
+    trade_id: int
+    side: Side
+    price: Decimal
+    qty: Decimal
+    order_type: str
+    exchange_ts_ns: int
+    received_ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentEvent(MarketDataEvent):
+    """What the exchange allows for a pair (tick size, lot decimals, minimum order)."""
+
+    spec: InstrumentSpec
+
+
+# --- features and predictions --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureEvent(Event):
+    """A feature vector for one pair; names and values are parallel tuples (fixed order)."""
+
+    pair: str
+    ts_ns: int
+    names: tuple[str, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionEvent(Event):
+    """Probability that price moves up by the configured threshold within the horizon."""
+
+    pair: str
+    ts_ns: int
+    model_id: str
+    prob_up: float
+    features_ts_ns: int
+    latency_ns: int
+
+
+# --- trading decisions ---------------------------------------------------------------------
+
+
+class OrderType(enum.StrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSignalProposedEvent(Event):
+    """The strategy wants to enter (or exit) a position; risk has not looked at it yet."""
+
+    signal_id: str
+    pair: str
+    side: Side
+    order_type: OrderType
+    entry_price: Decimal
+    stop_loss: Decimal
+    take_profit: Decimal
+    prob_up: float
+    model_id: str
+    ts_ns: int
+    is_exit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSignalApprovedEvent(Event):
+    """Risk approved the signal and sized it."""
+
+    signal_id: str
+    pair: str
+    side: Side
+    order_type: OrderType
+    qty: Decimal
+    limit_price: Decimal | None
+    stop_loss: Decimal
+    take_profit: Decimal
+    ts_ns: int
+    is_exit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSignalRejectedEvent(Event):
+    """Risk refused the signal; ``reason`` names the failed check."""
+
+    signal_id: str
+    pair: str
+    reason: str
+    ts_ns: int
+
+
+class OrderStatus(enum.StrEnum):
+    SUBMITTED = "submitted"
+    ACKNOWLEDGED = "acknowledged"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReportEvent(Event):
+    """A state change of one order; fills carry the last fill's price, quantity and fee."""
+
+    client_order_id: str
+    exchange_order_id: str | None
+    signal_id: str | None
+    pair: str
+    side: Side
+    order_type: OrderType
+    status: OrderStatus
+    order_qty: Decimal
+    filled_qty: Decimal
+    avg_price: Decimal | None
+    last_fill_qty: Decimal | None
+    last_fill_price: Decimal | None
+    fee: Decimal
+    fee_asset: str
+    reason: str | None
+    ts_ns: int
+
+
+# --- control and health ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HaltEvent(Event):
+    """Stop new entries now; ``source`` is the trigger (operator, drawdown, stale data, ...)."""
+
+    reason: str
+    source: str
+    ts_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeEvent(Event):
+    """Only an operator resumes after a HALT."""
+
+    operator: str
+    ts_ns: int = field(default_factory=now_ns)
+
+
+class ComponentState(enum.StrEnum):
+    STARTING = "starting"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DEGRADED = "degraded"
+    DISCONNECTED = "disconnected"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStatusEvent(Event):
+    """Health of one component (e.g. 'kraken.ws.public'), for monitoring and display."""
+
+    component: str
+    state: ComponentState
+    detail: str = ""
+    ts_ns: int = field(default_factory=now_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatsEvent(Event):
+    """Market-data feed counters, published about once a second for monitoring and display."""
+
+    state: ComponentState
+    frames: int
+    frames_per_s: float
+    book_messages: int
+    checksum_failures: int
+    malformed: int
+    reconnects: int
+    last_disconnect_reason: str
+    data_age_s: tuple[tuple[str, float], ...] = ()  # (pair, seconds since its last message)
+    ts_ns: int = field(default_factory=now_ns)
