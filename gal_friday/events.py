@@ -1,5 +1,9 @@
 """Typed, immutable events: the only way modules talk to each other.
 
+Events are frozen ``msgspec.Struct`` classes: immutable like frozen dataclasses, but built in C
+about ten times faster (the book path publishes one per exchange message) and encodable to
+JSON as they are, for logs and the audit trail.
+
 Money and book amounts are exact: Decimal, or integers scaled by a stated precision in the hot
 book path (``BookEvent``), which converts on demand. Times are UTC nanoseconds since the epoch
 (``ts_ns``) so events sort and subtract without timezone work.
@@ -9,10 +13,13 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
 
+import msgspec
+from msgspec import field
+
 from gal_friday.domain import InstrumentSpec, to_decimal
+from gal_friday.timeutil import parse_ts_ns
 
 
 def now_ns() -> int:
@@ -25,22 +32,19 @@ class Side(enum.StrEnum):
     SELL = "sell"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base of every event on the bus."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """Base of every event on the bus (immutable; holds no reference cycles, hence gc=False)."""
 
 
 # --- market data -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class MarketDataEvent(Event):
     """Base of book, candle and trade events; ``pair`` is the domain pair, e.g. 'XRP/USD'."""
 
     pair: str
 
 
-@dataclass(frozen=True, slots=True)
 class BookEvent(MarketDataEvent):
     """Top-N state of a verified L2 book after one exchange message.
 
@@ -55,8 +59,13 @@ class BookEvent(MarketDataEvent):
     checksum: int
     sequence: int  # per-pair count of verified book messages since the last snapshot
     is_snapshot: bool
-    exchange_ts_ns: int
+    exchange_ts: str  # RFC3339 as the exchange stamped it; parsed only when someone asks
     received_ts_ns: int
+
+    @property
+    def exchange_ts_ns(self) -> int:
+        """Exchange time in epoch ns (the receive time when the exchange sent none)."""
+        return parse_ts_ns(self.exchange_ts) if self.exchange_ts else self.received_ts_ns
 
     def best_bid(self) -> Decimal | None:
         return to_decimal(self.bids[0][0], self.price_precision) if self.bids else None
@@ -77,7 +86,6 @@ class BookEvent(MarketDataEvent):
         )
 
 
-@dataclass(frozen=True, slots=True)
 class BookInvalidatedEvent(MarketDataEvent):
     """The local book is known to be wrong (checksum mismatch, gap, disconnect): do not use it
     until the next BookEvent with ``is_snapshot``."""
@@ -86,7 +94,6 @@ class BookInvalidatedEvent(MarketDataEvent):
     ts_ns: int = field(default_factory=now_ns)
 
 
-@dataclass(frozen=True, slots=True)
 class CandleEvent(MarketDataEvent):
     """A 1-min (or ``interval_s``) OHLCV candle; ``closed`` once its interval has rolled over."""
 
@@ -103,7 +110,6 @@ class CandleEvent(MarketDataEvent):
     received_ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
 class TradeEvent(MarketDataEvent):
     """One public trade; ``side`` is the taker's side."""
 
@@ -116,7 +122,6 @@ class TradeEvent(MarketDataEvent):
     received_ts_ns: int
 
 
-@dataclass(frozen=True, slots=True)
 class InstrumentEvent(MarketDataEvent):
     """What the exchange allows for a pair (tick size, lot decimals, minimum order)."""
 
@@ -126,7 +131,6 @@ class InstrumentEvent(MarketDataEvent):
 # --- features and predictions --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class FeatureEvent(Event):
     """A feature vector for one pair; names and values are parallel tuples (fixed order)."""
 
@@ -136,7 +140,6 @@ class FeatureEvent(Event):
     values: tuple[float, ...]
 
 
-@dataclass(frozen=True, slots=True)
 class PredictionEvent(Event):
     """Probability that price moves up by the configured threshold within the horizon."""
 
@@ -156,7 +159,6 @@ class OrderType(enum.StrEnum):
     MARKET = "market"
 
 
-@dataclass(frozen=True, slots=True)
 class TradeSignalProposedEvent(Event):
     """The strategy wants to enter (or exit) a position; risk has not looked at it yet."""
 
@@ -173,7 +175,6 @@ class TradeSignalProposedEvent(Event):
     is_exit: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class TradeSignalApprovedEvent(Event):
     """Risk approved the signal and sized it."""
 
@@ -189,7 +190,6 @@ class TradeSignalApprovedEvent(Event):
     is_exit: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class TradeSignalRejectedEvent(Event):
     """Risk refused the signal; ``reason`` names the failed check."""
 
@@ -210,7 +210,6 @@ class OrderStatus(enum.StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
 class ExecutionReportEvent(Event):
     """A state change of one order; fills carry the last fill's price, quantity and fee."""
 
@@ -235,7 +234,6 @@ class ExecutionReportEvent(Event):
 # --- control and health ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class HaltEvent(Event):
     """Stop new entries now; ``source`` is the trigger (operator, drawdown, stale data, ...)."""
 
@@ -244,7 +242,6 @@ class HaltEvent(Event):
     ts_ns: int = field(default_factory=now_ns)
 
 
-@dataclass(frozen=True, slots=True)
 class ResumeEvent(Event):
     """Only an operator resumes after a HALT."""
 
@@ -261,7 +258,6 @@ class ComponentState(enum.StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass(frozen=True, slots=True)
 class SystemStatusEvent(Event):
     """Health of one component (e.g. 'kraken.ws.public'), for monitoring and display."""
 
@@ -271,7 +267,6 @@ class SystemStatusEvent(Event):
     ts_ns: int = field(default_factory=now_ns)
 
 
-@dataclass(frozen=True, slots=True)
 class FeedStatsEvent(Event):
     """Market-data feed counters, published about once a second for monitoring and display."""
 

@@ -6,9 +6,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gal_friday.kraken.book import OrderBook
+from gal_friday.kraken.book import ACCELERATED, OrderBook
 from gal_friday.kraken.checksum import book_checksum
 from gal_friday.kraken.numbers import WireNumberError, format_scaled, to_scaled
+
+IMPLEMENTATIONS = [pytest.param(False, id="python"), pytest.param(True, id="c")]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, autouse=True)
+def accelerated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every test here runs against both BookSide implementations."""
+    monkeypatch.setattr(OrderBook.__init__, "__kwdefaults__", {"accelerated": request.param})
+    return bool(request.param)
+
+
+def test_the_c_book_is_built() -> None:
+    """CI installs with a compiler, so the fast path must be there (and tested)."""
+    assert ACCELERATED
 
 
 def lv(price: str, qty: str) -> dict[str, object]:
@@ -106,7 +120,8 @@ def test_format_scaled_round_trips() -> None:
 level_st = st.tuples(st.booleans(), st.integers(1, 60), st.integers(0, 5))
 
 
-@given(st.lists(st.lists(level_st, max_size=6), min_size=1, max_size=60), st.sampled_from([3, 10]))
+@given(messages=st.lists(st.lists(level_st, max_size=6), min_size=1, max_size=60),
+       depth=st.sampled_from([3, 10]))
 def test_incremental_book_equals_a_book_rebuilt_from_scratch(
     messages: list[list[tuple[bool, int, int]]], depth: int
 ) -> None:
@@ -133,3 +148,34 @@ def test_incremental_book_equals_a_book_rebuilt_from_scratch(
         assert book.bids.levels == want_bids
         assert book.asks.levels == want_asks
         assert book.checksum() == book_checksum(want_asks, want_bids)
+        for n in (2, depth):  # cached top-N views must follow every change
+            assert book.top(n) == (tuple(want_bids[:n]), tuple(want_asks[:n]))
+
+
+wire_number = st.one_of(
+    st.integers(-5, 10**20),
+    st.decimals(min_value=-1, max_value=10**12, allow_nan=False, allow_infinity=False,
+                places=12).map(lambda d: format(d, "f")),
+    st.sampled_from(["1e-5", "1E3", "00.10", "5.", ".5", "+1", "1_0", "", "abc", "1.0000000000"]),
+)
+
+
+@given(levels=st.lists(st.tuples(st.booleans(), wire_number, wire_number), max_size=8))
+def test_c_and_python_sides_accept_and_refuse_the_same_input(
+    levels: list[tuple[bool, object, object]]
+) -> None:
+    books = [OrderBook("T/USD", 10, 4, 8, accelerated=flag) for flag in (False, True)]
+    outcomes = []
+    for book in books:
+        try:
+            book.apply_update([lv(p, q) for b, p, q in levels if b],  # type: ignore[arg-type]
+                              [lv(p, q) for b, p, q in levels if not b])  # type: ignore[arg-type]
+            outcomes.append(("ok", book.bids.levels, book.asks.levels, book.checksum()))
+        except WireNumberError:
+            outcomes.append(("refused",))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_fixture_really_switches_implementation(accelerated: bool) -> None:
+    side = OrderBook("T/USD", 10, 2, 2).bids
+    assert (type(side).__module__ == "gal_friday.kraken._cbook") is accelerated

@@ -16,12 +16,20 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gal_friday.kraken.checksum import CHECKSUM_LEVELS
 from gal_friday.kraken.numbers import _POW10, WireNumberError, to_scaled
 
+try:  # the same BookSide in C, built at install time when a compiler is present
+    from gal_friday.kraken._cbook import BookSide as CBookSide
+except ImportError:  # pragma: no cover - depends on the build
+    CBookSide = None
+
 Level = tuple[int, int]
 _N = CHECKSUM_LEVELS
+MAX_SCALED = 2**63 - 1  # both implementations hold amounts in signed 64 bits
+ACCELERATED = CBookSide is not None
 
 
 def _scaled(raw: object, precision: int) -> int:
@@ -60,7 +68,7 @@ class BookSide:
 
     def set(self, price: int, qty: int) -> None:
         """Insert, replace (qty > 0) or delete (qty == 0) the level at ``price``."""
-        if price <= 0 or qty < 0:
+        if price <= 0 or qty < 0 or price > MAX_SCALED or qty > MAX_SCALED:
             raise WireNumberError(f"impossible level {price} x {qty}")
         key = price * self._sign
         keys = self._keys
@@ -79,6 +87,15 @@ class BookSide:
             self.texts.insert(idx, f"{price}{qty}")
         if idx < _N:
             self._encoded = None
+
+    def apply(self, levels: Iterable[Mapping[str, object]], price_precision: int,
+              qty_precision: int) -> None:
+        """Apply wire levels (``{"price": raw, "qty": raw}``) in order."""
+        for level in levels:
+            self.set(_scaled(level["price"], price_precision), _scaled(level["qty"], qty_precision))
+
+    def top(self, n: int) -> tuple[Level, ...]:
+        return tuple(self.levels[:n])
 
     def truncate(self, depth: int) -> None:
         if len(self._keys) > depth:
@@ -99,13 +116,15 @@ class OrderBook:
 
     __slots__ = ("asks", "bids", "depth", "price_precision", "qty_precision", "symbol")
 
-    def __init__(self, symbol: str, depth: int, price_precision: int, qty_precision: int) -> None:
+    def __init__(self, symbol: str, depth: int, price_precision: int, qty_precision: int,
+                 *, accelerated: bool = ACCELERATED) -> None:
         self.symbol = symbol
         self.depth = depth
         self.price_precision = price_precision
         self.qty_precision = qty_precision
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+        side: Any = CBookSide if accelerated and CBookSide is not None else BookSide
+        self.bids = side(descending=True)
+        self.asks = side(descending=False)
 
     def clear(self) -> None:
         self.bids.clear()
@@ -123,12 +142,8 @@ class OrderBook:
     ) -> None:
         """Apply wire levels (``{"price": raw, "qty": raw}``) in order, then truncate."""
         pp, qp = self.price_precision, self.qty_precision
-        side = self.bids
-        for level in bids:
-            side.set(_scaled(level["price"], pp), _scaled(level["qty"], qp))
-        side = self.asks
-        for level in asks:
-            side.set(_scaled(level["price"], pp), _scaled(level["qty"], qp))
+        self.bids.apply(bids, pp, qp)
+        self.asks.apply(asks, pp, qp)
         depth = self.depth
         if len(self.bids) > depth:
             self.bids.truncate(depth)
@@ -145,9 +160,9 @@ class OrderBook:
 
     def top(self, n: int) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
         """Best ``n`` bids and asks as scaled-integer ``(price, qty)`` tuples."""
-        return tuple(self.bids.levels[:n]), tuple(self.asks.levels[:n])
+        return self.bids.top(n), self.asks.top(n)
 
     def is_crossed(self) -> bool:
         """A best bid at or above the best ask means the book cannot be trusted."""
-        bids, asks = self.bids.levels, self.asks.levels
-        return bool(bids and asks) and bids[0][0] >= asks[0][0]
+        bid, ask = self.bids.top(1), self.asks.top(1)
+        return bool(bid and ask) and bid[0][0] >= ask[0][0]

@@ -29,7 +29,7 @@ from gal_friday.events import (
     TradeEvent,
 )
 from gal_friday.kraken.book import OrderBook
-from gal_friday.kraken.timestamps import parse_ts_ns
+from gal_friday.timeutil import parse_ts_ns
 
 log = logging.getLogger(__name__)
 
@@ -213,18 +213,19 @@ class PublicStreamDecoder:
                 self.stats.checksum_failures += 1
                 events.extend(self._invalidate(pair, "checksum mismatch"))
                 continue
-            if book.is_crossed():
+            bids, asks = book.top(self.depth)
+            if bids and asks and bids[0][0] >= asks[0][0]:
                 events.extend(self._invalidate(pair, "crossed book"))
                 continue
-            self._valid[pair] = True
-            self.resync.discard(pair)
+            if not self._valid[pair]:
+                self._valid[pair] = True
+                self.resync.discard(pair)
             seq = self._seq[pair] = self._seq[pair] + 1
             ts = item.get("timestamp")
-            bids, asks = book.top(self.depth)
             events.append(
                 BookEvent(
                     pair, bids, asks, book.price_precision, book.qty_precision, expected, seq,
-                    is_snapshot, parse_ts_ns(ts) if type(ts) is str else received, received,
+                    is_snapshot, ts if type(ts) is str else "", received,
                 )
             )
         return events

@@ -1,6 +1,6 @@
-"""Kraken RFC3339 timestamps ('2023-10-06T17:35:55.440295Z') to UTC epoch nanoseconds.
+"""RFC3339 UTC timestamps ('2023-10-06T17:35:55.440295Z') to and from epoch nanoseconds.
 
-Book messages arrive by the thousand per second and their timestamps share the same second,
+Market data arrives by the thousand per second with timestamps that share the same second,
 so the whole-second part is cached and only the fraction is parsed each time.
 """
 
@@ -33,7 +33,7 @@ def parse_ts_ns(text: str) -> int:
 
 
 def format_ts(ns: int) -> str:
-    """RFC3339 with microseconds and 'Z', as Kraken writes it."""
+    """RFC3339 with microseconds and 'Z' (the form exchanges write)."""
     seconds, rem = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, tz=UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
