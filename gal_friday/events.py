@@ -39,13 +39,13 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 # --- market data -------------------------------------------------------------------------
 
 
-class MarketDataEvent(Event):
+class MarketDataEvent(Event, frozen=True):
     """Base of book, candle and trade events; ``pair`` is the domain pair, e.g. 'XRP/USD'."""
 
     pair: str
 
 
-class BookEvent(MarketDataEvent):
+class BookEvent(MarketDataEvent, frozen=True):
     """Top-N state of a verified L2 book after one exchange message.
 
     Levels are ``(price, qty)`` integers scaled by ``price_precision`` / ``qty_precision``:
@@ -86,7 +86,7 @@ class BookEvent(MarketDataEvent):
         )
 
 
-class BookInvalidatedEvent(MarketDataEvent):
+class BookInvalidatedEvent(MarketDataEvent, frozen=True):
     """The local book is known to be wrong (checksum mismatch, gap, disconnect): do not use it
     until the next BookEvent with ``is_snapshot``."""
 
@@ -94,7 +94,7 @@ class BookInvalidatedEvent(MarketDataEvent):
     ts_ns: int = field(default_factory=now_ns)
 
 
-class CandleEvent(MarketDataEvent):
+class CandleEvent(MarketDataEvent, frozen=True):
     """A 1-min (or ``interval_s``) OHLCV candle; ``closed`` once its interval has rolled over."""
 
     interval_s: int
@@ -110,7 +110,7 @@ class CandleEvent(MarketDataEvent):
     received_ts_ns: int
 
 
-class TradeEvent(MarketDataEvent):
+class TradeEvent(MarketDataEvent, frozen=True):
     """One public trade; ``side`` is the taker's side."""
 
     trade_id: int
@@ -122,7 +122,7 @@ class TradeEvent(MarketDataEvent):
     received_ts_ns: int
 
 
-class InstrumentEvent(MarketDataEvent):
+class InstrumentEvent(MarketDataEvent, frozen=True):
     """What the exchange allows for a pair (tick size, lot decimals, minimum order)."""
 
     spec: InstrumentSpec
@@ -131,7 +131,7 @@ class InstrumentEvent(MarketDataEvent):
 # --- features and predictions --------------------------------------------------------------
 
 
-class FeatureEvent(Event):
+class FeatureEvent(Event, frozen=True):
     """A feature vector for one pair; names and values are parallel tuples (fixed order)."""
 
     pair: str
@@ -140,7 +140,7 @@ class FeatureEvent(Event):
     values: tuple[float, ...]
 
 
-class PredictionEvent(Event):
+class PredictionEvent(Event, frozen=True):
     """Probability that price moves up by the configured threshold within the horizon."""
 
     pair: str
@@ -159,7 +159,7 @@ class OrderType(enum.StrEnum):
     MARKET = "market"
 
 
-class TradeSignalProposedEvent(Event):
+class TradeSignalProposedEvent(Event, frozen=True):
     """The strategy wants to enter (or exit) a position; risk has not looked at it yet."""
 
     signal_id: str
@@ -175,7 +175,7 @@ class TradeSignalProposedEvent(Event):
     is_exit: bool = False
 
 
-class TradeSignalApprovedEvent(Event):
+class TradeSignalApprovedEvent(Event, frozen=True):
     """Risk approved the signal and sized it."""
 
     signal_id: str
@@ -190,7 +190,7 @@ class TradeSignalApprovedEvent(Event):
     is_exit: bool = False
 
 
-class TradeSignalRejectedEvent(Event):
+class TradeSignalRejectedEvent(Event, frozen=True):
     """Risk refused the signal; ``reason`` names the failed check."""
 
     signal_id: str
@@ -210,7 +210,7 @@ class OrderStatus(enum.StrEnum):
     ERROR = "error"
 
 
-class ExecutionReportEvent(Event):
+class ExecutionReportEvent(Event, frozen=True):
     """A state change of one order; fills carry the last fill's price, quantity and fee."""
 
     client_order_id: str
@@ -234,7 +234,7 @@ class ExecutionReportEvent(Event):
 # --- control and health ---------------------------------------------------------------------
 
 
-class HaltEvent(Event):
+class HaltEvent(Event, frozen=True):
     """Stop new entries now; ``source`` is the trigger (operator, drawdown, stale data, ...)."""
 
     reason: str
@@ -242,7 +242,7 @@ class HaltEvent(Event):
     ts_ns: int = field(default_factory=now_ns)
 
 
-class ResumeEvent(Event):
+class ResumeEvent(Event, frozen=True):
     """Only an operator resumes after a HALT."""
 
     operator: str
@@ -258,7 +258,7 @@ class ComponentState(enum.StrEnum):
     STOPPED = "stopped"
 
 
-class SystemStatusEvent(Event):
+class SystemStatusEvent(Event, frozen=True):
     """Health of one component (e.g. 'kraken.ws.public'), for monitoring and display."""
 
     component: str
@@ -267,7 +267,7 @@ class SystemStatusEvent(Event):
     ts_ns: int = field(default_factory=now_ns)
 
 
-class FeedStatsEvent(Event):
+class FeedStatsEvent(Event, frozen=True):
     """Market-data feed counters, published about once a second for monitoring and display."""
 
     state: ComponentState

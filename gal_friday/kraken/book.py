@@ -21,6 +21,7 @@ from typing import Any
 from gal_friday.kraken.checksum import CHECKSUM_LEVELS
 from gal_friday.kraken.numbers import _POW10, WireNumberError, to_scaled
 
+CBookSide: Any
 try:  # the same BookSide in C, built at install time when a compiler is present
     from gal_friday.kraken._cbook import BookSide as CBookSide
 except ImportError:  # pragma: no cover - depends on the build

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-_POW10 = tuple(10**i for i in range(40))
+_POW10: tuple[int, ...] = tuple(10**i for i in range(40))
 _MAX_TEXT = 40  # longer numbers are hostile or corrupt, never real prices
 
 

@@ -50,7 +50,7 @@ def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float,
                   rng: random.Random) -> float:
     """Exponential backoff capped at ``maximum``, shortened by up to ``jitter`` of itself so
     many clients do not reconnect in lockstep."""
-    base = min(maximum, initial * (2 ** min(attempt, 30)))
+    base: float = min(maximum, initial * 2.0 ** min(attempt, 30))
     return base * (1.0 - jitter * rng.random())
 
 

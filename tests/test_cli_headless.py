@@ -1,0 +1,135 @@
+"""The real command, end to end: headless run, recording, and replay, against the simulator."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gal_friday.kraken.book import OrderBook
+from gal_friday.kraken.public import PublicStreamDecoder
+from gal_friday.kraken.recorder import read_recording
+
+
+def gal_friday(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GAL_FRIDAY_", "KRAKEN_"))}
+    env["KRAKEN_API_KEY"] = "TESTKEY-should-never-appear"
+    env["KRAKEN_API_SECRET"] = "c2VjcmV0LXNob3VsZC1uZXZlci1hcHBlYXI="
+    return subprocess.Popen([sys.executable, "-m", "gal_friday", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_headless_sim_run_logs_status_and_stops_cleanly_on_sigterm(in_tmp: Path) -> None:
+    proc = gal_friday("--no-ui", "--exchange", "sim", "--set", "monitoring.status_interval_s=0.5",
+                      cwd=in_tmp)
+    time.sleep(6)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    records = json_lines(out)
+    assert records, err
+    for rec in records:
+        assert rec["ts"].endswith("Z") and "event" in rec  # type: ignore[union-attr]
+    status = [r for r in records if r.get("event_type") == "status"]
+    assert status, "no status line"
+    last = str(status[-1]["event"])
+    assert "conn=connected" in last and "XRP/USD" in last and "DOGE/USD" in last
+    assert "checksum_fail=0" in last
+    assert "XRP/USD -/-" not in last  # a real best bid/ask was shown
+    assert records[-1]["event"] == "gal-friday stopped"
+    log_file = (in_tmp / "logs" / "gal-friday.jsonl").read_text()
+    for text in (out, err, log_file):
+        assert "TESTKEY-should-never-appear" not in text
+        assert "c2VjcmV0LXNob3VsZC1uZXZlci1hcHBlYXI=" not in text
+
+
+def test_sigint_also_stops_cleanly(in_tmp: Path) -> None:
+    proc = gal_friday("--no-ui", "--exchange", "sim", cwd=in_tmp)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert json_lines(out)[-1]["event"] == "gal-friday stopped"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_record_then_replay_through_the_simulator(in_tmp: Path) -> None:
+    """Record the simulator's public stream, replay the file through a second simulator, and
+    record that: both files hold books whose every checksum verifies."""
+    first = in_tmp / "first.jsonl.gz"
+    rec = gal_friday("--exchange", "sim", "record", "--out", str(first), "--duration", "4",
+                     cwd=in_tmp)
+    _, err = rec.communicate(timeout=60)
+    assert rec.returncode == 0, err
+    header, frames = read_recording(first)
+    assert header["pairs"] == ["XRP/USD", "DOGE/USD"]
+    raws = [raw for _, raw in frames]
+    assert verified_books(raws) > 20
+
+    port = free_port()
+    sim = gal_friday("sim-exchange", "--port", str(port), "--replay", str(first), "--speed", "4",
+                     cwd=in_tmp)
+    try:
+        wait_for_port(port)
+        second = in_tmp / "second.jsonl.gz"
+        rec2 = gal_friday("record", "--out", str(second), "--duration", "3",
+                          "--set", f'kraken.ws_public_url="ws://127.0.0.1:{port}/v2"',
+                          "--set", f'kraken.rest_url="http://127.0.0.1:{port}"', cwd=in_tmp)
+        _, err2 = rec2.communicate(timeout=60)
+        assert rec2.returncode == 0, err2
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.communicate(timeout=30)
+    _, frames2 = read_recording(second)
+    assert verified_books([raw for _, raw in frames2]) > 5
+
+
+def verified_books(raws: list[str]) -> int:
+    """Feed raw frames to a fresh decoder; count verified book messages, fail on any bad one."""
+    decoder = PublicStreamDecoder(["XRP/USD", "DOGE/USD"], depth=10)
+    for raw in raws:
+        decoder.feed(raw)
+    assert decoder.stats.checksum_failures == 0
+    assert decoder.stats.malformed == 0
+    assert all(isinstance(b, OrderBook) for b in decoder.books.values())
+    return decoder.stats.book_messages
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"simulator did not listen on {port}")
+
+
+def test_recording_is_gzip_json_lines_with_a_header(in_tmp: Path) -> None:
+    out = in_tmp / "r.jsonl.gz"
+    proc = gal_friday("--exchange", "sim", "record", "--out", str(out), "--duration", "2",
+                      cwd=in_tmp)
+    proc.communicate(timeout=60)
+    with gzip.open(out, "rt") as fh:
+        header = json.loads(fh.readline())
+        frame = json.loads(fh.readline())
+    assert header["format"] == "gal-friday-recording"
+    assert set(frame) == {"t", "raw"} and isinstance(frame["t"], int)
