@@ -121,7 +121,13 @@ def run_decoder(symbol: str, pp: int, qp: int, msgs: list[bytes], depth: int) ->
 
 
 def run_sdk(symbol: str, pp: int, qp: int, texts: list[str], depth: int) -> int:
+    import kraken.spot.orderbook as sdk_orderbook
     from kraken.spot import SpotOrderBookClient
+
+    async def no_pause(*_: object) -> None:  # the SDK sleeps 3 s before re-subscribing
+        return None
+
+    sdk_orderbook.asyncio_sleep = no_pause
 
     class Market:  # stands in for the REST AssetPairs call the client makes on first sight
         def get_asset_pairs(self, pair: str) -> dict[str, Any]:

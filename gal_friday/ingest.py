@@ -93,8 +93,9 @@ class DataIngestor:
         for pair, spec in specs.items():
             self.instruments[pair] = spec
             log.info("instrument", extra={
-                "pair": pair, "tick": format(spec.price_increment, "f"), "lot_decimals": spec.qty_precision,
-                "ordermin": format(spec.qty_min, "f"), "costmin": format(spec.cost_min, "f"),
+                "pair": pair, "tick": format(spec.price_increment, "f"),
+                "lot_decimals": spec.qty_precision, "ordermin": format(spec.qty_min, "f"),
+                "costmin": format(spec.cost_min, "f"),
             })
             await self._publish(InstrumentEvent(pair, spec))
 

@@ -54,8 +54,8 @@ class Run:
         self.feed = feed
         self.events = events
 
-    async def until(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def until(self, predicate: Callable[[], bool], within_s: float = 15.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within_s
         while not predicate():
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"timed out; feed state {self.feed.state}, "

@@ -106,14 +106,18 @@ class FullBook:
 
 
 def _diff(side: BookSide, held: dict[int, int], depth: int) -> tuple[list[Level], dict[int, int]]:
-    """Levels to send so a client holding ``held`` ends with the side's new top ``depth``."""
+    """Levels to send so a client holding ``held`` ends with the side's new top ``depth``.
+
+    Deletions come first, as in Kraken's own stream: a client that (wrongly) truncates after
+    every level instead of after the whole message then still ends with the right book."""
     top = side.top(depth)
     new = dict(top)
-    out = [level for level in top if held.get(level[0]) != level[1]]
-    if len(new) != len(held) or out:
-        alive = side.qty
-        out.extend((p, 0) for p in held if p not in new and p not in alive)
-    return out, new
+    changed = [level for level in top if held.get(level[0]) != level[1]]
+    if len(new) == len(held) and not changed:
+        return [], new
+    alive = side.qty
+    deleted: list[Level] = [(p, 0) for p in held if p not in new and p not in alive]
+    return deleted + changed, new
 
 
 class DepthView:

@@ -327,11 +327,12 @@ class SyntheticMarket(MarketSource):
                 for price, qty, side, ord_type in fills]
 
     async def run(self, sink: MarketSink) -> None:
-        """Step every pair ``rate`` times a second on a short timer, catching up in small
-        bursts and skipping (never queueing) time the loop could not keep up with."""
+        """Step every pair ``rate`` times a second on a short timer. A late timer catches
+        up by at most twice a tick's worth of steps; time beyond that is skipped, never
+        queued, so a busy process sees a slower market rather than a blocked event loop."""
         loop = asyncio.get_running_loop()
         tick = max(0.005, min(0.05, 1.0 / self.rate))
-        max_burst = max(1, int(self.rate * 0.25))
+        max_burst = max(2, math.ceil(self.rate * tick * 2))
         started, done = loop.time(), 0
         while True:
             await asyncio.sleep(tick)

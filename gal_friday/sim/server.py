@@ -121,6 +121,7 @@ class _Conn:
         self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
         self.subs: dict[tuple[str, str | None], _Sub] = {}
         self.stalls: list[Stall] = []
+        self.timers: list[asyncio.TimerHandle] = []  # pending stall releases
         self.last_out = time.monotonic()
         self.closed = False
 
@@ -279,7 +280,7 @@ class SimExchange:
     def _send_book_updates(self, symbol: str, ts_ns: int) -> None:
         book = self.market.books[symbol]
         checksum: int | None = None
-        for group in self._books[symbol].values():
+        for group in list(self._books[symbol].values()):  # a slow client may leave mid-way
             diff = group.view.update()
             if diff is None:
                 continue
@@ -300,7 +301,7 @@ class SimExchange:
     def _send_candles(self, symbol: str, ts_ns: int) -> None:
         inst = self.market.instruments[symbol]
         tape = self.market.tapes[symbol]
-        for interval, conns in self._ohlc[symbol].items():
+        for interval, conns in list(self._ohlc[symbol].items()):
             candle = tape.current(interval, ts_ns)
             item = wire.ohlc_item(symbol, candle, interval, inst.price_precision,
                                   inst.qty_precision)
@@ -362,6 +363,8 @@ class SimExchange:
             return
         self._conns.discard(conn)
         conn.closed = True
+        for timer in conn.timers:
+            timer.cancel()
         self.stats.connections_open -= 1
         for sub in list(conn.subs.values()):
             self._remove_sub(conn, sub)
@@ -512,7 +515,10 @@ class SimExchange:
         elif sub.channel == "trade" and symbol is not None:
             self._trades.get(symbol, set()).discard(conn)
         elif sub.channel == "ohlc" and symbol is not None:
-            self._ohlc.get(symbol, {}).get(sub.interval, set()).discard(conn)
+            intervals = self._ohlc.get(symbol, {})
+            intervals.get(sub.interval, set()).discard(conn)
+            if not intervals.get(sub.interval, True):
+                del intervals[sub.interval]
 
     def _instrument(self, conn: _Conn, method: str, params: dict[str, Any],
                     req_id: int | None, t_in: int) -> None:
@@ -594,7 +600,7 @@ class SimExchange:
         for conn in conns:
             stall = Stall(loop.time() + seconds, channel, symbol)
             conn.stalls.append(stall)
-            loop.call_later(seconds, conn.release, stall)
+            conn.timers.append(loop.call_later(seconds, conn.release, stall))
         return len(conns)
 
     def clear_faults(self) -> None:
@@ -689,14 +695,20 @@ async def _request_params(request: web.Request) -> dict[str, str]:
 
 
 class SimConfig(Protocol):
-    """The ``[sim]`` settings section the CLI and engine pass in."""
+    """The ``[sim]`` settings section the CLI and engine pass in (read-only view)."""
 
-    host: str
-    port: int
-    seed: int
-    replay: str
-    speed: float
-    messages_per_second: float
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def replay(self) -> str: ...
+    @property
+    def speed(self) -> float: ...
+    @property
+    def messages_per_second(self) -> float: ...
 
 
 def build_market(seed: int = 7, pairs: Sequence[str] = DEFAULT_PAIRS,
