@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -242,16 +242,20 @@ class PublicStreamDecoder:
 
     # --- candles and trades ------------------------------------------------------------------
 
+    def _ours(self, msg: dict[str, Any], channel: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The data items for our pairs, each marking its channel as alive for that pair."""
+        for item in msg["data"]:
+            pair = item["symbol"]
+            if pair in self.books:
+                self.last_seen[(channel, pair)] = self.stats.last_frame_mono
+                yield pair, item
+
     def _on_ohlc(self, msg: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
         received = self._clock()
-        for item in msg["data"]:
-            pair = item["symbol"]
-            if pair not in self.books:
-                continue
+        for pair, item in self._ours(msg, OHLC):
             if item.get("interval", self.interval_s // 60) * 60 != self.interval_s:
                 continue
-            self.last_seen[(OHLC, pair)] = self.stats.last_frame_mono
             begin = parse_ts_ns(item["interval_begin"])
             candle = CandleEvent(
                 pair, self.interval_s, begin, _dec(item["open"]), _dec(item["high"]),
@@ -277,11 +281,7 @@ class PublicStreamDecoder:
     def _on_trade(self, msg: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
         received = self._clock()
-        for item in msg["data"]:
-            pair = item["symbol"]
-            if pair not in self.books:
-                continue
-            self.last_seen[(TRADE, pair)] = self.stats.last_frame_mono
+        for pair, item in self._ours(msg, TRADE):
             events.append(
                 TradeEvent(
                     pair, int(item["trade_id"]), Side(item["side"]), _dec(item["price"]),
