@@ -1,0 +1,88 @@
+"""Candle files: Kraken's OHLCVT CSV format, shared by download, features and training.
+
+One row per interval, no header: ``unix_time_s,open,high,low,close,volume,trade_count`` where
+the time is the interval's start (Kraken's downloadable history uses exactly this layout, so
+its files import as they are). Intervals without trades are absent, as in Kraken's files.
+
+In memory a series is a ``CandleSeries`` of parallel numpy arrays: analysis and model code
+works in float64, while the text in the file stays exact.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class CandleFileError(ValueError):
+    """A candle file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class CandleSeries:
+    """Candles in time order; ``time_s`` is each interval's start (unix seconds)."""
+
+    time_s: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    trades: IntArray
+
+    def __len__(self) -> int:
+        return len(self.time_s)
+
+    def slice(self, start: int, stop: int) -> CandleSeries:
+        s = slice(start, stop)
+        return CandleSeries(self.time_s[s], self.open[s], self.high[s], self.low[s],
+                            self.close[s], self.volume[s], self.trades[s])
+
+
+def read_candles(path: Path) -> CandleSeries:
+    """Read an OHLCVT CSV (Kraken's layout); rows must be in strictly increasing time."""
+    rows: list[list[str]] = []
+    try:
+        with path.open(newline="") as fh:
+            for lineno, row in enumerate(csv.reader(fh), start=1):
+                if not row or not row[0].strip():
+                    continue
+                if len(row) < 6:
+                    raise CandleFileError(f"{path}:{lineno}: expected 7 columns "
+                                          "(time,open,high,low,close,volume,count)")
+                rows.append(row[:7] if len(row) >= 7 else [*row, "0"])
+    except FileNotFoundError:
+        raise CandleFileError(f"candle file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise CandleFileError(f"{path} is not a text CSV file") from None
+    try:
+        table = np.array(rows, dtype=object).reshape(-1, 7)
+        series = CandleSeries(
+            time_s=table[:, 0].astype(np.float64).astype(np.int64),
+            open=table[:, 1].astype(np.float64), high=table[:, 2].astype(np.float64),
+            low=table[:, 3].astype(np.float64), close=table[:, 4].astype(np.float64),
+            volume=table[:, 5].astype(np.float64), trades=table[:, 6].astype(np.int64),
+        )
+    except ValueError as exc:
+        raise CandleFileError(f"{path}: not a number in the file ({exc})") from None
+    if len(series) > 1 and not np.all(np.diff(series.time_s) > 0):
+        raise CandleFileError(f"{path}: rows are not in strictly increasing time order")
+    return series
+
+
+def write_candles(path: Path, rows: list[tuple[int, str, str, str, str, str, int]]) -> None:
+    """Write exact text rows ``(time_s, open, high, low, close, volume, count)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        for row in rows:
+            writer.writerow(row)
+    tmp.replace(path)  # never leave a half-written file under the real name
