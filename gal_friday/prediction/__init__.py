@@ -1,0 +1,1 @@
+"""PredictionService: LightGBM models turned into calibrated probabilities, off the event loop."""

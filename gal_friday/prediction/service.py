@@ -1,0 +1,124 @@
+"""PredictionService: feature vectors in, combined probabilities out, never blocking the loop.
+
+At start-up every model's metadata is checked against the feature engine's feature list (a
+model needing a feature the engine does not produce is refused with a message that says so),
+then a process pool starts whose workers load the models once. Each FeatureEvent becomes one
+pool call with a row per model; the probabilities are combined (weighted average, or a
+weighted vote) and published as a PredictionEvent carrying the model id and the latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from gal_friday.bus import EventBus, Policy
+from gal_friday.events import FeatureEvent, PredictionEvent
+from gal_friday.prediction import worker
+from gal_friday.prediction.model import ModelError, ModelMetadata, check_features, load_metadata
+
+log = logging.getLogger(__name__)
+
+Combine = Literal["mean", "vote"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference: its metadata, weight and where its features sit."""
+
+    directory: Path
+    meta: ModelMetadata
+    weight: float
+    positions: tuple[int, ...]
+
+
+def load_models(
+    directories: Sequence[Path], weights: Sequence[float] | None,
+    engine_features: tuple[str, ...],
+) -> list[LoadedModel]:
+    """Validate every model against the engine's features; raise ModelError on the first
+    problem (a bot must not start with a model it cannot feed correctly)."""
+    if not directories:
+        raise ModelError("no model configured; train one with 'gal-friday train'")
+    weights = list(weights) if weights else [1.0] * len(directories)
+    if len(weights) != len(directories) or any(w <= 0 for w in weights):
+        raise ModelError("prediction weights must be positive, one per model")
+    models = []
+    for directory, weight in zip(directories, weights, strict=True):
+        meta = load_metadata(directory)
+        models.append(LoadedModel(directory, meta, weight,
+                                  check_features(meta, engine_features)))
+    ids = [m.meta.model_id for m in models]
+    if len(set(ids)) != len(ids):
+        raise ModelError(f"two configured models share an id: {ids}")
+    return models
+
+
+def combine(probabilities: Sequence[float], weights: Sequence[float], how: Combine) -> float:
+    """Weighted mean of the probabilities, or the weighted share of models voting 'up'."""
+    total = sum(weights)
+    if how == "vote":
+        return sum(w for p, w in zip(probabilities, weights, strict=True) if p > 0.5) / total
+    return sum(p * w for p, w in zip(probabilities, weights, strict=True)) / total
+
+
+class PredictionService:
+    """Subscribes to FeatureEvent and publishes PredictionEvent."""
+
+    def __init__(self, bus: EventBus, models: list[LoadedModel], *, how: Combine = "mean",
+                 workers: int = 1) -> None:
+        self.bus = bus
+        self.models = models
+        self.how = how
+        self.workers = workers
+        self.model_id = "+".join(m.meta.model_id for m in models)
+        self._pool: ProcessPoolExecutor | None = None
+        self.predictions = 0
+        self.skipped_incomplete = 0
+
+    async def start(self) -> None:
+        """Start the pool, wait until every worker has loaded the models, then subscribe."""
+        ctx = multiprocessing.get_context("spawn")  # no fork of a running event loop
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=worker.init_worker,
+            initargs=([str(m.directory) for m in self.models],),
+        )
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, worker.loaded_models)
+                               for _ in range(self.workers)))
+        self.bus.subscribe(FeatureEvent, self.on_features, name="prediction",
+                           policy=Policy.BLOCK, maxsize=1024)
+        log.info("prediction service ready",
+                 extra={"models": self.model_id, "workers": self.workers, "combine": self.how})
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    async def on_features(self, event: FeatureEvent) -> None:
+        received = time.time_ns()
+        requests = []
+        for model in self.models:
+            row = [event.values[i] for i in model.positions]
+            if any(math.isnan(v) for v in row):
+                self.skipped_incomplete += 1  # warm-up or a missing book: no guess published
+                return
+            requests.append((model.meta.model_id, row))
+        assert self._pool is not None, "start() the service first"
+        loop = asyncio.get_running_loop()
+        probs, _ = await loop.run_in_executor(self._pool, worker.predict_rows, requests)
+        prob = combine(probs, [m.weight for m in self.models], self.how)
+        self.predictions += 1
+        await self.bus.publish(PredictionEvent(
+            pair=event.pair, ts_ns=time.time_ns(), model_id=self.model_id, prob_up=prob,
+            features_ts_ns=event.ts_ns, latency_ns=time.time_ns() - received,
+        ))
