@@ -25,8 +25,11 @@ from gal_friday.prediction.service import PredictionService, combine, load_model
 ENGINE = ("rsi_14", "macd_hist", "spread_pct", "imbalance_5", "roc_5")
 
 
+NO_CALIBRATION = Calibration()
+
+
 def train(directory: Path, model_id: str, features: tuple[str, ...], *, trees: int = 30,
-          leaves: int = 15, calibration: Calibration = Calibration()) -> lightgbm.Booster:
+          leaves: int = 15, calibration: Calibration = NO_CALIBRATION) -> lightgbm.Booster:
     rng = np.random.default_rng(len(model_id))
     x = rng.normal(size=(3000, len(features)))
     y = (x[:, 0] + 0.5 * rng.normal(size=3000) > 0).astype(int)
