@@ -80,6 +80,33 @@ class RiskSettings(_Section):
     fat_finger_pct: Percent = Decimal("5")
 
 
+class StrategySettings(_Section):
+    buy_threshold: Annotated[float, Field(gt=0.5, lt=1)] = 0.65
+    sell_threshold: Annotated[float, Field(gt=0, lt=0.5)] = 0.35
+
+
+class TrainingSettings(_Section):
+    threshold_pct: Annotated[float, Field(gt=0)] = 0.1
+    horizon_min: Annotated[int, Field(ge=1, le=240)] = 5
+    folds: Annotated[int, Field(ge=1, le=20)] = 4
+    window: Literal["expanding", "rolling"] = "expanding"
+    min_auc: Annotated[float, Field(ge=0, le=1)] = 0.52
+    max_brier: Annotated[float, Field(gt=0, le=1)] = 0.25
+    rounds: Annotated[int, Field(ge=1)] = 200
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    num_leaves: Annotated[int, Field(ge=2)] = 31
+    min_data_in_leaf: Annotated[int, Field(ge=1)] = 50
+    history_days: Annotated[float, Field(gt=0)] = 90.0
+
+
+class PredictionSettings(_Section):
+    models: tuple[str, ...] = ("models/default",)
+    weights: tuple[float, ...] = ()
+    combine: Literal["mean", "vote"] = "mean"
+    workers: Annotated[int, Field(ge=1, le=16)] = 1
+    sim_demo_model: bool = True
+
+
 class FeeSettings(_Section):
     maker_pct: Percent = Decimal("0.25")
     taker_pct: Percent = Decimal("0.40")
@@ -163,6 +190,9 @@ class Settings(BaseSettings):
     exchange: Literal["kraken", "sim"] = "kraken"
     pairs: tuple[str, ...] = ("XRP/USD", "DOGE/USD")
     kraken: KrakenSettings = KrakenSettings()
+    strategy: StrategySettings = StrategySettings()
+    training: TrainingSettings = TrainingSettings()
+    prediction: PredictionSettings = PredictionSettings()
     risk: RiskSettings = RiskSettings()
     fees: FeeSettings = FeeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()

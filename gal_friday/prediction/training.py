@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from gal_friday import __version__
 from gal_friday.candles import CandleSeries
+from gal_friday.config import StrategySettings, TrainingSettings
 from gal_friday.prediction.metrics import evaluate, isotonic_fit
 from gal_friday.prediction.model import Calibration, ModelMetadata, save_model_files
 
@@ -55,6 +56,20 @@ class TrainSpec:
         "bagging_freq": 1, "lambda_l2": 1.0, "verbose": -1, "num_threads": 1, "seed": 7,
     })
     rounds: int = 200
+
+
+def spec_from_settings(training: TrainingSettings, strategy: StrategySettings) -> TrainSpec:
+    """The TrainSpec the configuration describes."""
+    base = TrainSpec()
+    return TrainSpec(
+        threshold_pct=training.threshold_pct, horizon_min=training.horizon_min,
+        folds=training.folds, window=training.window, min_auc=training.min_auc,
+        max_brier=training.max_brier, buy_threshold=strategy.buy_threshold,
+        sell_threshold=strategy.sell_threshold, rounds=training.rounds,
+        params={**base.params, "learning_rate": training.learning_rate,
+                "num_leaves": training.num_leaves,
+                "min_data_in_leaf": training.min_data_in_leaf},
+    )
 
 
 @dataclass(frozen=True)
