@@ -103,6 +103,8 @@ class KrakenPublicRest:
         try:
             async with self._session.get(url, params=params or {}) as resp:
                 body = await resp.read()
+                if resp.status == 429:  # Kraken's edge throttles with a plain HTTP 429
+                    raise KrakenRateLimited([f"HTTP {resp.status}"], method)
                 if resp.status >= 500:
                     raise KrakenUnavailable([f"HTTP {resp.status}"], method)
                 if resp.status >= 400:
