@@ -27,6 +27,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -138,6 +139,40 @@ class PathsSettings(_Section):
     data_dir: str = "data"
 
 
+Period = Annotated[int, Field(ge=1, le=10_000)]
+
+
+class FeatureSettings(_Section):
+    """Indicator and book-feature parameters; periods and windows count 1-min candles.
+    Feature names carry their parameters, so a model trained with other values is refused."""
+
+    rsi_period: Period = 14
+    macd_fast: Period = 12
+    macd_slow: Period = 26
+    macd_signal: Period = 9
+    bb_period: Annotated[int, Field(ge=2, le=10_000)] = 20
+    bb_k: PositiveFloat = 2.0
+    vwap_window: Period = 30
+    roc_lookbacks: tuple[Period, ...] = (1, 5, 15)
+    atr_period: Period = 14
+    volatility_window: Annotated[int, Field(ge=2, le=10_000)] = 30
+    book_levels: tuple[Annotated[int, Field(ge=1, le=1000)], ...] = (5, 10)
+    max_candle_age_s: Annotated[float, Field(ge=0)] = 60.0
+
+    @field_validator("roc_lookbacks", "book_levels")
+    @classmethod
+    def _distinct(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(values)) != len(values):
+            raise ValueError("a value is listed twice")
+        return values
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> FeatureSettings:
+        if self.macd_fast >= self.macd_slow:
+            raise ValueError("macd_fast must be smaller than macd_slow")
+        return self
+
+
 class Credentials(BaseSettings):
     """Kraken API key and secret, from the environment only."""
 
@@ -199,6 +234,7 @@ class Settings(BaseSettings):
     sim: SimSettings = SimSettings()
     logging: LoggingSettings = LoggingSettings()
     paths: PathsSettings = PathsSettings()
+    features: FeatureSettings = FeatureSettings()
 
     _credentials: Credentials = PrivateAttr(default_factory=Credentials.model_construct)
 
