@@ -79,6 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", type=Path, required=True, metavar="FILE")
     rec.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
 
+    dl = sub.add_parser("download", parents=[common],
+                        help="download 1-min candle history (or import Kraken's CSV files)")
+    dl.add_argument("--pair", help="pair to download (default: every configured pair)")
+    dl.add_argument("--days", type=float, help="days of history (default: training.history_days)")
+    dl.add_argument("--out", type=Path, metavar="FILE",
+                    help="candle file (default: data/ALTNAME_1.csv)")
+    dl.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
+                    help="import a Kraken OHLCVT or trades CSV instead of downloading")
+    dl.add_argument("--kind", choices=["auto", "ohlcvt", "trades"], default="auto",
+                    help="what --import FILE holds (default: detect)")
+    dl.add_argument("--no-progress", action="store_true")
+
+    tr = sub.add_parser("train", parents=[common], help="train and validate a LightGBM model")
+    tr.add_argument("--candles", type=Path, metavar="FILE",
+                    help="candle file (default: download training.history_days for the pair)")
+    tr.add_argument("--pair", help="pair whose history to use (default: the first configured)")
+    tr.add_argument("--out", type=Path, metavar="DIR",
+                    help="model directory (default: the first of prediction.models)")
+    tr.add_argument("--model-id", help="model id (default: lgbm-<UTC time>)")
+    tr.add_argument("--no-progress", action="store_true")
+
+    feat = sub.add_parser("features", parents=[common],
+                          help="write the batch feature table of a candle file as CSV")
+    feat.add_argument("--candles", type=Path, required=True, metavar="FILE")
+    feat.add_argument("--out", type=Path, required=True, metavar="FILE")
+
     show = sub.add_parser("config", parents=[common],
                           help="print the effective configuration (secrets masked)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
@@ -137,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_sim_exchange(settings, duration, loop=args.loop))
         if command == "record":
             return _run(_record(settings, args.out, duration))
+        if command == "download":
+            return _run(_download(settings, args))
+        if command == "train":
+            return _run(_train(settings, args))
+        if command == "features":
+            return _features(settings, args)
         if not getattr(args, "no_ui", False):
             print("gal-friday: the terminal cockpit is not built yet; running headless "
                   "(pass --no-ui to skip this notice)", file=sys.stderr)
@@ -152,14 +184,19 @@ class FatalError(Exception):
 
 
 def _run(coro: Any) -> int:
+    from gal_friday.candles import CandleFileError
+    from gal_friday.download import DownloadError
     from gal_friday.kraken.recorder import RecordingError
     from gal_friday.kraken.ws import FatalFeedError
+    from gal_friday.prediction.model import ModelError
+    from gal_friday.prediction.training import ModelRejected
 
     try:
         asyncio.run(coro)
     except KeyboardInterrupt:
         return EXIT_OK
-    except (FatalFeedError, RecordingError) as exc:
+    except (FatalFeedError, RecordingError, ModelError, ModelRejected, DownloadError,
+            CandleFileError) as exc:
         raise FatalError(str(exc)) from None
     except OSError as exc:
         raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
@@ -181,10 +218,77 @@ async def _record(settings: Settings, out: Path, duration: float | None) -> None
     recorder = Recorder(out, source=source, pairs=settings.pairs,
                         depth=settings.kraken.book_depth)
     try:
-        await run_headless(settings, duration_s=duration, raw_sink=recorder.write)
+        await run_headless(settings, duration_s=duration, raw_sink=recorder.write,
+                           predict=False)
     finally:
         recorder.close()
         log.info("recording closed", extra={"path": str(out), "frames": recorder.frames})
+
+
+async def _download(settings: Settings, args: argparse.Namespace) -> None:
+    from gal_friday.download import default_output, download_candles, import_history
+    from gal_friday.engine import open_venue
+    from gal_friday.kraken.rest import KrakenPublicRest
+
+    pairs = [args.pair] if args.pair else list(settings.pairs)
+    data_dir = Path(settings.paths.data_dir)
+    if args.import_file:
+        imported = import_history(args.import_file, pairs[0], data_dir, kind=args.kind,
+                                  out=args.out)
+        print(f"imported {imported.candles} {imported.interval_min}-min candles into "
+              f"{imported.out}")
+        return
+    days = args.days or settings.training.history_days
+    async with open_venue(settings) as venue:
+        pause = 0.0 if venue.name == "sim" else 1.0
+        async with KrakenPublicRest(venue.rest_url, settings.kraken.request_timeout_s) as rest:
+            for pair in pairs:
+                out = args.out or default_output(data_dir, pair)
+                try:
+                    result = await download_candles(rest, pair, days, out, pause_s=pause,
+                                                    progress=not args.no_progress)
+                except asyncio.CancelledError:
+                    print("interrupted; run the same command again to continue",
+                          file=sys.stderr)
+                    raise
+                print(f"{pair}: {result.candles} candles in {result.out}"
+                      + (" (already up to date)" if result.up_to_date else ""))
+
+
+async def _train(settings: Settings, args: argparse.Namespace) -> None:
+    from gal_friday.candles import read_candles
+    from gal_friday.engine import open_venue
+    from gal_friday.prediction.pipeline import fetch_history, train_from_candles
+
+    pair = args.pair or settings.pairs[0]
+    path = args.candles
+    if path is None:
+        async with open_venue(settings) as venue:
+            pause = 0.0 if venue.name == "sim" else 1.0
+            path = await fetch_history(settings, venue.rest_url, pair,
+                                       settings.training.history_days, pause_s=pause,
+                                       progress=not args.no_progress)
+    out = args.out or Path(settings.prediction.models[0])
+    result = await asyncio.to_thread(
+        train_from_candles, settings, read_candles(path), out, model_id=args.model_id,
+        progress=not args.no_progress)
+    s = result.summary
+    print(f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
+          f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
+          f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows")
+
+
+def _features(settings: Settings, args: argparse.Namespace) -> int:
+    from gal_friday.candles import CandleFileError
+    from gal_friday.features import write_feature_table
+
+    try:
+        rows = write_feature_table(args.candles, args.out, settings.features)
+    except CandleFileError as exc:
+        print(f"gal-friday: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"wrote {rows} rows to {args.out}")
+    return EXIT_OK
 
 
 async def _until_signal(task: asyncio.Future[Any], duration: float | None) -> None:

@@ -13,11 +13,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
+from gal_friday.features import FeatureEngine
 from gal_friday.ingest import DataIngestor
+from gal_friday.kraken.rest import KrakenError
 from gal_friday.kraken.ws import RawSink
+from gal_friday.prediction.pipeline import ensure_demo_model
+from gal_friday.prediction.service import PredictionService, load_models
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +52,15 @@ async def open_venue(settings: Settings) -> AsyncIterator[Venue]:
 class Engine:
     """Owns the bus and the running modules."""
 
-    def __init__(self, settings: Settings, *, raw_sink: RawSink | None = None) -> None:
+    def __init__(self, settings: Settings, *, raw_sink: RawSink | None = None,
+                 predict: bool = True) -> None:
         self.settings = settings
         self.bus = EventBus()
         self.raw_sink = raw_sink
+        self.predict = predict
         self.ingestor: DataIngestor | None = None
+        self.features: FeatureEngine | None = None
+        self.prediction: PredictionService | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good."""
@@ -60,6 +69,11 @@ class Engine:
                 self.settings, self.bus, ws_url=venue.ws_public_url, rest_url=venue.rest_url,
                 raw_sink=self.raw_sink,
             )
+            if self.predict:
+                self.features = FeatureEngine(self.settings.features, self.bus)
+                self.features.attach()
+                self.prediction = await self._start_prediction(venue, self.features.names)
+                await self._prime(self.ingestor, self.features)
             self.bus.start()
             ingest = asyncio.create_task(self.ingestor.run(), name="engine:ingest")
             stopper = asyncio.create_task(stop.wait(), name="engine:stop")
@@ -70,6 +84,33 @@ class Engine:
                     task.cancel()
                 results = await asyncio.gather(ingest, stopper, return_exceptions=True)
                 await self.bus.stop()
+                if self.prediction is not None:
+                    await self.prediction.stop()
             for result in results:
                 if isinstance(result, Exception):
                     raise result
+
+    async def _start_prediction(self, venue: Venue, features: tuple[str, ...]
+                                ) -> PredictionService:
+        """Load the configured models; on the simulator with none trained, a demo model."""
+        cfg = self.settings.prediction
+        dirs = [Path(d) for d in cfg.models]
+        if venue.name == "sim" and cfg.sim_demo_model and not any(
+                (d / "model.json").is_file() for d in dirs):
+            dirs = [await ensure_demo_model(self.settings, venue.rest_url)]
+            weights: tuple[float, ...] = ()
+        else:
+            weights = cfg.weights
+        models = load_models(dirs, weights or None, features)
+        service = PredictionService(self.bus, models, how=cfg.combine, workers=cfg.workers)
+        await service.start()
+        return service
+
+    async def _prime(self, ingestor: DataIngestor, features: FeatureEngine) -> None:
+        """Warm the indicators from REST history so predictions start within a minute."""
+        for pair in self.settings.pairs:
+            try:
+                features.prime(pair, await ingestor.recent_candles(pair))
+            except KrakenError as exc:
+                log.warning("could not warm features from history; they warm up live",
+                            extra={"pair": pair, "error": str(exc)})

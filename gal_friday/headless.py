@@ -20,6 +20,7 @@ from gal_friday.events import (
     BookInvalidatedEvent,
     ComponentState,
     FeedStatsEvent,
+    PredictionEvent,
     SystemStatusEvent,
 )
 from gal_friday.kraken.ws import RawSink
@@ -34,10 +35,12 @@ class StatusReporter:
         self.pairs = pairs
         self.books: dict[str, BookEvent | None] = dict.fromkeys(pairs)
         self.stats: FeedStatsEvent | None = None
+        self.predictions: dict[str, PredictionEvent] = {}
         self.connection = ComponentState.STARTING
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe((BookEvent, BookInvalidatedEvent, FeedStatsEvent, SystemStatusEvent),
+        bus.subscribe((BookEvent, BookInvalidatedEvent, FeedStatsEvent, SystemStatusEvent,
+                       PredictionEvent),
                       self.on_event, name="status-line", policy=Policy.CONFLATE, maxsize=64)
 
     def on_event(self, event: object) -> None:
@@ -45,6 +48,8 @@ class StatusReporter:
             self.books[event.pair] = event
         elif isinstance(event, BookInvalidatedEvent):
             self.books[event.pair] = None
+        elif isinstance(event, PredictionEvent):
+            self.predictions[event.pair] = event
         elif isinstance(event, FeedStatsEvent):
             self.stats = event
         elif isinstance(event, SystemStatusEvent) and event.component.startswith("kraken.ws"):
@@ -55,7 +60,9 @@ class StatusReporter:
         for pair in self.pairs:
             book = self.books[pair]
             bid, ask = (book.best_bid(), book.best_ask()) if book else (None, None)
-            parts.append(f"{pair} {_fmt(bid)}/{_fmt(ask)}")
+            pred = self.predictions.get(pair)
+            p_up = f" p_up={pred.prob_up:.3f}" if pred else ""
+            parts.append(f"{pair} {_fmt(bid)}/{_fmt(ask)}{p_up}")
         stats = self.stats
         if stats is not None:
             ages = ",".join(f"{p}:{a:.1f}s" for p, a in stats.data_age_s)
@@ -74,14 +81,15 @@ def _fmt(value: Decimal | None) -> str:
 
 
 async def run_headless(
-    settings: Settings, *, duration_s: float | None = None, raw_sink: RawSink | None = None
+    settings: Settings, *, duration_s: float | None = None, raw_sink: RawSink | None = None,
+    predict: bool = True,
 ) -> None:
     """Run the engine until SIGINT/SIGTERM or ``duration_s``, printing status lines."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    engine = Engine(settings, raw_sink=raw_sink)
+    engine = Engine(settings, raw_sink=raw_sink, predict=predict)
     reporter = StatusReporter(settings.pairs)
     reporter.attach(engine.bus)
     status = asyncio.create_task(reporter.report_every(settings.monitoring.status_interval_s))

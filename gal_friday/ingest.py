@@ -14,6 +14,7 @@ import random
 import time
 
 from gal_friday.bus import EventBus
+from gal_friday.candles import CandleSeries
 from gal_friday.config import Settings
 from gal_friday.domain import InstrumentSpec
 from gal_friday.events import Event, FeedStatsEvent, InstrumentEvent
@@ -118,6 +119,10 @@ class DataIngestor:
                 last_disconnect_reason=self.feed.last_disconnect_reason,
                 data_age_s=self.data_ages(now),
             ))
+
+    async def recent_candles(self, pair: str) -> CandleSeries:
+        """Closed 1-min candles from REST, to warm indicators up before live data."""
+        return await self.rest.recent_candles(pair, self.settings.kraken.ohlc_interval_min)
 
     def data_ages(self, now: float) -> tuple[tuple[str, float], ...]:
         """Seconds since each pair's newest market-data message (any channel)."""

@@ -14,7 +14,9 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import numpy as np
 
+from gal_friday.candles import CandleSeries
 from gal_friday.domain import InstrumentSpec
 from gal_friday.kraken.symbols import pair_from_wsname, rest_altname
 
@@ -144,6 +146,18 @@ class KrakenPublicRest:
             params["since"] = str(since)
         result = await self.call("OHLC", params)
         return _rows(result), int(result.get("last", 0))
+
+    async def recent_candles(self, pair: str, interval_min: int = 1) -> CandleSeries:
+        """The closed candles OHLC returns (up to 720; its last row is still open, dropped)."""
+        rows, _ = await self.ohlc(pair, interval_min)
+        closed = rows[:-1]
+
+        def col(i: int) -> np.ndarray:
+            return np.array([float(r[i]) for r in closed], dtype=np.float64)
+
+        return CandleSeries(np.array([int(r[0]) for r in closed], dtype=np.int64), col(1),
+                            col(2), col(3), col(4), col(6),
+                            np.array([int(r[7]) for r in closed], dtype=np.int64))
 
     async def trades(self, pair: str, since: int | None = None, count: int = 1000
                      ) -> tuple[list[list[Any]], int]:
