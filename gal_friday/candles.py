@@ -11,6 +11,8 @@ works in float64, while the text in the file stays exact.
 from __future__ import annotations
 
 import csv
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+CandleRow = tuple[int, str, str, str, str, str, int]  # time_s, o, h, l, c, volume, count
 IntArray = npt.NDArray[np.int64]
 
 
@@ -77,12 +80,30 @@ def read_candles(path: Path) -> CandleSeries:
     return series
 
 
-def write_candles(path: Path, rows: list[tuple[int, str, str, str, str, str, int]]) -> None:
-    """Write exact text rows ``(time_s, open, high, low, close, volume, count)``."""
+def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:
+    """Write exact text rows ``(time_s, open, high, low, close, volume, count)``, streaming;
+    returns how many.
+
+    The file appears under its real name only when complete (temporary file, fsync, rename),
+    and a row that is not later than the one before is refused, so no caller can ever write a
+    duplicated or unordered minute.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        for row in rows:
-            writer.writerow(row)
-    tmp.replace(path)  # never leave a half-written file under the real name
+    written, prev = 0, None
+    try:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            for row in rows:
+                if prev is not None and row[0] <= prev:
+                    raise CandleFileError(f"refusing to write {path}: candle {row[0]} is not "
+                                          f"after {prev}")
+                writer.writerow(row)
+                prev, written = row[0], written + 1
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return written

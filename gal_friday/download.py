@@ -53,6 +53,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from gal_friday.candles import CandleFileError, CandleRow, write_candles
 from gal_friday.kraken.rest import (
     KrakenError,
     KrakenPublicRest,
@@ -63,7 +64,6 @@ from gal_friday.kraken.symbols import rest_altname
 
 log = logging.getLogger(__name__)
 
-CandleRow = tuple[int, str, str, str, str, str, int]
 Trade = tuple[Decimal, Decimal, Decimal]  # time (unix seconds), price, volume
 Kind = Literal["auto", "ohlcvt", "trades"]
 _T = TypeVar("_T")
@@ -282,32 +282,11 @@ def _candle_fields(path: Path, lineno: int, row: list[str]) -> CandleRow:
 
 
 def _write_rows(path: Path, rows: Iterable[CandleRow]) -> int:
-    """Write candle rows; returns how many.
-
-    ``candles.write_candles`` writes the same layout the same way (temporary file, then
-    rename, so the real name never holds half a file) but takes a list; this streams, since a
-    Kraken full-history file runs to millions of rows. It also refuses a row that is not after
-    the one before, so no merge can ever write a duplicated or unordered minute.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    written, prev = 0, None
+    """Write candle rows (streamed: a Kraken full-history file runs to millions of rows)."""
     try:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            for row in rows:
-                if prev is not None and row[0] <= prev:
-                    raise DownloadError(f"refusing to write {path}: candle {row[0]} is not "
-                                        f"after {prev} (this is a bug)")
-                writer.writerow(row)
-                prev, written = row[0], written + 1
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
-    return written
+        return write_candles(path, rows)
+    except CandleFileError as exc:
+        raise DownloadError(f"{exc} (this is a bug)") from None
 
 
 def _merge_into(out: Path, new: Iterable[CandleRow], lo: int, hi: int, interval_min: int) -> int:
