@@ -110,7 +110,7 @@ def test_record_then_replay_through_the_simulator(in_tmp: Path) -> None:
     assert verified_books(raws) > 20
 
     port = free_port()
-    sim = gal_friday("sim-exchange", "--port", str(port), "--replay", str(first), "--speed", "4",
+    sim = gal_friday("sim-exchange", "--port", str(port), "--replay", str(first), "--loop",
                      cwd=in_tmp)
     try:
         wait_for_port(port)
