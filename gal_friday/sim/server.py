@@ -56,6 +56,7 @@ from gal_friday.sim.depth import DepthView
 from gal_friday.sim.faults import HOSTILE_KINDS, Stall, hostile_frame
 from gal_friday.sim.instruments import ASSETS
 from gal_friday.sim.market import DEFAULT_PAIRS, SyntheticMarket
+from gal_friday.sim.private import PrivateRest
 from gal_friday.sim.replay import ReplayMarket
 from gal_friday.sim.rest import OHLC_INTERVALS, PublicRest
 from gal_friday.sim.source import MarketSource
@@ -177,6 +178,7 @@ class SimExchange:
         self._port: int | None = None
         self.stats = SimStats()
         self._rest = PublicRest(self.market)
+        self.private = PrivateRest()  # accepted API keys: self.private.add_key(key, secret)
         self._ids = random.Random(seed)
         self._conns: set[_Conn] = set()
         self._books: dict[str, dict[int, _BookGroup]] = {}
@@ -207,6 +209,7 @@ class SimExchange:
         app = web.Application()
         app.router.add_get("/v2", self._ws_handler)
         app.router.add_route("*", "/0/public/{method}", self._rest_handler)
+        app.router.add_post("/0/private/{method}", self.private.handle)
         app.router.add_post("/sim/fault/{name}", self._fault_handler)
         app.router.add_get("/sim/stats", self._stats_handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
