@@ -27,3 +27,68 @@ class InstrumentSpec:
 def to_decimal(scaled: int, precision: int) -> Decimal:
     """The exact Decimal for an integer scaled by ``10**precision`` (``12345, 2`` -> 123.45)."""
     return Decimal(scaled).scaleb(-precision)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An open position in one pair (long only on spot; qty in base units)."""
+
+    pair: str
+    qty: Decimal
+    avg_entry: Decimal  # fees not included; they are in realised P&L
+    mark: Decimal  # latest mid used to value it
+    opened_ts_ns: int
+
+    @property
+    def value(self) -> Decimal:
+        return self.qty * self.mark
+
+    @property
+    def unrealised_pnl(self) -> Decimal:
+        return (self.mark - self.avg_entry) * self.qty
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioSnapshot:
+    """The consistent state the RiskManager reads synchronously at the moment of a check.
+
+    Money in the quote currency (USD). Drawdowns are fractions of the reference equity
+    (peak, start of the UTC day, start of the UTC week), 0 when at or above it.
+    """
+
+    ts_ns: int
+    cash: Decimal  # total quote balance
+    free_cash: Decimal  # cash not reserved by open buy orders
+    positions: tuple[Position, ...]
+    equity: Decimal  # cash + sum of position values
+    peak_equity: Decimal
+    day_start_equity: Decimal
+    week_start_equity: Decimal
+    realised_pnl: Decimal  # fees included
+    fees_paid: Decimal
+    consecutive_losses: int
+
+    def position(self, pair: str) -> Position | None:
+        return next((p for p in self.positions if p.pair == pair), None)
+
+    @property
+    def exposure(self) -> Decimal:
+        return sum((p.value for p in self.positions), Decimal(0))
+
+    @staticmethod
+    def _drawdown(reference: Decimal, equity: Decimal) -> Decimal:
+        if reference <= 0 or equity >= reference:
+            return Decimal(0)
+        return (reference - equity) / reference
+
+    @property
+    def total_drawdown(self) -> Decimal:
+        return self._drawdown(self.peak_equity, self.equity)
+
+    @property
+    def daily_drawdown(self) -> Decimal:
+        return self._drawdown(self.day_start_equity, self.equity)
+
+    @property
+    def weekly_drawdown(self) -> Decimal:
+        return self._drawdown(self.week_start_equity, self.equity)
