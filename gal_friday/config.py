@@ -84,6 +84,17 @@ class RiskSettings(_Section):
 class StrategySettings(_Section):
     buy_threshold: Annotated[float, Field(gt=0.5, lt=1)] = 0.65
     sell_threshold: Annotated[float, Field(gt=0, lt=0.5)] = 0.35
+    confirm_momentum: bool = True
+    momentum_feature: str = "roc_5_pct"
+    stop_mode: Literal["percent", "atr"] = "percent"
+    stop_loss_pct: Annotated[Decimal, Field(gt=0, lt=50)] = Decimal("0.5")
+    take_profit_pct: Annotated[Decimal, Field(gt=0, lt=100)] = Decimal("1.0")
+    atr_feature: str = "atr_14"
+    atr_stop_mult: Annotated[Decimal, Field(gt=0)] = Decimal("1.5")
+    atr_take_profit_mult: Annotated[Decimal, Field(gt=0)] = Decimal("3")
+    min_edge_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0.1")
+    max_holding_min: Annotated[float, Field(ge=0)] = 60.0
+    exit_on_reversal: bool = True
 
 
 class TrainingSettings(_Section):

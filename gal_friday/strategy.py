@@ -1,0 +1,216 @@
+"""StrategyArbitrator: predictions become proposed trade signals with stop-loss and take-profit.
+
+Spot and long-only: a probability above ``buy_threshold`` (optionally confirmed by positive
+momentum) proposes a limit buy at the best bid (joining the bid, a maker order); a probability
+below ``sell_threshold`` closes an open position (prediction reversal) but never opens a short.
+Every entry carries a stop-loss and take-profit, as a percentage of the entry or as ATR
+multiples, and is skipped when the take-profit would not clear the round-trip fees (maker
+entry, taker exit) plus a minimum edge. Open positions are also closed when the market
+touches the stop or target, or when held longer than ``max_holding_min``.
+
+The strategy only proposes; the RiskManager sizes and approves. It learns about its positions
+from execution reports, never by reading another module's state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from gal_friday.bus import EventBus, Policy
+from gal_friday.config import FeeSettings, StrategySettings
+from gal_friday.events import (
+    BookEvent,
+    Event,
+    ExecutionReportEvent,
+    FeatureEvent,
+    OrderStatus,
+    OrderType,
+    PredictionEvent,
+    Side,
+    TradeSignalProposedEvent,
+    TradeSignalRejectedEvent,
+)
+
+log = logging.getLogger(__name__)
+_HUNDRED = Decimal(100)
+_FINAL = {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED,
+          OrderStatus.ERROR}
+
+
+@dataclass
+class _PairState:
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    price_precision: int = 8
+    features: dict[str, float] | None = None
+    qty: Decimal = Decimal(0)
+    avg_entry: Decimal = Decimal(0)
+    opened_ns: int = 0
+    stop: Decimal = Decimal(0)
+    target: Decimal = Decimal(0)
+    pending: str | None = None  # signal id of an entry or exit still in flight
+
+
+class StrategyArbitrator:
+    """Per-pair trading rules; publishes TradeSignalProposedEvent."""
+
+    def __init__(self, settings: StrategySettings, fees: FeeSettings, bus: EventBus) -> None:
+        self.s = settings
+        self.fees = fees
+        self.bus = bus
+        self.pairs: dict[str, _PairState] = {}
+        self._ids = itertools.count(1)
+        self._brackets: dict[str, tuple[Decimal, Decimal]] = {}  # signal id -> (stop, target)
+        self.skipped: dict[str, int] = {}
+
+    def attach(self) -> None:
+        self.bus.subscribe(
+            (PredictionEvent, FeatureEvent, BookEvent, ExecutionReportEvent,
+             TradeSignalRejectedEvent),
+            self.on_event, name="strategy", policy=Policy.BLOCK, maxsize=4096)
+
+    async def on_event(self, event: Event) -> None:
+        signal = self.handle(event)
+        if signal is not None:
+            await self.bus.publish(signal)
+
+    def handle(self, event: Event) -> TradeSignalProposedEvent | None:
+        """Update state from one event; the signal to propose, if any."""
+        if isinstance(event, BookEvent):
+            return self._on_book(event)
+        if isinstance(event, FeatureEvent):
+            self._state(event.pair).features = dict(zip(event.names, event.values, strict=True))
+        elif isinstance(event, PredictionEvent):
+            return self._on_prediction(event)
+        elif isinstance(event, ExecutionReportEvent):
+            self._on_report(event)
+        elif isinstance(event, TradeSignalRejectedEvent):
+            state = self._state(event.pair)
+            if state.pending == event.signal_id:
+                state.pending = None
+        return None
+
+    def _state(self, pair: str) -> _PairState:
+        return self.pairs.setdefault(pair, _PairState())
+
+    # --- entries -------------------------------------------------------------------------
+
+    def _on_prediction(self, pred: PredictionEvent) -> TradeSignalProposedEvent | None:
+        state = self._state(pred.pair)
+        if state.pending is not None or state.bid is None:
+            return None
+        if state.qty > 0:
+            if self.s.exit_on_reversal and pred.prob_up < self.s.sell_threshold:
+                return self._exit(pred.pair, state, "prediction reversal", pred.ts_ns,
+                                  pred.prob_up, pred.model_id)
+            return None
+        if pred.prob_up <= self.s.buy_threshold:
+            return None
+        if self.s.confirm_momentum and not self._momentum_up(state):
+            self._skip("no momentum confirmation")
+            return None
+        entry = state.bid
+        bracket = self._bracket(state, entry)
+        if bracket is None:
+            self._skip(f"{self.s.atr_feature} unavailable for an ATR stop")
+            return None
+        stop, target = bracket
+        edge_pct = (target - entry) / entry * _HUNDRED
+        costs = self.fees.maker_pct + self.fees.taker_pct + self.s.min_edge_pct
+        if edge_pct <= costs:
+            self._skip("take-profit does not clear round-trip fees")
+            return None
+        signal = self._signal(pred.pair, Side.BUY, OrderType.LIMIT, entry, stop, target,
+                              pred.prob_up, pred.model_id, pred.ts_ns, is_exit=False)
+        self._brackets[signal.signal_id] = (stop, target)
+        state.pending = signal.signal_id
+        return signal
+
+    def _momentum_up(self, state: _PairState) -> bool:
+        value = (state.features or {}).get(self.s.momentum_feature)
+        return value is not None and value > 0
+
+    def _bracket(self, state: _PairState, entry: Decimal) -> tuple[Decimal, Decimal] | None:
+        """Stop and target for a long entry at ``entry``, at the pair's price precision."""
+        if self.s.stop_mode == "atr":
+            atr = (state.features or {}).get(self.s.atr_feature)
+            if atr is None or not atr > 0:
+                return None
+            atr_d = Decimal(repr(atr))
+            stop = entry - atr_d * self.s.atr_stop_mult
+            target = entry + atr_d * self.s.atr_take_profit_mult
+        else:
+            stop = entry * (1 - self.s.stop_loss_pct / _HUNDRED)
+            target = entry * (1 + self.s.take_profit_pct / _HUNDRED)
+        quantum = Decimal(1).scaleb(-state.price_precision)
+        return (stop.quantize(quantum, ROUND_HALF_EVEN),
+                target.quantize(quantum, ROUND_HALF_EVEN))
+
+    def _skip(self, reason: str) -> None:
+        """Count why an entry was not proposed (visible in monitoring and tests)."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        log.debug("entry skipped", extra={"reason": reason})
+
+    # --- exits ---------------------------------------------------------------------------
+
+    def _on_book(self, book: BookEvent) -> TradeSignalProposedEvent | None:
+        state = self._state(book.pair)
+        state.bid, state.ask = book.best_bid(), book.best_ask()
+        state.price_precision = book.price_precision
+        if state.qty <= 0 or state.pending is not None or state.bid is None:
+            return None
+        now = book.received_ts_ns
+        if state.bid <= state.stop:
+            return self._exit(book.pair, state, "stop-loss", now)
+        if state.bid >= state.target:
+            return self._exit(book.pair, state, "take-profit", now)
+        held_min = (now - state.opened_ns) / 60e9
+        if self.s.max_holding_min and held_min > self.s.max_holding_min:
+            return self._exit(book.pair, state, "max holding time", now)
+        return None
+
+    def _exit(self, pair: str, state: _PairState, reason: str, ts_ns: int,
+              prob_up: float = float("nan"), model_id: str = "") -> TradeSignalProposedEvent:
+        assert state.bid is not None
+        signal = self._signal(pair, Side.SELL, OrderType.MARKET, state.bid, state.stop,
+                              state.target, prob_up, model_id or reason, ts_ns, is_exit=True)
+        state.pending = signal.signal_id
+        log.info("exit proposed", extra={"pair": pair, "reason": reason,
+                                         "signal_id": signal.signal_id})
+        return signal
+
+    def _signal(self, pair: str, side: Side, order_type: OrderType, price: Decimal,
+                stop: Decimal, target: Decimal, prob: float, model_id: str, ts_ns: int, *,
+                is_exit: bool) -> TradeSignalProposedEvent:
+        signal_id = f"sig-{pair.replace('/', '')}-{ts_ns}-{next(self._ids)}"
+        return TradeSignalProposedEvent(
+            signal_id=signal_id, pair=pair, side=side, order_type=order_type,
+            entry_price=price, stop_loss=stop, take_profit=target, prob_up=prob,
+            model_id=model_id, ts_ns=ts_ns, is_exit=is_exit)
+
+    # --- positions from execution reports --------------------------------------------------
+
+    def _on_report(self, report: ExecutionReportEvent) -> None:
+        state = self._state(report.pair)
+        fill_qty, fill_px = report.last_fill_qty, report.last_fill_price
+        if fill_qty and fill_px is not None and fill_qty > 0:
+            if report.side is Side.BUY:
+                if state.qty == 0:
+                    state.opened_ns = report.ts_ns
+                    bracket = self._brackets.get(report.signal_id or "")
+                    if bracket is not None:
+                        state.stop, state.target = bracket
+                total = state.qty + fill_qty
+                state.avg_entry = (state.avg_entry * state.qty + fill_px * fill_qty) / total
+                state.qty = total
+            else:
+                state.qty = max(Decimal(0), state.qty - fill_qty)
+                if state.qty == 0:
+                    state.avg_entry = Decimal(0)
+        if report.status in _FINAL and state.pending == report.signal_id:
+            state.pending = None
+            if state.qty == 0:
+                self._brackets.pop(report.signal_id or "", None)
