@@ -35,7 +35,7 @@ class Position:
 
     pair: str
     qty: Decimal
-    avg_entry: Decimal  # fees not included; they are in realised P&L
+    avg_entry: Decimal  # fees excluded; a buy fee is realised when that quantity is sold
     mark: Decimal  # latest mid used to value it
     opened_ts_ns: int
 
