@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,7 +27,13 @@ import msgspec
 
 from gal_friday.config import Credentials
 from gal_friday.kraken.auth import NonceSource, sign
-from gal_friday.kraken.rest import KrakenError, KrakenRateLimited, KrakenUnavailable, classify
+from gal_friday.kraken.rest import (
+    KrakenError,
+    KrakenRateLimited,
+    KrakenUnavailable,
+    RestSession,
+    classify,
+)
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(float_hook=str)
@@ -93,8 +98,8 @@ def classify_private(errors: list[str], method: str) -> KrakenError:
     return classify(errors, method)
 
 
-class KrakenPrivateRest:
-    """Signed private REST calls for one API key; one aiohttp session, closed with the client.
+class KrakenPrivateRest(RestSession):
+    """Signed private REST calls for one API key.
 
     ``nonce`` must be the only ``NonceSource`` used with this key in the process.
     """
@@ -105,28 +110,13 @@ class KrakenPrivateRest:
             raise KrakenAuthError(["missing credentials"], "", (
                 "Kraken private API needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the "
                 "environment."))
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url, timeout_s)
         self._credentials = credentials
         self._nonce = nonce
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"KrakenPrivateRest(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> KrakenPrivateRest:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def call(self, method: str, params: dict[str, str] | None = None) -> Any:
         """POST ``/0/private/<method>`` signed; returns ``result`` or raises a KrakenError."""
@@ -134,8 +124,6 @@ class KrakenPrivateRest:
             return await self._call(method, params or {})
 
     async def _call(self, method: str, params: dict[str, str]) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         key, secret = self._credentials.api_key, self._credentials.api_secret
         assert key is not None and secret is not None  # checked in __init__
         uri_path = f"/0/private/{method}"
@@ -148,7 +136,7 @@ class KrakenPrivateRest:
         }
         log.debug("private call %s", method)
         try:
-            async with self._session.post(self.base_url + uri_path, data=body,
+            async with self.http().post(self.base_url + uri_path, data=body,
                                           headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import msgspec
@@ -76,15 +76,15 @@ def instrument_from_asset_pair(info: dict[str, Any]) -> InstrumentSpec:
     )
 
 
-class KrakenPublicRest:
-    """Public REST calls; one aiohttp session, closed with the client."""
+class RestSession:
+    """One aiohttp session per client, opened on first use and closed with the client."""
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> KrakenPublicRest:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -97,13 +97,20 @@ class KrakenPublicRest:
             await self._session.close()
             self._session = None
 
-    async def call(self, method: str, params: dict[str, str] | None = None) -> Any:
-        """GET ``/0/public/<method>``; returns ``result`` or raises a KrakenError."""
+    def http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+
+class KrakenPublicRest(RestSession):
+    """Public REST calls."""
+
+    async def call(self, method: str, params: dict[str, str] | None = None) -> Any:
+        """GET ``/0/public/<method>``; returns ``result`` or raises a KrakenError."""
         url = f"{self.base_url}/0/public/{method}"
         try:
-            async with self._session.get(url, params=params or {}) as resp:
+            async with self.http().get(url, params=params or {}) as resp:
                 body = await resp.read()
                 if resp.status == 429:  # Kraken's edge throttles with a plain HTTP 429
                     raise KrakenRateLimited([f"HTTP {resp.status}"], method)
