@@ -1,0 +1,453 @@
+"""Deterministic order matching against recorded or live market data (no asyncio, no bus).
+
+Used by paper trading, the simulator's private API and the backtester. Time is a simulated
+clock: every call carries ``ts_ns`` (market events carry ``received_ts_ns``), so the same inputs
+always give the same outputs; the seeded RNG only names exchange order ids.
+
+Fill rules
+----------
+* **Latency.** An order (or a cancel) takes effect ``latency_ns`` after it is sent. At that
+  moment it sees the market as of that moment: the last book received at or before it. A market
+  event stamped exactly at the effective time is applied first (the order sees it, and that
+  event cannot fill the order as a maker); earlier pending actions are applied before the event.
+  Every call first applies all actions due by its time, so it may return updates of other orders.
+* **Taker** (market orders, and marketable limit orders on arrival): walk the opposite visible
+  levels best first, taking ``min(remaining, level qty)`` from each, at the level price worsened
+  by ``slippage_bps`` (buy: ``p * (1 + bps/10000)``, sell: ``p * (1 - bps/10000)``), never worse
+  than the limit of a limit order. Taken quantity is removed from the engine's copy of the book
+  until the next ``BookEvent`` replaces it, so two orders cannot take the same liquidity. A
+  market order's remainder beyond the visible depth is **not** filled: it is cancelled with
+  reason ``insufficient_depth`` (rejected with ``no_liquidity`` if nothing filled). A limit
+  order's remainder rests at its limit. Taker fee.
+* **Maker** (resting limit orders) fill at their limit price, never better, with the maker fee:
+  - public trade through the limit (buy: trade price < limit): fill the whole remainder;
+  - public trade at the limit (a touch): fill at most the trade's quantity, shared first come
+    first served between resting orders at that price;
+  - opposite best price through the limit (buy: best ask < limit): fill the whole remainder;
+  - opposite best price equal to the limit: fill at most that level's quantity (consumed).
+  No queue-ahead model: a touch fills us before any displayed quantity at our price.
+* Fees are quote currency, ``notional * pct / 100``, exact (not rounded to the quote precision).
+* Duplicate ``client_order_id`` (any id ever submitted) is rejected; the original is untouched.
+  Cancelling an unknown or finished order changes nothing and returns no update.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from gal_friday.events import (
+    BookEvent,
+    ExecutionReportEvent,
+    OrderStatus,
+    OrderType,
+    Side,
+    TradeEvent,
+)
+
+__all__ = ["MatchingEngine", "OrderUpdate", "SimOrder", "to_report"]
+
+_ZERO = Decimal(0)
+_BPS = Decimal(10000)
+_HUNDRED = Decimal(100)
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class SimOrder:
+    """An order as sent to the simulated exchange."""
+
+    client_order_id: str
+    pair: str
+    side: Side
+    type: OrderType
+    qty: Decimal
+    limit_price: Decimal | None = None
+    signal_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """One state change of one order; ``fee`` and ``last_fill_*`` belong to this fill only."""
+
+    client_order_id: str
+    exchange_order_id: str | None
+    signal_id: str | None
+    pair: str
+    side: Side
+    order_type: OrderType
+    status: OrderStatus
+    order_qty: Decimal
+    filled_qty: Decimal
+    avg_price: Decimal | None
+    last_fill_qty: Decimal | None
+    last_fill_price: Decimal | None
+    fee: Decimal
+    cum_fee: Decimal
+    liquidity: str | None  # "maker" / "taker" on fills, else None
+    reason: str | None
+    ts_ns: int
+
+    @property
+    def is_fill(self) -> bool:
+        return self.last_fill_qty is not None
+
+
+def to_report(update: OrderUpdate, *, fee_asset: str = "USD") -> ExecutionReportEvent:
+    """The ``ExecutionReportEvent`` for one update."""
+    return ExecutionReportEvent(
+        client_order_id=update.client_order_id,
+        exchange_order_id=update.exchange_order_id,
+        signal_id=update.signal_id,
+        pair=update.pair,
+        side=update.side,
+        order_type=update.order_type,
+        status=update.status,
+        order_qty=update.order_qty,
+        filled_qty=update.filled_qty,
+        avg_price=update.avg_price,
+        last_fill_qty=update.last_fill_qty,
+        last_fill_price=update.last_fill_price,
+        fee=update.fee,
+        fee_asset=fee_asset,
+        reason=update.reason,
+        ts_ns=update.ts_ns,
+    )
+
+
+@dataclass(slots=True)
+class _Level:
+    price: Decimal
+    qty: Decimal
+
+
+@dataclass(slots=True)
+class _Book:
+    bids: list[_Level]  # best (highest) first
+    asks: list[_Level]  # best (lowest) first
+
+
+@dataclass(slots=True)
+class _OrderState:
+    order: SimOrder
+    seq: int
+    exchange_order_id: str
+    status: OrderStatus = OrderStatus.SUBMITTED
+    filled: Decimal = _ZERO
+    notional: Decimal = _ZERO
+    fees: Decimal = _ZERO
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.order.qty - self.filled
+
+    @property
+    def active(self) -> bool:
+        return self.status in (OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED)
+
+
+@dataclass(order=True, slots=True)
+class _Pending:
+    due_ns: int
+    seq: int
+    kind: str = field(compare=False)  # "submit" | "cancel"
+    client_order_id: str = field(compare=False)
+
+
+class MatchingEngine:
+    """Simulated exchange matching for any number of pairs; see the module doc for the rules."""
+
+    def __init__(
+        self,
+        maker_fee_pct: Decimal,
+        taker_fee_pct: Decimal,
+        *,
+        latency_ns: int = 0,
+        slippage_bps: Decimal = _ZERO,
+        rng_seed: int = 0,
+    ) -> None:
+        if latency_ns < 0:
+            raise ValueError("latency_ns must be >= 0")
+        if maker_fee_pct < 0 or taker_fee_pct < 0 or slippage_bps < 0:
+            raise ValueError("fees and slippage must be >= 0")
+        self.maker_fee_pct = Decimal(maker_fee_pct)
+        self.taker_fee_pct = Decimal(taker_fee_pct)
+        self.latency_ns = latency_ns
+        self.slippage_bps = Decimal(slippage_bps)
+        self._rng = random.Random(rng_seed)
+        self._orders: dict[str, _OrderState] = {}
+        self._resting: list[_OrderState] = []  # active limit orders, arrival order
+        self._pending: list[_Pending] = []  # sorted by (due_ns, seq)
+        self._books: dict[str, _Book] = {}
+        self._seq = 0
+        self._now_ns = 0
+
+    # --- queries -------------------------------------------------------------------------
+
+    def open_orders(self) -> list[SimOrder]:
+        """Orders sent and not finished (pending ones included), in arrival order."""
+        states = sorted(
+            (s for s in self._orders.values() if s.status not in _TERMINAL), key=lambda s: s.seq
+        )
+        return [s.order for s in states]
+
+    def status(self, client_order_id: str) -> OrderStatus | None:
+        state = self._orders.get(client_order_id)
+        return state.status if state else None
+
+    # --- order entry ---------------------------------------------------------------------
+
+    def submit(self, order: SimOrder, ts_ns: int) -> list[OrderUpdate]:
+        """Send an order at ``ts_ns``; it reaches the book at ``ts_ns + latency_ns``."""
+        out = self._run_due(ts_ns, inclusive=True)
+        if order.client_order_id in self._orders:
+            out.append(self._reject_detached(order, "duplicate client_order_id", ts_ns))
+            return out
+        self._seq += 1
+        state = _OrderState(order, self._seq, self._new_exchange_id())
+        self._orders[order.client_order_id] = state
+        reason = self._invalid(order)
+        if reason is not None:
+            state.status = OrderStatus.REJECTED
+            out.append(self._update(state, ts_ns, reason=reason))
+            return out
+        self._schedule(ts_ns + self.latency_ns, "submit", order.client_order_id)
+        out.extend(self._run_due(ts_ns, inclusive=True))
+        return out
+
+    def cancel(self, client_order_id: str, ts_ns: int) -> list[OrderUpdate]:
+        """Request a cancel at ``ts_ns``; it takes effect at ``ts_ns + latency_ns``."""
+        out = self._run_due(ts_ns, inclusive=True)
+        if client_order_id in self._orders:
+            self._schedule(ts_ns + self.latency_ns, "cancel", client_order_id)
+            out.extend(self._run_due(ts_ns, inclusive=True))
+        return out
+
+    def advance(self, ts_ns: int) -> list[OrderUpdate]:
+        """Move the clock to ``ts_ns`` without market data, applying due orders and cancels."""
+        return self._run_due(ts_ns, inclusive=True)
+
+    # --- market data ---------------------------------------------------------------------
+
+    def on_book(self, book: BookEvent) -> list[OrderUpdate]:
+        ts = book.received_ts_ns
+        out = self._run_due(ts, inclusive=False)
+        bids, asks = book.decimal_levels()
+        self._books[book.pair] = _Book(
+            [_Level(p, q) for p, q in bids if q > 0], [_Level(p, q) for p, q in asks if q > 0]
+        )
+        out.extend(self._match_book(book.pair, ts))
+        out.extend(self._run_due(ts, inclusive=True))
+        return out
+
+    def on_trade(self, trade: TradeEvent) -> list[OrderUpdate]:
+        ts = trade.received_ts_ns
+        out = self._run_due(ts, inclusive=False)
+        available = trade.qty  # quantity a touch can give, shared first come first served
+        for state in list(self._resting):
+            if state.order.pair != trade.pair or not state.active:
+                continue
+            limit = _limit(state)
+            through = trade.price < limit if state.order.side is Side.BUY else trade.price > limit
+            if through:
+                qty = state.remaining
+            elif trade.price == limit and available > 0:
+                qty = min(state.remaining, available)
+                available -= qty
+            else:
+                continue
+            out.append(self._fill(state, qty, limit, maker=True, ts_ns=ts))
+        out.extend(self._run_due(ts, inclusive=True))
+        return out
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _new_exchange_id(self) -> str:
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+        chars = "".join(self._rng.choice(alphabet) for _ in range(16))
+        return f"O{chars[:5]}-{chars[5:10]}-{chars[10:16]}"
+
+    @staticmethod
+    def _invalid(order: SimOrder) -> str | None:
+        if order.qty <= 0:
+            return "qty must be > 0"
+        if order.type is OrderType.LIMIT and (order.limit_price is None or order.limit_price <= 0):
+            return "limit order needs a limit_price > 0"
+        return None
+
+    def _schedule(self, due_ns: int, kind: str, client_order_id: str) -> None:
+        self._seq += 1
+        bisect.insort(self._pending, _Pending(due_ns, self._seq, kind, client_order_id))
+
+    def _run_due(self, ts_ns: int, *, inclusive: bool) -> list[OrderUpdate]:
+        out: list[OrderUpdate] = []
+        while self._pending:
+            head = self._pending[0]
+            if head.due_ns > ts_ns or (not inclusive and head.due_ns == ts_ns):
+                break
+            self._pending.pop(0)
+            self._now_ns = max(self._now_ns, head.due_ns)
+            state = self._orders[head.client_order_id]
+            if head.kind == "submit":
+                out.extend(self._activate(state, head.due_ns))
+            else:
+                out.extend(self._cancel_now(state, head.due_ns))
+        self._now_ns = max(self._now_ns, ts_ns)
+        return out
+
+    def _cancel_now(self, state: _OrderState, ts_ns: int) -> list[OrderUpdate]:
+        if state.status in _TERMINAL:
+            return []
+        if state in self._resting:
+            self._resting.remove(state)
+        state.status = OrderStatus.CANCELLED
+        return [self._update(state, ts_ns, reason="cancelled by client")]
+
+    def _activate(self, state: _OrderState, ts_ns: int) -> list[OrderUpdate]:
+        if state.status is not OrderStatus.SUBMITTED:
+            return []  # cancelled while in flight
+        order = state.order
+        state.status = OrderStatus.ACKNOWLEDGED
+        out = [self._update(state, ts_ns)]
+        book = self._books.get(order.pair)
+        levels = (book.asks if order.side is Side.BUY else book.bids) if book else []
+        out.extend(self._take(state, levels, ts_ns))
+        if state.status in _TERMINAL:
+            return out
+        if order.type is OrderType.MARKET:
+            state.status = OrderStatus.CANCELLED if state.filled > 0 else OrderStatus.REJECTED
+            reason = "insufficient_depth" if state.filled > 0 else "no_liquidity"
+            out.append(self._update(state, ts_ns, reason=reason))
+        else:
+            self._resting.append(state)
+        return out
+
+    def _take(self, state: _OrderState, levels: list[_Level], ts_ns: int) -> list[OrderUpdate]:
+        """Fill ``state`` as taker against ``levels`` (opposite side, best first)."""
+        out: list[OrderUpdate] = []
+        buy = state.order.side is Side.BUY
+        limit = state.order.limit_price if state.order.type is OrderType.LIMIT else None
+        slip = self.slippage_bps / _BPS
+        while levels and state.remaining > 0:
+            level = levels[0]
+            if limit is not None and (level.price > limit if buy else level.price < limit):
+                break
+            price = level.price * (1 + slip) if buy else level.price * (1 - slip)
+            if limit is not None:
+                price = min(price, limit) if buy else max(price, limit)
+            qty = min(state.remaining, level.qty)
+            level.qty -= qty
+            if level.qty <= 0:
+                levels.pop(0)
+            out.append(self._fill(state, qty, price, maker=False, ts_ns=ts_ns))
+        return out
+
+    def _match_book(self, pair: str, ts_ns: int) -> list[OrderUpdate]:
+        book = self._books[pair]
+        out: list[OrderUpdate] = []
+        for state in list(self._resting):
+            if state.order.pair != pair or not state.active:
+                continue
+            buy = state.order.side is Side.BUY
+            levels = book.asks if buy else book.bids
+            if not levels:
+                continue
+            limit = _limit(state)
+            best = levels[0]
+            if best.price < limit if buy else best.price > limit:
+                qty = state.remaining
+            elif best.price == limit:
+                qty = min(state.remaining, best.qty)
+                best.qty -= qty
+                if best.qty <= 0:
+                    levels.pop(0)
+            else:
+                continue
+            out.append(self._fill(state, qty, limit, maker=True, ts_ns=ts_ns))
+        return out
+
+    def _fill(
+        self, state: _OrderState, qty: Decimal, price: Decimal, *, maker: bool, ts_ns: int
+    ) -> OrderUpdate:
+        pct = self.maker_fee_pct if maker else self.taker_fee_pct
+        fee = qty * price * pct / _HUNDRED
+        state.filled += qty
+        state.notional += qty * price
+        state.fees += fee
+        if state.remaining <= 0:
+            state.status = OrderStatus.FILLED
+            if state in self._resting:
+                self._resting.remove(state)
+        else:
+            state.status = OrderStatus.PARTIALLY_FILLED
+        return self._update(
+            state,
+            ts_ns,
+            last_qty=qty,
+            last_price=price,
+            fee=fee,
+            liquidity="maker" if maker else "taker",
+        )
+
+    def _update(
+        self,
+        state: _OrderState,
+        ts_ns: int,
+        *,
+        reason: str | None = None,
+        last_qty: Decimal | None = None,
+        last_price: Decimal | None = None,
+        fee: Decimal = _ZERO,
+        liquidity: str | None = None,
+    ) -> OrderUpdate:
+        o = state.order
+        return OrderUpdate(
+            client_order_id=o.client_order_id,
+            exchange_order_id=state.exchange_order_id,
+            signal_id=o.signal_id,
+            pair=o.pair,
+            side=o.side,
+            order_type=o.type,
+            status=state.status,
+            order_qty=o.qty,
+            filled_qty=state.filled,
+            avg_price=state.notional / state.filled if state.filled > 0 else None,
+            last_fill_qty=last_qty,
+            last_fill_price=last_price,
+            fee=fee,
+            cum_fee=state.fees,
+            liquidity=liquidity,
+            reason=reason,
+            ts_ns=ts_ns,
+        )
+
+    @staticmethod
+    def _reject_detached(order: SimOrder, reason: str, ts_ns: int) -> OrderUpdate:
+        return OrderUpdate(
+            client_order_id=order.client_order_id,
+            exchange_order_id=None,
+            signal_id=order.signal_id,
+            pair=order.pair,
+            side=order.side,
+            order_type=order.type,
+            status=OrderStatus.REJECTED,
+            order_qty=order.qty,
+            filled_qty=_ZERO,
+            avg_price=None,
+            last_fill_qty=None,
+            last_fill_price=None,
+            fee=_ZERO,
+            cum_fee=_ZERO,
+            liquidity=None,
+            reason=reason,
+            ts_ns=ts_ns,
+        )
+
+
+def _limit(state: _OrderState) -> Decimal:
+    price = state.order.limit_price
+    assert price is not None  # only limit orders rest
+    return price
