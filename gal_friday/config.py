@@ -119,6 +119,13 @@ class PredictionSettings(_Section):
     sim_demo_model: bool = True
 
 
+class PaperSettings(_Section):
+    initial_cash_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
+    entry_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    latency_ms: Annotated[float, Field(ge=0)] = 50.0
+    slippage_bps: Annotated[Decimal, Field(ge=0)] = Decimal("2")
+
+
 class FeeSettings(_Section):
     maker_pct: Percent = Decimal("0.25")
     taker_pct: Percent = Decimal("0.40")
@@ -240,6 +247,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     prediction: PredictionSettings = PredictionSettings()
     risk: RiskSettings = RiskSettings()
+    paper: PaperSettings = PaperSettings()
     fees: FeeSettings = FeeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     sim: SimSettings = SimSettings()

@@ -17,12 +17,16 @@ from pathlib import Path
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
+from gal_friday.execution import PaperExecution
 from gal_friday.features import FeatureEngine
 from gal_friday.ingest import DataIngestor
 from gal_friday.kraken.rest import KrakenError
 from gal_friday.kraken.ws import RawSink
+from gal_friday.portfolio import PortfolioManager
 from gal_friday.prediction.pipeline import ensure_demo_model
 from gal_friday.prediction.service import PredictionService, load_models
+from gal_friday.risk import RiskManager
+from gal_friday.strategy import StrategyArbitrator
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class Engine:
         self.ingestor: DataIngestor | None = None
         self.features: FeatureEngine | None = None
         self.prediction: PredictionService | None = None
+        self.portfolio: PortfolioManager | None = None
+        self.risk: RiskManager | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good."""
@@ -74,6 +80,7 @@ class Engine:
                 self.features.attach()
                 self.prediction = await self._start_prediction(venue, self.features.names)
                 await self._prime(self.ingestor, self.features)
+                self._start_paper_trading()
             self.bus.start()
             ingest = asyncio.create_task(self.ingestor.run(), name="engine:ingest")
             stopper = asyncio.create_task(stop.wait(), name="engine:stop")
@@ -105,6 +112,17 @@ class Engine:
         service = PredictionService(self.bus, models, how=cfg.combine, workers=cfg.workers)
         await service.start()
         return service
+
+    def _start_paper_trading(self) -> None:
+        """Strategy, risk, portfolio and the paper venue: the trading path, with simulated
+        fills (live order routing arrives with the execution issue)."""
+        s = self.settings
+        self.portfolio = PortfolioManager(s.paper.initial_cash_usd, pairs=s.pairs)
+        self.portfolio.attach(self.bus)
+        self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
+                                taker_fee_pct=s.fees.taker_pct)
+        StrategyArbitrator(s.strategy, s.fees, self.bus).attach()
+        PaperExecution(s.paper, s.fees, self.bus).attach()
 
     async def _prime(self, ingestor: DataIngestor, features: FeatureEngine) -> None:
         """Warm the indicators from REST history so predictions start within a minute."""

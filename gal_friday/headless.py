@@ -19,9 +19,13 @@ from gal_friday.events import (
     BookEvent,
     BookInvalidatedEvent,
     ComponentState,
+    ExecutionReportEvent,
     FeedStatsEvent,
     PredictionEvent,
     SystemStatusEvent,
+    TradeSignalApprovedEvent,
+    TradeSignalProposedEvent,
+    TradeSignalRejectedEvent,
 )
 from gal_friday.kraken.ws import RawSink
 
@@ -36,12 +40,16 @@ class StatusReporter:
         self.books: dict[str, BookEvent | None] = dict.fromkeys(pairs)
         self.stats: FeedStatsEvent | None = None
         self.predictions: dict[str, PredictionEvent] = {}
+        self.signals = {"proposed": 0, "approved": 0, "rejected": 0, "fills": 0}
         self.connection = ComponentState.STARTING
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe((BookEvent, BookInvalidatedEvent, FeedStatsEvent, SystemStatusEvent,
                        PredictionEvent),
                       self.on_event, name="status-line", policy=Policy.CONFLATE, maxsize=64)
+        bus.subscribe((TradeSignalProposedEvent, TradeSignalApprovedEvent,
+                       TradeSignalRejectedEvent, ExecutionReportEvent),
+                      self.on_trading, name="status-counts", maxsize=1024)
 
     def on_event(self, event: object) -> None:
         if isinstance(event, BookEvent):
@@ -55,6 +63,17 @@ class StatusReporter:
         elif isinstance(event, SystemStatusEvent) and event.component.startswith("kraken.ws"):
             self.connection = event.state
 
+    def on_trading(self, event: object) -> None:
+        """Counts of the trading path (every event: BLOCK, these are cheap)."""
+        if isinstance(event, TradeSignalProposedEvent):
+            self.signals["proposed"] += 1
+        elif isinstance(event, TradeSignalApprovedEvent):
+            self.signals["approved"] += 1
+        elif isinstance(event, TradeSignalRejectedEvent):
+            self.signals["rejected"] += 1
+        elif isinstance(event, ExecutionReportEvent) and event.last_fill_qty:
+            self.signals["fills"] += 1
+
     def line(self) -> str:
         parts = [f"conn={self.connection.value}"]
         for pair in self.pairs:
@@ -66,6 +85,9 @@ class StatusReporter:
         stats = self.stats
         if stats is not None:
             ages = ",".join(f"{p}:{a:.1f}s" for p, a in stats.data_age_s)
+            counts = self.signals
+            parts.append(f"signals={counts['proposed']} approved={counts['approved']} "
+                         f"rejected={counts['rejected']} fills={counts['fills']}")
             parts += [f"msg/s={stats.frames_per_s:.0f}", f"checksum_fail={stats.checksum_failures}",
                       f"reconnects={stats.reconnects}", f"age={ages or '-'}"]
         return " | ".join(parts)
