@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
-from gal_friday.execution import PaperExecution
+from gal_friday.execution.paper import PaperExecution
 from gal_friday.features import FeatureEngine
 from gal_friday.ingest import DataIngestor
 from gal_friday.kraken.rest import KrakenError

@@ -155,8 +155,13 @@ class PredictionEvent(Event, frozen=True):
 
 
 class OrderType(enum.StrEnum):
+    """Order kinds the bot sends; STOP_LOSS and TAKE_PROFIT are triggered market orders (they
+    rest unseen until the market reaches their trigger price, then take liquidity)."""
+
     LIMIT = "limit"
     MARKET = "market"
+    STOP_LOSS = "stop-loss"
+    TAKE_PROFIT = "take-profit"
 
 
 class TradeSignalProposedEvent(Event, frozen=True):

@@ -15,7 +15,7 @@ from gal_friday.events import (
     Side,
     TradeSignalApprovedEvent,
 )
-from gal_friday.execution import PaperExecution
+from gal_friday.execution.paper import PaperExecution
 from gal_friday.sim.matching import to_report
 
 PAIR = "XRP/USD"

@@ -12,7 +12,7 @@ from gal_friday.events import (
     Side,
     TradeEvent,
 )
-from gal_friday.sim.matching import MatchingEngine, OrderUpdate, SimOrder, to_report
+from gal_friday.sim.matching import MatchingEngine, OrderRequest, OrderUpdate, to_report
 
 PAIR = "XRP/USD"
 
@@ -37,12 +37,12 @@ def trade(price: str, qty: str, ts: int, side: Side = Side.SELL) -> TradeEvent:
     return TradeEvent(PAIR, _trade_id, side, D(price), D(qty), "limit", ts, ts)
 
 
-def market(coid: str, side: Side, qty: str) -> SimOrder:
-    return SimOrder(coid, PAIR, side, OrderType.MARKET, D(qty))
+def market(coid: str, side: Side, qty: str) -> OrderRequest:
+    return OrderRequest(coid, PAIR, side, OrderType.MARKET, D(qty))
 
 
-def limit(coid: str, side: Side, qty: str, price: str) -> SimOrder:
-    return SimOrder(coid, PAIR, side, OrderType.LIMIT, D(qty), D(price))
+def limit(coid: str, side: Side, qty: str, price: str) -> OrderRequest:
+    return OrderRequest(coid, PAIR, side, OrderType.LIMIT, D(qty), D(price))
 
 
 def engine(**kw: object) -> MatchingEngine:
@@ -279,7 +279,7 @@ def test_duplicate_client_order_id_rejected() -> None:
 def test_invalid_orders_rejected() -> None:
     eng = engine()
     assert eng.submit(market("z", Side.BUY, "0"), ts_ns=1)[0].status is OrderStatus.REJECTED
-    no_px = SimOrder("n", PAIR, Side.BUY, OrderType.LIMIT, D(1), None)
+    no_px = OrderRequest("n", PAIR, Side.BUY, OrderType.LIMIT, D(1), None)
     assert eng.submit(no_px, ts_ns=1)[0].reason == "limit order needs a limit_price > 0"
 
 
@@ -309,7 +309,7 @@ def test_deterministic_for_a_seed() -> None:
 def test_to_report() -> None:
     eng = engine()
     eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
-    order = SimOrder("r", PAIR, Side.BUY, OrderType.MARKET, D(2), signal_id="sig-1")
+    order = OrderRequest("r", PAIR, Side.BUY, OrderType.MARKET, D(2), signal_id="sig-1")
     upd = eng.submit(order, ts_ns=10)[-1]
     rep = to_report(upd)
     assert isinstance(rep, ExecutionReportEvent)

@@ -46,27 +46,15 @@ from gal_friday.events import (
     Side,
     TradeEvent,
 )
+from gal_friday.execution.venue import OrderRequest
 
-__all__ = ["MatchingEngine", "OrderUpdate", "SimOrder", "to_report"]
+__all__ = ["MatchingEngine", "OrderRequest", "OrderUpdate", "to_report"]
 
 _ZERO = Decimal(0)
 _BPS = Decimal(10000)
 _HUNDRED = Decimal(100)
 
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
-
-
-@dataclass(frozen=True, slots=True)
-class SimOrder:
-    """An order as sent to the simulated exchange."""
-
-    client_order_id: str
-    pair: str
-    side: Side
-    type: OrderType
-    qty: Decimal
-    limit_price: Decimal | None = None
-    signal_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +120,7 @@ class _Book:
 
 @dataclass(slots=True)
 class _OrderState:
-    order: SimOrder
+    order: OrderRequest
     seq: int
     exchange_order_id: str
     status: OrderStatus = OrderStatus.SUBMITTED
@@ -187,7 +175,7 @@ class MatchingEngine:
 
     # --- queries -------------------------------------------------------------------------
 
-    def open_orders(self) -> list[SimOrder]:
+    def open_orders(self) -> list[OrderRequest]:
         """Orders sent and not finished (pending ones included), in arrival order."""
         states = sorted(
             (s for s in self._orders.values() if s.status not in _TERMINAL), key=lambda s: s.seq
@@ -200,7 +188,7 @@ class MatchingEngine:
 
     # --- order entry ---------------------------------------------------------------------
 
-    def submit(self, order: SimOrder, ts_ns: int) -> list[OrderUpdate]:
+    def submit(self, order: OrderRequest, ts_ns: int) -> list[OrderUpdate]:
         """Send an order at ``ts_ns``; it reaches the book at ``ts_ns + latency_ns``."""
         out = self._run_due(ts_ns, inclusive=True)
         if order.client_order_id in self._orders:
@@ -271,7 +259,7 @@ class MatchingEngine:
         return f"O{chars[:5]}-{chars[5:10]}-{chars[10:16]}"
 
     @staticmethod
-    def _invalid(order: SimOrder) -> str | None:
+    def _invalid(order: OrderRequest) -> str | None:
         if order.qty <= 0:
             return "qty must be > 0"
         if order.type is OrderType.LIMIT and (order.limit_price is None or order.limit_price <= 0):
@@ -425,7 +413,7 @@ class MatchingEngine:
         )
 
     @staticmethod
-    def _reject_detached(order: SimOrder, reason: str, ts_ns: int) -> OrderUpdate:
+    def _reject_detached(order: OrderRequest, reason: str, ts_ns: int) -> OrderUpdate:
         return OrderUpdate(
             client_order_id=order.client_order_id,
             exchange_order_id=None,

@@ -24,7 +24,7 @@ from gal_friday.events import (
     TradeEvent,
     TradeSignalApprovedEvent,
 )
-from gal_friday.sim.matching import MatchingEngine, OrderUpdate, SimOrder, to_report
+from gal_friday.sim.matching import MatchingEngine, OrderRequest, OrderUpdate, to_report
 
 log = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -70,7 +70,7 @@ class PaperExecution:
     def _submit(self, signal: TradeSignalApprovedEvent) -> list[OrderUpdate]:
         self._seq += 1
         coid = f"gf{self._seq:06d}{signal.signal_id[-8:]}"[:18]  # Kraken: <= 18 ASCII chars
-        order = SimOrder(coid, signal.pair, signal.side, signal.order_type, signal.qty,
+        order = OrderRequest(coid, signal.pair, signal.side, signal.order_type, signal.qty,
                          signal.limit_price, signal.signal_id)
         if signal.order_type is OrderType.LIMIT and not signal.is_exit:
             self._deadlines[coid] = self._now + int(self.settings.entry_timeout_s * _NS)
