@@ -319,3 +319,72 @@ def test_to_report() -> None:
     assert rep.status is OrderStatus.FILLED
     assert (rep.filled_qty, rep.avg_price, rep.last_fill_qty) == (D(2), D(100), D(2))
     assert (rep.fee, rep.fee_asset, rep.ts_ns) == (D("0.80"), "USD", 10)
+
+
+# --- triggered orders (stop-loss, take-profit) -------------------------------------------
+
+
+def triggered(coid: str, kind: OrderType, side: Side, qty: str, trigger: str) -> OrderRequest:
+    return OrderRequest(coid, PAIR, side, kind, D(qty), trigger_price=D(trigger))
+
+
+def test_sell_stop_rests_unseen_until_the_bid_falls_to_its_trigger() -> None:
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    out = eng.submit(triggered("sl", OrderType.STOP_LOSS, Side.SELL, "2", "98.00"), ts_ns=1)
+    assert statuses(out) == [OrderStatus.ACKNOWLEDGED]
+    assert fills(eng.on_book(book([("98.01", "5")], [("100.00", "5")], ts=2))) == []
+    out = eng.on_book(book([("98.00", "1"), ("97.90", "5")], [("99.00", "5")], ts=3))
+    assert fills(out) == [(D(1), D("98.00")), (D(1), D("97.90"))]  # market: walks the bids
+    assert out[-1].status is OrderStatus.FILLED and out[-1].liquidity == "taker"
+    assert out[-1].fee == D("97.90") * D("0.40") / 100
+
+
+def test_a_public_trade_at_the_trigger_fires_a_stop() -> None:
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("sl", OrderType.STOP_LOSS, Side.SELL, "1", "98.50"), ts_ns=1)
+    out = eng.on_trade(trade("98.50", "1", ts=2))
+    assert fills(out) == [(D(1), D("99.00"))]
+
+
+def test_sell_take_profit_triggers_at_or_above_and_stays_armed_below() -> None:
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("tp", OrderType.TAKE_PROFIT, Side.SELL, "1", "101.00"), ts_ns=1)
+    assert fills(eng.on_trade(trade("100.99", "1", ts=2))) == []
+    out = eng.on_book(book([("101.00", "5")], [("101.50", "5")], ts=3))
+    assert fills(out) == [(D(1), D("101.00"))]
+
+
+def test_buy_side_triggers_mirror_the_sell_side() -> None:
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("bs", OrderType.STOP_LOSS, Side.BUY, "1", "101.00"), ts_ns=1)
+    eng.submit(triggered("bt", OrderType.TAKE_PROFIT, Side.BUY, "1", "98.00"), ts_ns=1)
+    out = eng.on_book(book([("100.50", "5")], [("101.00", "5")], ts=2))
+    assert [u.client_order_id for u in out if u.is_fill] == ["bs"]
+    out = eng.on_book(book([("97.00", "5")], [("98.00", "5")], ts=3))
+    assert [u.client_order_id for u in out if u.is_fill] == ["bt"]
+
+
+def test_cancelled_stop_never_fires() -> None:
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("sl", OrderType.STOP_LOSS, Side.SELL, "1", "98.00"), ts_ns=1)
+    assert statuses(eng.cancel("sl", ts_ns=2)) == [OrderStatus.CANCELLED]
+    assert eng.on_book(book([("90.00", "5")], [("91.00", "5")], ts=3)) == []
+
+
+def test_on_trigger_can_refuse_a_triggering_order() -> None:
+    eng = engine(on_trigger=lambda order: "insufficient funds")
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("sl", OrderType.STOP_LOSS, Side.SELL, "1", "98.00"), ts_ns=1)
+    out = eng.on_book(book([("97.00", "5")], [("98.00", "5")], ts=2))
+    assert [(u.status, u.reason) for u in out] == [(OrderStatus.CANCELLED, "insufficient funds")]
+
+
+def test_triggered_order_without_trigger_price_is_rejected() -> None:
+    eng = engine()
+    out = eng.submit(OrderRequest("x", PAIR, Side.SELL, OrderType.STOP_LOSS, D(1)), ts_ns=1)
+    assert statuses(out) == [OrderStatus.REJECTED]

@@ -26,6 +26,13 @@ Fill rules
   - opposite best price through the limit (buy: best ask < limit): fill the whole remainder;
   - opposite best price equal to the limit: fill at most that level's quantity (consumed).
   No queue-ahead model: a touch fills us before any displayed quantity at our price.
+* **Triggered** orders (STOP_LOSS, TAKE_PROFIT) rest unseen, reserving no liquidity, until the
+  market reaches ``trigger_price``: a public trade price, or the best price on the side they
+  would sell into (a sell looks at the best bid, a buy at the best ask). A sell stop triggers
+  at or below its trigger, a sell take-profit at or above (a buy mirrors both). Triggered,
+  they execute at once as market orders (taker, slippage, depth walk), in arrival order.
+  ``on_trigger`` (optional) may refuse a triggering order, e.g. for want of funds; it is then
+  cancelled with that reason.
 * Fees are quote currency, ``notional * pct / 100``, exact (not rounded to the quote precision).
 * Duplicate ``client_order_id`` (any id ever submitted) is rejected; the original is untouched.
   Cancelling an unknown or finished order changes nothing and returns no update.
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -55,6 +63,8 @@ _BPS = Decimal(10000)
 _HUNDRED = Decimal(100)
 
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED})
+_TRIGGERED = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT})
+TriggerCheck = Callable[[OrderRequest], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +166,7 @@ class MatchingEngine:
         latency_ns: int = 0,
         slippage_bps: Decimal = _ZERO,
         rng_seed: int = 0,
+        on_trigger: TriggerCheck | None = None,
     ) -> None:
         if latency_ns < 0:
             raise ValueError("latency_ns must be >= 0")
@@ -168,6 +179,8 @@ class MatchingEngine:
         self._rng = random.Random(rng_seed)
         self._orders: dict[str, _OrderState] = {}
         self._resting: list[_OrderState] = []  # active limit orders, arrival order
+        self._armed: list[_OrderState] = []  # triggered orders waiting for their price
+        self._on_trigger = on_trigger
         self._pending: list[_Pending] = []  # sorted by (due_ns, seq)
         self._books: dict[str, _Book] = {}
         self._seq = 0
@@ -228,6 +241,7 @@ class MatchingEngine:
             [_Level(p, q) for p, q in bids if q > 0], [_Level(p, q) for p, q in asks if q > 0]
         )
         out.extend(self._match_book(book.pair, ts))
+        out.extend(self._fire_triggers(book.pair, None, ts))
         out.extend(self._run_due(ts, inclusive=True))
         return out
 
@@ -248,6 +262,7 @@ class MatchingEngine:
             else:
                 continue
             out.append(self._fill(state, qty, limit, maker=True, ts_ns=ts))
+        out.extend(self._fire_triggers(trade.pair, trade.price, ts))
         out.extend(self._run_due(ts, inclusive=True))
         return out
 
@@ -264,6 +279,8 @@ class MatchingEngine:
             return "qty must be > 0"
         if order.type is OrderType.LIMIT and (order.limit_price is None or order.limit_price <= 0):
             return "limit order needs a limit_price > 0"
+        if order.type in _TRIGGERED and (order.trigger_price is None or order.trigger_price <= 0):
+            return f"{order.type} order needs a trigger_price > 0"
         return None
 
     def _schedule(self, due_ns: int, kind: str, client_order_id: str) -> None:
@@ -291,6 +308,8 @@ class MatchingEngine:
             return []
         if state in self._resting:
             self._resting.remove(state)
+        if state in self._armed:
+            self._armed.remove(state)
         state.status = OrderStatus.CANCELLED
         return [self._update(state, ts_ns, reason="cancelled by client")]
 
@@ -300,17 +319,49 @@ class MatchingEngine:
         order = state.order
         state.status = OrderStatus.ACKNOWLEDGED
         out = [self._update(state, ts_ns)]
+        if order.type in _TRIGGERED:
+            self._armed.append(state)
+            return [*out, *self._fire_triggers(order.pair, None, ts_ns)]
+        return [*out, *self._execute(state, ts_ns)]
+
+    def _execute(self, state: _OrderState, ts_ns: int) -> list[OrderUpdate]:
+        """Take liquidity now; a limit remainder rests, any other remainder is cancelled."""
+        order = state.order
         book = self._books.get(order.pair)
         levels = (book.asks if order.side is Side.BUY else book.bids) if book else []
-        out.extend(self._take(state, levels, ts_ns))
+        out = self._take(state, levels, ts_ns)
         if state.status in _TERMINAL:
             return out
-        if order.type is OrderType.MARKET:
+        if order.type is OrderType.LIMIT:
+            self._resting.append(state)
+        else:
             state.status = OrderStatus.CANCELLED if state.filled > 0 else OrderStatus.REJECTED
             reason = "insufficient_depth" if state.filled > 0 else "no_liquidity"
             out.append(self._update(state, ts_ns, reason=reason))
-        else:
-            self._resting.append(state)
+        return out
+
+    def _fire_triggers(self, pair: str, trade_price: Decimal | None,
+                       ts_ns: int) -> list[OrderUpdate]:
+        """Execute the armed orders of ``pair`` whose trigger the market has reached."""
+        out: list[OrderUpdate] = []
+        book = self._books.get(pair)
+        for state in list(self._armed):
+            order = state.order
+            if order.pair != pair or state not in self._armed:
+                continue
+            sell = order.side is Side.SELL
+            touch = book.bids if sell and book else book.asks if book else []
+            prices = [p for p in (trade_price, touch[0].price if touch else None)
+                      if p is not None]
+            if not any(_triggers(order, p) for p in prices):
+                continue
+            self._armed.remove(state)
+            refusal = self._on_trigger(order) if self._on_trigger else None
+            if refusal is not None:
+                state.status = OrderStatus.CANCELLED
+                out.append(self._update(state, ts_ns, reason=refusal))
+                continue
+            out.extend(self._execute(state, ts_ns))
         return out
 
     def _take(self, state: _OrderState, levels: list[_Level], ts_ns: int) -> list[OrderUpdate]:
@@ -439,3 +490,11 @@ def _limit(state: _OrderState) -> Decimal:
     price = state.order.limit_price
     assert price is not None  # only limit orders rest
     return price
+
+
+def _triggers(order: OrderRequest, price: Decimal) -> bool:
+    """Whether ``price`` reaches a triggered order's trigger (see the module doc)."""
+    trigger = order.trigger_price
+    assert trigger is not None  # checked on submit
+    falling = (order.type is OrderType.STOP_LOSS) == (order.side is Side.SELL)
+    return price <= trigger if falling else price >= trigger
