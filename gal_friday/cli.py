@@ -35,6 +35,9 @@ def _common_options() -> argparse.ArgumentParser:
                         help="configuration file (default: ./config.toml if present)")
     common.add_argument("--exchange", choices=["kraken", "sim"],
                         help="kraken: live Kraken; sim: the built-in simulator (offline)")
+    common.add_argument("--mode", choices=["paper", "live"],
+                        help="paper: simulated fills (default); live: real orders (needs keys "
+                             "for Kraken)")
     common.add_argument("--pairs", metavar="A/B,C/D", help="pairs to trade, comma-separated")
     common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     common.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -128,6 +131,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         items.append((key.strip(), _parse_value(value.strip())))
     if hasattr(args, "exchange"):
         items.append(("exchange", args.exchange))
+    if hasattr(args, "mode"):
+        items.append(("mode", args.mode))
     if hasattr(args, "pairs"):
         items.append(("pairs", [p.strip() for p in args.pairs.split(",") if p.strip()]))
     if hasattr(args, "log_level"):

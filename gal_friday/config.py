@@ -121,9 +121,22 @@ class PredictionSettings(_Section):
 
 class PaperSettings(_Section):
     initial_cash_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
-    entry_timeout_s: Annotated[float, Field(gt=0)] = 15.0
     latency_ms: Annotated[float, Field(ge=0)] = 50.0
     slippage_bps: Annotated[Decimal, Field(ge=0)] = Decimal("2")
+
+
+class ExecutionSettings(_Section):
+    entry_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    entry_timeout_action: Literal["cancel", "market"] = "cancel"
+    protective_orders: bool = True
+    busy_retries: Annotated[int, Field(ge=0)] = 3
+    busy_retry_s: PositiveFloat = 1.0
+    cancel_wait_s: PositiveFloat = 5.0
+    breaker_failures: Annotated[int, Field(ge=1)] = 5
+    breaker_reset_s: PositiveFloat = 30.0
+    dead_man_switch_s: Annotated[int, Field(ge=0, lt=86400)] = 60
+    dead_man_interval_s: PositiveFloat = 20.0
+    reconcile_interval_s: Annotated[float, Field(ge=0)] = 60.0
 
 
 class FeeSettings(_Section):
@@ -241,6 +254,7 @@ class Settings(BaseSettings):
     )
 
     exchange: Literal["kraken", "sim"] = "kraken"
+    mode: Literal["paper", "live"] = "paper"
     pairs: tuple[str, ...] = ("XRP/USD", "DOGE/USD")
     kraken: KrakenSettings = KrakenSettings()
     strategy: StrategySettings = StrategySettings()
@@ -248,6 +262,7 @@ class Settings(BaseSettings):
     prediction: PredictionSettings = PredictionSettings()
     risk: RiskSettings = RiskSettings()
     paper: PaperSettings = PaperSettings()
+    execution: ExecutionSettings = ExecutionSettings()
     fees: FeeSettings = FeeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     sim: SimSettings = SimSettings()

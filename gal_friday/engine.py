@@ -13,11 +13,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
-from gal_friday.execution.paper import PaperExecution
+from gal_friday.execution.handler import ExecutionHandler
+from gal_friday.execution.paper import PaperVenue
+from gal_friday.execution.venue import TradingVenue
 from gal_friday.features import FeatureEngine
 from gal_friday.ingest import DataIngestor
 from gal_friday.kraken.rest import KrakenError
@@ -67,6 +70,7 @@ class Engine:
         self.prediction: PredictionService | None = None
         self.portfolio: PortfolioManager | None = None
         self.risk: RiskManager | None = None
+        self.execution: ExecutionHandler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good."""
@@ -80,7 +84,7 @@ class Engine:
                 self.features.attach()
                 self.prediction = await self._start_prediction(venue, self.features.names)
                 await self._prime(self.ingestor, self.features)
-                self._start_paper_trading()
+                await self._start_trading(venue)
             self.bus.start()
             ingest = asyncio.create_task(self.ingestor.run(), name="engine:ingest")
             stopper = asyncio.create_task(stop.wait(), name="engine:stop")
@@ -91,6 +95,8 @@ class Engine:
                     task.cancel()
                 results = await asyncio.gather(ingest, stopper, return_exceptions=True)
                 await self.bus.stop()
+                if self.execution is not None:
+                    await self.execution.stop()
                 if self.prediction is not None:
                     await self.prediction.stop()
             for result in results:
@@ -113,16 +119,34 @@ class Engine:
         await service.start()
         return service
 
-    def _start_paper_trading(self) -> None:
-        """Strategy, risk, portfolio and the paper venue: the trading path, with simulated
-        fills (live order routing arrives with the execution issue)."""
+    async def _start_trading(self, venue: Venue) -> None:
+        """Strategy, risk, portfolio and the ExecutionHandler on this run's trading venue:
+        the paper matching engine, or real orders through the exchange's private API."""
         s = self.settings
-        self.portfolio = PortfolioManager(s.paper.initial_cash_usd, pairs=s.pairs)
+        trading = self._trading_venue(venue)
+        self.execution = ExecutionHandler(s.execution, trading, self.bus)
+        await self.execution.start()
+        cash = s.paper.initial_cash_usd
+        if s.mode == "live":
+            cash = (await trading.balances()).get("USD", Decimal(0))
+        self.portfolio = PortfolioManager(cash, pairs=s.pairs)
         self.portfolio.attach(self.bus)
+        if s.mode == "live":
+            await self.execution.reconcile(force=True)
         self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
                                 taker_fee_pct=s.fees.taker_pct)
-        StrategyArbitrator(s.strategy, s.fees, self.bus).attach()
-        PaperExecution(s.paper, s.fees, self.bus).attach()
+        StrategyArbitrator(s.strategy, s.fees, self.bus,
+                           venue_brackets=s.execution.protective_orders).attach()
+        self.execution.attach()
+        log.info("trading", extra={"mode": s.mode.upper(), "venue": trading.name,
+                                   "cash_usd": str(cash)})
+
+    def _trading_venue(self, venue: Venue) -> TradingVenue:
+        if self.settings.mode == "paper":
+            paper = PaperVenue(self.settings.paper, self.settings.fees)
+            paper.attach(self.bus)
+            return paper
+        raise NotImplementedError("live order routing is wired in the next change")
 
     async def _prime(self, ingestor: DataIngestor, features: FeatureEngine) -> None:
         """Warm the indicators from REST history so predictions start within a minute."""

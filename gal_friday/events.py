@@ -236,6 +236,27 @@ class ExecutionReportEvent(Event, frozen=True):
     ts_ns: int
 
 
+class OpenOrderState(Event, frozen=True):
+    """One order the venue lists as working, as seen by a reconciliation."""
+
+    client_order_id: str
+    pair: str
+    side: Side
+    order_type: OrderType
+    remaining_qty: Decimal
+    limit_price: Decimal | None
+
+
+class ReconciliationEvent(Event, frozen=True):
+    """The venue's balances (plain asset codes, ``.F`` earn balances included) and working
+    orders, read while no order request was in flight; the portfolio corrects itself to it."""
+
+    balances: tuple[tuple[str, Decimal], ...]
+    open_orders: tuple[OpenOrderState, ...]
+    venue: str
+    ts_ns: int
+
+
 # --- control and health ---------------------------------------------------------------------
 
 

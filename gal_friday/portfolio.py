@@ -50,6 +50,7 @@ from gal_friday.events import (
     ExecutionReportEvent,
     OrderStatus,
     OrderType,
+    ReconciliationEvent,
     Side,
     TradeSignalApprovedEvent,
 )
@@ -214,7 +215,7 @@ class PortfolioManager:
     def attach(self, bus: EventBus, *, name: str = "portfolio") -> Subscription:
         """Subscribe (BLOCK: nothing dropped) to execution reports, books and approvals."""
         return bus.subscribe(
-            (ExecutionReportEvent, BookEvent, TradeSignalApprovedEvent),
+            (ExecutionReportEvent, BookEvent, TradeSignalApprovedEvent, ReconciliationEvent),
             self.on_event,
             name=name,
             policy=Policy.BLOCK,
@@ -227,6 +228,10 @@ class PortfolioManager:
             self.on_execution_report(event)
         elif isinstance(event, TradeSignalApprovedEvent) and event.limit_price is not None:
             self._signal_prices[event.signal_id] = event.limit_price
+        elif isinstance(event, ReconciliationEvent):
+            self.reconcile(dict(event.balances), [
+                OpenOrder(o.client_order_id, o.pair, o.side, o.remaining_qty, o.limit_price)
+                for o in event.open_orders], ts_ns=event.ts_ns)
 
     def note_order_price(self, client_order_id: str, limit_price: Decimal) -> None:
         """Tell the portfolio an order's limit price (reports do not carry it)."""

@@ -5,8 +5,10 @@ momentum) proposes a limit buy at the best bid (joining the bid, a maker order);
 below ``sell_threshold`` closes an open position (prediction reversal) but never opens a short.
 Every entry carries a stop-loss and take-profit, as a percentage of the entry or as ATR
 multiples, and is skipped when the take-profit would not clear the round-trip fees (maker
-entry, taker exit) plus a minimum edge. Open positions are also closed when the market
-touches the stop or target, or when held longer than ``max_holding_min``.
+entry, taker exit) plus a minimum edge. Positions are closed when held longer than
+``max_holding_min`` or on a prediction reversal. The stop and target themselves are orders at
+the venue (the ExecutionHandler places them after every fill); only with
+``venue_brackets=False`` does the strategy watch the book and exit at market on them.
 
 The strategy only proposes; the RiskManager sizes and approves. It learns about its positions
 from execution reports, never by reading another module's state.
@@ -57,8 +59,10 @@ class _PairState:
 class StrategyArbitrator:
     """Per-pair trading rules; publishes TradeSignalProposedEvent."""
 
-    def __init__(self, settings: StrategySettings, fees: FeeSettings, bus: EventBus) -> None:
+    def __init__(self, settings: StrategySettings, fees: FeeSettings, bus: EventBus, *,
+                 venue_brackets: bool = True) -> None:
         self.s = settings
+        self.venue_brackets = venue_brackets
         self.fees = fees
         self.bus = bus
         self.pairs: dict[str, _PairState] = {}
@@ -163,10 +167,11 @@ class StrategyArbitrator:
         if state.qty <= 0 or state.pending is not None or state.bid is None:
             return None
         now = book.received_ts_ns
-        if state.bid <= state.stop:
-            return self._exit(book.pair, state, "stop-loss", now)
-        if state.bid >= state.target:
-            return self._exit(book.pair, state, "take-profit", now)
+        if not self.venue_brackets:  # otherwise the venue holds the stop and target orders
+            if state.bid <= state.stop:
+                return self._exit(book.pair, state, "stop-loss", now)
+            if state.bid >= state.target:
+                return self._exit(book.pair, state, "take-profit", now)
         held_min = (now - state.opened_ns) / 60e9
         if self.s.max_holding_min and held_min > self.s.max_holding_min:
             return self._exit(book.pair, state, "max holding time", now)

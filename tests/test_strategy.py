@@ -47,9 +47,9 @@ def fill(signal_id: str, side: Side, qty: str, price: str, t: int = 0,
         ts_ns=t)
 
 
-def strategy(**overrides: object) -> StrategyArbitrator:
+def strategy(*, venue_brackets: bool = True, **overrides: object) -> StrategyArbitrator:
     return StrategyArbitrator(StrategySettings(**overrides), FeeSettings(),  # type: ignore[arg-type]
-                              EventBus())
+                              EventBus(), venue_brackets=venue_brackets)
 
 
 def entered(st: StrategyArbitrator) -> TradeSignalProposedEvent:
@@ -117,10 +117,10 @@ def test_a_rejected_entry_frees_the_pair_for_the_next_signal() -> None:
     assert st.handle(prediction(0.7)) is not None
 
 
-def test_stop_loss_take_profit_and_max_holding_exits() -> None:
+def test_without_venue_brackets_the_strategy_exits_on_stop_target_and_holding_time() -> None:
     for bid, t, reason_price in (("1.98900", 0, "stop"), ("2.02100", 0, "target"),
                                  ("2.00500", 61 * MIN, "time")):
-        st = strategy()
+        st = strategy(venue_brackets=False)
         entry = entered(st)
         assert st.handle(book("2.00100", "2.00200", t=MIN)) is None  # nothing to do yet
         exit_signal = st.handle(book(bid, "2.03000", t=t or MIN))
@@ -128,6 +128,15 @@ def test_stop_loss_take_profit_and_max_holding_exits() -> None:
         assert exit_signal.is_exit and exit_signal.side is Side.SELL
         assert exit_signal.order_type is OrderType.MARKET
         assert exit_signal.stop_loss == entry.stop_loss
+
+
+def test_with_venue_brackets_only_holding_time_exits_from_the_book() -> None:
+    st = strategy()
+    entered(st)
+    assert st.handle(book("1.98900", "1.99000", t=MIN)) is None  # the venue's stop acts
+    assert st.handle(book("2.02100", "2.03000", t=MIN)) is None  # the venue's target acts
+    late = st.handle(book("2.00500", "2.03000", t=61 * MIN))
+    assert late is not None and late.is_exit
 
 
 def test_prediction_reversal_closes_the_position_once() -> None:

@@ -1,94 +1,205 @@
-"""ExecutionHandler, paper venue: approved signals become orders in the local matching engine.
+"""The paper venue: a local MatchingEngine fed with the live (or simulated) market data.
 
-Paper trading runs the same strategy, risk and portfolio code as live; only the venue
-differs. Orders go to a ``MatchingEngine`` fed with the live (or simulated) book and trades,
-so limit entries fill only when the market touches or crosses them, with maker/taker fees,
-slippage and latency from configuration. Every state change is published as an
-ExecutionReportEvent. A limit entry not filled within ``entry_timeout_s`` is cancelled
-(converting the remainder to a market order comes with the live execution handler).
-
-The live Kraken venue (private WebSocket v2) arrives with the rest of the execution issue.
+Paper trading runs the same strategy, risk, portfolio and ExecutionHandler code as live; only
+the venue differs. Limit orders fill only when the market touches or crosses them, with
+maker/taker fees, slippage and latency from configuration; stop-loss and take-profit orders
+trigger as at the exchange. The venue keeps its own balances the way an exchange account does:
+a buy that the free quote balance cannot pay for (open buy orders reserve theirs) and a sell
+of more than the free base balance are refused, so paper results cannot spend money the
+account does not have.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from decimal import Decimal
 
 from gal_friday.bus import EventBus, Policy
 from gal_friday.config import FeeSettings, PaperSettings
-from gal_friday.events import (
-    BookEvent,
-    Event,
-    OrderStatus,
-    OrderType,
-    TradeEvent,
-    TradeSignalApprovedEvent,
+from gal_friday.events import BookEvent, Event, OrderStatus, OrderType, Side, TradeEvent
+from gal_friday.execution.venue import (
+    OrderRejected,
+    OrderRequest,
+    ReportCallback,
+    VenueFill,
+    VenueOrder,
 )
-from gal_friday.sim.matching import MatchingEngine, OrderRequest, OrderUpdate, to_report
+from gal_friday.sim.matching import MatchingEngine, OrderUpdate, to_report
 
 log = logging.getLogger(__name__)
-_NS = 1_000_000_000
-_OPEN = {OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED}
+_ZERO = Decimal(0)
+_HUNDRED = Decimal(100)
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
+                       OrderStatus.EXPIRED, OrderStatus.ERROR})
+_TRIGGERED = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT})
 
 
-class PaperExecution:
-    """Subscribes to approvals and market data; publishes execution reports."""
+class PaperVenue:
+    """A TradingVenue backed by a MatchingEngine; market data arrives through the bus."""
 
-    def __init__(self, settings: PaperSettings, fees: FeeSettings, bus: EventBus) -> None:
-        self.settings = settings
-        self.bus = bus
+    name = "paper"
+
+    def __init__(self, settings: PaperSettings, fees: FeeSettings, *,
+                 quote: str = "USD", clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.engine = MatchingEngine(
             fees.maker_pct, fees.taker_pct, latency_ns=int(settings.latency_ms * 1_000_000),
-            slippage_bps=settings.slippage_bps,
-        )
+            slippage_bps=settings.slippage_bps, on_trigger=self._can_trigger)
+        self.taker_rate = fees.taker_pct / _HUNDRED
+        self.quote = quote
+        self.clock_ns = clock_ns
+        self.balance: dict[str, Decimal] = {quote: Decimal(settings.initial_cash_usd)}
+        self._orders: dict[str, OrderUpdate] = {}  # client order id -> latest update
+        self._requests: dict[str, OrderRequest] = {}
+        self._fills: list[VenueFill] = []
+        self._asks: dict[str, Decimal] = {}
         self._now = 0
-        self._deadlines: dict[str, int] = {}  # client order id -> entry timeout (ns)
-        self._seq = 0
-        self.reports = 0
+        self._on_report: ReportCallback | None = None
 
-    def attach(self) -> None:
-        self.bus.subscribe((TradeSignalApprovedEvent, BookEvent, TradeEvent), self.on_event,
-                           name="execution", policy=Policy.BLOCK, maxsize=8192)
+    def attach(self, bus: EventBus) -> None:
+        """Receive the market data the engine matches against (never dropped)."""
+        bus.subscribe((BookEvent, TradeEvent), self.on_market, name="paper-venue",
+                      policy=Policy.BLOCK, maxsize=8192)
 
-    async def on_event(self, event: Event) -> None:
-        for update in self.handle(event):
-            self.reports += 1
-            await self.bus.publish(to_report(update))
+    async def on_market(self, event: Event) -> None:
+        await self._dispatch(self.on_market_now(event))
 
-    def handle(self, event: Event) -> list[OrderUpdate]:
-        """The order updates one event causes (pure, for tests and the backtester)."""
+    def on_market_now(self, event: Event) -> list[OrderUpdate]:
+        """The order updates one market event causes (synchronous, for the backtester)."""
         if isinstance(event, BookEvent):
             self._now = max(self._now, event.received_ts_ns)
-            return [*self.engine.on_book(event), *self._expire()]
+            ask = event.best_ask()
+            if ask is not None:
+                self._asks[event.pair] = ask
+            return self._apply(self.engine.on_book(event))
         if isinstance(event, TradeEvent):
             self._now = max(self._now, event.received_ts_ns)
-            return self.engine.on_trade(event)
-        if isinstance(event, TradeSignalApprovedEvent):
-            return self._submit(event)
+            return self._apply(self.engine.on_trade(event))
         return []
 
-    def _submit(self, signal: TradeSignalApprovedEvent) -> list[OrderUpdate]:
-        self._seq += 1
-        coid = f"gf{self._seq:06d}{signal.signal_id[-8:]}"[:18]  # Kraken: <= 18 ASCII chars
-        order = OrderRequest(coid, signal.pair, signal.side, signal.order_type, signal.qty,
-                         signal.limit_price, signal.signal_id)
-        if signal.order_type is OrderType.LIMIT and not signal.is_exit:
-            self._deadlines[coid] = self._now + int(self.settings.entry_timeout_s * _NS)
-        log.info("paper order", extra={"client_order_id": coid, "pair": signal.pair,
-                                       "side": str(signal.side), "qty": str(signal.qty),
-                                       "limit": str(signal.limit_price)})
-        return self.engine.submit(order, self._now)
+    # --- TradingVenue ------------------------------------------------------------------------
 
-    def _expire(self) -> list[OrderUpdate]:
-        """Cancel (or convert to market) entries past their timeout."""
-        updates: list[OrderUpdate] = []
-        for coid, deadline in list(self._deadlines.items()):
-            if self.engine.status(coid) not in _OPEN:
-                del self._deadlines[coid]
+    async def start(self, on_report: ReportCallback) -> None:
+        self._on_report = on_report
+
+    async def stop(self) -> None:
+        self._on_report = None
+
+    async def submit(self, order: OrderRequest) -> str:
+        refusal = self._refusal(order)
+        if refusal is not None:
+            raise OrderRejected(refusal)
+        self._requests[order.client_order_id] = order
+        updates = self._apply(self.engine.submit(order, self._time()))
+        mine = [u for u in updates if u.client_order_id == order.client_order_id]
+        if mine and mine[0].status is OrderStatus.REJECTED and mine[0].exchange_order_id is None:
+            raise OrderRejected(mine[0].reason or "rejected")
+        await self._dispatch(updates)
+        return self.engine.exchange_order_id(order.client_order_id) or ""
+
+    async def cancel(self, client_order_id: str) -> None:
+        await self._dispatch(self._apply(self.engine.cancel(client_order_id, self._time())))
+
+    async def cancel_all(self) -> int:
+        open_ids = [o.client_order_id for o in self.engine.open_orders()]
+        for coid in open_ids:
+            await self.cancel(coid)
+        return len(open_ids)
+
+    async def lookup(self, client_order_id: str) -> VenueOrder | None:
+        request = self._requests.get(client_order_id)
+        if request is None:
+            return None
+        return self._venue_order(request)
+
+    async def open_orders(self) -> list[VenueOrder]:
+        return [self._venue_order(r) for r in self.engine.open_orders()]
+
+    async def balances(self) -> dict[str, Decimal]:
+        return {asset: qty for asset, qty in self.balance.items() if qty}
+
+    async def fills_since(self, ts_ns: int) -> list[VenueFill]:
+        return [f for f in self._fills if f.ts_ns >= ts_ns]
+
+    # --- the account -------------------------------------------------------------------------
+
+    def _time(self) -> int:
+        self._now = max(self._now, self.clock_ns())
+        return self._now
+
+    def _base(self, pair: str) -> str:
+        return pair.split("/")[0]
+
+    def _free(self, asset: str) -> Decimal:
+        """Balance minus what open orders have reserved (triggered orders reserve nothing)."""
+        reserved = _ZERO
+        for open_order in self.engine.open_orders():
+            if open_order.type in _TRIGGERED:
                 continue
-            if self._now < deadline:
+            rest = open_order.qty - self._filled(open_order.client_order_id)
+            if open_order.side is Side.SELL and self._base(open_order.pair) == asset:
+                reserved += rest
+            elif open_order.side is Side.BUY and asset == self.quote:
+                reserved += rest * self._price(open_order) * (1 + self.taker_rate)
+        return self.balance.get(asset, _ZERO) - reserved
+
+    def _filled(self, client_order_id: str) -> Decimal:
+        update = self._orders.get(client_order_id)
+        return update.filled_qty if update else _ZERO
+
+    def _price(self, order: OrderRequest) -> Decimal:
+        if order.limit_price is not None:
+            return order.limit_price
+        return self._asks.get(order.pair, _ZERO) * Decimal("1.01")
+
+    def _refusal(self, order: OrderRequest) -> str | None:
+        if order.type in _TRIGGERED:
+            return None  # checked when triggered, as at Kraken
+        if order.side is Side.BUY:
+            if not self._asks.get(order.pair) and order.limit_price is None:
+                return "no market price yet"
+            cost = order.qty * self._price(order) * (1 + self.taker_rate)
+            if cost > self._free(self.quote):
+                return "insufficient funds"
+        elif order.qty > self._free(self._base(order.pair)):
+            return "insufficient funds"
+        return None
+
+    def _can_trigger(self, order: OrderRequest) -> str | None:
+        if order.side is Side.SELL and order.qty > self._free(self._base(order.pair)):
+            return "insufficient funds at trigger"
+        return None
+
+    def _apply(self, updates: list[OrderUpdate]) -> list[OrderUpdate]:
+        """Book fills into the balances; remember each order's latest state."""
+        for u in updates:
+            self._orders[u.client_order_id] = u
+            if not u.is_fill or u.last_fill_qty is None or u.last_fill_price is None:
                 continue
-            del self._deadlines[coid]
-            log.info("paper entry timed out, cancelling", extra={"client_order_id": coid})
-            updates += self.engine.cancel(coid, self._now)
+            qty, notional, base = u.last_fill_qty, u.last_fill_qty * u.last_fill_price, \
+                self._base(u.pair)
+            sign = 1 if u.side is Side.BUY else -1
+            self.balance[base] = self.balance.get(base, _ZERO) + sign * qty
+            self.balance[self.quote] -= sign * notional + u.fee
+            self._fills.append(VenueFill(
+                f"P{len(self._fills) + 1}", u.client_order_id, u.exchange_order_id or "",
+                u.pair, u.side, qty, u.last_fill_price, u.fee, u.ts_ns))
         return updates
+
+    async def _dispatch(self, updates: list[OrderUpdate]) -> None:
+        if self._on_report is None:
+            return
+        for update in updates:
+            await self._on_report(to_report(update, fee_asset=self.quote))
+
+    def _venue_order(self, request: OrderRequest) -> VenueOrder:
+        update = self._orders.get(request.client_order_id)
+        status = update.status if update else OrderStatus.SUBMITTED
+        return VenueOrder(
+            client_order_id=request.client_order_id,
+            exchange_order_id=self.engine.exchange_order_id(request.client_order_id) or "",
+            pair=request.pair, side=request.side, type=request.type, qty=request.qty,
+            filled_qty=update.filled_qty if update else _ZERO,
+            limit_price=request.limit_price, trigger_price=request.trigger_price,
+            is_open=status not in _TERMINAL, status=str(status))

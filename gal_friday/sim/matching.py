@@ -195,6 +195,10 @@ class MatchingEngine:
         )
         return [s.order for s in states]
 
+    def exchange_order_id(self, client_order_id: str) -> str | None:
+        state = self._orders.get(client_order_id)
+        return state.exchange_order_id if state else None
+
     def status(self, client_order_id: str) -> OrderStatus | None:
         state = self._orders.get(client_order_id)
         return state.status if state else None

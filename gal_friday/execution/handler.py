@@ -1,0 +1,474 @@
+"""ExecutionHandler: approved signals become orders at a venue, safely.
+
+The same handler drives every venue (Kraken, the simulator's private API, the paper matching
+engine), so live, paper and backtest share one order life cycle:
+
+* **Entry**: a limit order at the touch with a client order id; if it is not filled within
+  ``entry_timeout_s`` it is cancelled, and with ``entry_timeout_action = "market"`` the
+  unfilled rest is sent as a market order once the cancel is confirmed.
+* **Protection**: every entry fill (partial fills included) gets a stop-loss and a
+  take-profit order for exactly the filled quantity; when one of the two fills, the other is
+  cancelled (one-cancels-other, done here because Kraken spot has no OCO). A protective order
+  that ends unfilled without our asking (e.g. not enough depth) has its rest protected anew.
+* **Exit** (prediction reversal, holding time, flatten): the pair's protective orders are
+  cancelled first, then the held quantity is sold at market.
+* **Never a duplicate order**: a request the venue definitely did not take (``VenueBusy``) is
+  retried with the same client order id; a request with an unknown outcome
+  (``VenueUncertain``) is resolved by looking the client order id up at the venue before
+  anything is resent, and an order whose fate cannot be resolved is never resent.
+* Every state change reaches the bus as an ``ExecutionReportEvent`` carrying the signal id,
+  including the handler's own verdicts (REJECTED, ERROR) for orders the venue never took.
+
+The handler reads nothing from other modules: it learns fills only from the venue's reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from gal_friday.bus import EventBus, Policy
+from gal_friday.config import ExecutionSettings
+from gal_friday.events import (
+    ExecutionReportEvent,
+    OpenOrderState,
+    OrderStatus,
+    OrderType,
+    ReconciliationEvent,
+    Side,
+    TradeSignalApprovedEvent,
+)
+from gal_friday.execution.venue import (
+    OrderRejected,
+    OrderRequest,
+    TradingVenue,
+    VenueAuthError,
+    VenueBusy,
+    VenueError,
+    VenueOrder,
+    VenueUncertain,
+)
+
+log = logging.getLogger(__name__)
+_ZERO = Decimal(0)
+_NS = 1_000_000_000
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
+                       OrderStatus.EXPIRED, OrderStatus.ERROR})
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class Role(enum.StrEnum):
+    ENTRY = "e"
+    ENTRY_MARKET = "m"  # the rest of a timed-out entry, at market
+    STOP = "s"
+    TARGET = "t"
+    EXIT = "x"
+
+
+_PROTECTIVE = (Role.STOP, Role.TARGET)
+
+
+class ClientIds:
+    """Client order ids unique across restarts and at most 18 characters (Kraken's limit):
+    ``gf`` + role + base36 of a counter seeded from the clock in microseconds, so a new run
+    starts above anything an earlier run can have used."""
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._next = itertools.count(clock_ns() // 1000)
+
+    def new(self, role: Role) -> str:
+        n, digits = next(self._next), []
+        while n:
+            n, r = divmod(n, 36)
+            digits.append(_BASE36[r])
+        return f"gf{role.value}{''.join(reversed(digits))}"
+
+
+@dataclass(slots=True)
+class _Order:
+    request: OrderRequest
+    role: Role
+    signal_id: str
+    status: OrderStatus = OrderStatus.SUBMITTED
+    filled: Decimal = _ZERO
+    sibling: str | None = None  # the other half of a stop / target pair
+    cancel_requested: bool = False
+    unresolved: bool = False  # sent, outcome unknown, not yet found by lookup
+    deadline_ns: int = 0  # entries: when the timeout acts
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def coid(self) -> str:
+        return self.request.client_order_id
+
+    @property
+    def working(self) -> bool:
+        return self.status not in _TERMINAL
+
+
+@dataclass(slots=True)
+class _Pair:
+    """What the handler's own orders hold in one pair, and its brackets."""
+
+    held: Decimal = _ZERO
+    unprotected: Decimal = _ZERO
+    stop: Decimal = _ZERO
+    target: Decimal = _ZERO
+    exiting: bool = False
+
+
+class ExecutionHandler:
+    """Routes approvals to one venue and reports every order state change on the bus."""
+
+    def __init__(self, settings: ExecutionSettings, venue: TradingVenue, bus: EventBus, *,
+                 clock_ns: Callable[[], int] = time.time_ns, ids: ClientIds | None = None,
+                 tick_s: float = 0.25) -> None:
+        self.s = settings
+        self.venue = venue
+        self.bus = bus
+        self.clock_ns = clock_ns
+        self.ids = ids or ClientIds(clock_ns)
+        self.tick_s = tick_s
+        self.orders: dict[str, _Order] = {}
+        self.pairs: dict[str, _Pair] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._timer: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._last_report_ns = 0
+        self._last_reconcile_ns = 0
+        self.stats = {"submitted": 0, "rejected": 0, "errors": 0, "busy_retries": 0,
+                      "resolved_by_lookup": 0, "reconciliations": 0}
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        self.bus.subscribe(TradeSignalApprovedEvent, self.on_approved, name="execution",
+                           policy=Policy.BLOCK, maxsize=4096)
+
+    async def start(self) -> None:
+        """Start the venue (reports flow from here on) and the timeout timer."""
+        await self.venue.start(self.on_venue_report)
+        self._timer = asyncio.create_task(self._tick_loop(), name="execution:timer")
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks, *([self._timer] if self._timer else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.venue.stop()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.tick(self.clock_ns())
+            except Exception:  # the timer must survive one bad pass
+                log.exception("execution timer pass failed")
+
+    async def tick(self, now_ns: int) -> None:
+        """Entry timeouts, unresolved orders and periodic reconciliation, as of ``now_ns``."""
+        for order in list(self.orders.values()):
+            if (order.role is Role.ENTRY and order.working and not order.cancel_requested
+                    and order.deadline_ns and now_ns >= order.deadline_ns):
+                log.info("entry timed out", extra={"client_order_id": order.coid,
+                                                   "action": self.s.entry_timeout_action})
+                self._spawn(self._cancel(order))
+            elif order.unresolved:
+                self._spawn(self._resolve_later(order))
+        interval = int(self.s.reconcile_interval_s * _NS)
+        if interval and now_ns - self._last_reconcile_ns >= interval:
+            self._last_reconcile_ns = now_ns
+            self._spawn(self.reconcile())
+
+    # --- approvals ---------------------------------------------------------------------------
+
+    async def on_approved(self, signal: TradeSignalApprovedEvent) -> None:
+        if signal.is_exit:
+            self._spawn(self._exit(signal))
+            return
+        pair = self._pair(signal.pair)
+        pair.stop, pair.target = signal.stop_loss, signal.take_profit
+        role = Role.ENTRY if signal.order_type is OrderType.LIMIT else Role.ENTRY_MARKET
+        order = self._new_order(role, signal.signal_id, signal.pair, signal.side,
+                                signal.order_type, signal.qty, limit=signal.limit_price)
+        if role is Role.ENTRY:
+            order.deadline_ns = self.clock_ns() + int(self.s.entry_timeout_s * _NS)
+        await self._send(order)
+
+    async def _exit(self, signal: TradeSignalApprovedEvent) -> None:
+        """Cancel the pair's protective orders, then sell what is held at market."""
+        pair = self._pair(signal.pair)
+        pair.exiting = True
+        try:
+            protective = [o for o in self.orders.values()
+                          if o.request.pair == signal.pair and o.role in _PROTECTIVE and o.working]
+            for order in protective:
+                await self._cancel(order)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(o.done.wait() for o in protective)),
+                                       self.s.cancel_wait_s)
+            qty = min(signal.qty, pair.held) if pair.held > 0 else signal.qty
+            order = self._new_order(Role.EXIT, signal.signal_id, signal.pair, signal.side,
+                                    OrderType.MARKET, qty)
+            await self._send(order)
+            await order.done.wait()
+        finally:
+            pair.exiting = False
+        if pair.held > 0 and self.s.protective_orders:
+            pair.unprotected = pair.held
+            await self._protect(signal.pair, signal.signal_id)
+
+    # --- venue reports -----------------------------------------------------------------------
+
+    async def on_venue_report(self, report: ExecutionReportEvent) -> None:
+        """Enrich a venue report with its signal, publish it, and act on fills and ends."""
+        self._last_report_ns = self.clock_ns()
+        order = self.orders.get(report.client_order_id)
+        if order is None:
+            await self.bus.publish(report)  # not ours (another client, or an earlier run)
+            return
+        if report.signal_id != order.signal_id:
+            report = msgspec.structs.replace(report, signal_id=order.signal_id)
+        order.unresolved = False
+        delta = report.filled_qty - order.filled
+        if delta < 0 or (order.status in _TERMINAL and delta == 0):
+            return  # stale or repeated: never move an order backwards
+        order.filled = report.filled_qty
+        order.status = report.status
+        await self.bus.publish(report)
+        if delta > 0:
+            self._on_fill(order, delta)
+        if report.status in _TERMINAL:
+            order.done.set()
+            self._on_end(order)
+
+    def _on_fill(self, order: _Order, qty: Decimal) -> None:
+        pair = self._pair(order.request.pair)
+        if order.request.side is Side.BUY:
+            pair.held += qty
+            if self.s.protective_orders and order.role in (Role.ENTRY, Role.ENTRY_MARKET):
+                pair.unprotected += qty
+                self._spawn(self._protect(order.request.pair, order.signal_id))
+            return
+        pair.held = max(_ZERO, pair.held - qty)
+        if order.role in _PROTECTIVE and order.sibling:
+            sibling = self.orders.get(order.sibling)
+            if sibling is not None and sibling.working and not sibling.cancel_requested:
+                log.info("one of a stop / target pair filled; cancelling the other",
+                         extra={"filled": order.coid, "cancel": sibling.coid})
+                self._spawn(self._cancel(sibling))
+
+    def _on_end(self, order: _Order) -> None:
+        rest = order.request.qty - order.filled
+        if order.role is Role.ENTRY and rest > 0 and order.cancel_requested \
+                and self.s.entry_timeout_action == "market":
+            market = self._new_order(Role.ENTRY_MARKET, order.signal_id, order.request.pair,
+                                     order.request.side, OrderType.MARKET, rest)
+            self._spawn(self._send(market))
+        elif order.role in _PROTECTIVE and rest > 0 and not order.cancel_requested:
+            self._reprotect(order, rest)
+
+    def _reprotect(self, order: _Order, rest: Decimal) -> None:
+        """A protective order ended unfilled without our asking: protect its rest again."""
+        pair = self._pair(order.request.pair)
+        sibling = self.orders.get(order.sibling or "")
+        if sibling is not None and sibling.working:
+            if sibling.filled > 0:
+                return  # the sibling is selling this quantity
+            self._spawn(self._cancel(sibling))
+        if pair.exiting or not self.s.protective_orders:
+            return
+        log.warning("protective order ended unfilled; protecting its rest again", extra={
+            "client_order_id": order.coid, "reason": order.status, "qty": str(rest)})
+        pair.unprotected += min(rest, pair.held)
+        self._spawn(self._protect(order.request.pair, order.signal_id))
+
+    async def _protect(self, pair_name: str, signal_id: str) -> None:
+        """Stop-loss and take-profit for the pair's unprotected quantity, as siblings."""
+        pair = self._pair(pair_name)
+        qty = pair.unprotected
+        if qty <= 0 or pair.exiting or pair.stop <= 0 or pair.target <= 0:
+            return
+        pair.unprotected = _ZERO
+        stop = self._new_order(Role.STOP, signal_id, pair_name, Side.SELL, OrderType.STOP_LOSS,
+                               qty, trigger=pair.stop)
+        target = self._new_order(Role.TARGET, signal_id, pair_name, Side.SELL,
+                                 OrderType.TAKE_PROFIT, qty, trigger=pair.target)
+        stop.sibling, target.sibling = target.coid, stop.coid
+        await self._send(stop)
+        await self._send(target)
+        if stop.status is OrderStatus.REJECTED or target.status is OrderStatus.REJECTED:
+            for order in (stop, target):
+                order.cancel_requested = True  # both end; their quantity waits for more
+                if order.working:
+                    await self._cancel(order)
+            pair.unprotected += qty
+            log.warning("could not protect the filled quantity yet (e.g. below the order "
+                        "minimum); it is retried with the next fill", extra={
+                            "pair": pair_name, "qty": str(qty)})
+
+    # --- sending, with the safety rules ----------------------------------------------------
+
+    def _new_order(self, role: Role, signal_id: str, pair: str, side: Side, type_: OrderType,
+                   qty: Decimal, *, limit: Decimal | None = None,
+                   trigger: Decimal | None = None) -> _Order:
+        request = OrderRequest(self.ids.new(role), pair, side, type_, qty, limit, signal_id,
+                               trigger)
+        order = _Order(request, role, signal_id)
+        self.orders[order.coid] = order
+        return order
+
+    async def _send(self, order: _Order) -> None:
+        """Submit once; retry only what the venue definitely did not take; resolve the rest."""
+        log.info("order request", extra={
+            "client_order_id": order.coid, "signal_id": order.signal_id, "role": order.role,
+            "pair": order.request.pair, "side": str(order.request.side),
+            "type": str(order.request.type), "qty": str(order.request.qty),
+            "limit": str(order.request.limit_price), "trigger": str(order.request.trigger_price)})
+        self._in_flight += 1
+        try:
+            await self._send_with_retries(order)
+        finally:
+            self._in_flight -= 1
+
+    async def _send_with_retries(self, order: _Order) -> None:
+        for attempt in range(self.s.busy_retries + 1):
+            try:
+                await self.venue.submit(order.request)
+                self.stats["submitted"] += 1
+                return
+            except OrderRejected as exc:
+                await self._verdict(order, OrderStatus.REJECTED, exc.reason)
+                return
+            except VenueAuthError as exc:
+                await self._verdict(order, OrderStatus.ERROR, str(exc))
+                return
+            except VenueUncertain as exc:
+                log.warning("order request outcome unknown; looking it up by client id",
+                            extra={"client_order_id": order.coid, "error": str(exc)})
+                found = await self._lookup(order)
+                if found is None and order.unresolved:
+                    return  # unknown fate: never resend; the timer keeps asking
+                if found is not None:
+                    return  # the venue has it; its reports carry on from here
+            except VenueBusy as exc:
+                if attempt == self.s.busy_retries or self._expired(order):
+                    break
+                self.stats["busy_retries"] += 1
+                wait = exc.retry_after_s or self.s.busy_retry_s * 2 ** attempt
+                log.warning("venue busy; retrying the same client order id", extra={
+                    "client_order_id": order.coid, "error": exc.reason, "wait_s": wait})
+                await asyncio.sleep(wait)
+        await self._verdict(order, OrderStatus.ERROR, "venue busy; gave up after retries")
+
+    def _expired(self, order: _Order) -> bool:
+        return bool(order.deadline_ns) and self.clock_ns() >= order.deadline_ns
+
+    async def _lookup(self, order: _Order) -> VenueOrder | None:
+        """Ask the venue for the order; None only when the venue answered "never got it"."""
+        for _ in range(3):
+            try:
+                found = await self.venue.lookup(order.coid)
+            except VenueError as exc:
+                log.warning("lookup failed", extra={"client_order_id": order.coid,
+                                                     "error": str(exc)})
+                await asyncio.sleep(self.s.busy_retry_s)
+                continue
+            order.unresolved = False
+            if found is not None:
+                self.stats["resolved_by_lookup"] += 1
+                log.info("uncertain order found at the venue", extra={
+                    "client_order_id": order.coid, "status": found.status})
+            return found
+        order.unresolved = True
+        log.error("order state unknown: not resent; asking the venue again",
+                  extra={"client_order_id": order.coid})
+        return None
+
+    async def _resolve_later(self, order: _Order) -> None:
+        if order.unresolved:
+            order.unresolved = False  # one lookup at a time; _lookup sets it back on failure
+            await self._lookup(order)
+
+    async def _cancel(self, order: _Order) -> None:
+        """Cancel by client id; cancels are idempotent, so every failure is retried."""
+        order.cancel_requested = True
+        for attempt in range(self.s.busy_retries + 1):
+            try:
+                await self.venue.cancel(order.coid)
+                return
+            except VenueAuthError as exc:
+                log.error("cancel refused", extra={"client_order_id": order.coid,
+                                                   "error": str(exc)})
+                return
+            except VenueError as exc:
+                log.warning("cancel failed; retrying", extra={
+                    "client_order_id": order.coid, "error": str(exc)})
+                await asyncio.sleep(self.s.busy_retry_s * 2 ** attempt)
+        if order.role is Role.ENTRY:
+            order.cancel_requested = False  # the timer tries again on its next pass
+
+    async def _verdict(self, order: _Order, status: OrderStatus, reason: str) -> None:
+        """Report an end the venue will not report itself (refused, or never taken)."""
+        self.stats["rejected" if status is OrderStatus.REJECTED else "errors"] += 1
+        log.warning("order not placed", extra={"client_order_id": order.coid,
+                                               "status": str(status), "reason": reason})
+        r = order.request
+        await self.on_venue_report(ExecutionReportEvent(
+            client_order_id=r.client_order_id, exchange_order_id=None, signal_id=r.signal_id,
+            pair=r.pair, side=r.side, order_type=r.type, status=status, order_qty=r.qty,
+            filled_qty=_ZERO, avg_price=None, last_fill_qty=None, last_fill_price=None,
+            fee=_ZERO, fee_asset="USD", reason=reason, ts_ns=self.clock_ns()))
+
+    # --- reconciliation ----------------------------------------------------------------------
+
+    async def reconcile(self, *, force: bool = False) -> ReconciliationEvent | None:
+        """Publish the venue's balances and open orders, read while nothing is in flight
+        (``force``: at start, before any order)."""
+        quiet_ns = self.clock_ns() - self._last_report_ns
+        if not force and (self._in_flight or quiet_ns < 2 * _NS):
+            return None  # a fill report may be on its way; try next time
+        try:
+            open_orders = await self.venue.open_orders()
+            balances = await self.venue.balances()
+        except VenueError as exc:
+            log.warning("reconciliation skipped", extra={"error": str(exc)})
+            return None
+        event = ReconciliationEvent(
+            balances=tuple(sorted(balances.items())),
+            open_orders=tuple(OpenOrderState(
+                o.client_order_id, o.pair, o.side, o.type, o.qty - o.filled_qty, o.limit_price)
+                for o in open_orders),
+            venue=self.venue.name, ts_ns=self.clock_ns())
+        self.stats["reconciliations"] += 1
+        await self.bus.publish(event)
+        return event
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _pair(self, name: str) -> _Pair:
+        return self.pairs.setdefault(name, _Pair())
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("execution task failed", exc_info=task.exception())
+
+    def working_orders(self) -> list[OrderRequest]:
+        """Orders sent and not finished (for display and flatten)."""
+        return [o.request for o in self.orders.values() if o.working]
