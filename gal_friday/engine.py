@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
+from gal_friday.events import PortfolioEvent
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import TradingVenue
@@ -88,12 +89,14 @@ class Engine:
             self.bus.start()
             ingest = asyncio.create_task(self.ingestor.run(), name="engine:ingest")
             stopper = asyncio.create_task(stop.wait(), name="engine:stop")
+            snapshots = asyncio.create_task(self._publish_portfolio(), name="engine:portfolio")
             try:
                 await asyncio.wait({ingest, stopper}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (ingest, stopper):
+                for task in (ingest, stopper, snapshots):
                     task.cancel()
                 results = await asyncio.gather(ingest, stopper, return_exceptions=True)
+                await asyncio.gather(snapshots, return_exceptions=True)
                 await self.bus.stop()
                 if self.execution is not None:
                     await self.execution.stop()
@@ -147,6 +150,19 @@ class Engine:
             paper.attach(self.bus)
             return paper
         raise NotImplementedError("live order routing is wired in the next change")
+
+    async def _publish_portfolio(self, interval_s: float = 0.25) -> None:
+        """Publish the portfolio for display and monitoring when it changed, at most every
+        ``interval_s`` (the snapshot is cached until the next change, so identity is enough)."""
+        last = None
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.portfolio is None:
+                continue
+            snap = self.portfolio.snapshot()
+            if snap is not last:
+                last = snap
+                await self.bus.publish(PortfolioEvent(snap))
 
     async def _prime(self, ingestor: DataIngestor, features: FeatureEngine) -> None:
         """Warm the indicators from REST history so predictions start within a minute."""

@@ -18,7 +18,7 @@ from decimal import Decimal
 import msgspec
 from msgspec import field
 
-from gal_friday.domain import InstrumentSpec, to_decimal
+from gal_friday.domain import InstrumentSpec, PortfolioSnapshot, to_decimal
 from gal_friday.timeutil import parse_ts_ns
 
 
@@ -234,6 +234,8 @@ class ExecutionReportEvent(Event, frozen=True):
     fee_asset: str
     reason: str | None
     ts_ns: int
+    limit_price: Decimal | None = None
+    trigger_price: Decimal | None = None  # stop-loss / take-profit orders
 
 
 class OpenOrderState(Event, frozen=True):
@@ -266,6 +268,20 @@ class HaltEvent(Event, frozen=True):
     reason: str
     source: str
     ts_ns: int = field(default_factory=now_ns)
+
+
+class FlattenEvent(Event, frozen=True):
+    """An operator asks to close every position at market and cancel working entries."""
+
+    operator: str
+    ts_ns: int = field(default_factory=now_ns)
+
+
+class PortfolioEvent(Event, frozen=True):
+    """The portfolio as of ``snapshot.ts_ns``, published when it changes (at a bounded rate)
+    for display and monitoring; the RiskManager reads the portfolio directly instead."""
+
+    snapshot: PortfolioSnapshot
 
 
 class ResumeEvent(Event, frozen=True):

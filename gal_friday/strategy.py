@@ -28,6 +28,7 @@ from gal_friday.events import (
     Event,
     ExecutionReportEvent,
     FeatureEvent,
+    FlattenEvent,
     OrderStatus,
     OrderType,
     PredictionEvent,
@@ -69,17 +70,32 @@ class StrategyArbitrator:
         self._ids = itertools.count(1)
         self._brackets: dict[str, tuple[Decimal, Decimal]] = {}  # signal id -> (stop, target)
         self.skipped: dict[str, int] = {}
+        self._exit_ids: set[str] = set()  # exit signals still in flight
 
     def attach(self) -> None:
         self.bus.subscribe(
             (PredictionEvent, FeatureEvent, BookEvent, ExecutionReportEvent,
-             TradeSignalRejectedEvent),
+             TradeSignalRejectedEvent, FlattenEvent),
             self.on_event, name="strategy", policy=Policy.BLOCK, maxsize=4096)
 
     async def on_event(self, event: Event) -> None:
+        if isinstance(event, FlattenEvent):
+            for exit_signal in self.flatten(event):
+                await self.bus.publish(exit_signal)
+            return
         signal = self.handle(event)
         if signal is not None:
             await self.bus.publish(signal)
+
+    def flatten(self, event: FlattenEvent) -> list[TradeSignalProposedEvent]:
+        """An exit at market for every pair holding a position (an operator's order)."""
+        signals = []
+        for pair, state in self.pairs.items():
+            exit_pending = state.pending is not None and state.pending in self._exit_ids
+            if state.qty > 0 and state.bid is not None and not exit_pending:
+                log.info("flatten requested", extra={"pair": pair, "operator": event.operator})
+                signals.append(self._exit(pair, state, "flatten", event.ts_ns))
+        return signals
 
     def handle(self, event: Event) -> TradeSignalProposedEvent | None:
         """Update state from one event; the signal to propose, if any."""
@@ -95,6 +111,7 @@ class StrategyArbitrator:
             state = self._state(event.pair)
             if state.pending == event.signal_id:
                 state.pending = None
+                self._exit_ids.discard(event.signal_id)
         return None
 
     def _state(self, pair: str) -> _PairState:
@@ -183,6 +200,7 @@ class StrategyArbitrator:
         signal = self._signal(pair, Side.SELL, OrderType.MARKET, state.bid, state.stop,
                               state.target, prob_up, model_id or reason, ts_ns, is_exit=True)
         state.pending = signal.signal_id
+        self._exit_ids.add(signal.signal_id)
         log.info("exit proposed", extra={"pair": pair, "reason": reason,
                                          "signal_id": signal.signal_id})
         return signal
@@ -215,7 +233,9 @@ class StrategyArbitrator:
                 state.qty = max(Decimal(0), state.qty - fill_qty)
                 if state.qty == 0:
                     state.avg_entry = Decimal(0)
-        if report.status in _FINAL and state.pending == report.signal_id:
+        protective = report.order_type in (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+        if report.status in _FINAL and state.pending == report.signal_id and not protective:
             state.pending = None
+            self._exit_ids.discard(report.signal_id or "")
             if state.qty == 0:
                 self._brackets.pop(report.signal_id or "", None)

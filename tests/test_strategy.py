@@ -11,6 +11,7 @@ from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
     FeatureEvent,
+    FlattenEvent,
     OrderStatus,
     OrderType,
     PredictionEvent,
@@ -160,3 +161,11 @@ def test_partial_entry_fills_average_the_entry() -> None:
     st.handle(fill(signal.signal_id, Side.BUY, "60", "2.00100"))
     state = st.pairs[PAIR]
     assert state.qty == 100 and state.avg_entry == Decimal("2.00060")
+
+
+def test_flatten_exits_every_held_pair_at_market() -> None:
+    st = strategy()
+    entered(st)
+    (signal,) = st.flatten(FlattenEvent("operator"))
+    assert signal.is_exit and signal.order_type is OrderType.MARKET and signal.side is Side.SELL
+    assert st.flatten(FlattenEvent("operator")) == []  # the exit is already pending

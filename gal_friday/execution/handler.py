@@ -41,6 +41,7 @@ from gal_friday.bus import EventBus, Policy
 from gal_friday.config import ExecutionSettings
 from gal_friday.events import (
     ExecutionReportEvent,
+    FlattenEvent,
     OpenOrderState,
     OrderStatus,
     OrderType,
@@ -154,6 +155,14 @@ class ExecutionHandler:
     def attach(self) -> None:
         self.bus.subscribe(TradeSignalApprovedEvent, self.on_approved, name="execution",
                            policy=Policy.BLOCK, maxsize=4096)
+        self.bus.subscribe(FlattenEvent, self.on_flatten, name="execution-control",
+                           policy=Policy.BLOCK)
+
+    async def on_flatten(self, event: FlattenEvent) -> None:
+        """Cancel working entries; the strategy sends the exits for what is held."""
+        for order in list(self.orders.values()):
+            if order.role in (Role.ENTRY, Role.ENTRY_MARKET) and order.working:
+                self._spawn(self._cancel(order))
 
     async def start(self) -> None:
         """Start the venue (reports flow from here on) and the timeout timer."""
@@ -237,8 +246,12 @@ class ExecutionHandler:
         if order is None:
             await self.bus.publish(report)  # not ours (another client, or an earlier run)
             return
-        if report.signal_id != order.signal_id:
-            report = msgspec.structs.replace(report, signal_id=order.signal_id)
+        r = order.request
+        if (report.signal_id, report.limit_price, report.trigger_price) != (
+                order.signal_id, r.limit_price, r.trigger_price):
+            report = msgspec.structs.replace(report, signal_id=order.signal_id,
+                                             limit_price=r.limit_price,
+                                             trigger_price=r.trigger_price)
         order.unresolved = False
         delta = report.filled_qty - order.filled
         if delta < 0 or (order.status in _TERMINAL and delta == 0):
