@@ -9,17 +9,27 @@ One aiohttp server on one port serves:
 * ``http://HOST:PORT/0/public/<Method>`` -- REST ``Time``, ``SystemStatus``, ``AssetPairs``,
   ``OHLC``, ``Trades``, ``Depth`` (GET, or POST with a form or JSON body);
 * ``POST /sim/fault/<name>`` and ``GET /sim/stats`` -- the misbehaviour switches and counters
-  for a simulator started in another process (names below).
+  for a simulator started in another process (names below);
+* ``http://HOST:PORT/0/private/<Method>`` -- signed private REST (``Balance``,
+  ``GetWebSocketsToken``, ``AddOrder``, ``CancelOrder``, ``CancelAll``,
+  ``CancelAllOrdersAfter``, ``OpenOrders``, ``ClosedOrders``, ``QueryOrders``,
+  ``TradesHistory``) and ``ws://HOST:PORT/auth/v2`` -- the token-authenticated WebSocket v2
+  (``executions``, ``balances``, ``add_order``, ``cancel_order``, ``cancel_all``,
+  ``cancel_all_orders_after``); both trade through one ``SimTrading`` (``sim.trading``) that
+  the market feeds, so orders fill against the simulated book (see ``sim/private.py``).
 
 The market comes from a ``MarketSource``: the seeded ``SyntheticMarket`` or a ``ReplayMarket``.
 Book subscribers at the same depth share one ``DepthView`` and one encoded message per change.
 
 Entry points::
 
-    SimExchange(market=None, host="127.0.0.1", port=0, *, seed=7)
-        await start() / await stop(), or ``async with``; ws_url, rest_url, port, stats;
+    SimExchange(market=None, host="127.0.0.1", port=0, *, seed=7, maker_fee_pct=0.25,
+                taker_fee_pct=0.40, latency_ns=0, slippage_bps=0, account=None)
+        await start() / await stop(), or ``async with``; ws_url, ws_auth_url, rest_url, port,
+        stats, private (API keys), trading (orders, account);
         faults: drop_connections(), corrupt_next_checksum(symbol), send_hostile(kind, symbol),
-        stall(seconds, channel=None, symbol=None), clear_faults().
+        stall(seconds, channel=None, symbol=None), clear_faults(),
+        reject_next_orders(n, error), drop_after_accept(n), set_balance(asset, amount).
 
     async def run_sim_exchange(host="127.0.0.1", port=0, seed=7, replay_path=None, speed=1.0,
                                rate=20.0, loop=False, *, pairs=("XRP/USD", "DOGE/USD")) -> None
@@ -32,7 +42,9 @@ Entry points::
 HTTP fault names (parameters in the query string, a form or a JSON body): ``drop``;
 ``corrupt_checksum`` (``symbol``); ``hostile`` (``kind`` = malformed | wrong_types |
 unknown_channel | not_object | binary, optional ``symbol``), ``malformed`` (= hostile with
-kind malformed); ``stall`` (``seconds``, optional ``channel``, ``symbol``); ``clear``.
+kind malformed); ``stall`` (``seconds``, optional ``channel``, ``symbol``); ``clear``;
+``reject_next_orders`` (``n``, ``error``); ``drop_after_accept`` (``n``); ``set_balance``
+(``asset``, ``amount``).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, overload
@@ -52,15 +65,17 @@ from typing import Any, Protocol, overload
 from aiohttp import WSMsgType, web
 
 from gal_friday.sim import wire
+from gal_friday.sim.account import SimAccount
 from gal_friday.sim.depth import DepthView
 from gal_friday.sim.faults import HOSTILE_KINDS, Stall, hostile_frame
 from gal_friday.sim.instruments import ASSETS
 from gal_friday.sim.market import DEFAULT_PAIRS, SyntheticMarket
-from gal_friday.sim.private import PrivateRest
+from gal_friday.sim.private import PrivateRest, PrivateWebSocket
 from gal_friday.sim.replay import ReplayMarket
 from gal_friday.sim.rest import OHLC_INTERVALS, PublicRest
 from gal_friday.sim.source import MarketSource
 from gal_friday.sim.tape import Trade
+from gal_friday.sim.trading import SimTrading
 
 log = logging.getLogger("gal_friday.sim")
 
@@ -171,14 +186,21 @@ class SimExchange:
     """The simulated Kraken public API on one loopback port; see the module docstring."""
 
     def __init__(self, market: MarketSource | None = None, host: str = "127.0.0.1",
-                 port: int = 0, *, seed: int = 7) -> None:
+                 port: int = 0, *, seed: int = 7, maker_fee_pct: Decimal = Decimal("0.25"),
+                 taker_fee_pct: Decimal = Decimal("0.40"), latency_ns: int = 0,
+                 slippage_bps: Decimal = Decimal(0), account: SimAccount | None = None) -> None:
         self.market = market if market is not None else SyntheticMarket(seed)
         self.host = host
         self._requested_port = port
         self._port: int | None = None
         self.stats = SimStats()
         self._rest = PublicRest(self.market)
-        self.private = PrivateRest()  # accepted API keys: self.private.add_key(key, secret)
+        self.trading = SimTrading(self.market, maker_fee_pct=maker_fee_pct,
+                                  taker_fee_pct=taker_fee_pct, latency_ns=latency_ns,
+                                  slippage_bps=slippage_bps, account=account, seed=seed)
+        # accepted API keys: self.private.add_key(key, secret)
+        self.private = PrivateRest(self.trading)
+        self.private_ws = PrivateWebSocket(self.private, self.trading)
         self._ids = random.Random(seed)
         self._conns: set[_Conn] = set()
         self._books: dict[str, dict[int, _BookGroup]] = {}
@@ -201,6 +223,10 @@ class SimExchange:
         return f"ws://{self.host}:{self.port}/v2"
 
     @property
+    def ws_auth_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/auth/v2"
+
+    @property
     def rest_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -208,6 +234,7 @@ class SimExchange:
         """Listen, then start the market and the heartbeat timer."""
         app = web.Application()
         app.router.add_get("/v2", self._ws_handler)
+        app.router.add_get("/auth/v2", self.private_ws.handle)
         app.router.add_route("*", "/0/public/{method}", self._rest_handler)
         app.router.add_post("/0/private/{method}", self.private.handle)
         app.router.add_post("/sim/fault/{name}", self._fault_handler)
@@ -226,6 +253,8 @@ class SimExchange:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self.trading.close()
+        await self.private_ws.close_all()
         for conn in list(self._conns):
             conn.closed = True
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
@@ -254,7 +283,9 @@ class SimExchange:
 
     def on_market(self, symbol: str, trades: Sequence[Trade], book_changed: bool,
                   ts_ns: int) -> None:
-        """Fan one market change out to the subscribers of the pair."""
+        """Fan one market change out to the subscribers of the pair, and show it to the
+        matching engine (a no-op for pairs without working orders)."""
+        self.trading.on_market(symbol, trades, book_changed)
         if trades and self._trades.get(symbol):
             self._send_trades(symbol, "update", trades, self._trades[symbol])
         if book_changed and self._books.get(symbol):
@@ -572,7 +603,28 @@ class SimExchange:
         for conn in conns:
             conn.abort()
             self._forget(conn)
-        return len(conns)
+        return len(conns) + self.private_ws.drop_all()
+
+    def reject_next_orders(self, n: int, error: str) -> None:
+        """The next ``n`` order placements (REST ``AddOrder`` or WS ``add_order``) fail with
+        the Kraken error string ``error`` and place nothing."""
+        if n < 0 or not error:
+            raise ValueError("n must be >= 0 and error a Kraken error string")
+        self.stats.fault("reject_next_orders")
+        self.trading.reject_next_orders(n, error)
+
+    def drop_after_accept(self, n: int) -> None:
+        """The next ``n`` placements are accepted (the order works) but the connection is
+        cut before the response: the client must find the order by ``cl_ord_id``."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self.stats.fault("drop_after_accept")
+        self.trading.drop_after_accept(n)
+
+    def set_balance(self, asset: str, amount: Decimal | int | str) -> None:
+        """Set the account's total of ``asset`` (a ledger adjustment, sent on ``balances``)."""
+        self.stats.fault("set_balance")
+        self.trading.set_balance(asset, Decimal(amount))
 
     def corrupt_next_checksum(self, symbol: str) -> None:
         """The next book message for ``symbol`` (to every subscriber of it) carries a wrong
@@ -618,7 +670,7 @@ class SimExchange:
         name = request.match_info["name"]
         try:
             result = self._apply_fault(name, params)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, ArithmeticError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         if result is None:
             return web.json_response({"ok": False, "error": f"unknown fault {name!r}"},
@@ -644,6 +696,20 @@ class SimExchange:
         if name == "clear":
             self.clear_faults()
             return {}
+        return self._apply_trading_fault(name, params)
+
+    def _apply_trading_fault(self, name: str, params: dict[str, str]) -> dict[str, Any] | None:
+        if name == "reject_next_orders":
+            n = int(params.get("n", "1"))
+            self.reject_next_orders(n, params["error"])
+            return {"n": n, "error": params["error"]}
+        if name == "drop_after_accept":
+            n = int(params.get("n", "1"))
+            self.drop_after_accept(n)
+            return {"n": n}
+        if name == "set_balance":
+            self.set_balance(params["asset"], Decimal(params["amount"]))
+            return {"asset": params["asset"], "amount": params["amount"]}
         return None
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
