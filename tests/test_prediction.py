@@ -20,6 +20,7 @@ from gal_friday.prediction.model import (
     load_metadata,
     save_model_files,
 )
+from gal_friday.prediction.pool import InferencePool
 from gal_friday.prediction.service import PredictionService, combine, load_models
 
 ENGINE = ("rsi_14", "macd_hist", "spread_pct", "imbalance_5", "roc_5")
@@ -160,3 +161,26 @@ async def test_inference_never_blocks_the_event_loop(tmp_path: Path) -> None:
         await service.stop()
         await bus.stop()
     assert max(lags) < in_loop_s / 4, (max(lags), in_loop_s)
+
+
+async def test_pool_spreads_requests_and_replaces_a_worker_that_dies(tmp_path: Path) -> None:
+    booster = train(tmp_path / "a", "a", ENGINE[:3])
+    pool = InferencePool([str(tmp_path / "a")], workers=2)
+    await pool.start()
+    try:
+        rows = np.random.default_rng(2).normal(size=(40, 3))
+        results = await asyncio.gather(*(pool.predict([("a", list(r))]) for r in rows))
+        expected = booster.predict(rows)
+        assert [p[0] for p, _ in results] == pytest.approx(list(expected), rel=1e-12)
+        victim = pool._workers[0].process
+        victim.kill()
+        await asyncio.get_running_loop().run_in_executor(None, victim.join, 5)
+        for _ in range(100):  # the loss is noticed, a replacement loads the model
+            if len(pool._workers) == 2 and victim not in [w.process for w in pool._workers]:
+                break
+            await asyncio.sleep(0.1)
+        (prob,), _ = await pool.predict([("a", list(rows[0]))])
+        assert prob == pytest.approx(expected[0], rel=1e-12)
+        assert len(pool._workers) == 2
+    finally:
+        await pool.stop()

@@ -2,28 +2,26 @@
 
 At start-up every model's metadata is checked against the feature engine's feature list (a
 model needing a feature the engine does not produce is refused with a message that says so),
-then a process pool starts whose workers load the models once. Each FeatureEvent becomes one
+then an inference process pool (``pool.InferencePool``) starts whose workers load the models
+once. Each FeatureEvent becomes one
 pool call with a row per model; the probabilities are combined (weighted average, or a
 weighted vote) and published as a PredictionEvent carrying the model id and the latency.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from gal_friday.bus import EventBus, Policy
 from gal_friday.events import FeatureEvent, PredictionEvent
-from gal_friday.prediction import worker
 from gal_friday.prediction.model import ModelError, ModelMetadata, check_features, load_metadata
+from gal_friday.prediction.pool import InferencePool
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +78,14 @@ class PredictionService:
         self.how = how
         self.workers = workers
         self.model_id = "+".join(m.meta.model_id for m in models)
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: InferencePool | None = None
         self.predictions = 0
         self.skipped_incomplete = 0
 
     async def start(self) -> None:
         """Start the pool, wait until every worker has loaded the models, then subscribe."""
-        ctx = multiprocessing.get_context("spawn")  # no fork of a running event loop
-        self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=worker.init_worker,
-            initargs=([str(m.directory) for m in self.models],),
-        )
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, worker.loaded_models)
-                               for _ in range(self.workers)))
+        self._pool = InferencePool([str(m.directory) for m in self.models], self.workers)
+        await self._pool.start()
         self.bus.subscribe(FeatureEvent, self.on_features, name="prediction",
                            policy=Policy.BLOCK, maxsize=1024)
         log.info("prediction service ready",
@@ -101,7 +93,7 @@ class PredictionService:
 
     async def stop(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            await self._pool.stop()
             self._pool = None
 
     async def on_features(self, event: FeatureEvent) -> None:
@@ -114,8 +106,7 @@ class PredictionService:
                 return
             requests.append((model.meta.model_id, row))
         assert self._pool is not None, "start() the service first"
-        loop = asyncio.get_running_loop()
-        probs, _ = await loop.run_in_executor(self._pool, worker.predict_rows, requests)
+        probs, _ = await self._pool.predict(requests)
         prob = combine(probs, [m.weight for m in self.models], self.how)
         self.predictions += 1
         await self.bus.publish(PredictionEvent(
