@@ -191,6 +191,8 @@ class FatalError(Exception):
 def _run(coro: Any) -> int:
     from gal_friday.candles import CandleFileError
     from gal_friday.download import DownloadError
+    from gal_friday.engine import LiveModeError
+    from gal_friday.execution.venue import VenueAuthError
     from gal_friday.kraken.recorder import RecordingError
     from gal_friday.kraken.ws import FatalFeedError
     from gal_friday.prediction.model import ModelError
@@ -201,7 +203,7 @@ def _run(coro: Any) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except (FatalFeedError, RecordingError, ModelError, ModelRejected, DownloadError,
-            CandleFileError) as exc:
+            CandleFileError, LiveModeError, VenueAuthError) as exc:
         raise FatalError(str(exc)) from None
     except OSError as exc:
         raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None

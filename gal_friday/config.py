@@ -156,6 +156,8 @@ class SimSettings(_Section):
     replay: str = ""
     speed: Annotated[float, Field(ge=0)] = 1.0
     messages_per_second: PositiveFloat = 20.0
+    initial_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
+    latency_ms: Annotated[float, Field(ge=0)] = 20.0
 
 
 class LoggingSettings(_Section):

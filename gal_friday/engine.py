@@ -9,15 +9,19 @@ talks to it over real sockets.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from gal_friday.bus import EventBus
-from gal_friday.config import Settings
+from gal_friday.config import Credentials, Settings
 from gal_friday.events import PortfolioEvent
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
@@ -37,24 +41,42 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Venue:
-    """Where market data comes from for this run."""
+    """Where market data comes from and where live orders go for this run."""
 
     name: str
     ws_public_url: str
     rest_url: str
+    ws_private_url: str
+    credentials: Credentials
+
+    def __repr__(self) -> str:  # never show the credentials
+        return f"Venue(name={self.name!r}, rest_url={self.rest_url!r})"
 
 
 @contextlib.asynccontextmanager
 async def open_venue(settings: Settings) -> AsyncIterator[Venue]:
-    """Kraken itself, or an in-process simulator serving Kraken's protocols on loopback."""
+    """Kraken itself, or an in-process simulator serving Kraken's protocols on loopback (with a
+    freshly generated API key registered, so live order routing needs no real keys there)."""
+    k = settings.kraken
     if settings.exchange == "kraken":
-        yield Venue("kraken", settings.kraken.ws_public_url, settings.kraken.rest_url)
+        yield Venue("kraken", k.ws_public_url, k.rest_url, k.ws_private_url,
+                    settings.credentials)
         return
     from gal_friday.sim.server import open_sim_exchange
 
-    async with open_sim_exchange(settings.sim, settings.pairs) as sim:
+    async with open_sim_exchange(settings.sim, settings.pairs,
+                                 maker_fee_pct=settings.fees.maker_pct,
+                                 taker_fee_pct=settings.fees.taker_pct) as sim:
+        key, secret = f"sim-{secrets.token_hex(8)}", base64.b64encode(
+            secrets.token_bytes(64)).decode()
+        sim.private.add_key(key, secret)
         log.info("simulator started", extra={"ws_url": sim.ws_url, "rest_url": sim.rest_url})
-        yield Venue("sim", sim.ws_url, sim.rest_url)
+        yield Venue("sim", sim.ws_url, sim.rest_url, sim.ws_auth_url, Credentials(
+            api_key=SecretStr(key), api_secret=SecretStr(secret)))
+
+
+class LiveModeError(Exception):
+    """Live trading cannot start (missing keys, venue refused us); the message says why."""
 
 
 class Engine:
@@ -80,31 +102,35 @@ class Engine:
                 self.settings, self.bus, ws_url=venue.ws_public_url, rest_url=venue.rest_url,
                 raw_sink=self.raw_sink,
             )
-            if self.predict:
-                self.features = FeatureEngine(self.settings.features, self.bus)
-                self.features.attach()
-                self.prediction = await self._start_prediction(venue, self.features.names)
-                await self._prime(self.ingestor, self.features)
-                await self._start_trading(venue)
-            self.bus.start()
-            ingest = asyncio.create_task(self.ingestor.run(), name="engine:ingest")
-            stopper = asyncio.create_task(stop.wait(), name="engine:stop")
-            snapshots = asyncio.create_task(self._publish_portfolio(), name="engine:portfolio")
             try:
-                await asyncio.wait({ingest, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if self.predict:
+                    self.features = FeatureEngine(self.settings.features, self.bus)
+                    self.features.attach()
+                    self.prediction = await self._start_prediction(venue, self.features.names)
+                    await self._prime(self.ingestor, self.features)
+                    await self._start_trading(venue)
+                self.bus.start()
+                await self._run_until(stop, self.ingestor)
             finally:
-                for task in (ingest, stopper, snapshots):
-                    task.cancel()
-                results = await asyncio.gather(ingest, stopper, return_exceptions=True)
-                await asyncio.gather(snapshots, return_exceptions=True)
                 await self.bus.stop()
                 if self.execution is not None:
                     await self.execution.stop()
                 if self.prediction is not None:
                     await self.prediction.stop()
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
+
+    async def _run_until(self, stop: asyncio.Event, ingestor: DataIngestor) -> None:
+        ingest = asyncio.create_task(ingestor.run(), name="engine:ingest")
+        stopper = asyncio.create_task(stop.wait(), name="engine:stop")
+        snapshots = asyncio.create_task(self._publish_portfolio(), name="engine:portfolio")
+        try:
+            await asyncio.wait({ingest, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ingest, stopper, snapshots):
+                task.cancel()
+            results = await asyncio.gather(ingest, stopper, snapshots, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
     async def _start_prediction(self, venue: Venue, features: tuple[str, ...]
                                 ) -> PredictionService:
@@ -142,14 +168,31 @@ class Engine:
                            venue_brackets=s.execution.protective_orders).attach()
         self.execution.attach()
         log.info("trading", extra={"mode": s.mode.upper(), "venue": trading.name,
-                                   "cash_usd": str(cash)})
+                                   "exchange": venue.name, "cash_usd": str(cash)})
+        if s.mode == "live":
+            where = "the SIMULATOR" if venue.name == "sim" else "KRAKEN, WITH REAL MONEY"
+            log.warning(f"LIVE TRADING: orders go to {where}", extra={"mode": "LIVE"})
 
     def _trading_venue(self, venue: Venue) -> TradingVenue:
-        if self.settings.mode == "paper":
-            paper = PaperVenue(self.settings.paper, self.settings.fees)
+        s = self.settings
+        if s.mode == "paper":
+            paper = PaperVenue(s.paper, s.fees)
             paper.attach(self.bus)
             return paper
-        raise NotImplementedError("live order routing is wired in the next change")
+        if not venue.credentials.present:
+            raise LiveModeError("--mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the "
+                                "environment (a key with trading and WebSocket permissions)")
+        from gal_friday.kraken.auth import NonceSource
+        from gal_friday.kraken.trading import KrakenTradingVenue
+
+        x = s.execution
+        nonce_state = Path(s.paths.data_dir) / f"nonce-{venue.name}.state"
+        nonce_state.parent.mkdir(parents=True, exist_ok=True)
+        return KrakenTradingVenue(
+            s.kraken, venue.credentials, pairs=s.pairs, nonce=NonceSource(nonce_state),
+            ws_url=venue.ws_private_url, rest_url=venue.rest_url,
+            breaker_fail_max=x.breaker_failures, breaker_reset_s=x.breaker_reset_s,
+            dms_timeout_s=x.dead_man_switch_s, dms_interval_s=x.dead_man_interval_s)
 
     async def _publish_portfolio(self, interval_s: float = 0.25) -> None:
         """Publish the portfolio for display and monitoring when it changed, at most every

@@ -35,8 +35,9 @@ log = logging.getLogger("gal_friday.status")
 class StatusReporter:
     """Keeps the latest state and formats the one-line status."""
 
-    def __init__(self, pairs: tuple[str, ...]) -> None:
+    def __init__(self, pairs: tuple[str, ...], mode: str = "paper") -> None:
         self.pairs = pairs
+        self.mode = mode.upper()
         self.books: dict[str, BookEvent | None] = dict.fromkeys(pairs)
         self.stats: FeedStatsEvent | None = None
         self.predictions: dict[str, PredictionEvent] = {}
@@ -75,7 +76,7 @@ class StatusReporter:
             self.signals["fills"] += 1
 
     def line(self) -> str:
-        parts = [f"conn={self.connection.value}"]
+        parts = [self.mode, f"conn={self.connection.value}"]
         for pair in self.pairs:
             book = self.books[pair]
             bid, ask = (book.best_bid(), book.best_ask()) if book else (None, None)
@@ -112,7 +113,7 @@ async def run_headless(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     engine = Engine(settings, raw_sink=raw_sink, predict=predict)
-    reporter = StatusReporter(settings.pairs)
+    reporter = StatusReporter(settings.pairs, settings.mode)
     reporter.attach(engine.bus)
     status = asyncio.create_task(reporter.report_every(settings.monitoring.status_interval_s))
     timer = loop.call_later(duration_s, stop.set) if duration_s else None

@@ -1,10 +1,15 @@
 """Kraken private REST client (aiohttp): signed ``POST /0/private/<Method>`` calls.
 
-Only what the bot needs before it trades: ``Balance`` and ``GetWebSocketsToken`` (the token
-the private WebSocket v2 requires), over a generic ``call``. Errors reuse the public client's
-classes and ``classify`` (rate limits and outages stay retryable) and add two that a retry
-cannot fix: ``KrakenAuthError`` (wrong key or secret, or a missing permission; its message
-tells the user what to change) and ``KrakenInvalidNonce``.
+``Balance`` and ``GetWebSocketsToken`` (the token the private WebSocket v2 requires), the
+order methods (``AddOrder``, ``CancelOrder``, ``CancelAll``, ``CancelAllOrdersAfter``) and the
+order queries (``OpenOrders``, ``ClosedOrders``, ``QueryOrders``, ``TradesHistory``), over a
+generic ``call``. Errors reuse the public client's classes and ``classify`` (rate limits and
+outages stay retryable) and add three: ``KrakenAuthError`` (wrong key or secret, or a missing
+permission; its message tells the user what to change), ``KrakenInvalidNonce``, and
+``KrakenUncertain``: an order-changing request whose connection failed *after* it may have been
+sent. Such a request may have been executed, so it is not "unavailable" (retry-safe): the caller
+must look the order up before doing anything else. Failing to connect at all is still
+``KrakenUnavailable``, because nothing was sent.
 
 Calls on one client are serialised: Kraken refuses a nonce smaller than one it has already
 seen for the key, and two requests in flight at once can arrive in either order. Private
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +40,7 @@ from gal_friday.kraken.rest import (
     RestSession,
     classify,
 )
+from gal_friday.kraken.symbols import rest_altname
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(float_hook=str)
@@ -75,6 +82,52 @@ class KrakenInvalidNonce(KrakenError):
     retryable = False
 
 
+class KrakenUncertain(KrakenError):
+    """An order-changing request may or may not have reached Kraken (timeout or connection
+    lost after sending, or a nonce refusal on AddOrder, which the venue resolves by lookup).
+    Never retry blindly: look the order up first."""
+
+    retryable = False
+
+
+# Order-changing methods: a transport failure after sending leaves their effect unknown.
+ORDER_METHODS = frozenset({"AddOrder", "AddOrderBatch", "AmendOrder", "EditOrder",
+                           "CancelOrder", "CancelOrderBatch", "CancelAll",
+                           "CancelAllOrdersAfter"})
+
+# The key permission (as Kraken's API-key settings name it) each method needs, so a
+# "Permission denied" can tell the user exactly which box to tick.
+_PERMISSIONS = {
+    "GetWebSocketsToken": "WebSocket interface",
+    "Balance": "Funds permissions - Query",
+    "AddOrder": "Orders and trades - Create & modify orders",
+    "add_order": "Orders and trades - Create & modify orders",
+    "CancelOrder": "Orders and trades - Cancel & close orders",
+    "cancel_order": "Orders and trades - Cancel & close orders",
+    "CancelAll": "Orders and trades - Cancel & close orders",
+    "cancel_all": "Orders and trades - Cancel & close orders",
+    "CancelAllOrdersAfter": "Orders and trades - Cancel & close orders",
+    "cancel_all_orders_after": "Orders and trades - Cancel & close orders",
+    "OpenOrders": "Orders and trades - Query open orders & trades",
+    "ClosedOrders": "Orders and trades - Query closed orders & trades",
+    "QueryOrders": "Orders and trades - Query closed orders & trades",
+    "TradesHistory": "Orders and trades - Query closed orders & trades",
+}
+
+
+def permission_message(method: str) -> str:
+    """The one-line user message for ``EGeneral:Permission denied`` on ``method``."""
+    if method == "GetWebSocketsToken":
+        hint = ('the API key lacks the "WebSocket interface" permission; enable it for '
+                "this key in Kraken's API settings")
+    elif method in _PERMISSIONS:
+        hint = (f'the API key lacks the "{_PERMISSIONS[method]}" permission; enable it for '
+                "this key in Kraken's API settings")
+    else:
+        hint = f"the API key lacks the permission {method} needs; enable it at Kraken"
+    return f"{method}: {hint} ({ERR_PERMISSION})."
+
+
 def classify_private(errors: list[str], method: str) -> KrakenError:
     """The exception for a private call's error strings: auth and nonce first, then the
     public ``classify`` (rate limit, unavailable, everything else)."""
@@ -87,12 +140,7 @@ def classify_private(errors: list[str], method: str) -> KrakenError:
             f"Kraken rejected the request signature ({ERR_INVALID_SIGNATURE}) on {method}: "
             "KRAKEN_API_SECRET does not belong to KRAKEN_API_KEY or was copied incompletely."))
     if any(e.startswith(ERR_PERMISSION) for e in errors):
-        if method == "GetWebSocketsToken":
-            hint = ('the API key lacks the "WebSocket interface" permission; enable it for '
-                    "this key in Kraken's API settings")
-        else:
-            hint = f"the API key lacks the permission {method} needs; enable it at Kraken"
-        return KrakenAuthError(errors, method, f"{method}: {hint} ({ERR_PERMISSION}).")
+        return KrakenAuthError(errors, method, permission_message(method))
     if any(e.startswith(ERR_INVALID_NONCE) for e in errors):
         return KrakenInvalidNonce(errors, method)
     return classify(errors, method)
@@ -119,9 +167,23 @@ class KrakenPrivateRest(RestSession):
         return f"KrakenPrivateRest(base_url={self.base_url!r})"
 
     async def call(self, method: str, params: dict[str, str] | None = None) -> Any:
-        """POST ``/0/private/<method>`` signed; returns ``result`` or raises a KrakenError."""
+        """POST ``/0/private/<method>`` signed; returns ``result`` or raises a KrakenError.
+
+        A read refused with ``EAPI:Invalid nonce`` is retried once with a fresh nonce (safe:
+        it changes nothing, and one retry cannot earn a ban). An order-changing method is not
+        retried: AddOrder's nonce refusal surfaces as ``KrakenUncertain`` so the caller looks
+        the order up rather than risk a duplicate.
+        """
         async with self._lock:
-            return await self._call(method, params or {})
+            try:
+                return await self._call(method, params or {})
+            except KrakenInvalidNonce as exc:
+                if method == "AddOrder":
+                    raise KrakenUncertain(exc.errors, method) from None
+                if method in ORDER_METHODS:
+                    raise
+                log.warning("invalid nonce on %s; retrying once with a fresh nonce", method)
+                return await self._call(method, params or {})
 
     async def _call(self, method: str, params: dict[str, str]) -> Any:
         key, secret = self._credentials.api_key, self._credentials.api_secret
@@ -140,19 +202,29 @@ class KrakenPrivateRest(RestSession):
                                           headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Nothing was sent: no connection was ever made. Safe to retry.
             raise KrakenUnavailable([f"{type(exc).__name__}: {exc}"], method) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            errors = [f"{type(exc).__name__}: {exc}"]
+            if method in ORDER_METHODS:  # it may have been sent and executed
+                raise KrakenUncertain(errors, method) from None
+            raise KrakenUnavailable(errors, method) from None
         if status == 429:  # Kraken's edge throttles with a plain HTTP 429
             raise KrakenRateLimited([f"HTTP {status}"], method)
+        # A 5xx or an unreadable body came from *something* that received the request: for an
+        # order-changing method (a gateway timeout in front of a busy engine, say) it may
+        # have been executed.
+        unreadable = KrakenUncertain if method in ORDER_METHODS else KrakenUnavailable
         if status >= 500:
-            raise KrakenUnavailable([f"HTTP {status}"], method)
+            raise unreadable([f"HTTP {status}"], method)
         try:
             payload = _decoder.decode(raw)
             errors = payload.get("error") or []
         except (msgspec.DecodeError, AttributeError):
             if status >= 400:
                 raise KrakenError([f"HTTP {status}"], method) from None
-            raise KrakenUnavailable(["response is not Kraken JSON"], method) from None
+            raise unreadable(["response is not Kraken JSON"], method) from None
         if errors:
             raise classify_private([str(e) for e in errors], method)
         if status >= 400:
@@ -170,3 +242,86 @@ class KrakenPrivateRest(RestSession):
         one per connection). Needs the key's "WebSocket interface" permission."""
         result = await self.call("GetWebSocketsToken")
         return str(result["token"])
+
+    # --- orders --------------------------------------------------------------------------
+
+    async def add_order(self, pair: str, side: str, ordertype: str, volume: Decimal,
+                        price: Decimal | None = None, cl_ord_id: str | None = None) -> str:
+        """Place one order; returns its txid. ``pair`` is the domain pair ('XRP/USD'),
+        ``price`` the limit price, or the trigger price for stop-loss / take-profit."""
+        params = {"pair": rest_altname(pair), "type": side, "ordertype": ordertype,
+                  "volume": decimal_text(volume)}
+        if price is not None:
+            params["price"] = decimal_text(price)
+        if cl_ord_id is not None:
+            params["cl_ord_id"] = cl_ord_id
+        result = await self.call("AddOrder", params)
+        txids = result.get("txid") or []
+        if not txids:
+            raise KrakenUncertain(["AddOrder returned no txid"], "AddOrder")
+        return str(txids[0])
+
+    async def cancel_order(self, *, cl_ord_id: str | None = None,
+                           txid: str | None = None) -> int:
+        """Cancel one order by client order id or txid; returns how many were cancelled."""
+        if (cl_ord_id is None) == (txid is None):
+            raise ValueError("give exactly one of cl_ord_id and txid")
+        params = {"cl_ord_id": cl_ord_id} if cl_ord_id is not None else {"txid": str(txid)}
+        result = await self.call("CancelOrder", params)
+        return int(result.get("count", 0))
+
+    async def cancel_all(self) -> int:
+        result = await self.call("CancelAll")
+        return int(result.get("count", 0))
+
+    async def cancel_all_orders_after(self, timeout_s: int) -> dict[str, Any]:
+        """Arm (or with 0 disarm) Kraken's dead man's switch."""
+        result: dict[str, Any] = await self.call("CancelAllOrdersAfter",
+                                                 {"timeout": str(timeout_s)})
+        return result
+
+    async def open_orders(self, cl_ord_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Open orders keyed by txid (optionally only the one with ``cl_ord_id``)."""
+        params = {"cl_ord_id": cl_ord_id} if cl_ord_id is not None else {}
+        result = await self.call("OpenOrders", params)
+        return dict(result.get("open") or {})
+
+    async def closed_orders(self, cl_ord_id: str | None = None,
+                            start: int | None = None) -> dict[str, dict[str, Any]]:
+        """Closed, cancelled and expired orders keyed by txid (the most recent 50)."""
+        params: dict[str, str] = {}
+        if cl_ord_id is not None:
+            params["cl_ord_id"] = cl_ord_id
+        if start is not None:
+            params["start"] = str(start)
+        result = await self.call("ClosedOrders", params)
+        return dict(result.get("closed") or {})
+
+    async def query_orders(self, txids: list[str]) -> dict[str, dict[str, Any]]:
+        """Orders by txid (at most 50 per call)."""
+        if not txids:
+            return {}
+        result = await self.call("QueryOrders", {"txid": ",".join(txids[:50])})
+        return dict(result or {})
+
+    async def trades_history(self, start: int | None = None,
+                             max_pages: int = 20) -> dict[str, dict[str, Any]]:
+        """Own trades keyed by trade txid since ``start`` (unix seconds), all pages (50 each;
+        ``max_pages`` bounds the rate-limit cost)."""
+        trades: dict[str, dict[str, Any]] = {}
+        for _ in range(max_pages):
+            params = {"ofs": str(len(trades))}
+            if start is not None:
+                params["start"] = str(start)
+            result = await self.call("TradesHistory", params)
+            page = dict(result.get("trades") or {})
+            trades.update(page)
+            if not page or len(trades) >= int(result.get("count", 0)):
+                break
+        return trades
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal as plain positional text ('1E+1' -> '10'), the form Kraken parses exactly."""
+    text = format(value, "f")
+    return "0" if text in ("-0", "") else text

@@ -822,10 +822,18 @@ async def run_sim_exchange(host: str | SimConfig = "127.0.0.1",
 
 
 @contextlib.asynccontextmanager
-async def open_sim_exchange(config: SimConfig, pairs: Sequence[str]
+async def open_sim_exchange(config: SimConfig, pairs: Sequence[str], *,
+                            maker_fee_pct: Decimal = Decimal("0.25"),
+                            taker_fee_pct: Decimal = Decimal("0.40"),
                             ) -> AsyncIterator[SimExchange]:
-    """A started simulator for the configured pairs (or replay), stopped on exit."""
+    """A started simulator for the configured pairs (or replay), stopped on exit; its account
+    starts with ``config.initial_usd`` and charges the given fees."""
     market = build_market(config.seed, pairs, config.replay or None, config.speed,
                           config.messages_per_second, bool(getattr(config, "loop", False)))
-    async with SimExchange(market, config.host, config.port, seed=config.seed) as sim:
+    account = SimAccount({"USD": getattr(config, "initial_usd", Decimal(10000))},
+                         seed=config.seed)
+    latency_ns = int(getattr(config, "latency_ms", 0) * 1_000_000)
+    async with SimExchange(market, config.host, config.port, seed=config.seed,
+                           maker_fee_pct=maker_fee_pct, taker_fee_pct=taker_fee_pct,
+                           latency_ns=latency_ns, account=account) as sim:
         yield sim
