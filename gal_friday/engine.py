@@ -75,6 +75,10 @@ async def open_venue(settings: Settings) -> AsyncIterator[Venue]:
             api_key=SecretStr(key), api_secret=SecretStr(secret)))
 
 
+_NO_KEYS = ("--mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the environment (a key "
+            "with the trading and WebSocket permissions); refusing to start")
+
+
 class LiveModeError(Exception):
     """Live trading cannot start (missing keys, venue refused us); the message says why."""
 
@@ -84,6 +88,9 @@ class Engine:
 
     def __init__(self, settings: Settings, *, raw_sink: RawSink | None = None,
                  predict: bool = True) -> None:
+        if settings.mode == "live" and settings.exchange == "kraken" \
+                and not settings.credentials.present:
+            raise LiveModeError(_NO_KEYS)
         self.settings = settings
         self.bus = EventBus()
         self.raw_sink = raw_sink
@@ -180,8 +187,7 @@ class Engine:
             paper.attach(self.bus)
             return paper
         if not venue.credentials.present:
-            raise LiveModeError("--mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the "
-                                "environment (a key with trading and WebSocket permissions)")
+            raise LiveModeError(_NO_KEYS)
         from gal_friday.kraken.auth import NonceSource
         from gal_friday.kraken.trading import KrakenTradingVenue
 

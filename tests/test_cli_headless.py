@@ -158,3 +158,14 @@ def test_recording_is_gzip_json_lines_with_a_header(in_tmp: Path) -> None:
         frame = json.loads(fh.readline())
     assert header["format"] == "gal-friday-recording"
     assert set(frame) == {"t", "raw"} and isinstance(frame["t"], int)
+
+
+def test_live_mode_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")}
+    proc = subprocess.run([sys.executable, "-m", "gal_friday", "--no-ui", "--mode", "live"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "gal-friday: --mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the environment "
+        "(a key with the trading and WebSocket permissions); refusing to start")
+    assert "Traceback" not in proc.stderr
