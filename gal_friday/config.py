@@ -147,6 +147,42 @@ class FeeSettings(_Section):
 class MonitoringSettings(_Section):
     market_data_staleness_s: PositiveFloat = 60.0
     status_interval_s: PositiveFloat = 5.0
+    check_interval_s: PositiveFloat = 1.0
+    halt_policy: Literal["close", "keep"] = "close"
+    connection_down_s: PositiveFloat = 30.0
+    max_failed_placements: Annotated[int, Field(ge=1)] = 3
+    volatility_window_min: Annotated[int, Field(ge=1)] = 5
+    max_volatility_pct: Percent = Decimal("5")
+    max_cpu_pct: Percent = Decimal("95")
+    max_ram_pct: Percent = Decimal("95")
+    min_disk_free_pct: Percent = Decimal("2")
+    host_breach_s: PositiveFloat = 60.0
+
+
+class StoreSettings(_Section):
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    sqlite_file: str = "gal-friday.sqlite3"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/gal_friday"
+    queue_size: Annotated[int, Field(ge=100)] = 10_000
+    spill_file: str = "audit-spill.jsonl"
+    retry_s: PositiveFloat = 5.0
+
+
+class TimeseriesSettings(_Section):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "gal-friday"
+    bucket: str = "gal-friday"
+    token_env: str = "INFLUXDB_TOKEN"
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    flush_interval_s: PositiveFloat = 1.0
+    queue_size: Annotated[int, Field(ge=100)] = 50_000
+
+
+class BacktestSettings(_Section):
+    initial_capital_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
+    report_dir: str = "reports"
+    risk_free_rate_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0")
 
 
 class SimSettings(_Section):
@@ -267,6 +303,9 @@ class Settings(BaseSettings):
     execution: ExecutionSettings = ExecutionSettings()
     fees: FeeSettings = FeeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    store: StoreSettings = StoreSettings()
+    timeseries: TimeseriesSettings = TimeseriesSettings()
+    backtest: BacktestSettings = BacktestSettings()
     sim: SimSettings = SimSettings()
     logging: LoggingSettings = LoggingSettings()
     paths: PathsSettings = PathsSettings()
