@@ -193,6 +193,7 @@ class TradeSignalApprovedEvent(Event, frozen=True):
     take_profit: Decimal
     ts_ns: int
     is_exit: bool = False
+    checks: tuple[tuple[str, bool, str], ...] = ()  # (check, passed, detail), for the audit
 
 
 class TradeSignalRejectedEvent(Event, frozen=True):
@@ -202,6 +203,7 @@ class TradeSignalRejectedEvent(Event, frozen=True):
     pair: str
     reason: str
     ts_ns: int
+    checks: tuple[tuple[str, bool, str], ...] = ()  # (check, passed, detail), for the audit
 
 
 class OrderStatus(enum.StrEnum):

@@ -386,14 +386,15 @@ class RiskManager:
                 "limit_price": str(limit)})
             await self._bus.publish(TradeSignalApprovedEvent(
                 signal.signal_id, signal.pair, signal.side, signal.order_type, verdict.qty,
-                limit, signal.stop_loss, signal.take_profit, ts, signal.is_exit))
+                limit, signal.stop_loss, signal.take_profit, ts, signal.is_exit,
+                _checks(verdict)))
         else:
             self.rejected += 1
             reason = verdict.reason or "rejected"
             log.warning("signal rejected: %s", reason, extra={
                 "signal_id": signal.signal_id, "pair": signal.pair, "reason": reason})
-            await self._bus.publish(
-                TradeSignalRejectedEvent(signal.signal_id, signal.pair, reason, ts))
+            await self._bus.publish(TradeSignalRejectedEvent(
+                signal.signal_id, signal.pair, reason, ts, _checks(verdict)))
         if portfolio is not None:
             await self._check_halt(portfolio)
 
@@ -407,3 +408,7 @@ class RiskManager:
             self.halted = True
             log.warning("risk HALT: %s", reason)
             await self._bus.publish(HaltEvent(reason, "risk", self._clock()))
+
+
+def _checks(verdict: RiskVerdict) -> tuple[tuple[str, bool, str], ...]:
+    return tuple((c.name, c.passed, c.detail) for c in verdict.checks)

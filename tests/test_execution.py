@@ -354,3 +354,16 @@ async def test_reconciliation_brings_the_portfolio_to_the_venue(rig: Rig) -> Non
     snap = portfolio.snapshot()
     assert snap.cash == dict(event.balances)["USD"]
     assert [p.qty for p in snap.positions] == [D(100)]
+
+
+async def test_halt_cancels_working_entries_but_keeps_protection(rig: Rig) -> None:
+    from gal_friday.events import HaltEvent
+
+    await fill_entry(rig)
+    await rig.handler.on_approved(entry("50", limit="1.95000", sig="sig-2"))
+    await rig.settle()
+    assert len(rig.working(Role.ENTRY)) == 1
+    await rig.handler.on_control(HaltEvent("drawdown", "risk"))
+    await rig.settle()
+    assert rig.working(Role.ENTRY) == []
+    assert len(rig.working(Role.STOP)) == 1 and len(rig.working(Role.TARGET)) == 1

@@ -6,6 +6,7 @@ import random
 from decimal import Decimal
 from typing import TypeVar
 
+import msgspec
 import pytest
 
 from gal_friday.bus import EventBus
@@ -353,12 +354,15 @@ async def test_bus_round_trip_approves_with_rules_and_mid() -> None:
     assert [(e.signal_id, e.reason.split(":")[0]) for e in rejected] == [
         ("early", "instrument"), ("no-book", "market_price"), ("stale", "market_price")]
     assert h.risk.market_prices == {}
-    assert approved == [
+    assert [msgspec.structs.replace(e, checks=()) for e in approved] == [
         TradeSignalApprovedEvent("ok", PAIR, Side.BUY, OrderType.LIMIT, D("1000"), D("0.5"),
                                  D("0.45"), D("0.6"), 42),
         TradeSignalApprovedEvent("mkt", PAIR, Side.BUY, OrderType.MARKET, D("1000"), None,
                                  D("0.45"), D("0.6"), 42),
     ]
+    assert all(passed for e in approved for _, passed, _ in e.checks)
+    assert {name for name, _, _ in approved[0].checks} >= {"halt", "sizing", "fat_finger"}
+    assert rejected[0].checks[-1][:2] == ("instrument", False)
     assert (h.risk.approved, h.risk.rejected) == (2, 3)
     assert not h.of(HaltEvent)
 

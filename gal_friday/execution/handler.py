@@ -42,6 +42,7 @@ from gal_friday.config import ExecutionSettings
 from gal_friday.events import (
     ExecutionReportEvent,
     FlattenEvent,
+    HaltEvent,
     OpenOrderState,
     OrderStatus,
     OrderType,
@@ -155,11 +156,13 @@ class ExecutionHandler:
     def attach(self) -> None:
         self.bus.subscribe(TradeSignalApprovedEvent, self.on_approved, name="execution",
                            policy=Policy.BLOCK, maxsize=4096)
-        self.bus.subscribe(FlattenEvent, self.on_flatten, name="execution-control",
-                           policy=Policy.BLOCK)
+        self.bus.subscribe((FlattenEvent, HaltEvent), self.on_control,
+                           name="execution-control", policy=Policy.BLOCK)
 
-    async def on_flatten(self, event: FlattenEvent) -> None:
-        """Cancel working entries; the strategy sends the exits for what is held."""
+    async def on_control(self, event: FlattenEvent | HaltEvent) -> None:
+        """HALT or flatten: working entries are cancelled at once (a resting entry filling
+        after a HALT would be a new entry); exits are the strategy's, protection stays."""
+        log.info("cancelling working entries", extra={"cause": type(event).__name__})
         for order in list(self.orders.values()):
             if order.role in (Role.ENTRY, Role.ENTRY_MARKET) and order.working:
                 self._spawn(self._cancel(order))
