@@ -111,7 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", parents=[common],
                           help="print the effective configuration (secrets masked)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_control_commands(sub, common)
     return parser
+
+
+def _add_control_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """halt / resume / flatten / status: steer the running instance over its control socket."""
+    halt = sub.add_parser("halt", parents=[common], help="HALT the running instance now")
+    halt.add_argument("--reason", default="", help="why (shown in the log and the cockpit)")
+    for name, text in (("resume", "resume trading after a HALT (asks first)"),
+                       ("flatten", "close every position at market (asks first)")):
+        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    status = sub.add_parser("status", parents=[common], help="state of the running instance")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _parse_value(text: str) -> Any:
@@ -161,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "config":
         return _show_config(settings, as_json=args.json)
+    if command in ("halt", "resume", "flatten", "status"):
+        from gal_friday.control import ask_on_terminal, run_command
+        return run_command(settings, command, reason=getattr(args, "reason", ""),
+                           yes=getattr(args, "yes", False), as_json=getattr(args, "json", False),
+                           ask=ask_on_terminal)
     setup_logging(settings.logging, secrets=_secrets(settings))
     duration = getattr(args, "duration", None)
     try:
@@ -175,13 +193,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "features":
             return _features(settings, args)
         if not getattr(args, "no_ui", False):
-            print("gal-friday: the terminal cockpit is not built yet; running headless "
-                  "(pass --no-ui to skip this notice)", file=sys.stderr)
+            return _cockpit(settings, duration)
         from gal_friday.headless import run_headless
         return _run(run_headless(settings, duration_s=duration))
     except FatalError as exc:
         print(f"gal-friday: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _cockpit(settings: Settings, duration: float | None) -> int:
+    """The Textual cockpit; logs go to the file only (stdout is the screen)."""
+    from gal_friday.tui.app import run_tui
+
+    quiet = settings.logging.model_copy(update={"stdout": False})
+    setup_logging(quiet, secrets=_secrets(settings))
+    return _run(run_tui(settings, duration_s=duration))
 
 
 class FatalError(Exception):
@@ -190,6 +216,7 @@ class FatalError(Exception):
 
 def _run(coro: Any) -> int:
     from gal_friday.candles import CandleFileError
+    from gal_friday.control import ControlError
     from gal_friday.download import DownloadError
     from gal_friday.engine import LiveModeError
     from gal_friday.execution.venue import VenueAuthError
@@ -203,7 +230,7 @@ def _run(coro: Any) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except (FatalFeedError, RecordingError, ModelError, ModelRejected, DownloadError,
-            CandleFileError, LiveModeError, VenueAuthError) as exc:
+            CandleFileError, LiveModeError, VenueAuthError, ControlError) as exc:
         raise FatalError(str(exc)) from None
     except OSError as exc:
         raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None

@@ -103,7 +103,14 @@ class Engine:
         self.execution: ExecutionHandler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set or a module fails for good."""
+        """Run until ``stop`` is set or a module fails for good, serving the local control
+        socket (``gal-friday halt|resume|flatten|status``) for the whole run."""
+        from gal_friday.control import ControlServer
+
+        async with ControlServer(self.bus, self.settings):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         async with open_venue(self.settings) as venue:
             self.ingestor = DataIngestor(
                 self.settings, self.bus, ws_url=venue.ws_public_url, rest_url=venue.rest_url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,21 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the cockpit's screen snapshots in ``snapshots/`` at the top of the repository.
+
+    pytest-textual-snapshot stores them through syrupy's single-file extension, whose
+    ``dirname`` is ``<test dir>/__snapshots__/<test file>``; the plugin has no option for
+    it, so its extension's ``dirname`` is replaced once here.
+    """
+    try:
+        from pytest_textual_snapshot import SVGImageExtension
+    except ImportError:  # the plugin is not installed: no snapshot tests to place
+        return
+
+    def dirname(cls: type, *, test_location: Any) -> str:
+        return str(REPO / "snapshots" / test_location.basename)
+
+    SVGImageExtension.dirname = classmethod(dirname)  # type: ignore[method-assign,assignment]
