@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -78,6 +78,23 @@ class Role(enum.StrEnum):
 
 
 _PROTECTIVE = (Role.STOP, Role.TARGET)
+
+
+class OrderJournal(Protocol):
+    """Where an order is written before it is sent, so a restart after a crash knows every
+    order that may be at the exchange (the audit store implements it)."""
+
+    async def record_order_intent(self, request: OrderRequest) -> None: ...
+
+
+def role_of(client_order_id: str) -> Role | None:
+    """The role encoded in one of our client order ids; None for an id that is not ours."""
+    if len(client_order_id) < 4 or not client_order_id.startswith("gf"):
+        return None
+    try:
+        return Role(client_order_id[2])
+    except ValueError:
+        return None
 
 
 class ClientIds:
@@ -134,9 +151,10 @@ class ExecutionHandler:
 
     def __init__(self, settings: ExecutionSettings, venue: TradingVenue, bus: EventBus, *,
                  clock_ns: Callable[[], int] = time.time_ns, ids: ClientIds | None = None,
-                 tick_s: float = 0.25) -> None:
+                 tick_s: float = 0.25, journal: OrderJournal | None = None) -> None:
         self.s = settings
         self.venue = venue
+        self.journal = journal
         self.bus = bus
         self.clock_ns = clock_ns
         self.ids = ids or ClientIds(clock_ns)
@@ -201,6 +219,27 @@ class ExecutionHandler:
         if interval and now_ns - self._last_reconcile_ns >= interval:
             self._last_reconcile_ns = now_ns
             self._spawn(self.reconcile())
+
+    def adopt(self, request: OrderRequest, *, status: OrderStatus, filled: Decimal,
+              signal_id: str, sibling: str | None = None) -> None:
+        """Take over an order found working at the venue after a restart (crash recovery):
+        its reports are handled as if this run had sent it."""
+        role = role_of(request.client_order_id)
+        if role is None:
+            raise ValueError(f"{request.client_order_id} is not one of our client order ids")
+        order = _Order(request, role, signal_id, status=status, filled=filled, sibling=sibling)
+        self.orders[order.coid] = order
+        if role is Role.ENTRY:
+            order.deadline_ns = self.clock_ns() + int(self.s.entry_timeout_s * _NS)
+
+    def restore_pair(self, pair: str, *, held: Decimal, stop: Decimal, target: Decimal,
+                     unprotected: Decimal, signal_id: str) -> None:
+        """Set what a pair holds after a restart; ``unprotected`` is then protected anew."""
+        state = self._pair(pair)
+        state.held, state.stop, state.target, state.unprotected = held, stop, target, _ZERO
+        if unprotected > 0 and self.s.protective_orders:
+            state.unprotected = unprotected
+            self._spawn(self._protect(pair, signal_id))
 
     # --- approvals ---------------------------------------------------------------------------
 
@@ -353,6 +392,8 @@ class ExecutionHandler:
             "limit": str(order.request.limit_price), "trigger": str(order.request.trigger_price)})
         self._in_flight += 1
         try:
+            if self.journal is not None:
+                await self.journal.record_order_intent(order.request)
             await self._send_with_retries(order)
         finally:
             self._in_flight -= 1

@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -815,9 +816,14 @@ async def run_sim_exchange(host: str | SimConfig = "127.0.0.1",
     market = build_market(seed, pairs, replay_path, speed, rate, loop)
     async with SimExchange(market, host, port, seed=seed) as sim:
         source = f"replay of {replay_path}" if replay_path else f"synthetic market, seed {seed}"
+        key, secret = os.environ.get("KRAKEN_API_KEY"), os.environ.get("KRAKEN_API_SECRET")
+        if key and secret:  # lets a bot started with the same environment trade here
+            sim.private.add_key(key, secret)
+            source += "; trading API accepts KRAKEN_API_KEY"
         log.info("simulated Kraken exchange: WebSocket %s REST %s (%s)", sim.ws_url,
                  sim.rest_url, source,
-                 extra={"ws_url": sim.ws_url, "rest_url": sim.rest_url, "source": source})
+                 extra={"ws_url": sim.ws_url, "ws_auth_url": sim.ws_auth_url,
+                        "rest_url": sim.rest_url, "source": source})
         await asyncio.Event().wait()
 
 
