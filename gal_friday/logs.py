@@ -1,20 +1,30 @@
 """Structured JSON-lines logging with secret redaction.
 
 Every record is one JSON object: ``ts`` (UTC, milliseconds), ``level``, ``logger``, ``event``
-(the message) and any ``extra`` fields. Output goes to stdout and/or a size-rotated file.
+(the message) and any ``extra`` fields. Output goes to stdout and/or a file rotated both by
+size and at UTC midnight, so no file spans two UTC days and a day's trading is found by date.
 Known secret values (API key and secret) are replaced by ``***`` in every line, wherever they
 appear, and fields whose names look secret are masked, so a careless ``extra`` cannot leak
 them.
+
+Every line about a trade attempt carries its ``signal_id`` (the trade id of the audit
+store), so ``grep`` on one id follows a trade from signal to P&L: a line that names a
+``client_order_id`` gets the signal id that order was requested for (learned from the
+"order request" line, or :func:`bind_order`), and code running inside
+:func:`signal_context` gets that signal id.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import logging.handlers
 import sys
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +33,69 @@ from gal_friday.config import LoggingSettings
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _SECRET_NAMES = ("secret", "api_key", "apikey", "token", "password", "api-sign", "signature")
 REDACTED = "***"
+_DAY_S = 86_400
+_MAX_ORDERS = 50_000
+
+_signal: contextvars.ContextVar[str | None] = contextvars.ContextVar("signal_id", default=None)
+_order_signals: OrderedDict[str, str] = OrderedDict()  # client order id -> signal id
+
+
+def bind_order(client_order_id: str, signal_id: str) -> None:
+    """Log lines naming ``client_order_id`` will carry ``signal_id`` from now on."""
+    _order_signals[client_order_id] = signal_id
+    _order_signals.move_to_end(client_order_id)
+    if len(_order_signals) > _MAX_ORDERS:
+        _order_signals.popitem(last=False)
+
+
+@contextlib.contextmanager
+def signal_context(signal_id: str | None) -> Iterator[None]:
+    """Lines logged inside (tasks created inside included) carry ``signal_id``."""
+    token = _signal.set(signal_id)
+    try:
+        yield
+    finally:
+        _signal.reset(token)
+
+
+class SignalIdFilter(logging.Filter):
+    """Adds ``signal_id`` to trade-attempt lines that lack it (never drops a line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        attrs = record.__dict__
+        coid = attrs.get("client_order_id")
+        signal_id = attrs.get("signal_id")
+        if signal_id is not None:
+            if isinstance(coid, str):
+                bind_order(coid, str(signal_id))
+            return True
+        found = _order_signals.get(coid) if isinstance(coid, str) else None
+        found = found or _signal.get()
+        if found is not None:
+            record.signal_id = found
+        return True
+
+
+def _utc_day(epoch_s: float) -> int:
+    return int(epoch_s // _DAY_S)
+
+
+class SizeAndDayRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rolls over when the file would exceed ``maxBytes`` and when a record belongs to a
+    later UTC day than the file (a restart on a new day rolls the old file too)."""
+
+    def __init__(self, filename: Path, *, maxBytes: int, backupCount: int) -> None:
+        super().__init__(filename, maxBytes=maxBytes, backupCount=backupCount,
+                         encoding="utf-8")
+        path = Path(self.baseFilename)
+        self.day = _utc_day(path.stat().st_mtime if path.exists() else time.time())
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        day = _utc_day(record.created)
+        if day > self.day:
+            self.day = day  # the next file is this record's day
+            return True
+        return bool(super().shouldRollover(record))
 
 
 def _utc_ms(created: float) -> str:
@@ -64,8 +137,9 @@ def setup_logging(
     stream: TextIO | None = None,
     to_file: bool = True,
 ) -> None:
-    """Route the root logger to JSON lines on stdout and a rotating file, per settings."""
+    """Route the root logger to JSON lines on stdout and a file rotated by size and UTC day."""
     formatter = JsonFormatter(secrets)
+    signal_ids = SignalIdFilter()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -74,15 +148,15 @@ def setup_logging(
     if settings.stdout:
         console = logging.StreamHandler(stream or sys.stdout)
         console.setFormatter(formatter)
+        console.addFilter(signal_ids)
         root.addHandler(console)
     if to_file and settings.file:
         path = Path(settings.file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=settings.max_bytes, backupCount=settings.backup_count,
-            encoding="utf-8",
-        )
+        file_handler = SizeAndDayRotatingFileHandler(
+            path, maxBytes=settings.max_bytes, backupCount=settings.backup_count)
         file_handler.setFormatter(formatter)
+        file_handler.addFilter(signal_ids)
         root.addHandler(file_handler)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
