@@ -240,6 +240,22 @@ class ExecutionReportEvent(Event, frozen=True):
     trigger_price: Decimal | None = None  # stop-loss / take-profit orders
 
 
+class OrderRequestEvent(Event, frozen=True):
+    """The ExecutionHandler is about to send this order (published before it leaves): the
+    "order request" step of a trade's audit trail, and what a session replay compares."""
+
+    client_order_id: str
+    signal_id: str
+    role: str  # entry, entry-market, stop, target, exit
+    pair: str
+    side: Side
+    order_type: OrderType
+    qty: Decimal
+    limit_price: Decimal | None
+    trigger_price: Decimal | None
+    ts_ns: int
+
+
 class OpenOrderState(Event, frozen=True):
     """One order the venue lists as working, as seen by a reconciliation."""
 
@@ -266,6 +282,15 @@ class ReconciliationEvent(Event, frozen=True):
 
 class HaltEvent(Event, frozen=True):
     """Stop new entries now; ``source`` is the trigger (operator, drawdown, stale data, ...)."""
+
+    reason: str
+    source: str
+    ts_ns: int = field(default_factory=now_ns)
+
+
+class ReduceEvent(Event, frozen=True):
+    """REDUCING: no new entries, positions kept, only orders that shrink exposure (exits) pass.
+    Softer than a HALT; like it, only a ``ResumeEvent`` ends it."""
 
     reason: str
     source: str

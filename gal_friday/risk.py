@@ -11,7 +11,8 @@ exchange rules, a missing market price or an unreadable portfolio reject an entr
 
 Entries (spot, long only):
 
-1. ``halt``: no entries while HALTED.
+1. ``halt``: no entries while HALTED; ``reducing``: none while REDUCING either (a
+   ``ReduceEvent``: positions kept, only exits pass). A ``ResumeEvent`` ends both.
 2. ``risk_limits``: no entries while the portfolio breaches a drawdown / loss-streak limit.
 3. ``instrument``: the pair's rules are known and the pair is online.
 4. ``market_price``: a market price (book mid) is known.
@@ -31,7 +32,7 @@ Entries (spot, long only):
 14. ``min_qty`` / ``min_cost``: qty >= ``qty_min`` and notional >= ``cost_min``, checked last
     so every shrink above is followed by the exchange minimums.
 
-Exits (``signal.is_exit``) go through even when HALTED: they sell the whole position,
+Exits (``signal.is_exit``) go through even when HALTED or REDUCING: they sell the whole position,
 rounded down to the lot, priced to the tick and checked against the exchange minimums.
 
 Checks stop at the first failure; its ``"name: detail"`` is the verdict's ``reason``.
@@ -54,6 +55,7 @@ from gal_friday.events import (
     HaltEvent,
     InstrumentEvent,
     OrderType,
+    ReduceEvent,
     ResumeEvent,
     Side,
     TradeSignalApprovedEvent,
@@ -194,8 +196,13 @@ def check_signal(
     *,
     settings: RiskSettings,
     fee_pct: Decimal,
+    reducing: str | None = None,
 ) -> RiskVerdict:
-    """Run every pre-trade check on ``signal``; pure (no I/O, no clock, no state)."""
+    """Run every pre-trade check on ``signal``; pure (no I/O, no clock, no state).
+
+    ``reducing`` is the REDUCING reason (None when not reducing): entries are refused, exits
+    pass as they do while HALTED.
+    """
     if signal.is_exit:
         return _check_exit(signal, portfolio, instrument, halted)
 
@@ -203,6 +210,9 @@ def check_signal(
     side = signal.side
     if halted:
         return run.reject("halt", "trading is HALTED: no new entries")
+    if reducing is not None:
+        return run.reject("reducing", f"trading is REDUCING ({reducing}): exits only, no new "
+                          "entries")
     run.ok("halt", "not halted")
     breach = evaluate_halt(portfolio, settings)
     if breach is not None:
@@ -298,7 +308,8 @@ def check_signal(
 class RiskManager:
     """Bus module: checks each proposed signal and publishes its approval or rejection.
 
-    Keeps the latest exchange rules and book mid per pair and the HALT state; reads the
+    Keeps the latest exchange rules and book mid per pair and the HALT / REDUCING state
+    (``reducing`` holds the ReduceEvent's reason; a ResumeEvent clears both); reads the
     portfolio synchronously at the moment of each check. After each decision it evaluates the
     HALT limits and publishes one ``HaltEvent(source="risk")`` per new breach.
     """
@@ -322,12 +333,13 @@ class RiskManager:
         self.instruments: dict[str, InstrumentSpec] = {}
         self.market_prices: dict[str, Decimal] = {}
         self.halted = False
+        self.reducing: str | None = None
         self._active_breaches: set[str] = set()
         self.approved = 0
         self.rejected = 0
         bus.subscribe(
             (TradeSignalProposedEvent, InstrumentEvent, BookEvent, BookInvalidatedEvent,
-             HaltEvent, ResumeEvent),
+             HaltEvent, ReduceEvent, ResumeEvent),
             self.handle, name=self.NAME, policy=Policy.BLOCK,
         )
 
@@ -340,7 +352,8 @@ class RiskManager:
         halted: bool,
     ) -> RiskVerdict:
         return check_signal(signal, portfolio, instrument, market_price, halted,
-                            settings=self.settings, fee_pct=self.taker_fee_pct)
+                            settings=self.settings, fee_pct=self.taker_fee_pct,
+                            reducing=self.reducing)
 
     def evaluate_halt(self, portfolio: PortfolioSnapshot) -> str | None:
         return evaluate_halt(portfolio, self.settings)
@@ -361,8 +374,11 @@ class RiskManager:
             self.instruments[event.pair] = event.spec
         elif isinstance(event, HaltEvent):
             self.halted = True
+        elif isinstance(event, ReduceEvent):
+            self.reducing = f"{event.source}: {event.reason}"
         elif isinstance(event, ResumeEvent):
             self.halted = False
+            self.reducing = None
 
     async def _on_signal(self, signal: TradeSignalProposedEvent) -> None:
         try:

@@ -19,6 +19,7 @@ from gal_friday.events import (
     HaltEvent,
     InstrumentEvent,
     OrderType,
+    ReduceEvent,
     ResumeEvent,
     Side,
     TradeSignalApprovedEvent,
@@ -417,3 +418,39 @@ async def test_bus_portfolio_failure_rejects() -> None:
     await h.bus.stop()
     [rejected] = h.of(TradeSignalRejectedEvent)
     assert rejected.reason.startswith("portfolio")
+
+
+# --- REDUCING ----------------------------------------------------------------------------------
+
+
+def test_reducing_blocks_entries_but_not_exits() -> None:
+    held = portfolio(cash="9000", positions=(pos(PAIR, "100"),))
+    v = check_signal(signal(), held, SPEC, D("0.5"), False, settings=SETTINGS, fee_pct=FEE,
+                     reducing="operator: winding down")
+    assert failed(v) == "reducing"
+    assert v.reason == ("reducing: trading is REDUCING (operator: winding down): exits only, "
+                        "no new entries")
+    sell = check_signal(signal(side=Side.SELL, stop="0.55"), held, SPEC, D("0.5"), False,
+                        settings=SETTINGS, fee_pct=FEE, reducing="x")
+    assert failed(sell) == "reducing"  # a sell entry is still an entry
+    exit_ = check_signal(signal(side=Side.SELL, is_exit=True), held, SPEC, D("0.5"), False,
+                         settings=SETTINGS, fee_pct=FEE, reducing="x")
+    assert exit_.approved and exit_.qty == D("100")
+    halted = check_signal(signal(), held, SPEC, D("0.5"), True, settings=SETTINGS, fee_pct=FEE,
+                          reducing="x")
+    assert failed(halted) == "halt"  # HALT wins over REDUCING
+
+
+async def test_bus_reducing_until_resume() -> None:
+    h = Harness(portfolio(cash="9000", positions=(pos(PAIR, "100"),)))
+    h.bus.start()
+    await h.send(InstrumentEvent(PAIR, SPEC), book(), ReduceEvent("vol spike", "monitoring"))
+    await h.send(signal(sid="entry"), signal(side=Side.SELL, is_exit=True, sid="exit"))
+    assert h.risk.reducing == "monitoring: vol spike" and not h.risk.halted
+    await h.send(ResumeEvent("op"), signal(sid="again"))
+    await h.bus.stop()
+    [rejected] = h.of(TradeSignalRejectedEvent)
+    assert rejected.signal_id == "entry" and rejected.reason.startswith("reducing: ")
+    assert "vol spike" in rejected.reason
+    assert [e.signal_id for e in h.of(TradeSignalApprovedEvent)] == ["exit", "again"]
+    assert h.risk.reducing is None and not h.of(HaltEvent)
