@@ -1,0 +1,121 @@
+"""The backtest report: console summary (rich), CSV of trades and equity, JSON of metrics,
+an equity + drawdown chart (PNG, matplotlib's Agg backend) and a terminal chart."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gal_friday.backtest.runner import BacktestResult
+from gal_friday.candles import FloatArray
+
+NS = 1_000_000_000
+_LABELS = {
+    "total_return_pct": ("Total return", "{:+.2f} %"), "sharpe": ("Sharpe", "{:.2f}"),
+    "sortino": ("Sortino", "{:.2f}"), "max_drawdown": ("Max drawdown", "{:,.2f}"),
+    "max_drawdown_pct": ("Max drawdown %", "{:.2f} %"), "win_rate_pct": ("Win rate", "{:.1f} %"),
+    "profit_factor": ("Profit factor", "{:.2f}"), "avg_pnl_per_trade": ("Avg P&L / trade",
+                                                                        "{:+.4f}"),
+    "trades": ("Trades", "{:d}"), "exposure_time_pct": ("Exposure time", "{:.1f} %"),
+    "fees_paid": ("Fees paid", "{:,.2f}"), "final_equity": ("Final equity", "{:,.2f}"),
+}
+
+
+def iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / NS, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def metrics_document(result: BacktestResult, extra: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """The JSON report: metrics, the run's span and counters (no wall-clock timing, so the
+    same inputs give the same file)."""
+    stats = {k: v for k, v in result.stats.items() if k != "loop_seconds"}
+    return {"pairs": list(result.pairs), "start": iso(result.start_ns),
+            "end": iso(result.end_ns), "metrics": result.metrics, "counters": stats,
+            "open_positions": result.open_positions, **(extra or {})}
+
+
+def write_report(result: BacktestResult, out_dir: Path, *, chart: bool = True,
+                 extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write trades.csv, equity.csv, metrics.json and (``chart``) equity.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"trades": out_dir / "trades.csv", "equity": out_dir / "equity.csv",
+             "metrics": out_dir / "metrics.json"}
+    with paths["trades"].open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(("pair", "entry_time", "exit_time", "qty", "entry_price", "exit_price",
+                    "fees", "pnl", "exit_type"))
+        for t in result.trades:
+            w.writerow((t.pair, iso(t.entry_ns), iso(t.exit_ns), t.qty, t.entry_price,
+                        t.exit_price, t.fees, t.pnl, t.exit_type))
+    peak = np.maximum.accumulate(result.equity)
+    with paths["equity"].open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(("time", "equity", "drawdown_pct"))
+        for ts, eq, pk in zip(result.times_ns.tolist(), result.equity.tolist(), peak.tolist(),
+                              strict=True):
+            w.writerow((iso(ts), f"{eq:.6f}", f"{(pk - eq) / pk * 100 if pk else 0.0:.6f}"))
+    paths["metrics"].write_text(json.dumps(metrics_document(result, extra), indent=2,
+                                           sort_keys=True) + "\n")
+    if chart:
+        paths["chart"] = write_chart(result, out_dir / "equity.png")
+    return paths
+
+
+def write_chart(result: BacktestResult, path: Path) -> Path:
+    """Equity (top) and drawdown in percent (bottom), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = result.times_ns.astype("datetime64[ns]")
+    peak = np.maximum.accumulate(result.equity)
+    dd = np.where(peak > 0, (result.equity - peak) / peak * 100, 0.0)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot(times, result.equity, lw=0.8, color="tab:blue")
+    top.set_ylabel("equity (USD)")
+    top.set_title(f"Gal-Friday backtest {', '.join(result.pairs)}")
+    bottom.fill_between(times, dd, 0, color="tab:red", alpha=0.5, lw=0)
+    bottom.set_ylabel("drawdown %")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def terminal_chart(values: FloatArray, width: int = 60, height: int = 10) -> str:
+    """A line chart in text (one column per bucket of the curve), for the console."""
+    if len(values) == 0:
+        return ""
+    buckets = np.array_split(values, min(width, len(values)))
+    points = [float(b[-1]) for b in buckets]
+    lo, hi = min(points), max(points)
+    span = hi - lo or 1.0
+    rows = [[" "] * len(points) for _ in range(height)]
+    for x, v in enumerate(points):
+        rows[height - 1 - round((v - lo) / span * (height - 1))][x] = "•"
+    labels = [f"{hi:>12,.2f} ┤"] + [" " * 13 + "│"] * (height - 2) + [f"{lo:>12,.2f} ┤"]
+    return "\n".join(label + "".join(row) for label, row in zip(labels, rows, strict=True))
+
+
+def summary_table(result: BacktestResult) -> Any:
+    """The console summary as a rich Table."""
+    from rich.table import Table
+
+    table = Table(title=f"Backtest {', '.join(result.pairs)}  {iso(result.start_ns)[:16]} → "
+                        f"{iso(result.end_ns)[:16]}", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, (label, fmt) in _LABELS.items():
+        value = result.metrics.get(key)
+        ok = value is not None and not (isinstance(value, float) and math.isnan(value))
+        table.add_row(label, fmt.format(value) if ok else "n/a")
+    return table

@@ -1,0 +1,88 @@
+"""One backtest end to end: signals for every pair, the engine, then round trips and metrics.
+
+``run_backtest`` is what ``gal-friday backtest`` and the benchmark call; its result holds
+everything the report writes. The same inputs give an identical result: the engine's clock is
+simulated, the matching engine is deterministic and the bus delivers in a fixed order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+import numpy as np
+
+from gal_friday.backtest.data import NS, PairData
+from gal_friday.backtest.engine import (
+    BacktestEngine,
+    Fill,
+    Progress,
+    StrategyFactory,
+    default_strategy,
+)
+from gal_friday.backtest.metrics import (
+    Trade,
+    compute_metrics,
+    equity_curve,
+    exposure_fraction,
+    round_trips,
+)
+from gal_friday.backtest.signals import PairSignals
+from gal_friday.candles import FloatArray, IntArray
+from gal_friday.config import Settings
+
+
+@dataclass
+class BacktestResult:
+    """Everything a report needs; ``metrics`` is JSON-ready."""
+
+    pairs: tuple[str, ...]
+    start_ns: int
+    end_ns: int
+    times_ns: IntArray
+    equity: FloatArray
+    trades: list[Trade]
+    fills: list[Fill]
+    metrics: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    open_positions: dict[str, str] = field(default_factory=dict)
+
+
+def candle_grid(data: Sequence[PairData]) -> IntArray:
+    """The run's time axis: the first open, then every candle end of every pair."""
+    ends = np.unique(np.concatenate(
+        [d.candles.time_s * NS + d.interval_s * NS for d in data]))
+    first = min(int(d.candles.time_s[0]) for d in data) * NS
+    grid: IntArray = np.concatenate(([first], ends)).astype(np.int64)
+    return grid
+
+
+async def run_backtest(settings: Settings, data: Sequence[PairData],
+                       signals: dict[str, PairSignals], *, capital: Decimal,
+                       strategy: StrategyFactory = default_strategy,
+                       depth: Literal["volume", "unlimited"] = "volume",
+                       progress: Progress | None = None) -> BacktestResult:
+    """Run the engine over ``data`` and compute the report's figures."""
+    started = time.perf_counter()
+    engine = BacktestEngine(settings, data, signals, capital=capital, strategy=strategy,
+                            depth=depth, progress=progress)
+    out = await engine.run()
+    loop_s = time.perf_counter() - started
+    grid = candle_grid(data)
+    closes = {d.pair: (d.candles.time_s * NS + d.interval_s * NS, d.candles.close)
+              for d in data}
+    equity = equity_curve(grid, capital, out.fills, closes)
+    equity[0] = float(capital)
+    trades = round_trips(out.fills)
+    start, end = int(grid[0]), int(grid[-1])
+    metrics = compute_metrics(
+        grid, equity, trades, capital=capital, final_equity=out.final_equity,
+        fees=out.fees_paid, exposure=exposure_fraction(out.fills, start, end),
+        risk_free_pct=float(settings.backtest.risk_free_rate_pct))
+    stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
+    return BacktestResult(tuple(d.pair for d in data), start, end, grid, equity, trades,
+                          out.fills, metrics, stats,
+                          {pair: str(qty) for pair, qty in sorted(out.held.items())})

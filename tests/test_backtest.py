@@ -1,0 +1,253 @@
+"""Backtest engine: no look-ahead, fill arithmetic, touch-or-cross limits, metrics by hand,
+determinism. Small hand-made candle series; no files, no network."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from decimal import Decimal as D
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gal_friday.backtest.classic import MarketStrategy
+from gal_friday.backtest.data import PairData, instrument_for, synthetic_pairs
+from gal_friday.backtest.engine import Fill, intrabar_corners, next_point
+from gal_friday.backtest.metrics import compute_metrics, drawdown, round_trips
+from gal_friday.backtest.report import metrics_document, terminal_chart, write_report
+from gal_friday.backtest.runner import BacktestResult, run_backtest
+from gal_friday.backtest.signals import (
+    LookAheadError,
+    PairSignals,
+    calibrate,
+    checked_features,
+    crossover,
+    default_builder,
+    sma,
+    sma_cross_signals,
+)
+from gal_friday.candles import CandleSeries
+from gal_friday.config import FeatureSettings, Settings, load_settings
+from gal_friday.events import OrderType, Side
+from gal_friday.features import FeatureTable, batch_candle_features
+from gal_friday.prediction.model import Calibration
+
+T0 = 1_700_000_040  # a minute boundary
+NAN = math.nan
+
+
+def series(rows: list[tuple[float, float, float, float]], volume: float = 1e6) -> CandleSeries:
+    n = len(rows)
+    o, h, low, c = (np.array(col, dtype=np.float64) for col in zip(*rows, strict=True))
+    return CandleSeries(np.arange(n, dtype=np.int64) * 60 + T0, o, h, low, c,
+                        np.full(n, volume), np.ones(n, dtype=np.int64))
+
+
+def settings(**sections: dict[str, Any]) -> Settings:
+    base: dict[str, Any] = {
+        "pairs": ["XRP/USD"],
+        "strategy": {"confirm_momentum": False, "max_holding_min": 0, "min_edge_pct": 0},
+        "paper": {"latency_ms": 1, "slippage_bps": 0},
+        "fees": {"maker_pct": 0, "taker_pct": 0},
+        "risk": {"max_consecutive_losses": 1000, "max_daily_drawdown_pct": 100,
+                 "max_weekly_drawdown_pct": 100, "max_total_drawdown_pct": 100},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return load_settings(None, base)
+
+
+def run(s: Settings, candles: CandleSeries, prob: list[float], *, market: bool = False,
+        depth: str = "unlimited") -> BacktestResult:
+    data = [PairData("XRP/USD", candles, instrument_for("XRP/USD", candles), 60)]
+    signals = {"XRP/USD": PairSignals(np.array(prob), (), np.empty((len(prob), 0)), "m")}
+
+    def strat(st: Settings, bus: Any) -> MarketStrategy:
+        return MarketStrategy(st.strategy, st.fees, bus,
+                              venue_brackets=st.execution.protective_orders)
+
+    kwargs: dict[str, Any] = {"strategy": strat} if market else {}
+    return asyncio.run(run_backtest(s, data, signals, capital=D(10000), depth=depth,  # type: ignore[arg-type]
+                                    **kwargs))
+
+
+# --- no look-ahead -------------------------------------------------------------------------
+
+
+def test_a_feature_reading_the_next_candle_is_caught() -> None:
+    fs = FeatureSettings()
+    candles = synthetic_pairs(["XRP/USD"], seed=3, days=1)[0].candles
+
+    def peeking(s: CandleSeries) -> FeatureTable:
+        table = batch_candle_features(s, fs)
+        nxt = np.r_[s.close[1:], np.nan][(s.volume > 0) & (s.low > 0)]
+        return FeatureTable(table.time_s, (*table.names, "next_close"),
+                            np.column_stack([table.values, nxt]))
+
+    with pytest.raises(LookAheadError, match="next_close"):
+        checked_features(candles, peeking)
+    table = checked_features(candles, default_builder(fs))  # the real features pass
+    assert table.values.shape == (len(candles), len(table.names))
+
+
+def test_orders_fill_only_after_the_decision_candle() -> None:
+    # decision at candle 1's close (price 1.0); candle 1 itself dipped to 0.5 before closing
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 0.5, 1.0), (1.2, 1.3, 1.2, 1.25),
+                      (1.25, 1.3, 1.2, 1.25)])
+    result = run(settings(), candles, [NAN, 0.9, NAN, NAN], market=True)
+    fill = result.fills[0]
+    assert fill.price == D("1.2")  # the next candle's open, not anything of candle 1
+    assert fill.ts_ns >= (T0 + 120) * 10**9
+
+
+# --- fills ---------------------------------------------------------------------------------
+
+
+def test_market_fill_fee_and_slippage_arithmetic() -> None:
+    s = settings(paper={"slippage_bps": 10}, fees={"taker_pct": "0.4", "maker_pct": "0.1"})
+    candles = series([(2.0, 2.0, 2.0, 2.0), (2.0, 2.1, 2.0, 2.05), (2.1, 2.2, 2.05, 2.1),
+                      (2.1, 2.1, 2.1, 2.1)])
+    result = run(s, candles, [0.9, NAN, 0.1, NAN], market=True)
+    buy, sell = result.fills
+    assert buy.price == D("2.0") * D("1.001") and sell.price == D("2.1") * D("0.999")
+    assert buy.fee == buy.qty * buy.price * D("0.004")
+    assert sell.fee == sell.qty * sell.price * D("0.004")
+    (trade,) = result.trades
+    assert trade.pnl == sell.qty * sell.price - buy.qty * buy.price - buy.fee - sell.fee
+    assert result.metrics["fees_paid"] == pytest.approx(float(buy.fee + sell.fee))
+    assert result.metrics["final_equity"] == pytest.approx(10000 + float(trade.pnl))
+
+
+def test_limit_entry_does_not_fill_when_price_stays_above() -> None:
+    s = settings(execution={"entry_timeout_s": 30})
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.001, 1.01, 1.00001, 1.005),
+                      (1.005, 1.01, 1.001, 1.005)])
+    result = run(s, candles, [0.9, NAN, NAN])
+    assert result.fills == [] and result.stats["orders"] == 1  # sent, never filled
+
+
+def test_limit_entry_fills_on_touch_at_its_price_as_maker() -> None:
+    s = settings(fees={"maker_pct": "0.25", "taker_pct": "0.4"}, execution={
+        "entry_timeout_s": 30, "protective_orders": False})
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.002, 1.01, 1.0, 1.005),
+                      (1.005, 1.01, 1.001, 1.005)])
+    result = run(s, candles, [0.9, NAN, NAN])
+    fill = result.fills[0]  # (the strategy's own take-profit at 1.01 sells it later)
+    assert fill.price == D("1.0") and fill.side is Side.BUY  # at the limit, never better
+    assert fill.fee == fill.qty * D("1.0") * D("0.0025")
+
+
+def test_stop_loss_fills_at_its_trigger_on_the_intrabar_path() -> None:
+    s = settings(strategy={"stop_loss_pct": "1", "take_profit_pct": "5"})
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 0.95, 0.96),
+                      (0.96, 0.96, 0.96, 0.96)])
+    result = run(s, candles, [0.9, NAN, NAN, NAN])
+    (trade,) = result.trades
+    assert trade.exit_type == str(OrderType.STOP_LOSS)
+    assert trade.exit_price == D("0.99")  # the trigger, not the candle's low of 0.95
+
+
+def test_partial_fills_when_the_candle_volume_is_small() -> None:
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.01, 0.99, 1.0), (1.0, 1.0, 1.0, 1.0),
+                      (1.0, 1.0, 1.0, 1.0)], volume=40.0)
+    result = run(settings(execution={"protective_orders": False}), candles,
+                 [0.9, NAN, NAN, NAN], market=True, depth="volume")
+    assert result.fills[0].side is Side.BUY and result.fills[0].qty == D(10)  # 40 / 4
+
+
+def test_intrabar_path_order_and_waypoints() -> None:
+    assert intrabar_corners(10, 15, 5, 12) == [10, 5, 15, 12]  # up candle: low first
+    assert intrabar_corners(10, 15, 5, 8) == [10, 15, 5, 8]  # down candle: high first
+    assert next_point(10, 5, [7, 14, 8]) == 8 and next_point(5, 15, [7, 14, 20]) == 7
+    assert next_point(14, 15, [7, 14, 20]) == 15
+
+
+# --- signals ------------------------------------------------------------------------------
+
+
+def test_vectorised_calibration_equals_the_workers() -> None:
+    cal = Calibration((0.1, 0.3, 0.3, 0.5, 0.9), (0.05, 0.2, 0.4, 0.5, 0.95))
+    raw = np.r_[np.random.default_rng(1).random(2000), 0.1, 0.3, 0.5, 0.9, 0.0, 1.0]
+    assert calibrate(cal, raw).tolist() == [cal.apply(float(p)) for p in raw]
+
+
+def test_sma_and_crossover_match_backtrader_formulas() -> None:
+    close = np.round(1 + np.cumsum(np.random.default_rng(2).normal(0, 0.01, 400)), 4)
+    fast = sma(close, 10)
+    assert fast[9:].tolist() == [math.fsum(close[i - 9:i + 1]) / 10 for i in range(9, 400)]
+    cross = crossover(np.array([1, 2, 2, 3, 1.0]), np.array([2, 2, 2, 2, 2.0]))
+    assert cross.tolist() == [0, 0, 0, 1, -1]  # the zero differences carry the last sign
+    sig = sma_cross_signals(series([(c, c, c, c) for c in close]))
+    assert set(np.unique(sig.prob[~np.isnan(sig.prob)])) <= {0.0, 1.0}
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def _fill(ts: int, side: Side, qty: str, price: str, fee: str = "0") -> Fill:
+    return Fill(ts, "XRP/USD", side, D(qty), D(price), D(fee), OrderType.MARKET, "c", "s")
+
+
+def test_metrics_against_hand_computed_values() -> None:
+    hour = 3600 * 10**9
+    times = np.arange(5, dtype=np.int64) * hour
+    equity = np.array([100.0, 110.0, 99.0, 105.0, 120.0])
+    fills = [_fill(0, Side.BUY, "10", "1", "0.1"), _fill(1, Side.SELL, "10", "2", "0.1"),
+             _fill(2, Side.BUY, "10", "2"), _fill(3, Side.SELL, "10", "1.5"),
+             _fill(4, Side.BUY, "5", "1"), _fill(5, Side.SELL, "5", "1.4")]
+    trades = round_trips(fills)
+    assert [t.pnl for t in trades] == [D("9.8"), D("-5"), D("2")]
+    m = compute_metrics(times, equity, trades, capital=D(100), final_equity=D(120),
+                        fees=D("0.2"), exposure=0.5)
+    assert m["total_return_pct"] == pytest.approx(20.0)
+    assert m["max_drawdown"] == pytest.approx(11.0) and m["max_drawdown_pct"] == pytest.approx(
+        10.0)
+    assert m["win_rate_pct"] == pytest.approx(200 / 3)
+    assert m["profit_factor"] == pytest.approx(11.8 / 5)
+    assert m["avg_pnl_per_trade"] == pytest.approx(6.8 / 3)
+    r = np.array([0.1, 99 / 110 - 1, 105 / 99 - 1, 120 / 105 - 1])  # hourly returns
+    scale = math.sqrt(365 * 24)
+    assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * scale)
+    assert m["sortino"] == pytest.approx(
+        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * scale)
+    assert drawdown(np.array([1.0, 2.0, 1.0, 3.0])) == (1.0, 50.0)
+
+
+# --- determinism and the report -------------------------------------------------------------
+
+
+def test_same_inputs_give_an_identical_report(tmp_path: Any) -> None:
+    s = load_settings(None, {
+        "strategy": {"confirm_momentum": False, "buy_threshold": 0.6, "sell_threshold": 0.4}})
+    data = synthetic_pairs(["XRP/USD", "DOGE/USD"], seed=5, days=1)
+    signals = {d.pair: sma_cross_signals(d.candles, 5, 20) for d in data}
+
+    def once(out: str) -> tuple[BacktestResult, str]:
+        def strat(st: Settings, bus: Any) -> MarketStrategy:
+            return MarketStrategy(st.strategy, st.fees, bus)
+        result = asyncio.run(run_backtest(s, data, signals, capital=D(10000), strategy=strat))
+        paths = write_report(result, tmp_path / out, chart=out == "a")
+        return result, paths["trades"].read_text() + paths["metrics"].read_text()
+
+    (first, text_a), (second, text_b) = once("a"), once("b")
+    assert first.fills and first.fills == second.fills
+    assert text_a == text_b and metrics_document(first) == metrics_document(second)
+    assert (tmp_path / "a" / "equity.png").stat().st_size > 1000
+    assert terminal_chart(first.equity).count("\n") == 9
+
+
+def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> None:
+    import argparse
+
+    from gal_friday.backtest import cli as backtest_cli
+    from gal_friday.cli import _common_options, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    args = parser.parse_args(["backtest", "--synthetic", "0.5", "--strategy", "sma",
+                              "--no-progress", "--out", str(tmp_path / "r"),
+                              "--pairs", "XRP/USD"])
+    assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 0
+    names = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert names == ["equity.csv", "equity.png", "metrics.json", "trades.csv"]
