@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", parents=[common],
                           help="print the effective configuration (secrets masked)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    replay = sub.add_parser("replay", parents=[common],
+                            help="re-run a recorded session's decisions and compare them")
+    replay.add_argument("session", type=Path, metavar="SESSION",
+                        help="a journal from <data_dir>/sessions/ (or its path)")
+    from gal_friday.backtest.cli import add_parser as add_backtest
+
+    add_backtest(sub, common)
     _add_control_commands(sub, common)
     return parser
 
@@ -192,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_train(settings, args))
         if command == "features":
             return _features(settings, args)
+        if command == "replay":
+            return _replay(settings, args.session)
+        if command == "backtest":
+            from gal_friday.backtest import cli as backtest_cli
+
+            return asyncio.run(backtest_cli.run(settings, args))
         if not getattr(args, "no_ui", False):
             return _cockpit(settings, duration)
         from gal_friday.headless import run_headless
@@ -208,6 +221,26 @@ def _cockpit(settings: Settings, duration: float | None) -> int:
     quiet = settings.logging.model_copy(update={"stdout": False})
     setup_logging(quiet, secrets=_secrets(settings))
     return _run(run_tui(settings, duration_s=duration))
+
+
+def _replay(settings: Settings, session: Path) -> int:
+    """Replay one session journal; exit 0 only when every decision was reproduced."""
+    from gal_friday.replay import replay_session
+    from gal_friday.session import SessionError
+
+    path = session
+    if not path.exists() and (Path(settings.paths.data_dir) / "sessions" / path).exists():
+        path = Path(settings.paths.data_dir) / "sessions" / path
+    try:
+        result = asyncio.run(replay_session(path))
+    except (SessionError, OSError) as exc:
+        raise FatalError(str(exc)) from None
+    counts = ", ".join(f"{n} {kind}" for kind, n in result.compared.items())
+    print(f"replayed {result.session}: {result.events} events; compared {counts}")
+    for line in result.mismatches:
+        print(f"MISMATCH {line}")
+    print("reproduced exactly" if result.ok else "NOT reproduced")
+    return EXIT_OK if result.ok else EXIT_FAILURE
 
 
 class FatalError(Exception):

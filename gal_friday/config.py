@@ -202,6 +202,7 @@ class LoggingSettings(_Section):
     max_bytes: Annotated[int, Field(ge=1024)] = 20_000_000
     backup_count: Annotated[int, Field(ge=0)] = 10
     stdout: bool = True
+    session_journal: bool = True
 
 
 class PathsSettings(_Section):

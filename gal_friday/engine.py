@@ -34,6 +34,7 @@ from gal_friday.portfolio import PortfolioManager
 from gal_friday.prediction.pipeline import ensure_demo_model
 from gal_friday.prediction.service import PredictionService, load_models
 from gal_friday.risk import RiskManager
+from gal_friday.session import SessionRecorder
 from gal_friday.strategy import StrategyArbitrator
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class Engine:
         self.portfolio: PortfolioManager | None = None
         self.risk: RiskManager | None = None
         self.execution: ExecutionHandler | None = None
+        self.session: SessionRecorder | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good, serving the local control
@@ -131,6 +133,8 @@ class Engine:
                     await self.execution.stop()
                 if self.prediction is not None:
                     await self.prediction.stop()
+                if self.session is not None:
+                    self.session.close()
 
     async def _run_until(self, stop: asyncio.Event, ingestor: DataIngestor) -> None:
         ingest = asyncio.create_task(ingestor.run(), name="engine:ingest")
@@ -166,6 +170,10 @@ class Engine:
         """Strategy, risk, portfolio and the ExecutionHandler on this run's trading venue:
         the paper matching engine, or real orders through the exchange's private API."""
         s = self.settings
+        if s.logging.session_journal:
+            models = self.prediction.model_id if self.prediction else ""
+            self.session = SessionRecorder(s, models=(models,))
+            self.session.attach(self.bus)
         trading = self._trading_venue(venue)
         self.execution = ExecutionHandler(s.execution, trading, self.bus)
         await self.execution.start()

@@ -44,6 +44,7 @@ from gal_friday.events import (
     FlattenEvent,
     HaltEvent,
     OpenOrderState,
+    OrderRequestEvent,
     OrderStatus,
     OrderType,
     ReconciliationEvent,
@@ -78,6 +79,8 @@ class Role(enum.StrEnum):
 
 
 _PROTECTIVE = (Role.STOP, Role.TARGET)
+_ROLE_NAMES = {Role.ENTRY: "entry", Role.ENTRY_MARKET: "entry-market", Role.STOP: "stop",
+               Role.TARGET: "target", Role.EXIT: "exit"}
 
 
 class OrderJournal(Protocol):
@@ -390,6 +393,10 @@ class ExecutionHandler:
             "pair": order.request.pair, "side": str(order.request.side),
             "type": str(order.request.type), "qty": str(order.request.qty),
             "limit": str(order.request.limit_price), "trigger": str(order.request.trigger_price)})
+        r = order.request
+        await self.bus.publish(OrderRequestEvent(
+            r.client_order_id, order.signal_id, _ROLE_NAMES[order.role], r.pair, r.side, r.type,
+            r.qty, r.limit_price, r.trigger_price, self.clock_ns()))
         self._in_flight += 1
         try:
             if self.journal is not None:

@@ -1,0 +1,134 @@
+"""Session journal: every input and decision of a run, in bus order, for replay [FR-1008].
+
+A run records to ``<data_dir>/sessions/<UTC start>.jsonl.gz``: a header line (session id, mode,
+exchange, pairs, models, the effective configuration without secrets), then one line per event
+``[type, {fields}]`` in the order the bus delivered it. Recorded are the inputs a decision can
+depend on (market data, instruments, features, predictions, exchange reports, operator
+commands, reconciliations) and the decisions themselves (proposed signals, risk verdicts, order
+requests), so ``gal-friday replay`` can feed the inputs to the same strategy, risk, portfolio
+and execution code and compare its decisions with the recorded ones.
+
+The recorder is one more BLOCK subscriber with a deep queue: it never drops a line (a replay
+of an incomplete journal would prove nothing), and writes through gzip off the trading path's
+handlers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gal_friday.bus import EventBus, Policy
+from gal_friday.config import Settings
+from gal_friday.events import (
+    BookEvent,
+    BookInvalidatedEvent,
+    CandleEvent,
+    Event,
+    ExecutionReportEvent,
+    FeatureEvent,
+    FlattenEvent,
+    HaltEvent,
+    InstrumentEvent,
+    OrderRequestEvent,
+    PredictionEvent,
+    ReconciliationEvent,
+    ResumeEvent,
+    TradeEvent,
+    TradeSignalApprovedEvent,
+    TradeSignalProposedEvent,
+    TradeSignalRejectedEvent,
+)
+
+log = logging.getLogger(__name__)
+
+RECORDED: tuple[type[Event], ...] = (
+    BookEvent, BookInvalidatedEvent, TradeEvent, CandleEvent, InstrumentEvent, FeatureEvent,
+    PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
+    TradeSignalRejectedEvent, OrderRequestEvent, ExecutionReportEvent, HaltEvent, ResumeEvent,
+    FlattenEvent, ReconciliationEvent,
+)
+_TYPES = {t.__name__: t for t in RECORDED}
+_encoder = msgspec.json.Encoder()
+
+
+class SessionError(Exception):
+    """A journal that cannot be read; the message says which file and why."""
+
+
+class SessionRecorder:
+    """Writes the session journal of one run."""
+
+    def __init__(self, settings: Settings, *, models: tuple[str, ...] = (),
+                 clock_ns: Any = time.time_ns) -> None:
+        started = clock_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started / 1e9))
+        self.directory = Path(settings.paths.data_dir) / "sessions"
+        self.path = self.directory / f"{stamp}-{settings.exchange}-{settings.mode}.jsonl.gz"
+        self.header = {
+            "session": self.path.name.removesuffix(".jsonl.gz"), "started_ns": started,
+            "mode": settings.mode, "exchange": settings.exchange, "pairs": list(settings.pairs),
+            "models": list(models), "config": settings.model_dump(mode="json"),
+        }
+        self._file: gzip.GzipFile | None = None
+        self.recorded = 0
+
+    def attach(self, bus: EventBus) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        handle = gzip.GzipFile(self.path, "wb", compresslevel=1)
+        handle.write(json.dumps(self.header).encode() + b"\n")
+        self._file = handle
+        bus.subscribe(RECORDED, self.on_event, name="session", policy=Policy.BLOCK,
+                      maxsize=100_000)
+        log.info("recording the session", extra={"path": str(self.path)})
+
+    def on_event(self, event: Event) -> None:
+        assert self._file is not None
+        self._file.write(b'["' + type(event).__name__.encode() + b'",' + _encoder.encode(event)
+                         + b"]\n")
+        self.recorded += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            log.info("session recorded", extra={"path": str(self.path),
+                                                "events": self.recorded})
+
+
+def read_session(path: str | Path) -> tuple[dict[str, Any], Iterator[Event]]:
+    """The header and the events of a journal (lazily; a truncated tail ends the stream,
+    since a crashed run's last line may be cut)."""
+    path = Path(path)
+    try:
+        handle = gzip.GzipFile(path, "rb")
+        header = json.loads(handle.readline())
+    except (OSError, ValueError, EOFError) as exc:
+        raise SessionError(f"{path}: not a Gal-Friday session journal ({exc})") from None
+    if not isinstance(header, dict) or "session" not in header:
+        raise SessionError(f"{path}: not a Gal-Friday session journal (no header)")
+    return header, _events(path, handle)
+
+
+def _events(path: Path, handle: gzip.GzipFile) -> Iterator[Event]:
+    with handle:
+        while True:
+            try:
+                line = handle.readline()
+            except (OSError, EOFError):
+                log.warning("session journal ends early (truncated)", extra={"path": str(path)})
+                return
+            if not line:
+                return
+            try:
+                name, fields = json.loads(line)
+                yield msgspec.convert(fields, _TYPES[name])
+            except (ValueError, KeyError, msgspec.ValidationError):
+                log.warning("unreadable journal line skipped", extra={"path": str(path)})
