@@ -137,6 +137,7 @@ class ExecutionSettings(_Section):
     dead_man_switch_s: Annotated[int, Field(ge=0, lt=86400)] = 60
     dead_man_interval_s: PositiveFloat = 20.0
     reconcile_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    orphan_orders: Literal["adopt", "cancel"] = "adopt"
 
 
 class FeeSettings(_Section):

@@ -30,12 +30,18 @@ from gal_friday.features import FeatureEngine
 from gal_friday.ingest import DataIngestor
 from gal_friday.kraken.rest import KrakenError
 from gal_friday.kraken.ws import RawSink
+from gal_friday.monitoring import MonitoringService
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.prediction.pipeline import ensure_demo_model
 from gal_friday.prediction.service import PredictionService, load_models
+from gal_friday.recovery import recover
 from gal_friday.risk import RiskManager
 from gal_friday.session import SessionRecorder
+from gal_friday.store import make_store
+from gal_friday.store.audit import AuditWriter
+from gal_friday.store.base import Store
 from gal_friday.strategy import StrategyArbitrator
+from gal_friday.timeseries import TimeSeriesWriter
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,10 @@ class Engine:
         self.risk: RiskManager | None = None
         self.execution: ExecutionHandler | None = None
         self.session: SessionRecorder | None = None
+        self.store: Store | None = None
+        self.audit: AuditWriter | None = None
+        self.monitoring: MonitoringService | None = None
+        self.timeseries: TimeSeriesWriter | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good, serving the local control
@@ -129,8 +139,7 @@ class Engine:
                 await self._run_until(stop, self.ingestor)
             finally:
                 await self.bus.stop()
-                if self.execution is not None:
-                    await self.execution.stop()
+                await self._stop_trading()
                 if self.prediction is not None:
                     await self.prediction.stop()
                 if self.session is not None:
@@ -167,33 +176,63 @@ class Engine:
         return service
 
     async def _start_trading(self, venue: Venue) -> None:
-        """Strategy, risk, portfolio and the ExecutionHandler on this run's trading venue:
-        the paper matching engine, or real orders through the exchange's private API."""
+        """Audit, strategy, risk, portfolio, monitoring and the ExecutionHandler on this run's
+        trading venue (the paper matching engine, or the exchange's private API). A live start
+        recovers first: nothing may enter before the bot knows what it owns."""
         s = self.settings
         if s.logging.session_journal:
             models = self.prediction.model_id if self.prediction else ""
             self.session = SessionRecorder(s, models=(models,))
             self.session.attach(self.bus)
+        self.store = make_store(s)
+        self.audit = AuditWriter(self.store, s, self.bus)
+        self.audit.attach()
+        await self.audit.start()
         trading = self._trading_venue(venue)
-        self.execution = ExecutionHandler(s.execution, trading, self.bus)
+        self.execution = ExecutionHandler(s.execution, trading, self.bus, journal=self.audit)
         await self.execution.start()
         cash = s.paper.initial_cash_usd
         if s.mode == "live":
             cash = (await trading.balances()).get("USD", Decimal(0))
         self.portfolio = PortfolioManager(cash, pairs=s.pairs)
         self.portfolio.attach(self.bus)
-        if s.mode == "live":
-            await self.execution.reconcile(force=True)
         self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
                                 taker_fee_pct=s.fees.taker_pct)
-        StrategyArbitrator(s.strategy, s.fees, self.bus,
+        StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs,
                            venue_brackets=s.execution.protective_orders).attach()
+        await self._start_monitoring()
+        if s.mode == "live":
+            await recover(s, self.store, trading, self.execution, self.bus)
         self.execution.attach()
         log.info("trading", extra={"mode": s.mode.upper(), "venue": trading.name,
                                    "exchange": venue.name, "cash_usd": str(cash)})
         if s.mode == "live":
             where = "the SIMULATOR" if venue.name == "sim" else "KRAKEN, WITH REAL MONEY"
             log.warning(f"LIVE TRADING: orders go to {where}", extra={"mode": "LIVE"})
+
+    async def _start_monitoring(self) -> None:
+        s, risk = self.settings, self.risk
+        assert risk is not None
+        self.monitoring = MonitoringService(s, self.bus, risk_halted=lambda: risk.halted)
+        self.monitoring.attach()
+        await self.monitoring.start()
+        if s.timeseries.enabled:
+            self.timeseries = TimeSeriesWriter(s, self.bus, tags={"mode": s.mode})
+            self.timeseries.attach()
+            await self.timeseries.start()
+
+    async def _stop_trading(self) -> None:
+        """After the bus has stopped: flush the audit and time series, close the store."""
+        if self.execution is not None:
+            await self.execution.stop()
+        if self.monitoring is not None:
+            await self.monitoring.stop()
+        if self.timeseries is not None:
+            await self.timeseries.stop()
+        if self.audit is not None:
+            await self.audit.stop()
+        if self.store is not None:
+            await self.store.close()
 
     def _trading_venue(self, venue: Venue) -> TradingVenue:
         s = self.settings

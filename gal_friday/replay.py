@@ -186,7 +186,7 @@ class _Replayer:
         self.portfolio.attach(self.bus)
         RiskManager(s.risk, self.bus, self.portfolio.snapshot, taker_fee_pct=s.fees.taker_pct,
                     clock=self.clock)
-        StrategyArbitrator(s.strategy, s.fees, self.bus,
+        StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs,
                            venue_brackets=s.execution.protective_orders).attach()
         x = s.execution.model_copy(update={"busy_retries": 0, "reconcile_interval_s": 0})
         self.handler = ExecutionHandler(x, self.venue, self.bus, clock_ns=self.clock)

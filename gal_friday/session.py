@@ -40,6 +40,7 @@ from gal_friday.events import (
     OrderRequestEvent,
     PredictionEvent,
     ReconciliationEvent,
+    ReduceEvent,
     ResumeEvent,
     TradeEvent,
     TradeSignalApprovedEvent,
@@ -53,7 +54,7 @@ RECORDED: tuple[type[Event], ...] = (
     BookEvent, BookInvalidatedEvent, TradeEvent, CandleEvent, InstrumentEvent, FeatureEvent,
     PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
     TradeSignalRejectedEvent, OrderRequestEvent, ExecutionReportEvent, HaltEvent, ResumeEvent,
-    FlattenEvent, ReconciliationEvent,
+    FlattenEvent, ReduceEvent, ReconciliationEvent,
 )
 _TYPES = {t.__name__: t for t in RECORDED}
 _encoder = msgspec.json.Encoder()

@@ -32,6 +32,7 @@ from gal_friday.events import (
     OrderStatus,
     OrderType,
     PredictionEvent,
+    ReconciliationEvent,
     Side,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
@@ -61,7 +62,7 @@ class StrategyArbitrator:
     """Per-pair trading rules; publishes TradeSignalProposedEvent."""
 
     def __init__(self, settings: StrategySettings, fees: FeeSettings, bus: EventBus, *,
-                 venue_brackets: bool = True) -> None:
+                 venue_brackets: bool = True, pairs: tuple[str, ...] = ()) -> None:
         self.s = settings
         self.venue_brackets = venue_brackets
         self.fees = fees
@@ -71,11 +72,13 @@ class StrategyArbitrator:
         self._brackets: dict[str, tuple[Decimal, Decimal]] = {}  # signal id -> (stop, target)
         self.skipped: dict[str, int] = {}
         self._exit_ids: set[str] = set()  # exit signals still in flight
+        for pair in pairs:
+            self._state(pair)
 
     def attach(self) -> None:
         self.bus.subscribe(
             (PredictionEvent, FeatureEvent, BookEvent, ExecutionReportEvent,
-             TradeSignalRejectedEvent, FlattenEvent),
+             TradeSignalRejectedEvent, FlattenEvent, ReconciliationEvent),
             self.on_event, name="strategy", policy=Policy.BLOCK, maxsize=4096)
 
     async def on_event(self, event: Event) -> None:
@@ -107,6 +110,8 @@ class StrategyArbitrator:
             return self._on_prediction(event)
         elif isinstance(event, ExecutionReportEvent):
             self._on_report(event)
+        elif isinstance(event, ReconciliationEvent):
+            self._on_reconciliation(event)
         elif isinstance(event, TradeSignalRejectedEvent):
             state = self._state(event.pair)
             if state.pending == event.signal_id:
@@ -215,6 +220,19 @@ class StrategyArbitrator:
             model_id=model_id, ts_ns=ts_ns, is_exit=is_exit)
 
     # --- positions from execution reports --------------------------------------------------
+
+    def _on_reconciliation(self, event: ReconciliationEvent) -> None:
+        """The exchange's holdings win (after a restart the strategy knows nothing else)."""
+        balances = dict(event.balances)
+        for pair, state in self.pairs.items():
+            held = balances.get(pair.split("/")[0], Decimal(0))
+            if held == state.qty:
+                continue
+            log.warning("position corrected to the exchange's balance", extra={
+                "pair": pair, "was": str(state.qty), "now": str(held)})
+            if state.qty == 0 and held > 0:
+                state.opened_ns = event.ts_ns
+            state.qty = held
 
     def _on_report(self, report: ExecutionReportEvent) -> None:
         state = self._state(report.pair)

@@ -1,0 +1,249 @@
+"""Crash recovery: after a restart, know exactly what is owned and which orders are out
+before a single new entry is allowed.
+
+On a live start the engine runs ``recover`` after the venue connects and before the risk
+manager lets entries through:
+
+1. **Load** what the store believed: orders not final (intents included: written before they
+   were sent) and open round trips with their stop-loss / take-profit.
+2. **Orders at the exchange**: every working order whose client order id is ours is adopted by
+   the ExecutionHandler (its role is in the id; stop / target pairs become siblings again) or,
+   with ``execution.orphan_orders = "cancel"``, cancelled. Orders of other clients are left
+   alone and named in the log.
+3. **Orders the store believed working but the exchange no longer lists** are looked up by
+   client id; their final state is reported (an intent the exchange never saw was never sent).
+4. **Fills since the last one the store knew** are reported, so no fill is lost (reports are
+   idempotent downstream: the store keys fills by cumulative quantity).
+5. **Balances**: a reconciliation sets the portfolio and the strategy to the exchange's
+   holdings; a held quantity not covered by working stop / target orders (for instance after
+   the dead man's switch cancelled them) is protected again at the recorded brackets.
+
+If any step fails the bot stays closed to new entries: a HaltEvent with source ``recovery``
+says why, and only an operator resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from gal_friday.bus import EventBus
+from gal_friday.config import Settings
+from gal_friday.events import (
+    ExecutionReportEvent,
+    HaltEvent,
+    OpenOrderState,
+    OrderStatus,
+    OrderType,
+    ReconciliationEvent,
+    Side,
+    now_ns,
+)
+from gal_friday.execution.handler import ExecutionHandler, Role, role_of
+from gal_friday.execution.venue import (
+    OrderRequest,
+    TradingVenue,
+    VenueError,
+    VenueFill,
+    VenueOrder,
+)
+from gal_friday.store.base import Store, StoredOrder, StoreUnavailable
+
+log = logging.getLogger(__name__)
+_ZERO = Decimal(0)
+_FINAL_WORDS = {"closed": OrderStatus.FILLED, "filled": OrderStatus.FILLED,
+                "canceled": OrderStatus.CANCELLED, "cancelled": OrderStatus.CANCELLED,
+                "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}
+
+
+@dataclass
+class RecoveryResult:
+    ok: bool = True
+    reason: str = ""
+    adopted: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    never_sent: list[str] = field(default_factory=list)
+    fills_reported: int = 0
+    reprotected: dict[str, Decimal] = field(default_factory=dict)
+
+
+class RecoveryError(Exception):
+    """Recovery could not complete; the bot stays closed to new entries."""
+
+
+async def recover(settings: Settings, store: Store, venue: TradingVenue,
+                  handler: ExecutionHandler, bus: EventBus) -> RecoveryResult:
+    """Run every recovery step (see the module doc); never raises: a failure HALTs."""
+    result = RecoveryResult()
+    try:
+        await _recover(settings, store, venue, handler, bus, result)
+    except (VenueError, StoreUnavailable, RecoveryError, OSError) as exc:
+        result.ok, result.reason = False, f"{type(exc).__name__}: {exc}"
+        log.error("recovery failed: closed to new entries until an operator resumes",
+                  extra={"reason": result.reason})
+        await bus.publish(HaltEvent(f"crash recovery incomplete: {result.reason}", "recovery"))
+        return result
+    log.info("recovery complete", extra={
+        "adopted": result.adopted, "cancelled": result.cancelled, "foreign": result.foreign,
+        "resolved": result.resolved, "never_sent": result.never_sent,
+        "fills_reported": result.fills_reported,
+        "reprotected": {p: str(q) for p, q in result.reprotected.items()}})
+    return result
+
+
+async def _recover(settings: Settings, store: Store, venue: TradingVenue,
+                   handler: ExecutionHandler, bus: EventBus, result: RecoveryResult) -> None:
+    stored = await store.open_orders()
+    believed = {o.client_order_id: o for o in stored}
+    signals = believed_signal_ids(stored)
+    last_fill = await store.last_fill_ts()
+    adopt = settings.execution.orphan_orders == "adopt"
+    adopted: list[VenueOrder] = []
+    for vo in await venue.open_orders():
+        if role_of(vo.client_order_id) is None:
+            result.foreign.append(vo.client_order_id)
+            continue
+        believed.pop(vo.client_order_id, None)
+        if adopt:
+            adopted.append(vo)
+        else:
+            await venue.cancel(vo.client_order_id)
+            result.cancelled.append(vo.client_order_id)
+    _adopt(handler, adopted, signals, result)
+    for record in believed.values():
+        await _resolve(venue, bus, record, result)
+    fills = await venue.fills_since((last_fill or 0) + 1)
+    result.fills_reported = await _report_fills(bus, fills, stored)
+    balances = await venue.balances()
+    await bus.publish(ReconciliationEvent(
+        balances=tuple(sorted(balances.items())),
+        open_orders=tuple(OpenOrderState(o.client_order_id, o.pair, o.side, o.type,
+                                         o.qty - o.filled_qty, o.limit_price)
+                          for o in await venue.open_orders()),
+        venue=venue.name, ts_ns=now_ns()))
+    await _restore_pairs(settings, store, handler, balances, adopted, result)
+
+
+def believed_signal_ids(store_orders: list[StoredOrder]) -> dict[str, str]:
+    return {o.client_order_id: o.trade_id or o.signal_id or "" for o in store_orders}
+
+
+def _adopt(handler: ExecutionHandler, adopted: list[VenueOrder], signals: dict[str, str],
+           result: RecoveryResult) -> None:
+    """Adopt working orders; stop / target orders of one trade and quantity are siblings."""
+    groups: dict[tuple[str, Decimal], dict[Role, VenueOrder]] = defaultdict(dict)
+    for vo in adopted:
+        role = role_of(vo.client_order_id)
+        if role in (Role.STOP, Role.TARGET):
+            groups[(signals.get(vo.client_order_id, ""), vo.qty)][role] = vo
+    sibling_of: dict[str, str] = {}
+    for pair in groups.values():
+        if Role.STOP in pair and Role.TARGET in pair:
+            stop, target = pair[Role.STOP].client_order_id, pair[Role.TARGET].client_order_id
+            sibling_of[stop], sibling_of[target] = target, stop
+    for vo in adopted:
+        status = OrderStatus.PARTIALLY_FILLED if vo.filled_qty > 0 else OrderStatus.ACKNOWLEDGED
+        handler.adopt(OrderRequest(vo.client_order_id, vo.pair, vo.side, vo.type, vo.qty,
+                                   vo.limit_price, signals.get(vo.client_order_id) or None,
+                                   vo.trigger_price),
+                      status=status, filled=vo.filled_qty,
+                      signal_id=signals.get(vo.client_order_id, ""),
+                      sibling=sibling_of.get(vo.client_order_id))
+        result.adopted.append(vo.client_order_id)
+
+
+async def _resolve(venue: TradingVenue, bus: EventBus, record: StoredOrder,
+                   result: RecoveryResult) -> None:
+    """An order the store believed working that the exchange no longer lists."""
+    found = await venue.lookup(record.client_order_id)
+    if found is None:
+        if record.status != "intent":
+            raise RecoveryError(f"the exchange does not know order {record.client_order_id}, "
+                                f"which it had acknowledged")
+        result.never_sent.append(record.client_order_id)
+        await bus.publish(_report(record, OrderStatus.CANCELLED, record.filled_qty, None,
+                                  "never sent (found at restart)"))
+        return
+    if found.is_open:
+        return  # listed meanwhile; the venue's own reports carry on
+    status = _FINAL_WORDS.get(found.status, OrderStatus.CANCELLED)
+    if status is OrderStatus.FILLED and found.filled_qty < found.qty:
+        status = OrderStatus.CANCELLED  # closed with a remainder
+    await bus.publish(_report(record, status, found.filled_qty, None, "resolved at restart"))
+    result.resolved.append(record.client_order_id)
+
+
+async def _report_fills(bus: EventBus, fills: list[VenueFill],
+                        known: list[StoredOrder]) -> int:
+    """Cumulative fill reports for our fills since the last one stored, oldest first."""
+    records = {o.client_order_id: o for o in known}
+    cum: dict[str, Decimal] = defaultdict(Decimal)
+    sent = 0
+    for f in sorted(fills, key=lambda f: f.ts_ns):
+        coid = f.client_order_id
+        if coid is None or role_of(coid) is None:
+            continue
+        cum[coid] += f.qty
+        record = records.get(coid)
+        await bus.publish(ExecutionReportEvent(
+            client_order_id=coid, exchange_order_id=f.exchange_order_id,
+            signal_id=(record.trade_id or record.signal_id) if record else None, pair=f.pair,
+            side=f.side, order_type=OrderType(record.order_type) if record else OrderType.MARKET,
+            status=OrderStatus.PARTIALLY_FILLED, order_qty=record.qty if record else cum[coid],
+            filled_qty=(record.filled_qty if record else _ZERO) + cum[coid], avg_price=None,
+            last_fill_qty=f.qty, last_fill_price=f.price, fee=f.fee, fee_asset="USD",
+            reason="fill found at restart", ts_ns=f.ts_ns))
+        sent += 1
+    return sent
+
+
+async def _restore_pairs(settings: Settings, store: Store, handler: ExecutionHandler,
+                         balances: dict[str, Decimal], adopted: list[VenueOrder],
+                         result: RecoveryResult) -> None:
+    """Tell the handler what each pair holds; protect what no working stop covers."""
+    for pair in settings.pairs:
+        held = balances.get(pair.split("/")[0], _ZERO)
+        covered = sum((o.qty - o.filled_qty for o in adopted
+                       if o.pair == pair and role_of(o.client_order_id) is Role.STOP), _ZERO)
+        stop, target, trade_id = await _brackets(store, pair, adopted)
+        rest = held - covered
+        if rest > 0 and (stop <= 0 or target <= 0):
+            raise RecoveryError(f"{pair}: {rest} held without a stop-loss and no recorded "
+                                "brackets to protect it with")
+        handler.restore_pair(pair, held=held, stop=stop, target=target,
+                             unprotected=max(rest, _ZERO), signal_id=trade_id)
+        if rest > 0:
+            result.reprotected[pair] = rest
+
+
+async def _brackets(store: Store, pair: str, adopted: list[VenueOrder]
+                    ) -> tuple[Decimal, Decimal, str]:
+    """Stop and target of the pair's open trade: from its working orders, else the store."""
+    stops = [o for o in adopted if o.pair == pair and role_of(o.client_order_id) is Role.STOP]
+    targets = [o for o in adopted
+               if o.pair == pair and role_of(o.client_order_id) is Role.TARGET]
+    rows = await store.fetch(
+        "SELECT s.signal_id, s.stop_loss, s.take_profit FROM trades t JOIN signals s "
+        "ON s.signal_id = t.trade_id WHERE t.pair = ? AND t.status = 'open' "
+        "ORDER BY t.entry_ts_ns DESC LIMIT 1", pair)
+    trade_id = str(rows[0]["signal_id"]) if rows else f"recovered-{pair}"
+    stop = stops[0].trigger_price if stops and stops[0].trigger_price else (
+        Decimal(str(rows[0]["stop_loss"])) if rows else _ZERO)
+    target = targets[0].trigger_price if targets and targets[0].trigger_price else (
+        Decimal(str(rows[0]["take_profit"])) if rows else _ZERO)
+    return stop, target, trade_id
+
+
+def _report(record: StoredOrder, status: OrderStatus, filled: Decimal,
+            avg: Decimal | None, reason: str) -> ExecutionReportEvent:
+    return ExecutionReportEvent(
+        client_order_id=record.client_order_id, exchange_order_id=record.exchange_order_id,
+        signal_id=record.trade_id or record.signal_id, pair=record.pair,
+        side=Side(record.side), order_type=OrderType(record.order_type), status=status,
+        order_qty=record.qty, filled_qty=filled, avg_price=avg, last_fill_qty=None,
+        last_fill_price=None, fee=_ZERO, fee_asset="USD", reason=reason, ts_ns=now_ns(),
+        limit_price=record.limit_price, trigger_price=record.trigger_price)
