@@ -222,19 +222,34 @@ async def _restore_pairs(settings: Settings, store: Store, handler: ExecutionHan
 
 async def _brackets(store: Store, pair: str, adopted: list[VenueOrder]
                     ) -> tuple[Decimal, Decimal, str]:
-    """Stop and target of the pair's open trade: from its working orders, else the store."""
-    stops = [o for o in adopted if o.pair == pair and role_of(o.client_order_id) is Role.STOP]
-    targets = [o for o in adopted
-               if o.pair == pair and role_of(o.client_order_id) is Role.TARGET]
-    rows = await store.fetch(
-        "SELECT s.signal_id, s.stop_loss, s.take_profit FROM trades t JOIN signals s "
-        "ON s.signal_id = t.trade_id WHERE t.pair = ? AND t.status = 'open' "
-        "ORDER BY t.entry_ts_ns DESC LIMIT 1", pair)
-    trade_id = str(rows[0]["signal_id"]) if rows else f"recovered-{pair}"
-    stop = stops[0].trigger_price if stops and stops[0].trigger_price else (
-        Decimal(str(rows[0]["stop_loss"])) if rows else _ZERO)
-    target = targets[0].trigger_price if targets and targets[0].trigger_price else (
-        Decimal(str(rows[0]["take_profit"])) if rows else _ZERO)
+    """Stop and target of the pair's open trade: from its working orders, else the last
+    stop / target orders the store recorded for the pair, else the trade's signal."""
+    stop, target = _ZERO, _ZERO
+    for o in adopted:
+        if o.pair == pair and o.trigger_price:
+            if role_of(o.client_order_id) is Role.STOP:
+                stop = o.trigger_price
+            elif role_of(o.client_order_id) is Role.TARGET:
+                target = o.trigger_price
+    trades = await store.fetch(
+        "SELECT trade_id FROM trades WHERE pair = ? AND status = 'open' "
+        "ORDER BY entry_ts_ns DESC LIMIT 1", pair)
+    trade_id = str(trades[0]["trade_id"]) if trades else f"recovered-{pair}"
+    for kind, prefix in (("stop", "gfs%"), ("target", "gft%")):
+        if (stop if kind == "stop" else target) > 0:
+            continue
+        rows = await store.fetch(
+            "SELECT trigger_price FROM orders WHERE pair = ? AND client_order_id LIKE ? "
+            "AND trigger_price IS NOT NULL ORDER BY created_ts_ns DESC LIMIT 1", pair, prefix)
+        if rows:
+            price = Decimal(str(rows[0]["trigger_price"]))
+            stop, target = (price, target) if kind == "stop" else (stop, price)
+    if (stop <= 0 or target <= 0) and trades:
+        rows = await store.fetch(
+            "SELECT stop_loss, take_profit FROM signals WHERE signal_id = ?", trade_id)
+        if rows:
+            stop = stop or Decimal(str(rows[0]["stop_loss"]))
+            target = target or Decimal(str(rows[0]["take_profit"]))
     return stop, target, trade_id
 
 
