@@ -11,6 +11,11 @@ Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR]``
    throughputs, their ratio, and Gal-Friday's throughput at 50k versus 500k candles.
 2. The LightGBM strategy over one year of 1-minute candles for two pairs (synthetic), with a
    model trained on earlier synthetic candles: features, batched predictions and the loop.
+
+Last measured (``--quick --days 365``, 2 cores): real XBT/USD hourly 84.6k candles/s vs
+backtrader 18.0k (4.7x); synthetic 50k 91.3k vs 17.9k (5.1x); 500k 88.8k (0.97 of 50k);
+LightGBM year: features + predictions 5.70 s (one-thread predict ~3.6 s of it), loop 0.11 s,
+total 5.81 s. Before this round: 71.7k-78.6k candles/s (4.4x) and 8.7 s.
 """
 
 from __future__ import annotations

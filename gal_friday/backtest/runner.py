@@ -53,8 +53,11 @@ class BacktestResult:
 
 def candle_grid(data: Sequence[PairData]) -> IntArray:
     """The run's time axis: the first open, then every candle end of every pair."""
-    ends = np.unique(np.concatenate(
-        [d.candles.time_s * NS + d.interval_s * NS for d in data]))
+    # each pair's ends are sorted: a stable sort merges the runs in linear time, which beats
+    # np.unique's hashing on a million candles
+    ends = np.sort(np.concatenate([d.candles.time_s * NS + d.interval_s * NS for d in data]),
+                   kind="stable")
+    ends = ends[np.r_[True, ends[1:] != ends[:-1]]] if len(ends) else ends
     first = min(int(d.candles.time_s[0]) for d in data) * NS
     grid: IntArray = np.concatenate(([first], ends)).astype(np.int64)
     return grid

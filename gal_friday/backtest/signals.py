@@ -113,13 +113,19 @@ def model_probabilities(model: LoadedModel, features: FloatArray,
     as the live service publishes nothing for an incomplete row)."""
     import lightgbm
 
-    positions = check_features(model.meta, names)
-    x = np.ascontiguousarray(features[:, list(positions)])
+    positions = list(check_features(model.meta, names))
+    # no copies when the model reads every column in order and every row is complete (the
+    # usual case): the predict call then reads the feature matrix itself
+    if positions == list(range(features.shape[1])):
+        x = np.ascontiguousarray(features, dtype=np.float64)
+    else:
+        x = np.ascontiguousarray(features[:, positions], dtype=np.float64)
     complete = ~np.isnan(x).any(axis=1)
     out = np.full(len(x), np.nan)
     if complete.any():
         booster = lightgbm.Booster(model_file=str(model.directory / MODEL_FILE))
-        raw = np.asarray(booster.predict(x[complete], num_threads=1), dtype=np.float64)
+        rows = x if complete.all() else x[complete]
+        raw = np.asarray(booster.predict(rows, num_threads=1), dtype=np.float64)
         out[complete] = calibrate(model.meta.calibration, raw)
     return out
 

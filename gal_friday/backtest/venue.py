@@ -120,11 +120,16 @@ class BacktestVenue(PaperVenue):
         its low reaches ``low_watch``, its high reaches ``high_watch`` or it ends at or after
         ``time_watch`` (an order or cancel in flight takes effect)."""
         lo, hi, when = -INF, INF, INF
-        due = [t for t in self.due.get(pair, ()) if t > now_ns]
-        self.due[pair] = due
+        due = self.due.get(pair)
         if due:
-            when = float(min(due))
-        for order in self.working.get(pair, {}).values():
+            if min(due) <= now_ns:
+                due = self.due[pair] = [t for t in due if t > now_ns]
+            if due:
+                when = float(min(due))
+        working = self.working.get(pair)
+        if not working:
+            return lo, hi, when
+        for order in working.values():
             price = order.limit_price if order.type is OrderType.LIMIT else order.trigger_price
             if price is None:  # a market order still working: feed the market until it ends
                 return lo, hi, -INF
@@ -146,23 +151,12 @@ class BacktestVenue(PaperVenue):
                 out.append(price)
         return out
 
-    def forget_finished(self, handler: ExecutionHandler) -> int:
-        """Drop finished orders from the engine, this venue and the handler; returns how many.
-
-        Orders with an action still pending in the engine, or whose stop / target sibling is
-        still working, are kept: something may still look them up."""
-        pending = {p.client_order_id for p in self.engine._pending}
-        engine_orders = self.engine._orders
-        done = [c for c, s in engine_orders.items()
-                if s.status in _TERMINAL and c not in pending]
-        for coid in done:
-            del engine_orders[coid]
-            self._orders.pop(coid, None)
-            self._requests.pop(coid, None)
-        finished = [c for c, o in handler.orders.items() if not o.working and not o.unresolved
-                    and c not in pending]
-        for coid in finished:
-            sibling = handler.orders.get(handler.orders[coid].sibling or "")
-            if sibling is None or not sibling.working:
-                del handler.orders[coid]
+    def forget_finished_everywhere(self, handler: ExecutionHandler) -> int:
+        """Drop finished orders from the engine, this venue and the handler; returns how many
+        left the engine. Orders with an action still in flight are kept everywhere, and the
+        handler keeps a finished half of a stop / target pair while the other half works:
+        something may still look them up."""
+        in_flight = self.engine.in_flight()
+        done = self.forget_finished()
+        handler.forget_finished(keep=in_flight)
         return len(done)

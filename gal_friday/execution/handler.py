@@ -536,3 +536,28 @@ class ExecutionHandler:
     def working_orders(self) -> list[OrderRequest]:
         """Orders sent and not finished (for display and flatten)."""
         return [o.request for o in self.orders.values() if o.working]
+
+    # --- long runs ---------------------------------------------------------------------------
+
+    def forget_finished(self, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """Drop finished orders, so a long run (a backtest, a long paper session) does not
+        scan every order it ever sent in ``tick`` and exits; returns how many were dropped.
+
+        Kept: orders still working or unresolved, those in ``keep`` (e.g. with an action
+        still pending at the venue, whose report may yet arrive), and finished halves of a
+        stop / target pair whose other half still works (its fill looks the sibling up)."""
+        orders = self.orders
+        finished = [o for o in orders.values()
+                    if not o.working and not o.unresolved and o.coid not in keep]
+        dropped = 0
+        for order in finished:
+            sibling = orders.get(order.sibling or "")
+            if sibling is None or not sibling.working:
+                del orders[order.coid]
+                dropped += 1
+        return dropped
+
+    @property
+    def busy(self) -> bool:
+        """Whether spawned work (protection, one-cancels-other, exits) is still running."""
+        return bool(self._tasks)

@@ -122,6 +122,16 @@ class PaperVenue:
     async def fills_since(self, ts_ns: int) -> list[VenueFill]:
         return [f for f in self._fills if f.ts_ns >= ts_ns]
 
+    def forget_finished(self) -> list[str]:
+        """Forget finished orders (``MatchingEngine.forget_finished``) here and in the engine;
+        their client order ids. Long runs call it so that scans over open orders (the free
+        balance of every buy) stay as short as the orders actually open. Fills are kept."""
+        done = self.engine.forget_finished()
+        for coid in done:
+            self._orders.pop(coid, None)
+            self._requests.pop(coid, None)
+        return done
+
     # --- the account -------------------------------------------------------------------------
 
     def _time(self) -> int:
