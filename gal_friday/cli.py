@@ -126,6 +126,9 @@ def _add_control_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """halt / resume / flatten / status: steer the running instance over its control socket."""
     halt = sub.add_parser("halt", parents=[common], help="HALT the running instance now")
     halt.add_argument("--reason", default="", help="why (shown in the log and the cockpit)")
+    reduce = sub.add_parser("reduce", parents=[common],
+                            help="REDUCING: no new entries, positions kept, exits allowed")
+    reduce.add_argument("--reason", default="", help="why (shown in the log and the cockpit)")
     for name, text in (("resume", "resume trading after a HALT (asks first)"),
                        ("flatten", "close every position at market (asks first)")):
         cmd = sub.add_parser(name, parents=[common], help=text)
@@ -181,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "config":
         return _show_config(settings, as_json=args.json)
-    if command in ("halt", "resume", "flatten", "status"):
+    if command in ("halt", "reduce", "resume", "flatten", "status"):
         from gal_friday.control import ask_on_terminal, run_command
         return run_command(settings, command, reason=getattr(args, "reason", ""),
                            yes=getattr(args, "yes", False), as_json=getattr(args, "json", False),

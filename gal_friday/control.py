@@ -37,6 +37,7 @@ from gal_friday.events import (
     HaltEvent,
     OrderStatus,
     PortfolioEvent,
+    ReduceEvent,
     ResumeEvent,
 )
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 _MAX_SOCKET_PATH = 104  # sun_path is 104-108 bytes depending on the OS
-COMMANDS = ("halt", "resume", "flatten", "status")
+COMMANDS = ("halt", "reduce", "resume", "flatten", "status")
 _WORKING = {OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED}
 
 
@@ -73,13 +74,15 @@ class StatusTracker:
         self.halted = False
         self.halt_reason = ""
         self.halt_source = ""
+        self.reducing = ""
         self.feed_state = ComponentState.STARTING.value
         self.portfolio: PortfolioEvent | None = None
         self.working: dict[str, ExecutionReportEvent] = {}
 
     def attach(self, bus: EventBus) -> list[Subscription]:
         return [
-            bus.subscribe((HaltEvent, ResumeEvent, ExecutionReportEvent), self.on_event,
+            bus.subscribe((HaltEvent, ReduceEvent, ResumeEvent, ExecutionReportEvent),
+                          self.on_event,
                           name="control-state", maxsize=1024),
             bus.subscribe((PortfolioEvent, FeedStatsEvent), self.on_event,
                           name="control-latest", policy=Policy.CONFLATE, maxsize=8),
@@ -88,8 +91,11 @@ class StatusTracker:
     def on_event(self, event: Event) -> None:
         if isinstance(event, HaltEvent):
             self.halted, self.halt_reason, self.halt_source = True, event.reason, event.source
+        elif isinstance(event, ReduceEvent):
+            self.reducing = f"{event.source}: {event.reason}"
         elif isinstance(event, ResumeEvent):
             self.halted, self.halt_reason, self.halt_source = False, "", ""
+            self.reducing = ""
         elif isinstance(event, ExecutionReportEvent):
             if event.status in _WORKING:
                 self.working[event.client_order_id] = event
@@ -110,6 +116,7 @@ class StatusTracker:
             "halted": self.halted,
             "halt_reason": self.halt_reason,
             "halt_source": self.halt_source,
+            "reducing": self.reducing,
             "feed": self.feed_state,
             "equity": str(snap.equity) if snap else None,
             "positions": [{"pair": p.pair, "qty": str(p.qty)}
@@ -196,6 +203,8 @@ class ControlServer:
 def _event_for(cmd: str, operator: str, reason: str) -> Event | None:
     if cmd == "halt":
         return HaltEvent(reason or f"operator halt ({operator})", "operator")
+    if cmd == "reduce":
+        return ReduceEvent(reason or f"operator reduce ({operator})", "operator")
     if cmd == "resume":
         return ResumeEvent(operator)
     if cmd == "flatten":
@@ -264,7 +273,8 @@ def _parse_reply(line: bytes) -> dict[str, Any]:
 def describe_status(status: dict[str, Any]) -> str:
     """The human-readable ``gal-friday status`` output."""
     halt = (f"HALTED ({status['halt_source']}): {status['halt_reason']}"
-            if status["halted"] else "trading (not halted)")
+            if status["halted"] else f"REDUCING ({status['reducing']}): exits only"
+            if status.get("reducing") else "trading (not halted)")
     positions = ", ".join(f"{p['pair']} {p['qty']}" for p in status["positions"]) or "none"
     return "\n".join([
         f"gal-friday pid {status['pid']}: {status['mode']} on {status['exchange']}, "
@@ -309,8 +319,9 @@ def run_command(settings: Settings, cmd: str, *, reason: str = "", yes: bool = F
     elif cmd == "status":
         print(describe_status(status))
     else:
-        print(f"{cmd} sent to gal-friday pid {status['pid']}; "
-              f"{'HALTED' if status['halted'] else 'trading'}")
+        state = "HALTED" if status["halted"] else "REDUCING" if status.get("reducing") \
+            else "trading"
+        print(f"{cmd} sent to gal-friday pid {status['pid']}; {state}")
     return 0
 
 

@@ -256,3 +256,27 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+async def test_reduce_acts_at_once_then_risk_takes_exits_only() -> None:
+    from gal_friday.events import ReduceEvent
+
+    rig = Rig()
+    risk = RiskManager(SETTINGS.risk, rig.bus, script.portfolio, taker_fee_pct=D("0.4"))
+    rig.bus.subscribe(ReduceEvent, rig.seen.append, name="reduce-sink")
+    async with rig.app.run_test(size=(160, 48)) as pilot:
+        await rig.ready(pilot)
+        await rig.press(pilot, "d")
+        assert not isinstance(rig.app.screen, ConfirmScreen)
+        [reduce] = rig.of(ReduceEvent)
+        assert reduce.source == "operator"  # type: ignore[attr-defined]
+        await rig.bus.drain()
+        assert risk.reducing and rig.app.state.reducing
+        await rig.bus.publish(entry("while-reducing"))
+        await rig.bus.drain()
+        await rig.bus.drain()
+        [rejected] = [e for e in rig.of(TradeSignalRejectedEvent)
+                      if e.signal_id == "while-reducing"]  # type: ignore[attr-defined]
+        assert rejected.reason.startswith("reducing")  # type: ignore[attr-defined]
+        await rig.press(pilot, "r")
+        assert isinstance(rig.app.screen, ConfirmScreen)  # resume still asks

@@ -40,6 +40,7 @@ import msgspec
 from gal_friday.bus import EventBus, Policy
 from gal_friday.config import ExecutionSettings
 from gal_friday.events import (
+    ComponentState,
     ExecutionReportEvent,
     FlattenEvent,
     HaltEvent,
@@ -49,6 +50,7 @@ from gal_friday.events import (
     OrderType,
     ReconciliationEvent,
     Side,
+    SystemStatusEvent,
     TradeSignalApprovedEvent,
 )
 from gal_friday.execution.venue import (
@@ -167,6 +169,7 @@ class ExecutionHandler:
         self._tasks: set[asyncio.Task[object]] = set()
         self._timer: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._venue_connected: bool | None = None
         self._last_report_ns = 0
         self._last_reconcile_ns = 0
         self.stats = {"submitted": 0, "rejected": 0, "errors": 0, "busy_retries": 0,
@@ -210,6 +213,7 @@ class ExecutionHandler:
 
     async def tick(self, now_ns: int) -> None:
         """Entry timeouts, unresolved orders and periodic reconciliation, as of ``now_ns``."""
+        await self._report_connection()
         for order in list(self.orders.values()):
             if (order.role is Role.ENTRY and order.working and not order.cancel_requested
                     and order.deadline_ns and now_ns >= order.deadline_ns):
@@ -243,6 +247,17 @@ class ExecutionHandler:
         if unprotected > 0 and self.s.protective_orders:
             state.unprotected = unprotected
             self._spawn(self._protect(pair, signal_id))
+
+    async def _report_connection(self) -> None:
+        """A venue with a connection (Kraken's private WebSocket) has its state published, so
+        monitoring can HALT on a venue that stays away."""
+        connected = getattr(self.venue, "connected", None)
+        if not isinstance(connected, bool) or connected == self._venue_connected:
+            return
+        self._venue_connected = connected
+        state = ComponentState.CONNECTED if connected else ComponentState.DISCONNECTED
+        await self.bus.publish(SystemStatusEvent(f"{self.venue.name}.private", state,
+                                                 ts_ns=self.clock_ns()))
 
     # --- approvals ---------------------------------------------------------------------------
 

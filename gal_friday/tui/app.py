@@ -28,7 +28,7 @@ from textual.widgets import Footer
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
-from gal_friday.events import FlattenEvent, HaltEvent, ResumeEvent
+from gal_friday.events import FlattenEvent, HaltEvent, ReduceEvent, ResumeEvent
 from gal_friday.tui.render import fmt_qty
 from gal_friday.tui.screens import ConfirmScreen
 from gal_friday.tui.state import Clock, CockpitState
@@ -58,6 +58,7 @@ class CockpitApp(App[int]):
     TITLE = "gal-friday"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("h", "halt", "Halt", id="halt"),
+        Binding("d", "reduce", "Reduce", id="reduce"),
         Binding("r", "resume", "Resume…", id="resume"),
         Binding("f", "flatten", "Flatten…", id="flatten"),
         Binding("tab", "next_pair", "Next pair", priority=True, id="next_pair"),
@@ -179,13 +180,22 @@ class CockpitApp(App[int]):
         await self.bus.publish(HaltEvent("operator halt from the cockpit", "operator",
                                          self.clock()))
 
+    async def action_reduce(self) -> None:
+        """REDUCING at once (the safe direction): no new entries, positions kept, exits go."""
+        if self.state.reducing or self.state.halted:
+            self.notify("already REDUCING or HALTED", severity="warning")
+            return
+        await self.bus.publish(ReduceEvent("operator reduce from the cockpit", "operator",
+                                           self.clock()))
+
     def action_resume(self) -> None:
-        if not self.state.halted:
+        if not (self.state.halted or self.state.reducing):
             self.notify("trading is not halted", severity="information")
             return
         s = self.state
-        message = (f"Resume trading: new entries will be allowed again.\n\n"
-                   f"HALT reason was ({s.halt_source}): {s.halt_reason}")
+        why = (f"HALT reason was ({s.halt_source}): {s.halt_reason}" if s.halted
+               else f"REDUCING since ({s.reducing})")
+        message = f"Resume trading: new entries will be allowed again.\n\n{why}"
         self.push_screen(ConfirmScreen("Resume trading?", message, "Resume"),
                          self._resume_answered)
 

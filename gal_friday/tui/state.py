@@ -33,6 +33,7 @@ from gal_friday.events import (
     OrderType,
     PortfolioEvent,
     PredictionEvent,
+    ReduceEvent,
     ResumeEvent,
     SystemStatusEvent,
     TradeSignalApprovedEvent,
@@ -45,9 +46,9 @@ WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED,
                      OrderStatus.PARTIALLY_FILLED})
 LATEST_TYPES = (BookEvent, BookInvalidatedEvent, PredictionEvent, PortfolioEvent, FeedStatsEvent)
 # Candles go with the events that must not be lost: a history snapshot arrives as a burst.
-EVERY_TYPES = (HaltEvent, ResumeEvent, FlattenEvent, SystemStatusEvent, ExecutionReportEvent,
-               TradeSignalProposedEvent, TradeSignalApprovedEvent, TradeSignalRejectedEvent,
-               CandleEvent)
+EVERY_TYPES = (HaltEvent, ReduceEvent, ResumeEvent, FlattenEvent, SystemStatusEvent,
+               ExecutionReportEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
+               TradeSignalRejectedEvent, CandleEvent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class CockpitState:
         self.feed: FeedStatsEvent | None = None
         self.components: dict[str, ComponentState] = {}
         self.halted = False
+        self.reducing = ""  # "source: reason" while REDUCING
         self.halt_reason = ""
         self.halt_source = ""
         self.orders: dict[str, ExecutionReportEvent] = {}
@@ -134,8 +136,12 @@ class CockpitState:
         if isinstance(event, HaltEvent):
             self.halted, self.halt_reason, self.halt_source = True, event.reason, event.source
             self.note(event.ts_ns, "bad", f"HALT ({event.source}): {event.reason}")
+        elif isinstance(event, ReduceEvent):
+            self.reducing = f"{event.source}: {event.reason}"
+            self.note(event.ts_ns, "warn", f"REDUCING ({event.source}): {event.reason}")
         elif isinstance(event, ResumeEvent):
             self.halted, self.halt_reason, self.halt_source = False, "", ""
+            self.reducing = ""
             self.note(event.ts_ns, "good", f"resumed by {event.operator}")
         elif isinstance(event, FlattenEvent):
             self.note(event.ts_ns, "warn", f"flatten requested by {event.operator}")

@@ -71,7 +71,8 @@ class CockpitHeader(Panel):
 
     def key(self) -> object:
         s = self.state
-        return (s.mode, s.halted, s.halt_reason, s.connection, s.clock() // 1_000_000_000)
+        return (s.mode, s.halted, s.halt_reason, s.reducing, s.connection,
+                s.clock() // 1_000_000_000)
 
     def tick(self) -> bool:
         self.set_class(self.state.mode == "LIVE", "-live")
@@ -89,6 +90,9 @@ class CockpitHeader(Panel):
         if s.halted:
             out.append(" HALTED ", self.get_component_rich_style("header--halted"))
             out.append(f" {s.halt_source}: {s.halt_reason} ", r["bad"])
+        elif s.reducing:
+            out.append(" REDUCING ", self.get_component_rich_style("header--halted"))
+            out.append(f" {s.reducing}: exits only ", r["bad"])
         else:
             out.append(" TRADING ", self.get_component_rich_style("header--running"))
         clock = f"{hms(s.clock())} UTC "
