@@ -45,7 +45,7 @@ _FINAL = {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, Order
 
 
 @dataclass
-class _PairState:
+class PairState:
     bid: Decimal | None = None
     ask: Decimal | None = None
     price_precision: int = 8
@@ -67,7 +67,7 @@ class StrategyArbitrator:
         self.venue_brackets = venue_brackets
         self.fees = fees
         self.bus = bus
-        self.pairs: dict[str, _PairState] = {}
+        self.pairs: dict[str, PairState] = {}
         self._ids = itertools.count(1)
         self._brackets: dict[str, tuple[Decimal, Decimal]] = {}  # signal id -> (stop, target)
         self.skipped: dict[str, int] = {}
@@ -119,8 +119,8 @@ class StrategyArbitrator:
                 self._exit_ids.discard(event.signal_id)
         return None
 
-    def _state(self, pair: str) -> _PairState:
-        return self.pairs.setdefault(pair, _PairState())
+    def _state(self, pair: str) -> PairState:
+        return self.pairs.setdefault(pair, PairState())
 
     # --- entries -------------------------------------------------------------------------
 
@@ -135,6 +135,12 @@ class StrategyArbitrator:
             return None
         if pred.prob_up <= self.s.buy_threshold:
             return None
+        return self._enter(pred, state)
+
+    def _enter(self, pred: PredictionEvent, state: PairState
+               ) -> TradeSignalProposedEvent | None:
+        """A limit buy joining the bid, when confirmed and worth its fees."""
+        assert state.bid is not None
         if self.s.confirm_momentum and not self._momentum_up(state):
             self._skip("no momentum confirmation")
             return None
@@ -149,17 +155,22 @@ class StrategyArbitrator:
         if edge_pct <= costs:
             self._skip("take-profit does not clear round-trip fees")
             return None
-        signal = self._signal(pred.pair, Side.BUY, OrderType.LIMIT, entry, stop, target,
+        return self._propose_entry(pred, state, OrderType.LIMIT, entry, stop, target)
+
+    def _propose_entry(self, pred: PredictionEvent, state: PairState, order_type: OrderType,
+                       entry: Decimal, stop: Decimal, target: Decimal
+                       ) -> TradeSignalProposedEvent:
+        signal = self._signal(pred.pair, Side.BUY, order_type, entry, stop, target,
                               pred.prob_up, pred.model_id, pred.ts_ns, is_exit=False)
         self._brackets[signal.signal_id] = (stop, target)
         state.pending = signal.signal_id
         return signal
 
-    def _momentum_up(self, state: _PairState) -> bool:
+    def _momentum_up(self, state: PairState) -> bool:
         value = (state.features or {}).get(self.s.momentum_feature)
         return value is not None and value > 0
 
-    def _bracket(self, state: _PairState, entry: Decimal) -> tuple[Decimal, Decimal] | None:
+    def _bracket(self, state: PairState, entry: Decimal) -> tuple[Decimal, Decimal] | None:
         """Stop and target for a long entry at ``entry``, at the pair's price precision."""
         if self.s.stop_mode == "atr":
             atr = (state.features or {}).get(self.s.atr_feature)
@@ -199,7 +210,7 @@ class StrategyArbitrator:
             return self._exit(book.pair, state, "max holding time", now)
         return None
 
-    def _exit(self, pair: str, state: _PairState, reason: str, ts_ns: int,
+    def _exit(self, pair: str, state: PairState, reason: str, ts_ns: int,
               prob_up: float = float("nan"), model_id: str = "") -> TradeSignalProposedEvent:
         assert state.bid is not None
         signal = self._signal(pair, Side.SELL, OrderType.MARKET, state.bid, state.stop,

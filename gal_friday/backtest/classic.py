@@ -10,30 +10,17 @@ StrategyArbitrator's own.
 
 from __future__ import annotations
 
-from gal_friday.events import OrderType, PredictionEvent, Side, TradeSignalProposedEvent
-from gal_friday.strategy import StrategyArbitrator
+from gal_friday.events import OrderType, PredictionEvent, TradeSignalProposedEvent
+from gal_friday.strategy import StrategyArbitrator, PairState
 
 
 class MarketStrategy(StrategyArbitrator):
     """Buys at market on ``prob_up > buy_threshold``; exits on ``prob_up < sell_threshold``."""
 
-    def _on_prediction(self, pred: PredictionEvent) -> TradeSignalProposedEvent | None:
-        state = self._state(pred.pair)
-        if state.pending is not None or state.bid is None:
-            return None
-        if state.qty > 0:
-            if self.s.exit_on_reversal and pred.prob_up < self.s.sell_threshold:
-                return self._exit(pred.pair, state, "prediction reversal", pred.ts_ns,
-                                  pred.prob_up, pred.model_id)
-            return None
-        if pred.prob_up <= self.s.buy_threshold:
-            return None
+    def _enter(self, pred: PredictionEvent, state: PairState
+               ) -> TradeSignalProposedEvent | None:
+        assert state.bid is not None
         bracket = self._bracket(state, state.bid)
         if bracket is None:
             return None
-        stop, target = bracket
-        signal = self._signal(pred.pair, Side.BUY, OrderType.MARKET, state.bid, stop, target,
-                              pred.prob_up, pred.model_id, pred.ts_ns, is_exit=False)
-        self._brackets[signal.signal_id] = (stop, target)
-        state.pending = signal.signal_id
-        return signal
+        return self._propose_entry(pred, state, OrderType.MARKET, state.bid, *bracket)
