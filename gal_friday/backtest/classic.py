@@ -11,7 +11,7 @@ StrategyArbitrator's own.
 from __future__ import annotations
 
 from gal_friday.events import OrderType, PredictionEvent, TradeSignalProposedEvent
-from gal_friday.strategy import StrategyArbitrator, PairState
+from gal_friday.strategy import PairState, StrategyArbitrator
 
 
 class MarketStrategy(StrategyArbitrator):

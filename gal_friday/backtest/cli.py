@@ -7,9 +7,30 @@ Examples::
     gal-friday backtest --candles XRP/USD=data/XRPUSD_1.csv --strategy sma
     gal-friday backtest --synthetic 30            # offline: the simulator's market
 
+    gal-friday backtest --synthetic 30 --retrain-every 7 --train-window 14
+    gal-friday backtest --start 2025-03-01 --end 2025-07-01 --retrain-every 14
+
 The strategy is the configured model (``prediction.models``) through the StrategyArbitrator,
 or ``sma``: a classic SMA crossover traded at market. Results go to
 ``backtest.report_dir/<UTC time>/`` unless ``--out`` names a directory.
+
+Which model trades when. By default the configured model trades the whole period: that is the
+model "as of" each point in time only if it was trained on data before the period. Its
+``model.json`` records its training data window; when that window ends after the period's
+first candle (it overlaps the period, or lies after it) the run warns that the results are
+in-sample, and ``metrics.json`` lists each model's data window and how it relates to the
+period (``models``: ``before`` / ``overlaps`` / ``after``; ``models_in_sample``: the ids of
+the last two).
+
+``--retrain-every DAYS`` retrains instead (``backtest.walkforward``): the period is cut into
+blocks of DAYS and each block is traded by a model trained, with ``gal-friday train``'s spec
+(``[training]``), only on the first pair's candles of the ``--train-window`` days before the
+block (default ``training.history_days``, 90). With candle files the history before
+``--start`` is read for the first window; without ``--start`` (and with ``--synthetic``) the
+first window of the data is history only and the period starts after it. A block whose
+model the training floors reject trades nothing. Block models are saved in
+``<report>/models/`` and ``metrics.json`` (``walk_forward``) records which model traded which
+block, its training and data windows and its out-of-fold AUC and Brier score.
 """
 
 from __future__ import annotations
@@ -31,6 +52,12 @@ from gal_friday.backtest.signals import (
     default_builder,
     model_signals,
     sma_cross_signals,
+)
+from gal_friday.backtest.walkforward import (
+    DAY_S,
+    DEFAULT_WINDOW_DAYS,
+    Report,
+    walk_forward_signals,
 )
 from gal_friday.config import Settings
 from gal_friday.features import candle_feature_names
@@ -59,6 +86,12 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
     bt.add_argument("--depth", choices=["volume", "unlimited"], default="volume",
                     help="liquidity at each intrabar price: a share of the candle's volume, "
                          "or unlimited")
+    bt.add_argument("--retrain-every", type=float, metavar="DAYS",
+                    help="walk-forward: retrain the model every DAYS, each block's model "
+                         "trained only on candles before the block (strategy model only)")
+    bt.add_argument("--train-window", type=float, metavar="DAYS",
+                    help="walk-forward: days of candles each block's model is trained on "
+                         "(default: training.history_days)")
     bt.add_argument("--out", type=Path, metavar="DIR", help="report directory")
     bt.add_argument("--no-progress", action="store_true")
     bt.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
@@ -82,11 +115,45 @@ def parse_time(text: str | None) -> int | None:
     return int(moment.timestamp())
 
 
-def load_data(settings: Settings, args: argparse.Namespace) -> list[PairData]:
+def load_data(settings: Settings, args: argparse.Namespace, history_s: int = 0
+              ) -> list[PairData]:
+    """The candles of the run; with ``history_s``, also that much before ``--start``."""
     if args.synthetic:
         return synthetic_pairs(settings.pairs, seed=args.seed, days=args.synthetic)
     files = candle_files(settings.pairs, args.candles, Path(settings.paths.data_dir))
-    return load_pairs(files, start_s=parse_time(args.start), end_s=parse_time(args.end))
+    start = parse_time(args.start)
+    return load_pairs(files, start_s=None if start is None else start - history_s,
+                      end_s=parse_time(args.end))
+
+
+def train_window_days(settings: Settings, args: argparse.Namespace) -> float:
+    """``--train-window``, else the training history's length, else 90 days."""
+    if args.train_window is not None:
+        return float(args.train_window)
+    return float(getattr(settings.training, "history_days", None) or DEFAULT_WINDOW_DAYS)
+
+
+def walk_forward_inputs(settings: Settings, args: argparse.Namespace, out: Path,
+                        report: Report | None = None
+                        ) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
+    """History and period data, the block models and the period's signals (``--retrain-every``)."""
+    if args.strategy != "model":
+        raise BacktestUsageError("--retrain-every retrains the model strategy; it does not "
+                                 "apply to --strategy sma")
+    every, window = float(args.retrain_every), train_window_days(settings, args)
+    if every <= 0 or window <= 0:
+        raise BacktestUsageError("--retrain-every and --train-window must be positive")
+    window_s = round(window * DAY_S)
+    data = load_data(settings, args, history_s=window_s)
+    start = None if args.synthetic else parse_time(args.start)
+    if start is None:  # the data's first window is history only
+        start = min(int(d.candles.time_s[0]) for d in data) + window_s
+    try:
+        return walk_forward_signals(settings, data, start_s=start, every_days=every,
+                                    window_days=window, models_dir=out / "models",
+                                    build=default_builder(settings.features), report=report)
+    except ValueError as exc:
+        raise BacktestUsageError(str(exc)) from None
 
 
 def build_signals(settings: Settings, data: list[PairData], args: argparse.Namespace
@@ -112,9 +179,33 @@ def build_signals(settings: Settings, data: list[PairData], args: argparse.Names
     build = default_builder(settings.features)
     signals = {d.pair: model_signals(d.candles, models, cfg.combine, build) for d in data}
     first = min(int(d.candles.time_s[0]) for d in data)
-    in_sample = [m.meta.model_id for m in models
-                 if int(m.meta.data_window.get("end_s", 0) or 0) > first]
-    return signals, default_strategy, {"strategy": "model", "models_in_sample": in_sample}
+    last = max(int(d.candles.time_s[-1]) for d in data)
+    described = [describe_model_window(m.meta.model_id, m.meta.data_window, first, last,
+                                       horizon_s=60 * int(m.meta.label.get("horizon_min", 0)))
+                 for m in models]
+    in_sample = [d["model_id"] for d in described if d["relation"] != "before"]
+    return signals, default_strategy, {"strategy": "model", "models": described,
+                                       "models_in_sample": in_sample}
+
+
+def describe_model_window(model_id: str, window: dict[str, Any], first_s: int, last_s: int,
+                          *, horizon_s: int = 0) -> dict[str, Any]:
+    """A configured model's training data window against the backtest's candles
+    ``[first_s, last_s]``: ``before`` (out of sample: the model as of the period; its last
+    label's horizon, ``horizon_s`` after the window's last row, ends before the period too),
+    ``overlaps`` (in-sample) or ``after`` (trained on data later than the period); a model
+    without a recorded window counts as ``overlaps``."""
+    start, end = window.get("start_s"), window.get("end_s")
+    if end is None:
+        relation = "overlaps"
+    elif int(end) + horizon_s < first_s:
+        relation = "before"
+    elif start is not None and int(start) > last_s:
+        relation = "after"
+    else:
+        relation = "overlaps"
+    return {"model_id": model_id, "data_window": {k: window[k] for k in sorted(window)},
+            "relation": relation}
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,10 +216,20 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     from gal_friday.backtest.runner import run_backtest
 
     console = Console()
+    out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
+        "backtest-%Y%m%dT%H%M%SZ")
     try:
         capital = Decimal(args.capital or settings.backtest.initial_capital_usd)
-        data = load_data(settings, args)
-        signals, strategy, notes = build_signals(settings, data, args)
+        if args.retrain_every is not None:
+            data, signals, notes = walk_forward_inputs(
+                settings, args, out,
+                lambda line: console.print(line, highlight=False, soft_wrap=True))
+            strategy: StrategyFactory = default_strategy
+        else:
+            if args.train_window is not None:
+                raise BacktestUsageError("--train-window needs --retrain-every")
+            data = load_data(settings, args)
+            signals, strategy, notes = build_signals(settings, data, args)
     except (BacktestUsageError, InvalidOperation) as exc:
         console.print(f"gal-friday: {exc}", style="red")
         return EXIT_USAGE
@@ -136,8 +237,12 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         console.print(f"gal-friday: {exc}", style="red")
         return EXIT_FAILURE
     if notes.get("models_in_sample"):
-        console.print("warning: the model was trained on data overlapping this backtest; "
-                      "its results are in-sample", style="yellow")
+        console.print("warning: the model was trained on data overlapping this backtest (or "
+                      "after it); its results are in-sample", style="yellow")
+    rejected = notes.get("walk_forward", {}).get("rejected_blocks")
+    if rejected:
+        console.print(f"warning: {len(rejected)} block(s) without a model trade nothing "
+                      "(the reasons are in metrics.json, walk_forward.blocks)", style="yellow")
     quiet = logging.getLogger("gal_friday")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # per-order logs (and rejections) would dominate the run
@@ -146,8 +251,6 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                                           run_backtest)
     finally:
         quiet.setLevel(level)
-    out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
-        "backtest-%Y%m%dT%H%M%SZ")
     paths = await asyncio.to_thread(write_report, result, out, chart=not args.no_chart,
                                     extra=notes)
     console.print(summary_table(result))
