@@ -41,13 +41,7 @@ from gal_friday.events import (
     PredictionEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
-from gal_friday.execution.venue import (
-    OrderRejected,
-    OrderRequest,
-    ReportCallback,
-    VenueFill,
-    VenueOrder,
-)
+from gal_friday.execution.venue import NullVenue, OrderRejected, OrderRequest
 from gal_friday.features import FeatureEngine
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.prediction.pipeline import train_from_candles
@@ -60,7 +54,7 @@ PAIR = "XRP/USD"
 NS = 1_000_000_000
 
 
-class StopwatchVenue:
+class StopwatchVenue(NullVenue):
     """Records when each order request leaves the handler, then refuses it."""
 
     name = "stopwatch"
@@ -68,28 +62,9 @@ class StopwatchVenue:
     def __init__(self) -> None:
         self.sent_ns: dict[str, int] = {}  # signal id -> perf_counter_ns at submit
 
-    async def start(self, on_report: ReportCallback) -> None: ...
-    async def stop(self) -> None: ...
-
     async def submit(self, order: OrderRequest) -> str:
         self.sent_ns[order.signal_id or ""] = time.perf_counter_ns()
         raise OrderRejected("benchmark venue takes no orders")
-
-    async def cancel(self, client_order_id: str) -> None: ...
-    async def cancel_all(self) -> int:
-        return 0
-
-    async def lookup(self, client_order_id: str) -> VenueOrder | None:
-        return None
-
-    async def open_orders(self) -> list[VenueOrder]:
-        return []
-
-    async def balances(self) -> dict[str, Decimal]:
-        return {}
-
-    async def fills_since(self, ts_ns: int) -> list[VenueFill]:
-        return []
 
 
 def uptrend(n: int) -> CandleSeries:

@@ -43,12 +43,11 @@ from gal_friday.events import (
 )
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.venue import (
+    NullVenue,
     OrderRejected,
     OrderRequest,
     ReportCallback,
     VenueBusy,
-    VenueFill,
-    VenueOrder,
 )
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.risk import RiskManager
@@ -85,7 +84,7 @@ class _Clock:
         return self.now
 
 
-class ReplayVenue:
+class ReplayVenue(NullVenue):
     """Answers the replayed handler's orders with the recorded session's exchange reports.
 
     The k-th order the replay sends is the k-th order the session sent; its recorded client
@@ -119,24 +118,6 @@ class ReplayVenue:
                 raise VenueBusy(reason)
             raise OrderRejected(reason)
         return first.exchange_order_id or "" if first is not None else ""
-
-    async def cancel(self, client_order_id: str) -> None:
-        """The recorded reports say what the cancel did."""
-
-    async def cancel_all(self) -> int:
-        return 0
-
-    async def lookup(self, client_order_id: str) -> VenueOrder | None:
-        return None
-
-    async def open_orders(self) -> list[VenueOrder]:
-        return []
-
-    async def balances(self) -> dict[str, Decimal]:
-        return {}
-
-    async def fills_since(self, ts_ns: int) -> list[VenueFill]:
-        return []
 
     def translate(self, report: ExecutionReportEvent) -> ExecutionReportEvent | None:
         """The recorded report addressed to the replay's order, or None if it is a verdict

@@ -141,3 +141,37 @@ class TradingVenue(Protocol):
 
     async def fills_since(self, ts_ns: int) -> list[VenueFill]:
         """Fills at or after ``ts_ns``, oldest first."""
+
+
+class NullVenue:
+    """A venue that knows no orders, balances or fills: the base of stand-ins (a replay
+    answering from a journal, a benchmark's stopwatch) that override only what they use."""
+
+    name = "null"
+
+    async def start(self, on_report: ReportCallback) -> None:
+        """Nothing to connect to."""
+
+    async def stop(self) -> None:
+        """Nothing to disconnect."""
+
+    async def submit(self, order: OrderRequest) -> str:
+        raise OrderRejected(f"the {self.name} venue takes no orders")
+
+    async def cancel(self, client_order_id: str) -> None:
+        """Nothing is working."""
+
+    async def cancel_all(self) -> int:
+        return 0
+
+    async def lookup(self, client_order_id: str) -> VenueOrder | None:
+        return None
+
+    async def open_orders(self) -> list[VenueOrder]:
+        return []
+
+    async def balances(self) -> dict[str, Decimal]:
+        return {}
+
+    async def fills_since(self, ts_ns: int) -> list[VenueFill]:
+        return []
