@@ -6,6 +6,7 @@ Examples::
         --capital 10000
     gal-friday backtest --candles XRP/USD=data/XRPUSD_1.csv --strategy sma
     gal-friday backtest --synthetic 30            # offline: the simulator's market
+    gal-friday backtest --recording rec.jsonl.gz  # the recorded L2 market, event by event
 
     gal-friday backtest --synthetic 30 --retrain-every 7 --train-window 14
     gal-friday backtest --start 2025-03-01 --end 2025-07-01 --retrain-every 14
@@ -21,6 +22,12 @@ first candle (it overlaps the period, or lies after it) the run warns that the r
 in-sample, and ``metrics.json`` lists each model's data window and how it relates to the
 period (``models``: ``before`` / ``overlaps`` / ``after``; ``models_in_sample``: the ids of
 the last two).
+
+``--recording FILE`` (repeatable) replays files written by ``gal-friday record`` event by
+event instead of candles: recorded books (checksums verified), trades and candles on the
+recorded receive times, through the live feature engine (book and trade-flow features too),
+the configured models (or ``--strategy sma`` on the recorded 1-minute candles) and the same
+trading modules; fills come from the recorded books and trades (``backtest.recording``).
 
 ``--retrain-every DAYS`` retrains instead (``backtest.walkforward``): the period is cut into
 blocks of DAYS and each block is traded by a model trained, with ``gal-friday train``'s spec
@@ -77,6 +84,9 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
                     "(default: backtest.initial_capital_usd)")
     bt.add_argument("--candles", action="append", default=[], metavar="[PAIR=]FILE",
                     help="OHLCVT candle file, repeatable (default: the download's files)")
+    bt.add_argument("--recording", action="append", default=[], type=Path, metavar="FILE",
+                    help="replay a recording from 'gal-friday record' (L2 books, trades, "
+                         "candles) event by event; repeatable")
     bt.add_argument("--synthetic", type=float, metavar="DAYS",
                     help="use DAYS of the simulator's synthetic market instead of files")
     bt.add_argument("--seed", type=int, default=7, help="seed of the synthetic market")
@@ -160,18 +170,9 @@ def build_signals(settings: Settings, data: list[PairData], args: argparse.Names
                   ) -> tuple[dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
     """Signals per pair, the strategy that trades them, and notes for the report."""
     if args.strategy == "sma":
-        fast, _, slow = args.sma.partition(",")
-        try:
-            periods = int(fast), int(slow)
-        except ValueError:
-            raise BacktestUsageError(f"--sma needs FAST,SLOW, got {args.sma!r}") from None
-
-        def market(s: Settings, bus: Any) -> MarketStrategy:
-            return MarketStrategy(s.strategy, s.fees, bus,
-                                  venue_brackets=s.execution.protective_orders)
-
-        return ({d.pair: sma_cross_signals(d.candles, *periods) for d in data}, market,
-                {"strategy": f"sma-{periods[0]}-{periods[1]}"})
+        periods = sma_periods(args)
+        return ({d.pair: sma_cross_signals(d.candles, *periods) for d in data},
+                market_strategy, {"strategy": f"sma-{periods[0]}-{periods[1]}"})
     cfg = settings.prediction
     models = load_models([Path(m) for m in cfg.models], cfg.weights or None,
                          candle_feature_names(settings.features))
@@ -208,6 +209,87 @@ def describe_model_window(model_id: str, window: dict[str, Any], first_s: int, l
             "relation": relation}
 
 
+def sma_periods(args: argparse.Namespace) -> tuple[int, int]:
+    fast, _, slow = args.sma.partition(",")
+    try:
+        periods = int(fast), int(slow)
+    except ValueError:
+        raise BacktestUsageError(f"--sma needs FAST,SLOW, got {args.sma!r}") from None
+    if min(periods) < 1:
+        raise BacktestUsageError(f"--sma periods must be positive, got {args.sma!r}")
+    return periods
+
+
+def market_strategy(s: Settings, bus: Any) -> MarketStrategy:
+    return MarketStrategy(s.strategy, s.fees, bus, venue_brackets=s.execution.protective_orders)
+
+
+def recording_inputs(settings: Settings, args: argparse.Namespace
+                     ) -> tuple[Any, StrategyFactory, dict[str, Any]]:
+    """The predictor and strategy of a ``--recording`` run, and notes for the report."""
+    from gal_friday.backtest.recording import ModelPredictor, SmaPredictor
+    from gal_friday.features import feature_names
+
+    for option, given in (("--candles", args.candles), ("--synthetic", args.synthetic),
+                          ("--retrain-every", args.retrain_every),
+                          ("--train-window", args.train_window),
+                          ("--start", args.start), ("--end", args.end)):
+        if given:
+            raise BacktestUsageError(f"{option} does not apply to --recording")
+    notes: dict[str, Any] = {"source": "recording",
+                             "recordings": [str(p) for p in args.recording]}
+    if args.strategy == "sma":
+        fast, slow = sma_periods(args)
+        return SmaPredictor(fast, slow), market_strategy, {**notes,
+                                                           "strategy": f"sma-{fast}-{slow}"}
+    cfg = settings.prediction
+    models = load_models([Path(m) for m in cfg.models], cfg.weights or None,
+                         feature_names(settings.features))
+    return ModelPredictor(models, cfg.combine), default_strategy, {
+        **notes, "strategy": "model", "models": [m.meta.model_id for m in models]}
+
+
+async def run_recording(settings: Settings, args: argparse.Namespace, out: Path) -> int:
+    """``--recording``: the event-driven backtest on recorded market data."""
+    from rich.console import Console
+
+    from gal_friday.backtest.recording import run_recording_backtest
+    from gal_friday.backtest.report import summary_table, terminal_chart, write_report
+    from gal_friday.kraken.recorder import RecordingError
+
+    console = Console()
+    try:
+        capital = Decimal(args.capital or settings.backtest.initial_capital_usd)
+        predictor, strategy, notes = recording_inputs(settings, args)
+    except (BacktestUsageError, InvalidOperation) as exc:
+        console.print(f"gal-friday: {exc}", style="red")
+        return EXIT_USAGE
+    except ModelError as exc:
+        console.print(f"gal-friday: {exc}", style="red")
+        return EXIT_FAILURE
+    quiet = logging.getLogger("gal_friday")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        result = await run_recording_backtest(settings, args.recording, capital=capital,
+                                              predictor=predictor, strategy=strategy)
+    except (RecordingError, OSError) as exc:
+        console.print(f"gal-friday: {exc}", style="red")
+        return EXIT_FAILURE
+    finally:
+        quiet.setLevel(level)
+    paths = await asyncio.to_thread(write_report, result, out, chart=not args.no_chart,
+                                    extra=notes)
+    console.print(summary_table(result))
+    console.print(terminal_chart(result.equity))
+    st = result.stats
+    console.print(f"{st['frames']:,} frames, {st['books']:,} books, {st['decisions']:,} "
+                  f"decisions, {st['orders']:,} orders, {st['checksum_failures']} checksum "
+                  f"failures in {st['loop_seconds']:.2f} s; report in "
+                  f"{', '.join(str(p) for p in paths.values())}")
+    return EXIT_OK
+
+
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the backtest, print the summary and write the report; the exit code."""
     from rich.console import Console
@@ -215,9 +297,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     from gal_friday.backtest.report import summary_table, terminal_chart, write_report
     from gal_friday.backtest.runner import run_backtest
 
-    console = Console()
     out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
         "backtest-%Y%m%dT%H%M%SZ")
+    if getattr(args, "recording", None):
+        return await run_recording(settings, args, out)
+    console = Console()
     try:
         capital = Decimal(args.capital or settings.backtest.initial_capital_usd)
         if args.retrain_every is not None:
