@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -53,6 +55,7 @@ from typing import Any
 from gal_friday.backtest.classic import MarketStrategy
 from gal_friday.backtest.data import PairData, candle_files, load_pairs, synthetic_pairs
 from gal_friday.backtest.engine import StrategyFactory, default_strategy
+from gal_friday.backtest.runner import BacktestResult
 from gal_friday.backtest.signals import (
     PairSignals,
     check_candle_models,
@@ -249,39 +252,57 @@ def recording_inputs(settings: Settings, args: argparse.Namespace
         **notes, "strategy": "model", "models": [m.meta.model_id for m in models]}
 
 
+def _setup_failed(console: Any, exc: Exception) -> int:
+    """One line for a setup problem: a usage error (exit 2) or a model that cannot run (1)."""
+    console.print(f"gal-friday: {exc}", style="red")
+    return EXIT_FAILURE if isinstance(exc, ModelError) else EXIT_USAGE
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Per-order logs (and rejections) would drown a backtest's own output."""
+    logger = logging.getLogger("gal_friday")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+async def _report(console: Any, result: BacktestResult, out: Path, args: argparse.Namespace,
+                  notes: dict[str, Any]) -> dict[str, Path]:
+    """Write the report files and print the summary table and the terminal chart."""
+    from gal_friday.backtest.report import summary_table, terminal_chart, write_report
+
+    paths: dict[str, Path] = await asyncio.to_thread(
+        write_report, result, out, chart=not args.no_chart, extra=notes)
+    console.print(summary_table(result))
+    console.print(terminal_chart(result.equity))
+    return paths
+
+
 async def run_recording(settings: Settings, args: argparse.Namespace, out: Path) -> int:
     """``--recording``: the event-driven backtest on recorded market data."""
     from rich.console import Console
 
     from gal_friday.backtest.recording import run_recording_backtest
-    from gal_friday.backtest.report import summary_table, terminal_chart, write_report
     from gal_friday.kraken.recorder import RecordingError
 
     console = Console()
     try:
         capital = Decimal(args.capital or settings.backtest.initial_capital_usd)
         predictor, strategy, notes = recording_inputs(settings, args)
-    except (BacktestUsageError, InvalidOperation) as exc:
-        console.print(f"gal-friday: {exc}", style="red")
-        return EXIT_USAGE
-    except ModelError as exc:
-        console.print(f"gal-friday: {exc}", style="red")
-        return EXIT_FAILURE
-    quiet = logging.getLogger("gal_friday")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    except (BacktestUsageError, InvalidOperation, ModelError) as exc:
+        return _setup_failed(console, exc)
     try:
-        result = await run_recording_backtest(settings, args.recording, capital=capital,
-                                              predictor=predictor, strategy=strategy)
+        with _quiet_logs():
+            result = await run_recording_backtest(settings, args.recording, capital=capital,
+                                                  predictor=predictor, strategy=strategy)
     except (RecordingError, OSError) as exc:
         console.print(f"gal-friday: {exc}", style="red")
         return EXIT_FAILURE
-    finally:
-        quiet.setLevel(level)
-    paths = await asyncio.to_thread(write_report, result, out, chart=not args.no_chart,
-                                    extra=notes)
-    console.print(summary_table(result))
-    console.print(terminal_chart(result.equity))
+    paths = await _report(console, result, out, args, notes)
     st = result.stats
     console.print(f"{st['frames']:,} frames, {st['books']:,} books, {st['decisions']:,} "
                   f"decisions, {st['orders']:,} orders, {st['checksum_failures']} checksum "
@@ -294,7 +315,6 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the backtest, print the summary and write the report; the exit code."""
     from rich.console import Console
 
-    from gal_friday.backtest.report import summary_table, terminal_chart, write_report
     from gal_friday.backtest.runner import run_backtest
 
     out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
@@ -314,12 +334,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 raise BacktestUsageError("--train-window needs --retrain-every")
             data = load_data(settings, args)
             signals, strategy, notes = build_signals(settings, data, args)
-    except (BacktestUsageError, InvalidOperation) as exc:
-        console.print(f"gal-friday: {exc}", style="red")
-        return EXIT_USAGE
-    except ModelError as exc:
-        console.print(f"gal-friday: {exc}", style="red")
-        return EXIT_FAILURE
+    except (BacktestUsageError, InvalidOperation, ModelError) as exc:
+        return _setup_failed(console, exc)
     if notes.get("models_in_sample"):
         console.print("warning: the model was trained on data overlapping this backtest (or "
                       "after it); its results are in-sample", style="yellow")
@@ -327,18 +343,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     if rejected:
         console.print(f"warning: {len(rejected)} block(s) without a model trade nothing "
                       "(the reasons are in metrics.json, walk_forward.blocks)", style="yellow")
-    quiet = logging.getLogger("gal_friday")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # per-order logs (and rejections) would dominate the run
-    try:
+    with _quiet_logs():
         result = await _run_with_progress(settings, data, signals, strategy, capital, args,
                                           run_backtest)
-    finally:
-        quiet.setLevel(level)
-    paths = await asyncio.to_thread(write_report, result, out, chart=not args.no_chart,
-                                    extra=notes)
-    console.print(summary_table(result))
-    console.print(terminal_chart(result.equity))
+    paths = await _report(console, result, out, args, notes)
     candles = result.stats["candles"]
     console.print(f"{candles:,} candles in {result.stats['loop_seconds']:.2f} s; report in "
                   f"{', '.join(str(p) for p in paths.values())}")

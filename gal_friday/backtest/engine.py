@@ -93,6 +93,21 @@ class Fill:
     signal_id: str
 
 
+def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent) -> None:
+    """Add a fill report to a run's fills and to what each pair holds (both backtest runners
+    keep these for their reports and marks)."""
+    if not r.last_fill_qty or r.last_fill_price is None:
+        return
+    fills.append(Fill(r.ts_ns, r.pair, r.side, r.last_fill_qty, r.last_fill_price, r.fee,
+                      r.order_type, r.client_order_id, r.signal_id or ""))
+    sign = 1 if r.side is Side.BUY else -1
+    qty = held.get(r.pair, Decimal(0)) + sign * r.last_fill_qty
+    if qty:
+        held[r.pair] = qty
+    else:
+        held.pop(r.pair, None)
+
+
 @dataclass
 class RunOutput:
     """What a run produced, before metrics: fills, the final portfolio and counters."""
@@ -526,16 +541,7 @@ class BacktestEngine:
         self._next_midnight = midnight + _DAY_NS
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
-        if not r.last_fill_qty or r.last_fill_price is None:
-            return
-        self.fills.append(Fill(r.ts_ns, r.pair, r.side, r.last_fill_qty, r.last_fill_price,
-                               r.fee, r.order_type, r.client_order_id, r.signal_id or ""))
-        sign = 1 if r.side is Side.BUY else -1
-        qty = self.held.get(r.pair, Decimal(0)) + sign * r.last_fill_qty
-        if qty:
-            self.held[r.pair] = qty
-        else:
-            self.held.pop(r.pair, None)
+        record_fill(self.fills, self.held, r)
 
     async def _finish(self) -> None:
         """Settle what is left and mark every held pair at its last close."""

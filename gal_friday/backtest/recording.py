@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from gal_friday.backtest.engine import Fill, StrategyFactory, default_strategy
+from gal_friday.backtest.engine import Fill, StrategyFactory, default_strategy, record_fill
 from gal_friday.backtest.metrics import compute_metrics, exposure_fraction, round_trips
 from gal_friday.backtest.runner import BacktestResult
 from gal_friday.backtest.signals import sma
@@ -62,7 +62,6 @@ from gal_friday.events import (
     FeatureEvent,
     InstrumentEvent,
     PredictionEvent,
-    Side,
     TradeEvent,
     TradeSignalApprovedEvent,
 )
@@ -407,16 +406,7 @@ class RecordingBacktest:
             self._forget_at = self.venue.submitted + max(64, len(handler.orders))
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
-        if not r.last_fill_qty or r.last_fill_price is None:
-            return
-        self.fills.append(Fill(r.ts_ns, r.pair, r.side, r.last_fill_qty, r.last_fill_price,
-                               r.fee, r.order_type, r.client_order_id, r.signal_id or ""))
-        sign = 1 if r.side is Side.BUY else -1
-        qty = self.held.get(r.pair, Decimal(0)) + sign * r.last_fill_qty
-        if qty:
-            self.held[r.pair] = qty
-        else:
-            self.held.pop(r.pair, None)
+        record_fill(self.fills, self.held, r)
 
     async def _finish(self) -> None:
         await self._settle()
