@@ -93,6 +93,23 @@ class Fill:
     signal_id: str
 
 
+async def settle(handler: ExecutionHandler, venue: BacktestVenue, forget_at: int) -> int:
+    """Let the handler's spawned tasks (protection, one-cancels-other, exits) run until none
+    can progress without the market moving on: until the loop has nothing ready. Then forget
+    finished orders once there are enough of them, so no scan over orders grows with the run
+    (the next clean-up waits until the survivors have doubled). Returns the next threshold."""
+    if handler.busy:
+        ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        for _ in range(64):
+            await asyncio.sleep(0)
+            if not handler.busy or (ready is not None and not ready):
+                break
+    if venue.submitted >= forget_at:
+        venue.forget_finished_everywhere(handler)
+        forget_at = venue.submitted + max(64, len(handler.orders))
+    return forget_at
+
+
 def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent) -> None:
     """Add a fill report to a run's fills and to what each pair holds (both backtest runners
     keep these for their reports and marks)."""
@@ -482,20 +499,7 @@ class BacktestEngine:
         return [int(p * pair.unit) for p in prices]
 
     async def _settle(self) -> None:
-        """Let the handler's spawned tasks (protection, one-cancels-other, exits) run until
-        none can progress without the market moving on: until the loop has nothing ready.
-        Then forget finished orders once there are enough of them, so no scan over orders
-        grows with the run (the next clean-up waits until the survivors have doubled)."""
-        handler = self.handler
-        if handler.busy:
-            ready = getattr(asyncio.get_running_loop(), "_ready", None)
-            for _ in range(64):
-                await asyncio.sleep(0)
-                if not handler.busy or (ready is not None and not ready):
-                    break
-        if self.venue.submitted >= self._forget_at:
-            self.venue.forget_finished_everywhere(handler)
-            self._forget_at = self.venue.submitted + max(64, len(handler.orders))
+        self._forget_at = await settle(self.handler, self.venue, self._forget_at)
 
     def _rewatch(self) -> None:
         for pair in self.pairs:

@@ -46,7 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from gal_friday.backtest.engine import Fill, StrategyFactory, default_strategy, record_fill
+from gal_friday.backtest.engine import (
+    Fill,
+    StrategyFactory,
+    default_strategy,
+    record_fill,
+    settle,
+)
 from gal_friday.backtest.metrics import compute_metrics, exposure_fraction, round_trips
 from gal_friday.backtest.runner import BacktestResult
 from gal_friday.backtest.signals import sma
@@ -392,18 +398,7 @@ class RecordingBacktest:
             self.stats["approved_on_invalid_book"] += 1
 
     async def _settle(self) -> None:
-        """Let the handler's spawned tasks run until none can progress (as the candle engine
-        does), and forget finished orders now and then."""
-        handler = self.handler
-        if handler.busy:
-            ready = getattr(asyncio.get_running_loop(), "_ready", None)
-            for _ in range(64):
-                await asyncio.sleep(0)
-                if not handler.busy or (ready is not None and not ready):
-                    break
-        if self.venue.submitted >= self._forget_at:
-            self.venue.forget_finished_everywhere(handler)
-            self._forget_at = self.venue.submitted + max(64, len(handler.orders))
+        self._forget_at = await settle(self.handler, self.venue, self._forget_at)
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
         record_fill(self.fills, self.held, r)
