@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import lfilter  # type: ignore[import-untyped]
 
 from gal_friday.candles import CandleSeries, FloatArray, IntArray, read_candles
 from gal_friday.config import FeatureSettings
@@ -65,20 +67,10 @@ def batch_candle_features(series: CandleSeries, s: FeatureSettings) -> FeatureTa
 
 
 def linear_scan(decay: float, drive: FloatArray) -> FloatArray:
-    """``y[0] = drive[0]``, ``y[i] = decay * y[i-1] + drive[i]``, as a Hillis-Steele scan.
-
-    Each element holds the affine map (A, B) from an earlier y to its own; pass k composes
-    every map with the one 2**k positions back, so log2(n) vectorised passes solve it all.
-    """
-    a = np.full(len(drive), decay)
-    a[:1] = 0.0
-    b = drive.astype(np.float64, copy=True)
-    step = 1
-    while step < len(b):
-        b[step:] += a[step:] * b[:-step]
-        a[step:] = a[step:] * a[:-step]
-        step *= 2
-    return b
+    """``y[0] = drive[0]``, ``y[i] = decay * y[i-1] + drive[i]``, run in C by
+    ``scipy.signal.lfilter``: the same sequential float operations as the live smoother's
+    ``y = (1 - gain) * y + gain * x``, in one pass."""
+    return np.asarray(lfilter([1.0], [1.0, -decay], drive), dtype=np.float64)
 
 
 def seeded_smooth(x: FloatArray, n: int, gain: float, start: int = 0) -> FloatArray:
@@ -139,10 +131,17 @@ def rolling_variance(x: FloatArray, n: int, ddof: int) -> FloatArray:
         return out
     windows = _windows(x, n)
     mean = windows.mean(axis=1)
-    m2 = ((windows - mean[:, None]) ** 2).sum(axis=1)
-    flat = windows.max(axis=1) == windows.min(axis=1)
-    out[n - 1:] = np.where(flat | (m2 <= 0.0), 0.0, m2 / (n - ddof))
+    dev = windows - mean[:, None]
+    m2 = np.einsum("ij,ij->i", dev, dev)
+    out[n - 1:] = np.where(_flat(x, n) | (m2 <= 0.0), 0.0, m2 / (n - ddof))
     return out
+
+
+def _flat(x: FloatArray, n: int) -> npt.NDArray[np.bool_]:
+    """Whether each window of ``n`` holds one value only (no change between neighbours;
+    NaN never equals itself, so a window with NaN is not flat)."""
+    changes = np.concatenate(([0], np.cumsum(x[1:] != x[:-1])))
+    return changes[n - 1:] - changes[:len(x) - n + 1] == 0  # type: ignore[no-any-return]
 
 
 def rolling_mean(x: FloatArray, n: int) -> FloatArray:
