@@ -367,3 +367,41 @@ async def test_halt_cancels_working_entries_but_keeps_protection(rig: Rig) -> No
     await rig.settle()
     assert rig.working(Role.ENTRY) == []
     assert len(rig.working(Role.STOP)) == 1 and len(rig.working(Role.TARGET)) == 1
+
+
+async def test_a_halt_never_turns_a_cancelled_entry_into_a_market_order() -> None:
+    from gal_friday.events import HaltEvent
+
+    r = Rig(entry_timeout_s=15, entry_timeout_action="market")
+    r.bus.start()
+    await r.venue.start(r.handler.on_venue_report)
+    await r.market(book("2.00000", "2.00010", r.clock.now))
+    await r.handler.on_approved(entry("100", limit="1.99000"))
+    await r.settle()
+    await r.market(trade("1.99000", "40", r.clock.now + S))  # partly filled
+    await r.handler.on_control(HaltEvent("drawdown", "risk"))
+    await r.settle()
+    assert r.of_role(Role.ENTRY)[-1].status is OrderStatus.CANCELLED
+    r.clock.now += 16 * S
+    await r.handler.tick(r.clock.now)  # past the timeout: still no market order
+    await r.settle()
+    assert r.of_role(Role.ENTRY_MARKET) == []
+    assert r.handler.pairs[PAIR].held == D(40)
+    await r.bus.stop()
+
+
+async def test_after_a_resume_a_timed_out_entry_converts_to_market_again() -> None:
+    from gal_friday.events import HaltEvent, ResumeEvent
+
+    r = Rig(entry_timeout_s=15, entry_timeout_action="market")
+    r.bus.start()
+    await r.venue.start(r.handler.on_venue_report)
+    await r.market(book("2.00000", "2.00010", r.clock.now))
+    await r.handler.on_control(HaltEvent("operator", "operator"))
+    await r.handler.on_control(ResumeEvent("operator"))  # resumed: conversions allowed again
+    await r.handler.on_approved(entry("100", limit="1.99000"))
+    await r.settle()
+    r.clock.now += 16 * S
+    await r.handler.tick(r.clock.now)
+    await r.settle()
+    assert r.of_role(Role.ENTRY_MARKET)[-1].status is OrderStatus.FILLED  # timeout converts

@@ -49,6 +49,8 @@ from gal_friday.events import (
     OrderStatus,
     OrderType,
     ReconciliationEvent,
+    ReduceEvent,
+    ResumeEvent,
     Side,
     SystemStatusEvent,
     TradeSignalApprovedEvent,
@@ -127,6 +129,7 @@ class _Order:
     filled: Decimal = _ZERO
     sibling: str | None = None  # the other half of a stop / target pair
     cancel_requested: bool = False
+    timed_out: bool = False  # an entry cancelled by its timeout (not by HALT or flatten)
     unresolved: bool = False  # sent, outcome unknown, not yet found by lookup
     deadline_ns: int = 0  # entries: when the timeout acts
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -170,6 +173,7 @@ class ExecutionHandler:
         self._timer: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._venue_connected: bool | None = None
+        self._halted = False  # HALT or REDUCING: no entry is converted to market
         self._last_report_ns = 0
         self._last_reconcile_ns = 0
         self.stats = {"submitted": 0, "rejected": 0, "errors": 0, "busy_retries": 0,
@@ -180,15 +184,23 @@ class ExecutionHandler:
     def attach(self) -> None:
         self.bus.subscribe(TradeSignalApprovedEvent, self.on_approved, name="execution",
                            policy=Policy.BLOCK, maxsize=4096)
-        self.bus.subscribe((FlattenEvent, HaltEvent), self.on_control,
+        self.bus.subscribe((FlattenEvent, HaltEvent, ReduceEvent, ResumeEvent), self.on_control,
                            name="execution-control", policy=Policy.BLOCK)
 
-    async def on_control(self, event: FlattenEvent | HaltEvent) -> None:
-        """HALT or flatten: working entries are cancelled at once (a resting entry filling
-        after a HALT would be a new entry); exits are the strategy's, protection stays."""
+    async def on_control(self, event: FlattenEvent | HaltEvent | ReduceEvent | ResumeEvent
+                         ) -> None:
+        """HALT, REDUCING or flatten: working entries are cancelled at once (a resting entry
+        filling afterwards would be a new entry) and none is converted to market; exits are
+        the strategy's, protection stays. Only a resume lets timed-out entries convert again."""
+        if isinstance(event, ResumeEvent):
+            self._halted = False
+            return
+        if not isinstance(event, FlattenEvent):
+            self._halted = True
         log.info("cancelling working entries", extra={"cause": type(event).__name__})
         for order in list(self.orders.values()):
             if order.role in (Role.ENTRY, Role.ENTRY_MARKET) and order.working:
+                order.timed_out = False
                 self._spawn(self._cancel(order))
 
     async def start(self) -> None:
@@ -219,6 +231,7 @@ class ExecutionHandler:
                     and order.deadline_ns and now_ns >= order.deadline_ns):
                 log.info("entry timed out", extra={"client_order_id": order.coid,
                                                    "action": self.s.entry_timeout_action})
+                order.timed_out = True
                 self._spawn(self._cancel(order))
             elif order.unresolved:
                 self._spawn(self._resolve_later(order))
@@ -343,8 +356,8 @@ class ExecutionHandler:
 
     def _on_end(self, order: _Order) -> None:
         rest = order.request.qty - order.filled
-        if order.role is Role.ENTRY and rest > 0 and order.cancel_requested \
-                and self.s.entry_timeout_action == "market":
+        if order.role is Role.ENTRY and rest > 0 and order.timed_out \
+                and self.s.entry_timeout_action == "market" and not self._halted:
             market = self._new_order(Role.ENTRY_MARKET, order.signal_id, order.request.pair,
                                      order.request.side, OrderType.MARKET, rest)
             self._spawn(self._send(market))
