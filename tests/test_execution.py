@@ -25,6 +25,7 @@ from gal_friday.events import (
 from gal_friday.execution.handler import ClientIds, ExecutionHandler, Role
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import (
+    OrderRejected,
     OrderRequest,
     VenueBusy,
     VenueOrder,
@@ -247,6 +248,8 @@ class FlakyVenue(PaperVenue):
         step = self.script.pop(0) if self.script else "ok"
         if step == "busy":
             raise VenueBusy("EOrder:Rate limit exceeded")
+        if step == "minimum":
+            raise OrderRejected("EOrder:Order minimum not met")
         self.sent.append(order.client_order_id)
         if step == "lost":  # the venue got it; the answer never came back
             await super().submit(order)
@@ -405,3 +408,27 @@ async def test_after_a_resume_a_timed_out_entry_converts_to_market_again() -> No
     await r.handler.tick(r.clock.now)
     await r.settle()
     assert r.of_role(Role.ENTRY_MARKET)[-1].status is OrderStatus.FILLED  # timeout converts
+
+
+async def test_a_refused_stop_is_not_retried_in_a_loop_and_waits_for_the_next_fill(
+        flaky: Rig) -> None:
+    venue(flaky).script = ["ok", "minimum"]  # the entry goes, its stop is refused
+    await flaky.handler.on_approved(entry("100"))
+    await flaky.settle()
+    await flaky.market(trade("2.00000", "5", flaky.clock.now + S))  # 5 filled: below a minimum
+    assert len(venue(flaky).sent) == 1 and flaky.working(Role.STOP) == []  # only the entry
+    assert flaky.working(Role.TARGET) == []  # no target without its stop
+    assert flaky.handler.pairs[PAIR].unprotected == D(5)
+    await flaky.market(trade("1.99000", "500", flaky.clock.now + S))  # the rest fills
+    assert [o.qty for o in flaky.working(Role.STOP)] == [D(100)]  # all of it, together
+    assert [o.qty for o in flaky.working(Role.TARGET)] == [D(100)]
+
+
+async def test_a_refused_target_leaves_the_stop_in_place(flaky: Rig) -> None:
+    venue(flaky).script = ["ok", "ok", "minimum"]  # entry, stop, then the target refused
+    await flaky.handler.on_approved(entry("100"))
+    await flaky.settle()
+    await flaky.market(book("1.99990", "1.99995", flaky.clock.now + S))
+    assert [o.qty for o in flaky.working(Role.STOP)] == [D(100)]
+    assert flaky.working(Role.TARGET) == []
+    assert flaky.handler.pairs[PAIR].unprotected == 0

@@ -83,6 +83,7 @@ class Role(enum.StrEnum):
 
 
 _PROTECTIVE = (Role.STOP, Role.TARGET)
+_NOT_PLACED = frozenset({OrderStatus.REJECTED, OrderStatus.ERROR})
 _ROLE_NAMES = {Role.ENTRY: "entry", Role.ENTRY_MARKET: "entry-market", Role.STOP: "stop",
                Role.TARGET: "target", Role.EXIT: "exit"}
 
@@ -361,7 +362,8 @@ class ExecutionHandler:
             market = self._new_order(Role.ENTRY_MARKET, order.signal_id, order.request.pair,
                                      order.request.side, OrderType.MARKET, rest)
             self._spawn(self._send(market))
-        elif order.role in _PROTECTIVE and rest > 0 and not order.cancel_requested:
+        elif order.role in _PROTECTIVE and rest > 0 and not order.cancel_requested \
+                and order.status not in _NOT_PLACED:  # a refusal is _protect's to handle
             self._reprotect(order, rest)
 
     def _reprotect(self, order: _Order, rest: Decimal) -> None:
@@ -388,20 +390,22 @@ class ExecutionHandler:
         pair.unprotected = _ZERO
         stop = self._new_order(Role.STOP, signal_id, pair_name, Side.SELL, OrderType.STOP_LOSS,
                                qty, trigger=pair.stop)
-        target = self._new_order(Role.TARGET, signal_id, pair_name, Side.SELL,
-                                 OrderType.TAKE_PROFIT, qty, trigger=pair.target)
-        stop.sibling, target.sibling = target.coid, stop.coid
         await self._send(stop)
-        await self._send(target)
-        if stop.status is OrderStatus.REJECTED or target.status is OrderStatus.REJECTED:
-            for order in (stop, target):
-                order.cancel_requested = True  # both end; their quantity waits for more
-                if order.working:
-                    await self._cancel(order)
+        target = None
+        if stop.status not in _NOT_PLACED:
+            target = self._new_order(Role.TARGET, signal_id, pair_name, Side.SELL,
+                                     OrderType.TAKE_PROFIT, qty, trigger=pair.target)
+            stop.sibling, target.sibling = target.coid, stop.coid
+            await self._send(target)
+        if target is None:  # no stop: the quantity waits to be protected with the next fill
             pair.unprotected += qty
             log.warning("could not protect the filled quantity yet (e.g. below the order "
                         "minimum); it is retried with the next fill", extra={
                             "pair": pair_name, "qty": str(qty)})
+        elif target.status in _NOT_PLACED:  # the stop alone still limits the loss
+            stop.sibling = None
+            log.warning("take-profit not placed; the stop-loss stays", extra={
+                "pair": pair_name, "qty": str(qty), "stop": stop.coid})
 
     # --- sending, with the safety rules ----------------------------------------------------
 
