@@ -114,10 +114,11 @@ async def _recover(settings: Settings, store: Store, venue: TradingVenue,
             await venue.cancel(vo.client_order_id)
             result.cancelled.append(vo.client_order_id)
     _adopt(handler, adopted, signals, result)
-    for record in believed.values():
-        await _resolve(venue, bus, record, result)
     fills = await venue.fills_since((last_fill or 0) + 1)
-    result.fills_reported = await _report_fills(bus, fills, stored)
+    reported = await _report_fills(bus, fills, stored)  # fills first: they carry the prices
+    result.fills_reported = sum(1 for f in fills if f.client_order_id in reported)
+    for record in believed.values():
+        await _resolve(venue, bus, record, reported.get(record.client_order_id, _ZERO), result)
     balances = await venue.balances()
     await bus.publish(ReconciliationEvent(
         balances=tuple(sorted(balances.items())),
@@ -157,8 +158,9 @@ def _adopt(handler: ExecutionHandler, adopted: list[VenueOrder], signals: dict[s
 
 
 async def _resolve(venue: TradingVenue, bus: EventBus, record: StoredOrder,
-                   result: RecoveryResult) -> None:
-    """An order the store believed working that the exchange no longer lists."""
+                   new_fills: Decimal, result: RecoveryResult) -> None:
+    """An order the store believed working that the exchange no longer lists; its final
+    report repeats the quantity its fill reports gave (prices travel with fills only)."""
     found = await venue.lookup(record.client_order_id)
     if found is None:
         if record.status != "intent":
@@ -173,16 +175,22 @@ async def _resolve(venue: TradingVenue, bus: EventBus, record: StoredOrder,
     status = _FINAL_WORDS.get(found.status, OrderStatus.CANCELLED)
     if status is OrderStatus.FILLED and found.filled_qty < found.qty:
         status = OrderStatus.CANCELLED  # closed with a remainder
-    await bus.publish(_report(record, status, found.filled_qty, None, "resolved at restart"))
+    filled = record.filled_qty + new_fills
+    if found.filled_qty != filled:
+        log.warning("the exchange's filled quantity differs from the fills found; the "
+                    "balances reconciliation corrects the portfolio", extra={
+                        "client_order_id": record.client_order_id,
+                        "exchange": str(found.filled_qty), "fills": str(filled)})
+    await bus.publish(_report(record, status, filled, None, "resolved at restart"))
     result.resolved.append(record.client_order_id)
 
 
 async def _report_fills(bus: EventBus, fills: list[VenueFill],
-                        known: list[StoredOrder]) -> int:
-    """Cumulative fill reports for our fills since the last one stored, oldest first."""
+                        known: list[StoredOrder]) -> dict[str, Decimal]:
+    """Cumulative fill reports for our fills since the last one stored, oldest first; the
+    quantity reported per client order id."""
     records = {o.client_order_id: o for o in known}
     cum: dict[str, Decimal] = defaultdict(Decimal)
-    sent = 0
     for f in sorted(fills, key=lambda f: f.ts_ns):
         coid = f.client_order_id
         if coid is None or role_of(coid) is None:
@@ -197,8 +205,7 @@ async def _report_fills(bus: EventBus, fills: list[VenueFill],
             filled_qty=(record.filled_qty if record else _ZERO) + cum[coid], avg_price=None,
             last_fill_qty=f.qty, last_fill_price=f.price, fee=f.fee, fee_asset="USD",
             reason="fill found at restart", ts_ns=f.ts_ns))
-        sent += 1
-    return sent
+    return dict(cum)
 
 
 async def _restore_pairs(settings: Settings, store: Store, handler: ExecutionHandler,

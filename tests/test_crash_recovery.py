@@ -135,6 +135,7 @@ def test_kill_9_at_random_points_loses_no_fill_and_duplicates_no_order(tmp_path:
     data = tmp_path / "data"
     rng = random.Random(20261125)
     lives: list[dict[str, object]] = []
+    errors: list[str] = []
     try:
         for _ in range(5):
             bot = start_bot(data, port)
@@ -147,6 +148,7 @@ def test_kill_9_at_random_points_loses_no_fill_and_duplicates_no_order(tmp_path:
                 time.sleep(rng.uniform(0, 0.05))
             bot.send_signal(signal.SIGKILL)
             bot.wait(10)
+            errors.append(bot.stderr.read() if bot.stderr else "")
         # A last life that only recovers, so the store learns what happened while it was dead.
         asyncio.run(exchange_view(port))  # cancels every order: nothing moves from here on
         final = start_bot(data, port, "--recover-only")
@@ -154,12 +156,14 @@ def test_kill_9_at_random_points_loses_no_fill_and_duplicates_no_order(tmp_path:
         assert result["recovered"] is True, result
         final.send_signal(signal.SIGTERM)
         assert final.wait(20) == 0, final.stderr.read() if final.stderr else ""
+        errors.append(final.stderr.read() if final.stderr else "")
         balances, exchange_fills, sent = asyncio.run(exchange_view(port))
         store_fills, store_orders, store_position = asyncio.run(store_view(data))
     finally:
         sim.send_signal(signal.SIGTERM)
         sim.wait(10)
 
+    assert not [e for e in errors if "Traceback" in e or "Error" in e], errors
     # The kills landed mid-life: later lives had orders to adopt or resolve.
     assert any(life["adopted"] or life["resolved"] or life["never_sent"] for life in lives[1:])
     ours = [c for c in sent if role_of(c) is not None]
