@@ -275,6 +275,8 @@ class ReconciliationEvent(Event, frozen=True):
     open_orders: tuple[OpenOrderState, ...]
     venue: str
     ts_ns: int
+    # average entry per pair from the store, for holdings found at a restart (P&L stays right)
+    entry_prices: tuple[tuple[str, Decimal], ...] = ()
 
 
 # --- control and health ---------------------------------------------------------------------

@@ -231,7 +231,8 @@ class PortfolioManager:
         elif isinstance(event, ReconciliationEvent):
             self.reconcile(dict(event.balances), [
                 OpenOrder(o.client_order_id, o.pair, o.side, o.remaining_qty, o.limit_price)
-                for o in event.open_orders], ts_ns=event.ts_ns)
+                for o in event.open_orders], ts_ns=event.ts_ns,
+                entry_prices=dict(event.entry_prices))
 
     def note_order_price(self, client_order_id: str, limit_price: Decimal) -> None:
         """Tell the portfolio an order's limit price (reports do not carry it)."""
@@ -377,6 +378,7 @@ class PortfolioManager:
         open_orders: Iterable[OpenOrder] | None = None,
         *,
         ts_ns: int | None = None,
+        entry_prices: Mapping[str, Decimal] | None = None,
     ) -> list[Discrepancy]:
         """Compare exchange balances (and open orders, when given) with internal state.
 
@@ -407,7 +409,8 @@ class PortfolioManager:
                 self._holdings.pop(pair, None)
             elif h is None:
                 mark = self._marks.get(pair, ZERO)
-                self._holdings[pair] = _Holding(exchange, mark, ZERO, self._ts_ns, ZERO)
+                entry = (entry_prices or {}).get(pair) or mark  # recorded entry, else the mark
+                self._holdings[pair] = _Holding(exchange, entry, ZERO, self._ts_ns, ZERO)
             else:
                 if exchange < h.qty:
                     h.entry_fees = h.entry_fees * exchange / h.qty

@@ -125,7 +125,9 @@ async def _recover(settings: Settings, store: Store, venue: TradingVenue,
         open_orders=tuple(OpenOrderState(o.client_order_id, o.pair, o.side, o.type,
                                          o.qty - o.filled_qty, o.limit_price)
                           for o in await venue.open_orders()),
-        venue=venue.name, ts_ns=now_ns()))
+        venue=venue.name, ts_ns=now_ns(),
+        entry_prices=tuple((p.pair, p.avg_entry) for p in await store.positions()
+                           if p.qty > 0 and p.avg_entry > 0)))
     await _restore_pairs(settings, store, handler, balances, adopted, result)
 
 

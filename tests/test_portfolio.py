@@ -338,3 +338,16 @@ async def test_attach_books_events_from_the_bus() -> None:
     await bus.stop()
     s = p.snapshot()
     assert s.cash == D("949.87") and s.equity == D("1009.87")
+
+
+def test_a_holding_found_at_a_restart_keeps_its_recorded_entry_price() -> None:
+    pm = PortfolioManager(D("1000"), pairs=["XRP/USD"])
+    pm.set_mark("XRP/USD", D("2.5"), 1)
+    pm.reconcile({"USD": D("1000"), "XRP": D("100")}, [], ts_ns=2,
+                 entry_prices={"XRP/USD": D("2.0")})
+    (position,) = pm.snapshot().positions
+    assert position.avg_entry == D("2.0") and position.unrealised_pnl == D("50.0")
+    fresh = PortfolioManager(D("1000"), pairs=["XRP/USD"])
+    fresh.set_mark("XRP/USD", D("2.5"), 1)
+    fresh.reconcile({"USD": D("1000"), "XRP": D("100")}, [], ts_ns=2)  # nothing recorded
+    assert fresh.snapshot().positions[0].avg_entry == D("2.5")
