@@ -432,3 +432,16 @@ async def test_a_refused_target_leaves_the_stop_in_place(flaky: Rig) -> None:
     assert [o.qty for o in flaky.working(Role.STOP)] == [D(100)]
     assert flaky.working(Role.TARGET) == []
     assert flaky.handler.pairs[PAIR].unprotected == 0
+
+
+async def test_an_exit_after_the_stop_sold_everything_sends_nothing(rig: Rig) -> None:
+    await fill_entry(rig)
+    await rig.market(book("1.89000", "1.89010", rig.clock.now + S))  # the stop sells it all
+    assert rig.handler.pairs[PAIR].held == 0
+    await rig.handler.on_approved(exit_signal("100"))
+    await rig.settle()
+    (report,) = rig.of_role(Role.EXIT)
+    assert (report.status, report.reason) == (OrderStatus.CANCELLED, "nothing held to sell")
+    assert report.signal_id == "sig-x"  # the strategy's exit is answered
+    assert await rig.venue.open_orders() == []
+    assert rig.handler.stats["rejected"] == rig.handler.stats["errors"] == 0

@@ -300,9 +300,11 @@ class ExecutionHandler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(o.done.wait() for o in protective)),
                                        self.s.cancel_wait_s)
-            qty = min(signal.qty, pair.held) if pair.held > 0 else signal.qty
             order = self._new_order(Role.EXIT, signal.signal_id, signal.pair, signal.side,
-                                    OrderType.MARKET, qty)
+                                    OrderType.MARKET, min(signal.qty, pair.held))
+            if pair.held <= 0:  # a stop or target sold it meanwhile: nothing to send
+                await self._verdict(order, OrderStatus.CANCELLED, "nothing held to sell")
+                return
             await self._send(order)
             await order.done.wait()
         finally:
@@ -515,8 +517,10 @@ class ExecutionHandler:
             order.cancel_requested = False  # the timer tries again on its next pass
 
     async def _verdict(self, order: _Order, status: OrderStatus, reason: str) -> None:
-        """Report an end the venue will not report itself (refused, or never taken)."""
-        self.stats["rejected" if status is OrderStatus.REJECTED else "errors"] += 1
+        """Report an end the venue will not report itself (refused, never taken, or not
+        needed)."""
+        if status is not OrderStatus.CANCELLED:
+            self.stats["rejected" if status is OrderStatus.REJECTED else "errors"] += 1
         log.warning("order not placed", extra={"client_order_id": order.coid,
                                                "status": str(status), "reason": reason})
         r = order.request
