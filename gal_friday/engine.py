@@ -37,6 +37,7 @@ from gal_friday.prediction.service import PredictionService, load_models
 from gal_friday.recovery import recover
 from gal_friday.risk import RiskManager
 from gal_friday.session import SessionRecorder
+from gal_friday.store import for_run as store_for_run
 from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
 from gal_friday.store.base import Store
@@ -184,8 +185,9 @@ class Engine:
             models = self.prediction.model_id if self.prediction else ""
             self.session = SessionRecorder(s, models=(models,))
             self.session.attach(self.bus)
-        self.store = make_store(s)
-        self.audit = AuditWriter(self.store, s, self.bus)
+        run = store_for_run(s)
+        self.store = make_store(run)
+        self.audit = AuditWriter(self.store, run, self.bus)
         self.audit.attach()
         await self.audit.start()
         trading = self._trading_venue(venue)

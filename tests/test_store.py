@@ -402,3 +402,15 @@ async def test_exact_decimals_survive_the_round_trip(backend: Backend) -> None:
     got = await store.order("X1")
     assert got is not None
     assert (got.qty, got.limit_price) == (odd.qty, odd.limit_price)
+
+
+def test_each_exchange_and_mode_has_its_own_sqlite_and_spill_file() -> None:
+    from gal_friday.config import Settings
+    from gal_friday.store import for_run
+
+    live = for_run(Settings.model_validate({"exchange": "kraken", "mode": "live"})).store
+    paper = for_run(Settings.model_validate({"exchange": "sim", "mode": "paper"})).store
+    assert (live.sqlite_file, live.spill_file) == (
+        "gal-friday-kraken-live.sqlite3", "audit-spill-kraken-live.jsonl")
+    assert (paper.sqlite_file, paper.spill_file) == (
+        "gal-friday-sim-paper.sqlite3", "audit-spill-sim-paper.jsonl")

@@ -24,6 +24,18 @@ __all__ = ["Record", "Store", "StoreUnavailable", "StoredHalt", "StoredOrder",
            "StoredPosition", "make_store", "open_store"]
 
 
+def for_run(settings: Settings) -> Settings:
+    """The settings with the SQLite file and the spill file named after this run's exchange
+    and mode (``gal-friday-kraken-live.sqlite3``), so a paper or simulator run never leaves
+    orders that a live run's crash recovery would take for its own."""
+    cfg = settings.store
+    tag = f"-{settings.exchange}-{settings.mode}"
+    sqlite, spill = Path(cfg.sqlite_file), Path(cfg.spill_file)
+    return settings.model_copy(update={"store": cfg.model_copy(update={
+        "sqlite_file": str(sqlite.with_name(sqlite.stem + tag + sqlite.suffix)),
+        "spill_file": str(spill.with_name(spill.stem + tag + spill.suffix))})})
+
+
 def make_store(settings: Settings) -> Store:
     """The configured backend, not yet connected."""
     cfg = settings.store
