@@ -445,3 +445,45 @@ async def test_an_exit_after_the_stop_sold_everything_sends_nothing(rig: Rig) ->
     assert report.signal_id == "sig-x"  # the strategy's exit is answered
     assert await rig.venue.open_orders() == []
     assert rig.handler.stats["rejected"] == rig.handler.stats["errors"] == 0
+
+
+async def test_flatten_from_an_operator_closes_the_position_through_the_whole_path() -> None:
+    """FlattenEvent -> strategy exit -> risk approval -> protection cancelled -> market sell."""
+    from gal_friday.config import RiskSettings, StrategySettings
+    from gal_friday.domain import InstrumentSpec
+    from gal_friday.events import FlattenEvent, InstrumentEvent, PredictionEvent
+    from gal_friday.risk import RiskManager
+    from gal_friday.strategy import StrategyArbitrator
+
+    r = Rig()
+    portfolio = PortfolioManager(D(10000), pairs=[PAIR])
+    portfolio.attach(r.bus)
+    RiskManager(RiskSettings(), r.bus, portfolio.snapshot, taker_fee_pct=D("0.4"),
+                clock=r.clock)
+    StrategyArbitrator(StrategySettings(confirm_momentum=False), FeeSettings(), r.bus,
+                       pairs=(PAIR,)).attach()
+    r.handler.attach()
+    r.bus.start()
+    await r.venue.start(r.handler.on_venue_report)
+
+    async def market(event: Event) -> None:
+        await r.bus.publish(event)  # strategy, risk and portfolio see it
+        await r.market(event)  # and the venue
+
+    await r.bus.publish(InstrumentEvent(PAIR, InstrumentSpec(
+        PAIR, 5, 8, D("0.00001"), D("0.00000001"), D("10"), D("0.5"))))
+    await market(book("2.00000", "2.00010", r.clock.now))
+    await r.bus.publish(PredictionEvent(PAIR, r.clock.now, "m", 0.9, r.clock.now, 0))
+    await r.settle()
+    await market(book("1.99990", "1.99995", r.clock.now + S))  # the entry fills
+    held = r.handler.pairs[PAIR].held
+    assert held > 0 and r.working(Role.STOP) and r.working(Role.TARGET)
+
+    await r.bus.publish(FlattenEvent("operator"))
+    await r.settle()
+    await r.settle()
+    exits = r.of_role(Role.EXIT)
+    assert exits[-1].status is OrderStatus.FILLED and exits[-1].filled_qty == held
+    assert r.handler.working_orders() == [] and r.handler.pairs[PAIR].held == 0
+    assert portfolio.snapshot().positions == ()
+    await r.bus.stop()
