@@ -93,6 +93,26 @@ class Fill:
     signal_id: str
 
 
+def wire_trading(settings: Settings, bus: DirectBus, clock: Callable[[], int],
+                 capital: Decimal, pairs: Sequence[str], start_ts_ns: int,
+                 strategy: StrategyFactory,
+                 ) -> tuple[BacktestVenue, ExecutionHandler, PortfolioManager, RiskManager,
+                            StrategyArbitrator]:
+    """The live trading modules on a backtest's bus and clock, subscribed in the order both
+    runners rely on (venue, portfolio, risk, strategy, execution)."""
+    venue = BacktestVenue(settings.paper, settings.fees, clock_ns=clock)
+    venue.attach(bus)
+    handler = ExecutionHandler(settings.execution, venue, bus, clock_ns=clock)
+    portfolio = PortfolioManager(capital, pairs=list(pairs), start_ts_ns=start_ts_ns)
+    portfolio.attach(bus)
+    risk = RiskManager(settings.risk, bus, portfolio.snapshot,
+                       taker_fee_pct=settings.fees.taker_pct, clock=clock)
+    arbitrator = strategy(settings, bus)
+    arbitrator.attach()
+    handler.attach()
+    return venue, handler, portfolio, risk, arbitrator
+
+
 async def settle(handler: ExecutionHandler, venue: BacktestVenue, forget_at: int) -> int:
     """Let the handler's spawned tasks (protection, one-cancels-other, exits) run until none
     can progress without the market moving on: until the loop has nothing ready. Then forget
@@ -257,17 +277,9 @@ class BacktestEngine:
         self.now = min(p.open_ns.item(0) for p in self.pairs if len(p.open_ns))
         self.bus = DirectBus()
         s = self.settings
-        self.venue = BacktestVenue(s.paper, s.fees, clock_ns=self._clock)
-        self.venue.attach(self.bus)
-        self.handler = ExecutionHandler(s.execution, self.venue, self.bus, clock_ns=self._clock)
-        self.portfolio = PortfolioManager(capital, pairs=[p.name for p in self.pairs],
-                                          start_ts_ns=self.now)
-        self.portfolio.attach(self.bus)
-        self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
-                                taker_fee_pct=s.fees.taker_pct, clock=self._clock)
-        self.strategy = strategy(s, self.bus)
-        self.strategy.attach()
-        self.handler.attach()
+        (self.venue, self.handler, self.portfolio, self.risk,
+         self.strategy) = wire_trading(s, self.bus, self._clock, capital,
+                                       [p.name for p in self.pairs], self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}

@@ -52,11 +52,12 @@ from gal_friday.backtest.engine import (
     default_strategy,
     record_fill,
     settle,
+    wire_trading,
 )
 from gal_friday.backtest.metrics import compute_metrics, exposure_fraction, round_trips
 from gal_friday.backtest.runner import BacktestResult
 from gal_friday.backtest.signals import sma
-from gal_friday.backtest.venue import BacktestVenue, DirectBus
+from gal_friday.backtest.venue import DirectBus
 from gal_friday.config import Settings
 from gal_friday.domain import InstrumentSpec
 from gal_friday.events import (
@@ -71,14 +72,11 @@ from gal_friday.events import (
     TradeEvent,
     TradeSignalApprovedEvent,
 )
-from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.features import FeatureEngine
 from gal_friday.kraken.public import PublicStreamDecoder
 from gal_friday.kraken.recorder import RecordingError, read_recording
-from gal_friday.portfolio import PortfolioManager
 from gal_friday.prediction.model import MODEL_FILE
 from gal_friday.prediction.service import Combine, LoadedModel, combine
-from gal_friday.risk import RiskManager
 
 NS = 1_000_000_000
 
@@ -252,23 +250,15 @@ class RecordingBacktest:
                                 monotonic=self._mono)
             for r in self.recordings]
         self.features = FeatureEngine(s.features, self.bus)
-        self.venue = BacktestVenue(s.paper, s.fees, clock_ns=self._clock)
-        self.venue.attach(self.bus)
-        self.handler = ExecutionHandler(s.execution, self.venue, self.bus, clock_ns=self._clock)
         self._frames = merged_frames(self.recordings)
         head = next(self._frames, None)
         if head is None or head[2] is None:
             raise RecordingError("the recordings hold no frames")
         self._head = head
         self.now = head[0]
-        self.portfolio = PortfolioManager(capital, pairs=list(self.pairs),
-                                          start_ts_ns=self.now)
-        self.portfolio.attach(self.bus)
-        self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
-                                taker_fee_pct=s.fees.taker_pct, clock=self._clock)
-        self.strategy = strategy(s, self.bus)
-        self.strategy.attach()
-        self.handler.attach()
+        (self.venue, self.handler, self.portfolio, self.risk,
+         self.strategy) = wire_trading(s, self.bus, self._clock, capital, self.pairs,
+                                       self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
         self.bus.subscribe(TradeSignalApprovedEvent, self._on_approved,
                            name="backtest-approvals")
