@@ -112,13 +112,19 @@ class Rig:
         return [r for r in self.reports if r.client_order_id in coids]
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    r = Rig()
+async def started_rig(venue_wrapper: type[PaperVenue] | None = None,
+                      **execution: object) -> Rig:
+    """A rig with its bus and venue running and a first book (bid 2.00000, ask 2.00010)."""
+    r = Rig(venue_wrapper, **execution)
     r.bus.start()
     await r.venue.start(r.handler.on_venue_report)
-    t0 = r.clock.now
-    await r.market(book("2.00000", "2.00010", t0))
+    await r.market(book("2.00000", "2.00010", r.clock.now))
+    return r
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    r = await started_rig()
     yield r
     await r.bus.stop()
 
@@ -174,10 +180,7 @@ async def test_target_fill_cancels_the_stop(rig: Rig) -> None:
 
 
 async def test_an_entry_not_filled_in_time_is_cancelled() -> None:
-    r = Rig(entry_timeout_s=15)
-    r.bus.start()
-    await r.venue.start(r.handler.on_venue_report)
-    await r.market(book("2.00000", "2.00010", r.clock.now))
+    r = await started_rig(entry_timeout_s=15)
     await r.handler.on_approved(entry(limit="1.99000"))
     await r.handler.tick(r.clock.now + 14 * S)
     await r.settle()
@@ -190,10 +193,7 @@ async def test_an_entry_not_filled_in_time_is_cancelled() -> None:
 
 
 async def test_timeout_can_send_the_unfilled_rest_at_market() -> None:
-    r = Rig(entry_timeout_s=15, entry_timeout_action="market")
-    r.bus.start()
-    await r.venue.start(r.handler.on_venue_report)
-    await r.market(book("2.00000", "2.00010", r.clock.now))
+    r = await started_rig(entry_timeout_s=15, entry_timeout_action="market")
     await r.handler.on_approved(entry("100", limit="1.99000"))
     await r.settle()
     await r.market(trade("1.99000", "40", r.clock.now + S))  # 40 filled at the limit
@@ -269,10 +269,7 @@ class FlakyVenue(PaperVenue):
 
 @pytest.fixture
 async def flaky() -> AsyncIterator[Rig]:
-    r = Rig(FlakyVenue)
-    r.bus.start()
-    await r.venue.start(r.handler.on_venue_report)
-    await r.market(book("2.00000", "2.00010", r.clock.now))
+    r = await started_rig(FlakyVenue)
     yield r
     await r.bus.stop()
 
@@ -375,10 +372,7 @@ async def test_halt_cancels_working_entries_but_keeps_protection(rig: Rig) -> No
 async def test_a_halt_never_turns_a_cancelled_entry_into_a_market_order() -> None:
     from gal_friday.events import HaltEvent
 
-    r = Rig(entry_timeout_s=15, entry_timeout_action="market")
-    r.bus.start()
-    await r.venue.start(r.handler.on_venue_report)
-    await r.market(book("2.00000", "2.00010", r.clock.now))
+    r = await started_rig(entry_timeout_s=15, entry_timeout_action="market")
     await r.handler.on_approved(entry("100", limit="1.99000"))
     await r.settle()
     await r.market(trade("1.99000", "40", r.clock.now + S))  # partly filled
@@ -396,10 +390,7 @@ async def test_a_halt_never_turns_a_cancelled_entry_into_a_market_order() -> Non
 async def test_after_a_resume_a_timed_out_entry_converts_to_market_again() -> None:
     from gal_friday.events import HaltEvent, ResumeEvent
 
-    r = Rig(entry_timeout_s=15, entry_timeout_action="market")
-    r.bus.start()
-    await r.venue.start(r.handler.on_venue_report)
-    await r.market(book("2.00000", "2.00010", r.clock.now))
+    r = await started_rig(entry_timeout_s=15, entry_timeout_action="market")
     await r.handler.on_control(HaltEvent("operator", "operator"))
     await r.handler.on_control(ResumeEvent("operator"))  # resumed: conversions allowed again
     await r.handler.on_approved(entry("100", limit="1.99000"))
