@@ -367,8 +367,9 @@ class PortfolioManager:
             self._losses += 1
         else:
             self._losses = 0
-        log.info("round trip closed", extra={
-            "pair": pair, "pnl": str(h.trip_pnl), "consecutive_losses": self._losses})
+        if log.isEnabledFor(logging.INFO):
+            log.info("round trip closed", extra={
+                "pair": pair, "pnl": str(h.trip_pnl), "consecutive_losses": self._losses})
 
     # --- reconciliation -------------------------------------------------------------------
 

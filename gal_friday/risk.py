@@ -397,9 +397,10 @@ class RiskManager:
         if verdict.approved:
             self.approved += 1
             limit = verdict.limit_price if signal.order_type is OrderType.LIMIT else None
-            log.info("signal approved", extra={
-                "signal_id": signal.signal_id, "pair": signal.pair, "qty": str(verdict.qty),
-                "limit_price": str(limit)})
+            if log.isEnabledFor(logging.INFO):
+                log.info("signal approved", extra={
+                    "signal_id": signal.signal_id, "pair": signal.pair,
+                    "qty": str(verdict.qty), "limit_price": str(limit)})
             await self._bus.publish(TradeSignalApprovedEvent(
                 signal.signal_id, signal.pair, signal.side, signal.order_type, verdict.qty,
                 limit, signal.stop_loss, signal.take_profit, ts, signal.is_exit,

@@ -121,8 +121,10 @@ async def settle(handler: ExecutionHandler, venue: BacktestVenue, forget_at: int
     if handler.busy:
         ready = getattr(asyncio.get_running_loop(), "_ready", None)
         for _ in range(64):
+            if ready is not None and not ready:
+                break  # every spawned task waits for the market (e.g. an exit for its fill)
             await asyncio.sleep(0)
-            if not handler.busy or (ready is not None and not ready):
+            if not handler.busy:
                 break
     if venue.submitted >= forget_at:
         venue.forget_finished_everywhere(handler)

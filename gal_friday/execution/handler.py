@@ -297,9 +297,10 @@ class ExecutionHandler:
                           if o.request.pair == signal.pair and o.role in _PROTECTIVE and o.working]
             for order in protective:
                 await self._cancel(order)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(o.done.wait() for o in protective)),
-                                       self.s.cancel_wait_s)
+            if protective:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*(o.done.wait() for o in protective)),
+                                           self.s.cancel_wait_s)
             order = self._new_order(Role.EXIT, signal.signal_id, signal.pair, signal.side,
                                     OrderType.MARKET, min(signal.qty, pair.held))
             if pair.held <= 0:  # a stop or target sold it meanwhile: nothing to send
@@ -422,11 +423,13 @@ class ExecutionHandler:
 
     async def _send(self, order: _Order) -> None:
         """Submit once; retry only what the venue definitely did not take; resolve the rest."""
-        log.info("order request", extra={
-            "client_order_id": order.coid, "signal_id": order.signal_id, "role": order.role,
-            "pair": order.request.pair, "side": str(order.request.side),
-            "type": str(order.request.type), "qty": str(order.request.qty),
-            "limit": str(order.request.limit_price), "trigger": str(order.request.trigger_price)})
+        if log.isEnabledFor(logging.INFO):  # a backtest logs errors only: skip the strings
+            log.info("order request", extra={
+                "client_order_id": order.coid, "signal_id": order.signal_id,
+                "role": order.role, "pair": order.request.pair,
+                "side": str(order.request.side), "type": str(order.request.type),
+                "qty": str(order.request.qty), "limit": str(order.request.limit_price),
+                "trigger": str(order.request.trigger_price)})
         r = order.request
         await self.bus.publish(OrderRequestEvent(
             r.client_order_id, order.signal_id, _ROLE_NAMES[order.role], r.pair, r.side, r.type,
