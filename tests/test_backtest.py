@@ -15,7 +15,12 @@ from gal_friday.backtest.classic import MarketStrategy
 from gal_friday.backtest.data import PairData, instrument_for, synthetic_pairs
 from gal_friday.backtest.engine import Fill, intrabar_corners, next_point
 from gal_friday.backtest.metrics import compute_metrics, drawdown, round_trips
-from gal_friday.backtest.report import metrics_document, terminal_chart, write_report
+from gal_friday.backtest.report import (
+    halt_lines,
+    metrics_document,
+    terminal_chart,
+    write_report,
+)
 from gal_friday.backtest.runner import BacktestResult, run_backtest
 from gal_friday.backtest.signals import (
     LookAheadError,
@@ -235,6 +240,59 @@ def test_same_inputs_give_an_identical_report(tmp_path: Any) -> None:
     assert text_a == text_b and metrics_document(first) == metrics_document(second)
     assert (tmp_path / "a" / "equity.png").stat().st_size > 1000
     assert terminal_chart(first.equity).count("\n") == 9
+
+
+def test_a_risk_halt_is_reported_with_its_time_reason_and_skipped_entries(
+        tmp_path: Any) -> None:
+    # two losing round trips against a limit of two consecutive losses: the third entry
+    # signal finds the limit reached (rejected, HALT), the fourth is skipped while HALTED,
+    # and the report says so instead of going quiet
+    s = settings(risk={"max_consecutive_losses": 2},
+                 strategy={"stop_loss_pct": "49", "take_profit_pct": "99"},
+                 execution={"protective_orders": False})
+    rows = [(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (0.9, 0.9, 0.9, 0.9)] * 4
+    prob = [1.0, 0.0, NAN] * 4  # buy at the next open (1.0), sell at the one after (0.9)
+    result = run(s, series(rows), prob, market=True)
+    assert len(result.trades) == 2 and all(t.pnl < 0 for t in result.trades)
+    (halt,) = result.halts
+    assert halt.source == "risk" and halt.reason == "consecutive losses 2 >= limit 2"
+    assert halt.ts_ns == (T0 + 7 * 60) * 10**9  # the third entry's decision, candle 6's close
+    assert result.stats["signals_rejected"] == 1
+    assert result.stats["entries_skipped_halted"] == 1
+    doc = metrics_document(result)
+    assert doc["halts"] == [{"time": doc["halts"][0]["time"], "source": "risk",
+                             "reason": "consecutive losses 2 >= limit 2"}]
+    lines = halt_lines(result)
+    assert lines[0].startswith("HALTED at ") and "consecutive losses 2 >= limit 2" in lines[0]
+    assert "1 entry signals skipped" in lines[1] and "[risk]" in lines[1]
+
+
+def test_the_terminal_chart_shows_a_drop_inside_a_bucket() -> None:
+    # 600 points in 60 columns: the dip to 90 lasts one point, yet the axis and a column
+    # reach it
+    values = np.full(600, 100.0)
+    values[5] = 90.0
+    chart = terminal_chart(values)
+    lines = chart.splitlines()
+    assert lines[0].startswith("      100.00 ┤") and lines[-1].startswith("       90.00 ┤")
+    assert lines[-1][14] == "│" and lines[0][14] == "•"  # the first column spans 90..100
+    assert set(lines[-1][15:]) == {" "}
+    flat = terminal_chart(np.full(10, 5.0)).splitlines()
+    assert "5.00" in flat[0] and "5.00" not in flat[-1]
+
+
+def test_trade_money_in_the_csv_is_rounded_to_1e_8(tmp_path: Any) -> None:
+    s = settings(fees={"taker_pct": "0.26"}, strategy={"stop_loss_pct": "49",
+                                                        "take_profit_pct": "99"},
+                 execution={"protective_orders": False})
+    rows = [(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.1, 1.1, 1.1, 1.1),
+            (1.1, 1.1, 1.1, 1.1)]
+    result = run(s, series(rows), [1.0, NAN, 0.0, NAN], market=True)
+    (trade,) = result.trades
+    text = write_report(result, tmp_path, chart=False)["trades"].read_text()
+    fees, pnl = text.splitlines()[1].split(",")[6:8]
+    assert D(fees) == trade.fees.quantize(D("1e-8")) and len(fees.split(".")[1]) == 8
+    assert D(pnl) == trade.pnl.quantize(D("1e-8"))
 
 
 def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> None:

@@ -273,12 +273,19 @@ def _quiet_logs() -> Iterator[None]:
 async def _report(console: Any, result: BacktestResult, out: Path, args: argparse.Namespace,
                   notes: dict[str, Any]) -> dict[str, Path]:
     """Write the report files and print the summary table and the terminal chart."""
-    from gal_friday.backtest.report import summary_table, terminal_chart, write_report
+    from gal_friday.backtest.report import (
+        halt_lines,
+        summary_table,
+        terminal_chart,
+        write_report,
+    )
 
     paths: dict[str, Path] = await asyncio.to_thread(
         write_report, result, out, chart=not args.no_chart, extra=notes)
     console.print(summary_table(result))
     console.print(terminal_chart(result.equity))
+    for line in halt_lines(result):
+        console.print(line, style="yellow", highlight=False, markup=False)
     return paths
 
 

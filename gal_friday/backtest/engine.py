@@ -60,6 +60,7 @@ from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
     FeatureEvent,
+    HaltEvent,
     InstrumentEvent,
     OrderType,
     PredictionEvent,
@@ -132,6 +133,27 @@ async def settle(handler: ExecutionHandler, venue: BacktestVenue, forget_at: int
     return forget_at
 
 
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """A HALT during a run: from then on entries are refused, as live, until the run ends
+    (live, only an operator resumes; a backtest has no operator)."""
+
+    ts_ns: int
+    source: str
+    reason: str
+
+
+def record_halts(bus: DirectBus) -> list[Halt]:
+    """The run's HALTs, in order, as the bus delivers them (both runners report them)."""
+    halts: list[Halt] = []
+
+    async def on_halt(event: HaltEvent) -> None:
+        halts.append(Halt(event.ts_ns, event.source, event.reason))
+
+    bus.subscribe(HaltEvent, on_halt, name="backtest-halts")
+    return halts
+
+
 def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent) -> None:
     """Add a fill report to a run's fills and to what each pair holds (both backtest runners
     keep these for their reports and marks)."""
@@ -157,6 +179,7 @@ class RunOutput:
     fees_paid: Decimal
     held: dict[str, Decimal]
     stats: dict[str, int] = field(default_factory=dict)
+    halts: list[Halt] = field(default_factory=list)
 
 
 def default_strategy(settings: Settings, bus: DirectBus) -> StrategyArbitrator:
@@ -283,6 +306,7 @@ class BacktestEngine:
          self.strategy) = wire_trading(s, self.bus, self._clock, capital,
                                        [p.name for p in self.pairs], self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
+        self.halts = record_halts(self.bus)
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}
         self.stats = {"candles": sum(len(p.open_ns) for p in self.pairs), "decisions": 0,
@@ -305,7 +329,7 @@ class BacktestEngine:
         await self._finish()
         snap = self.portfolio.snapshot()
         return RunOutput(self.fills, snap.cash, snap.equity, snap.fees_paid,
-                         {k: v for k, v in self.held.items() if v}, self._stats())
+                         {k: v for k, v in self.held.items() if v}, self._stats(), self.halts)
 
     def _timeline(self) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Every candle of every pair in time order (pairs in configured order at equal

@@ -48,9 +48,11 @@ import numpy as np
 
 from gal_friday.backtest.engine import (
     Fill,
+    Halt,
     StrategyFactory,
     default_strategy,
     record_fill,
+    record_halts,
     settle,
     wire_trading,
 )
@@ -220,6 +222,7 @@ class RecordingRun:
     stats: dict[str, int] = field(default_factory=dict)
     model_id: str = ""
     approvals: list[tuple[int, str, str, bool]] = field(default_factory=list)
+    halts: list[Halt] = field(default_factory=list)
 
 
 class RecordingBacktest:
@@ -260,6 +263,7 @@ class RecordingBacktest:
          self.strategy) = wire_trading(s, self.bus, self._clock, capital, self.pairs,
                                        self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
+        self.halts = record_halts(self.bus)
         self.bus.subscribe(TradeSignalApprovedEvent, self._on_approved,
                            name="backtest-approvals")
         self.instruments: dict[str, InstrumentSpec] = {}
@@ -314,7 +318,7 @@ class RecordingBacktest:
         self._sample()
         return RecordingRun(self.fills, self.times, self.equity, snap.equity, snap.fees_paid,
                             {k: v for k, v in self.held.items() if v}, dict(self.stats),
-                            self.predictor.model_id, self.approvals)
+                            self.predictor.model_id, self.approvals, self.halts)
 
     async def _instruments(self, decoder: PublicStreamDecoder) -> None:
         """Publish each pair's rules from the instrument channel when new or changed (live,
@@ -423,5 +427,6 @@ async def run_recording_backtest(settings: Settings, paths: Sequence[Path], *,
         risk_free_pct=float(settings.backtest.risk_free_rate_pct))
     stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
     return BacktestResult(bt.pairs, start, end, times, equity, trades, out.fills, metrics,
-                          stats, {pair: str(qty) for pair, qty in sorted(out.held.items())})
+                          stats, {pair: str(qty) for pair, qty in sorted(out.held.items())},
+                          out.halts)
 

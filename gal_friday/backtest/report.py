@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from gal_friday.backtest.runner import BacktestResult
 from gal_friday.candles import FloatArray
 
 NS = 1_000_000_000
+_MONEY_STEP = Decimal("1e-8")
 _LABELS = {
     "total_return_pct": ("Total return", "{:+.2f} %"), "sharpe": ("Sharpe", "{:.2f}"),
     "sortino": ("Sortino", "{:.2f}"), "max_drawdown": ("Max drawdown", "{:,.2f}"),
@@ -36,9 +38,23 @@ def metrics_document(result: BacktestResult, extra: dict[str, Any] | None = None
     """The JSON report: metrics, the run's span and counters (no wall-clock timing, so the
     same inputs give the same file)."""
     stats = {k: v for k, v in result.stats.items() if k != "loop_seconds"}
+    halts = [{"time": iso(h.ts_ns), "source": h.source, "reason": h.reason}
+             for h in result.halts]
     return {"pairs": list(result.pairs), "start": iso(result.start_ns),
             "end": iso(result.end_ns), "metrics": result.metrics, "counters": stats,
-            "open_positions": result.open_positions, **(extra or {})}
+            "open_positions": result.open_positions, "halts": halts, **(extra or {})}
+
+
+def halt_lines(result: BacktestResult) -> list[str]:
+    """What the console says about HALTs: when, why, and what it cost in skipped entries
+    (a run that stopped trading early must not look like a strategy that found nothing)."""
+    lines = [f"HALTED at {iso(h.ts_ns)[:19]}Z by {h.source}: {h.reason}" for h in result.halts]
+    if lines:
+        skipped = result.stats.get("entries_skipped_halted", 0)
+        lines.append(f"Entries are refused from the first HALT to the end of the run, as live "
+                     f"until an operator resumes ({skipped:,} entry signals skipped); the "
+                     f"limits are the [risk] settings of the config.")
+    return lines
 
 
 def write_report(result: BacktestResult, out_dir: Path, *, chart: bool = True,
@@ -53,7 +69,7 @@ def write_report(result: BacktestResult, out_dir: Path, *, chart: bool = True,
                     "fees", "pnl", "exit_type"))
         for t in result.trades:
             w.writerow((t.pair, iso(t.entry_ns), iso(t.exit_ns), t.qty, t.entry_price,
-                        t.exit_price, t.fees, t.pnl, t.exit_type))
+                        t.exit_price, _money(t.fees), _money(t.pnl), t.exit_type))
     peak = np.maximum.accumulate(result.equity)
     with paths["equity"].open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -66,6 +82,11 @@ def write_report(result: BacktestResult, out_dir: Path, *, chart: bool = True,
     if chart:
         paths["chart"] = write_chart(result, out_dir / "equity.png")
     return paths
+
+
+def _money(value: Decimal) -> Decimal:
+    """Fees and P&L to 1e-8 USD: exact sums of fills carry twenty digits nobody reads."""
+    return value.quantize(_MONEY_STEP, rounding=ROUND_HALF_EVEN)
 
 
 def write_chart(result: BacktestResult, path: Path) -> Path:
@@ -92,18 +113,27 @@ def write_chart(result: BacktestResult, path: Path) -> Path:
 
 
 def terminal_chart(values: FloatArray, width: int = 60, height: int = 10) -> str:
-    """A line chart in text (one column per bucket of the curve), for the console."""
+    """A line chart in text, for the console: one column per bucket of the curve, spanning
+    the bucket's low to high (``│``) with its last value marked (``•``), so a drop inside a
+    bucket still shows; the axis runs from the curve's lowest to its highest value."""
     if len(values) == 0:
         return ""
     buckets = np.array_split(values, min(width, len(values)))
-    points = [float(b[-1]) for b in buckets]
-    lo, hi = min(points), max(points)
+    lo, hi = float(np.min(values)), float(np.max(values))
     span = hi - lo or 1.0
-    rows = [[" "] * len(points) for _ in range(height)]
-    for x, v in enumerate(points):
-        rows[height - 1 - round((v - lo) / span * (height - 1))][x] = "•"
+
+    def row(v: float) -> int:
+        return height - 1 - round((v - lo) / span * (height - 1))
+
+    rows = [[" "] * len(buckets) for _ in range(height)]
+    for x, b in enumerate(buckets):
+        for y in range(row(float(b.max())), row(float(b.min())) + 1):
+            rows[y][x] = "│"
+        rows[row(float(b[-1]))][x] = "•"
     labels = [f"{hi:>12,.2f} ┤"] + [" " * 13 + "│"] * (height - 2) + [f"{lo:>12,.2f} ┤"]
-    return "\n".join(label + "".join(row) for label, row in zip(labels, rows, strict=True))
+    if hi == lo:
+        labels[-1] = " " * 13 + "│"  # a flat curve: one value, said once
+    return "\n".join(label + "".join(r) for label, r in zip(labels, rows, strict=True))
 
 
 def summary_table(result: BacktestResult) -> Any:

@@ -19,6 +19,7 @@ from gal_friday.backtest.data import NS, PairData
 from gal_friday.backtest.engine import (
     BacktestEngine,
     Fill,
+    Halt,
     Progress,
     StrategyFactory,
     default_strategy,
@@ -49,6 +50,7 @@ class BacktestResult:
     metrics: dict[str, Any]
     stats: dict[str, Any] = field(default_factory=dict)
     open_positions: dict[str, str] = field(default_factory=dict)
+    halts: list[Halt] = field(default_factory=list)  # from the first on, entries are refused
 
 
 def candle_grid(data: Sequence[PairData]) -> IntArray:
@@ -88,4 +90,5 @@ async def run_backtest(settings: Settings, data: Sequence[PairData],
     stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
     return BacktestResult(tuple(d.pair for d in data), start, end, grid, equity, trades,
                           out.fills, metrics, stats,
-                          {pair: str(qty) for pair, qty in sorted(out.held.items())})
+                          {pair: str(qty) for pair, qty in sorted(out.held.items())},
+                          out.halts)
