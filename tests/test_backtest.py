@@ -309,3 +309,38 @@ def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> Non
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 0
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert names == ["equity.csv", "equity.png", "metrics.json", "trades.csv"]
+
+
+@pytest.mark.parametrize(("options", "code", "message"), [
+    (["--candles", "{tmp}/missing.csv"], 1, "candle file not found: {tmp}/missing.csv"),
+    (["--candles", "{tmp}/bad.csv"], 1, "bad.csv:1: expected 7 columns"),
+    (["--candles", "{tmp}/bad.csv", "--candles", "{tmp}/bad.csv", "--candles", "{tmp}/x.csv"],
+     1, "3 candle files for 1 pairs"),
+    (["--synthetic", "1", "--capital", "abc"], 2, "--capital must be an amount of USD, got "
+                                                  "'abc'"),
+    (["--synthetic", "1", "--capital", "-5"], 2, "--capital must be positive"),
+    (["--synthetic", "-1"], 2, "--synthetic needs a positive number of days, got -1"),
+    (["--synthetic", "1", "--start", "2025-01-01"], 2, "do not apply to --synthetic"),
+    (["--candles", "{tmp}/bad.csv", "--start", "2025-13-01"], 2, "not a date: '2025-13-01'"),
+    (["--candles", "{tmp}/bad.csv", "--start", "2025-02-01", "--end", "2025-01-01"], 2,
+     "--end (2025-01-01) must be after --start (2025-02-01)"),
+])
+def test_bad_options_and_files_get_one_line_and_an_exit_code(
+        tmp_path: Any, in_tmp: Any, capsys: Any, options: list[str], code: int,
+        message: str) -> None:
+    import argparse
+
+    from gal_friday.backtest import cli as backtest_cli
+    from gal_friday.cli import _common_options, settings_from_args
+
+    (tmp_path / "bad.csv").write_text("garbage,1,2\n")
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    args = parser.parse_args(["backtest", "--strategy", "sma", "--no-progress", "--pairs",
+                              "XRP/USD", "--out", str(tmp_path / "r"),
+                              *(o.format(tmp=tmp_path) for o in options)])
+    assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == code
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("gal-friday: ")
+    assert message.format(tmp=tmp_path) in out
+    assert not (tmp_path / "r").exists()  # nothing written for a run that never started

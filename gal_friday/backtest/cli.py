@@ -69,6 +69,7 @@ from gal_friday.backtest.walkforward import (
     Report,
     walk_forward_signals,
 )
+from gal_friday.candles import CandleFileError
 from gal_friday.config import Settings
 from gal_friday.features import candle_feature_names
 from gal_friday.prediction.model import ModelError
@@ -126,6 +127,31 @@ def parse_time(text: str | None) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
+
+
+def initial_capital(settings: Settings, args: argparse.Namespace) -> Decimal:
+    """``--capital`` (else ``backtest.initial_capital_usd``): a positive amount of USD."""
+    text = args.capital or str(settings.backtest.initial_capital_usd)
+    try:
+        capital = Decimal(text.replace(",", "").replace("_", ""))
+    except InvalidOperation:
+        raise BacktestUsageError(f"--capital must be an amount of USD, got {text!r}") from None
+    if not capital.is_finite() or capital <= 0:
+        raise BacktestUsageError(f"--capital must be positive, got {text!r}")
+    return capital
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot describe a run, before any data is read."""
+    if args.synthetic is not None and not args.synthetic > 0:
+        raise BacktestUsageError(f"--synthetic needs a positive number of days, got "
+                                 f"{args.synthetic:g}")
+    if args.synthetic is not None and (args.start or args.end or args.candles):
+        raise BacktestUsageError("--start, --end and --candles select candles from files; "
+                                 "they do not apply to --synthetic")
+    start, end = parse_time(args.start), parse_time(args.end)
+    if start is not None and end is not None and end <= start:
+        raise BacktestUsageError(f"--end ({args.end}) must be after --start ({args.start})")
 
 
 def load_data(settings: Settings, args: argparse.Namespace, history_s: int = 0
@@ -253,9 +279,11 @@ def recording_inputs(settings: Settings, args: argparse.Namespace
 
 
 def _setup_failed(console: Any, exc: Exception) -> int:
-    """One line for a setup problem: a usage error (exit 2) or a model that cannot run (1)."""
-    console.print(f"gal-friday: {exc}", style="red")
-    return EXIT_FAILURE if isinstance(exc, ModelError) else EXIT_USAGE
+    """One line for a setup problem: a usage error (exit 2), or a model or candle file that
+    cannot be used (1)."""
+    console.print(f"gal-friday: {exc}", style="red", highlight=False, markup=False,
+                  soft_wrap=True)
+    return EXIT_USAGE if isinstance(exc, BacktestUsageError) else EXIT_FAILURE
 
 
 @contextlib.contextmanager
@@ -298,9 +326,9 @@ async def run_recording(settings: Settings, args: argparse.Namespace, out: Path)
 
     console = Console()
     try:
-        capital = Decimal(args.capital or settings.backtest.initial_capital_usd)
+        capital = initial_capital(settings, args)
         predictor, strategy, notes = recording_inputs(settings, args)
-    except (BacktestUsageError, InvalidOperation, ModelError) as exc:
+    except (BacktestUsageError, ModelError) as exc:
         return _setup_failed(console, exc)
     try:
         with _quiet_logs():
@@ -330,7 +358,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         return await run_recording(settings, args, out)
     console = Console()
     try:
-        capital = Decimal(args.capital or settings.backtest.initial_capital_usd)
+        capital = initial_capital(settings, args)
+        check_options(args)
         if args.retrain_every is not None:
             data, signals, notes = walk_forward_inputs(
                 settings, args, out,
@@ -341,7 +370,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                 raise BacktestUsageError("--train-window needs --retrain-every")
             data = load_data(settings, args)
             signals, strategy, notes = build_signals(settings, data, args)
-    except (BacktestUsageError, InvalidOperation, ModelError) as exc:
+    except (BacktestUsageError, CandleFileError, ModelError) as exc:
         return _setup_failed(console, exc)
     if notes.get("models_in_sample"):
         console.print("warning: the model was trained on data overlapping this backtest (or "
