@@ -60,6 +60,39 @@ _TYPES = {t.__name__: t for t in RECORDED}
 _encoder = msgspec.json.Encoder()
 
 
+def _float_fields(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Names of ``cls``'s float fields and of its tuple-of-float fields."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    scalars, tuples = [], []
+    for f in info.fields:
+        if isinstance(f.type, msgspec.inspect.FloatType):
+            scalars.append(f.encode_name)
+        elif isinstance(f.type, msgspec.inspect.VarTupleType) and isinstance(
+                f.type.item_type, msgspec.inspect.FloatType):
+            tuples.append(f.encode_name)
+    return tuple(scalars), tuple(tuples)
+
+
+_FLOATS = {name: _float_fields(t) for name, t in _TYPES.items()}
+
+
+def _nan_for_null(fields: Any, cls: type[Event]) -> Any:
+    """JSON has no NaN: the encoder writes a NaN float (a feature without data yet, an exit's
+    missing probability) as null; read it back as NaN where the field is a float."""
+    scalars, tuples = _FLOATS[cls.__name__]
+    if not isinstance(fields, dict):
+        return fields
+    for key in scalars:
+        if key in fields and fields[key] is None:
+            fields[key] = float("nan")
+    for key in tuples:
+        values = fields.get(key)
+        if isinstance(values, list) and None in values:
+            fields[key] = [float("nan") if v is None else v for v in values]
+    return fields
+
+
 class SessionError(Exception):
     """A journal that cannot be read; the message says which file and why."""
 
@@ -130,6 +163,7 @@ def _events(path: Path, handle: gzip.GzipFile) -> Iterator[Event]:
                 return
             try:
                 name, fields = json.loads(line)
-                yield msgspec.convert(fields, _TYPES[name])
+                cls = _TYPES[name]
+                yield msgspec.convert(_nan_for_null(fields, cls), cls)
             except (ValueError, KeyError, msgspec.ValidationError):
                 log.warning("unreadable journal line skipped", extra={"path": str(path)})

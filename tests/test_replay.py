@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import math
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from gal_friday.bus import EventBus
@@ -15,9 +17,13 @@ from gal_friday.cli import main
 from gal_friday.config import Settings
 from gal_friday.events import (
     BookEvent,
+    FeatureEvent,
     OrderRequestEvent,
+    OrderType,
     PredictionEvent,
+    Side,
     TradeSignalApprovedEvent,
+    TradeSignalProposedEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
@@ -125,3 +131,25 @@ async def test_a_changed_decision_is_caught(tmp_path: Path) -> None:
     result = await replay_session(tampered)
     assert not result.ok
     assert any("TradeSignalApprovedEvent" in m for m in result.mismatches)
+
+
+def test_nan_features_and_an_exit_without_probability_survive_the_journal(
+        tmp_path: Path) -> None:
+    # JSON has no NaN (the encoder writes null): a feature without data yet and a stop's exit
+    # signal (no probability) must come back as NaN, not be skipped as unreadable, or a
+    # replay would run on different inputs than the session had
+    recorder = SessionRecorder(session_settings(tmp_path))
+    recorder.attach(EventBus())
+    features = FeatureEvent("XRP/USD", 1, ("rsi_14", "flow_imbalance_60s"), (55.0, math.nan))
+    exit_signal = TradeSignalProposedEvent(
+        "s1", "XRP/USD", Side.SELL, OrderType.MARKET, Decimal("2.1"), Decimal("2.0"),
+        Decimal("2.3"), math.nan, "stop-loss", 2, is_exit=True)
+    recorder.on_event(features)
+    recorder.on_event(exit_signal)
+    recorder.close()
+    _, events = read_session(recorder.path)
+    got_features, got_exit = list(events)
+    assert isinstance(got_features, FeatureEvent) and got_features.values[0] == 55.0
+    assert math.isnan(got_features.values[1])
+    assert isinstance(got_exit, TradeSignalProposedEvent) and math.isnan(got_exit.prob_up)
+    assert got_exit.entry_price == Decimal("2.1") and got_exit.is_exit
