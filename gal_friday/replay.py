@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -226,8 +227,11 @@ _IGNORED = {"ts_ns", "client_order_id"}  # clock readings and ids minted at run 
 
 
 def _comparable(event: Event) -> dict[str, Any]:
+    """The fields a decision is judged by; a NaN (an exit's missing probability) compares
+    equal to a NaN, as the same decision must."""
     fields = msgspec.structs.asdict(event)
-    return {k: v for k, v in fields.items() if k not in _IGNORED}
+    return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v
+            for k, v in fields.items() if k not in _IGNORED}
 
 
 def _ts(event: Event) -> int:

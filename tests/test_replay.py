@@ -153,3 +153,14 @@ def test_nan_features_and_an_exit_without_probability_survive_the_journal(
     assert math.isnan(got_features.values[1])
     assert isinstance(got_exit, TradeSignalProposedEvent) and math.isnan(got_exit.prob_up)
     assert got_exit.entry_price == Decimal("2.1") and got_exit.is_exit
+
+
+def test_an_exit_without_probability_compares_equal_to_itself() -> None:
+    from gal_friday.replay import _comparable
+
+    def exit_signal(ts: int) -> TradeSignalProposedEvent:
+        return TradeSignalProposedEvent("s1", "XRP/USD", Side.SELL, OrderType.MARKET,
+                                        Decimal("2.1"), Decimal("2.0"), Decimal("2.3"),
+                                        math.nan, "stop-loss", ts, is_exit=True)
+
+    assert _comparable(exit_signal(1)) == _comparable(exit_signal(2))  # clock ignored
