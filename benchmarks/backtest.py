@@ -213,14 +213,57 @@ def lightgbm_year(days: int) -> None:
           f"{result.stats['decisions']:,} decisions, {result.metrics['trades']} trades")
 
 
+_GROUPS = (  # where the time of a round trip goes: the backtest's own code, or the live modules
+    ("backtest engine and bus", ("gal_friday/backtest/",)),
+    ("strategy", ("gal_friday/strategy.py",)),
+    ("risk", ("gal_friday/risk.py",)),
+    ("portfolio", ("gal_friday/portfolio.py",)),
+    ("execution handler", ("gal_friday/execution/handler.py", "gal_friday/execution/venue.py")),
+    ("paper venue and matching engine", ("gal_friday/execution/paper.py", "gal_friday/sim/")),
+    ("events and domain types", ("gal_friday/events.py", "gal_friday/domain.py")),
+    ("asyncio", ("/asyncio/",)),
+)
+
+
+def profile_sma(candles: CandleSeries) -> None:
+    """Where an SMA run's time goes (cProfile's own-time per function, grouped; the profiler
+    slows everything, so the shares matter, not the seconds)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    _, trades = gal_friday_sma("XRP/USD", candles, 60)
+    profiler.disable()
+    own: dict[str, float] = {}
+    stats: Any = pstats.Stats(profiler).stats
+    for (path, _, _), (_, _, tottime, _, _) in stats.items():
+        group = next((name for name, keys in _GROUPS if any(k in path for k in keys)),
+                     "other (numpy, Decimal, builtins, logging)")
+        own[group] = own.get(group, 0.0) + tottime
+    total = sum(own.values())
+    print(f"where the time goes ({len(candles):,} candles, {len(trades):,} round trips, "
+          "profiled):")
+    for group, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<42} {seconds / total:6.1%}")
+    engine = own.get(_GROUPS[0][0], 0.0) + own.get("asyncio", 0.0)
+    print(f"  with a backtest engine costing nothing, the same run would be at most "
+          f"{total / (total - engine):.2f}x faster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip backtrader at 500k")
     parser.add_argument("--candles-dir", type=Path, default=Path("/work/shared/data/kraken_ohlcvt"))
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--model-only", action="store_true", help="only the LightGBM run")
+    parser.add_argument("--profile", action="store_true",
+                        help="only where the SMA run's time goes, by module")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    if args.profile:
+        profile_sma(synthetic(50_000, 3))
+        return
     if args.model_only:
         lightgbm_year(args.days)
         return

@@ -90,10 +90,11 @@ def _money(value: Decimal) -> Decimal:
 
 
 def write_chart(result: BacktestResult, path: Path) -> Path:
-    """Equity (top) and drawdown in percent (bottom), as a PNG."""
+    """Equity (top) and drawdown in percent (bottom), as a PNG; HALTs are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     times = result.times_ns.astype("datetime64[ns]")
@@ -106,6 +107,16 @@ def write_chart(result: BacktestResult, path: Path) -> Path:
     top.set_title(f"Gal-Friday backtest {', '.join(result.pairs)}")
     bottom.fill_between(times, dd, 0, color="tab:red", alpha=0.5, lw=0)
     bottom.set_ylabel("drawdown %")
+    for k, halt in enumerate(result.halts):
+        when = np.datetime64(halt.ts_ns, "ns")
+        for ax in (top, bottom):
+            ax.axvline(when, color="tab:orange", lw=1, ls="--",
+                       label=f"HALT ({halt.source})" if k == 0 and ax is top else None)
+    if result.halts:
+        top.legend(loc="best", fontsize="small")
+    locator = mdates.AutoDateLocator()
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
