@@ -114,9 +114,9 @@ def write_chart(result: BacktestResult, path: Path) -> Path:
                        label=f"HALT ({halt.source})" if k == 0 and ax is top else None)
     if result.halts:
         top.legend(loc="best", fontsize="small")
-    locator = mdates.AutoDateLocator()
+    locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
     bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
