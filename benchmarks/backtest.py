@@ -1,6 +1,6 @@
 """Backtest throughput, and an SMA 10/30 crossover in Gal-Friday's engine and in backtrader.
 
-Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR]``
+Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR] [--profile]``
 
 1. SMA 10/30 crossover on the same candles in both engines, fills defined identically: market
    orders at the next candle's open, no fees, no slippage, unlimited liquidity (Gal-Friday:
@@ -12,10 +12,11 @@ Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR]``
 2. The LightGBM strategy over one year of 1-minute candles for two pairs (synthetic), with a
    model trained on earlier synthetic candles: features, batched predictions and the loop.
 
-Last measured (``--quick --days 365``, 2 cores): real XBT/USD hourly 84.6k candles/s vs
-backtrader 18.0k (4.7x); synthetic 50k 91.3k vs 17.9k (5.1x); 500k 88.8k (0.97 of 50k);
-LightGBM year: features + predictions 5.70 s (one-thread predict ~3.6 s of it), loop 0.11 s,
-total 5.81 s. Before this round: 71.7k-78.6k candles/s (4.4x) and 8.7 s.
+``--profile`` only prints where an SMA run's time goes, grouped by module (cProfile).
+
+Last measured (2 cores, about +-10 % run to run): real XBT/USD hourly 96.3k candles/s vs
+backtrader 20.4k (4.7x); synthetic 50k 121k vs 20.2k (6.0x); 500k 114k vs 20.6k (5.5x, 0.94
+of the 50k rate); LightGBM year: features + predictions 3.79 s, loop 0.09 s, total 3.87 s.
 """
 
 from __future__ import annotations
