@@ -14,7 +14,7 @@ import pytest
 from gal_friday.backtest.classic import MarketStrategy
 from gal_friday.backtest.data import PairData, instrument_for, synthetic_pairs
 from gal_friday.backtest.engine import Fill, intrabar_corners, next_point
-from gal_friday.backtest.metrics import compute_metrics, drawdown, round_trips
+from gal_friday.backtest.metrics import compute_metrics, drawdown, equity_curve, round_trips
 from gal_friday.backtest.report import (
     halt_lines,
     metrics_document,
@@ -217,6 +217,21 @@ def test_metrics_against_hand_computed_values() -> None:
     assert m["sortino"] == pytest.approx(
         r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * scale)
     assert drawdown(np.array([1.0, 2.0, 1.0, 3.0])) == (1.0, 50.0)
+
+
+def test_a_position_closed_by_partial_fills_leaves_a_flat_curve() -> None:
+    # 0.1 + 0.2 - 0.3 is 5.5e-17 in floats: held exactly, the closed position is worth
+    # nothing at any later price, the curve stays flat and has no Sharpe ratio
+    hour = 3600 * 10**9
+    fills = [_fill(1, Side.BUY, "0.1", "100000"), _fill(2, Side.BUY, "0.2", "100000"),
+             _fill(3, Side.SELL, "0.3", "100000")]
+    times = np.arange(49, dtype=np.int64) * hour
+    closes = {"XRP/USD": (times[1:], 1e5 + np.arange(48) * 37.0)}
+    equity = equity_curve(times, D(10000), fills, closes)
+    assert set(equity.tolist()) == {10000.0}
+    m = compute_metrics(times, equity, round_trips(fills), capital=D(10000),
+                        final_equity=D(10000), fees=D(0), exposure=0.0)
+    assert m["sharpe"] is None and m["total_return_pct"] == 0.0
 
 
 # --- determinism and the report -------------------------------------------------------------

@@ -19,6 +19,7 @@ Conventions (each stated because backtesters differ on them):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,7 +94,10 @@ def equity_curve(times_ns: IntArray, capital: Decimal, fills: Sequence[Fill],
         if not mine:
             continue
         ts = np.array([f.ts_ns for f in mine], dtype=np.int64)
-        held = np.cumsum([0.0] + [float(f.qty if f.side is Side.BUY else -f.qty) for f in mine])
+        # summed exactly: float sums of partial fills leave 1e-17 of a closed position, which
+        # would move a flat curve and give it a Sharpe ratio
+        held = np.array([float(q) for q in itertools.accumulate(
+            (f.qty if f.side is Side.BUY else -f.qty for f in mine), initial=_ZERO)])
         qty = held[np.searchsorted(ts, times_ns, side="right")]
         j = np.searchsorted(ends, times_ns, side="right") - 1
         price = np.where(j >= 0, close[np.maximum(j, 0)], 0.0)
