@@ -200,6 +200,11 @@ class EventBus:
         for sub in self._subs:
             sub.start()
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped: subscribers are handling what is published."""
+        return self._running
+
     async def stop(self) -> None:
         self._running = False
         await asyncio.gather(*(sub.stop() for sub in self._subs))

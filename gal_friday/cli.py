@@ -242,6 +242,10 @@ def _replay(settings: Settings, session: Path) -> int:
     print(f"replayed {result.session}: {result.events} events; compared {counts}")
     for line in result.mismatches:
         print(f"MISMATCH {line}")
+    if result.truncated:
+        tail = ", ".join(f"{n} {kind}" for kind, n in result.unchecked.items()) or "none"
+        print(f"the journal ends early (the run did not stop cleanly): everything recorded "
+              f"was compared; decisions the replay made past its end, unchecked: {tail}")
     print("reproduced exactly" if result.ok else "NOT reproduced")
     return EXIT_OK if result.ok else EXIT_FAILURE
 

@@ -45,6 +45,7 @@ from gal_friday.strategy import StrategyArbitrator
 from gal_friday.timeseries import TimeSeriesWriter
 
 log = logging.getLogger(__name__)
+_DRAIN_S = 5.0  # at a stop, how long the bus may take to hand the journal what it holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,9 @@ class Engine:
                 self.bus.start()
                 await self._run_until(stop, self.ingestor)
             finally:
+                if self.session is not None and self.bus.running:  # the journal gets all
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.bus.drain(), _DRAIN_S)
                 await self.bus.stop()
                 await self._stop_trading()
                 if self.prediction is not None:

@@ -29,7 +29,6 @@ import msgspec
 from gal_friday.bus import EventBus
 from gal_friday.config import Settings
 from gal_friday.events import (
-    BookEvent,
     Event,
     ExecutionReportEvent,
     FeatureEvent,
@@ -37,7 +36,9 @@ from gal_friday.events import (
     HaltEvent,
     OrderRequestEvent,
     OrderStatus,
+    OrderType,
     ReconciliationEvent,
+    Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
@@ -52,7 +53,7 @@ from gal_friday.execution.venue import (
 )
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.risk import RiskManager
-from gal_friday.session import read_session
+from gal_friday.session import SessionError, read_session
 from gal_friday.strategy import StrategyArbitrator
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class ReplayResult:
     events: int = 0
     compared: dict[str, int] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    truncated: bool = False  # the journal ends early (a crash): its tail cannot be checked
+    unchecked: dict[str, int] = field(default_factory=dict)  # decisions past a truncated end
 
     @property
     def ok(self) -> bool:
@@ -85,18 +88,31 @@ class _Clock:
         return self.now
 
 
+OrderKey = tuple[str, str, str, str]  # signal id, pair, side, order type
+
+
+def order_key(signal_id: str | None, pair: str, side: Side, type_: OrderType) -> OrderKey:
+    """What an order is, independent of when it was sent among other tasks' orders and of the
+    client order id minted at run time: an entry, its stop and its target, an exit and a
+    timed-out entry's market rest all differ in it."""
+    return (signal_id or "", pair, side.value, type_.value)
+
+
 class ReplayVenue(NullVenue):
     """Answers the replayed handler's orders with the recorded session's exchange reports.
 
-    The k-th order the replay sends is the k-th order the session sent; its recorded client
-    order id is mapped to the replay's so recorded reports reach the right order."""
+    An order the replay sends is paired with the session's next order of the same signal,
+    pair, side and type (live, tasks interleave their orders differently than in a replay);
+    its recorded client order id is mapped to the replay's so recorded reports reach it."""
 
     name = "replay"
 
     def __init__(self, reports_by_coid: dict[str, list[ExecutionReportEvent]],
                  recorded_requests: list[OrderRequestEvent]) -> None:
         self._reports = reports_by_coid
-        self._recorded = deque(recorded_requests)
+        self._recorded: dict[OrderKey, deque[OrderRequestEvent]] = defaultdict(deque)
+        for r in recorded_requests:
+            self._recorded[order_key(r.signal_id, r.pair, r.side, r.order_type)].append(r)
         self.to_replay: dict[str, str] = {}  # recorded coid -> replay coid
         self.on_report: ReportCallback | None = None
 
@@ -107,9 +123,10 @@ class ReplayVenue(NullVenue):
         self.on_report = None
 
     async def submit(self, order: OrderRequest) -> str:
-        if not self._recorded:
-            raise OrderRejected("replay: the session sent no further order")
-        recorded = self._recorded.popleft()
+        same = self._recorded.get(order_key(order.signal_id, order.pair, order.side, order.type))
+        if not same:
+            raise OrderRejected("replay: the session sent no such order")
+        recorded = same.popleft()
         self.to_replay[recorded.client_order_id] = order.client_order_id
         reports = self._reports.get(recorded.client_order_id, [])
         first = reports[0] if reports else None
@@ -148,10 +165,11 @@ class _SplitBus(EventBus):
 
 
 class _Replayer:
-    def __init__(self, settings: Settings, events: list[Event], session: str) -> None:
+    def __init__(self, settings: Settings, events: list[Event], session: str, *,
+                 truncated: bool = False) -> None:
         self.settings = settings
         self.events = events
-        self.result = ReplayResult(session)
+        self.result = ReplayResult(session, truncated=truncated)
         self.clock = _Clock()
         self.bus = _SplitBus()
         reports: dict[str, list[ExecutionReportEvent]] = defaultdict(list)
@@ -184,11 +202,13 @@ class _Replayer:
                 self.clock.now = max(self.clock.now, _ts(event))
                 if isinstance(event, _DECISIONS):
                     recorded[type(event).__name__].append(event)
+                # time passes, then the event arrives: entries past their deadline time out
+                # first, as the live timer would have timed them out meanwhile
+                await self.handler.tick(self.clock.now)
+                await self._settle()
                 await self.bus.feed(event)
                 if isinstance(event, ExecutionReportEvent):
                     await self._report(event)
-                elif isinstance(event, BookEvent):
-                    await self.handler.tick(self.clock.now)
                 await self._settle()
         finally:
             await EventBus.stop(self.bus)
@@ -210,17 +230,40 @@ class _Replayer:
                 await asyncio.sleep(0)
 
     def _compare(self, recorded: dict[str, list[Event]]) -> None:
+        """Signals and verdicts in order; order requests in order per order key (tasks
+        interleave them differently live). A truncated journal may lack the decisions made
+        after its last line: replayed ones beyond the recorded are counted as unchecked."""
         for kind in (t.__name__ for t in _DECISIONS):
-            want = [_comparable(e) for e in recorded.get(kind, [])]
-            got = [_comparable(e) for e in self.bus.outputs.get(kind, [])]
+            want, got = recorded.get(kind, []), self.bus.outputs.get(kind, [])
             self.result.compared[kind] = len(want)
-            for i, (w, g) in enumerate(zip(want, got, strict=False)):
-                if w != g:
-                    self.result.mismatches.append(f"{kind} #{i + 1}: recorded {w}, replayed {g}")
-                    break
-            if len(want) != len(got):
-                self.result.mismatches.append(
-                    f"{kind}: recorded {len(want)}, replayed {len(got)}")
+            if kind == OrderRequestEvent.__name__:
+                self._compare_orders(want, got)
+            else:
+                self._compare_sequence(kind, want, got)
+
+    def _compare_sequence(self, kind: str, want: list[Event], got: list[Event]) -> None:
+        for i, (w, g) in enumerate(zip(want, got, strict=False)):
+            a, b = _comparable(w), _comparable(g)
+            if a != b:
+                self.result.mismatches.append(f"{kind} #{i + 1}: recorded {a}, replayed {b}")
+                return
+        if len(got) > len(want) and self.result.truncated:
+            self.result.unchecked[kind] = self.result.unchecked.get(kind, 0) + len(got) - len(want)
+        elif len(want) != len(got):
+            self.result.mismatches.append(f"{kind}: recorded {len(want)}, replayed {len(got)}")
+
+    def _compare_orders(self, want: list[Event], got: list[Event]) -> None:
+        def by_key(events: list[Event]) -> dict[OrderKey, list[Event]]:
+            groups: dict[OrderKey, list[Event]] = defaultdict(list)
+            for e in events:
+                assert isinstance(e, OrderRequestEvent)
+                groups[order_key(e.signal_id, e.pair, e.side, e.order_type)].append(e)
+            return groups
+
+        recorded, replayed = by_key(want), by_key(got)
+        for key in sorted(set(recorded) | set(replayed)):
+            self._compare_sequence(f"OrderRequestEvent {'/'.join(key)}",
+                                   recorded.get(key, []), replayed.get(key, []))
 
 
 _IGNORED = {"ts_ns", "client_order_id"}  # clock readings and ids minted at run time
@@ -255,6 +298,11 @@ def _initial_cash(settings: Settings, events: Iterable[Event]) -> Decimal:
 async def replay_session(path: str | Path) -> ReplayResult:
     """Replay one journal and compare its decisions (see the module doc)."""
     header, stream = read_session(path)
-    settings = Settings.model_validate(header["config"])
+    try:
+        settings = Settings.model_validate(header["config"])
+    except (KeyError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        first = str(exc).splitlines()[0]
+        raise SessionError(f"{path}: the journal's configuration is unusable ({first})") from None
     events = list(stream)
-    return await _Replayer(settings, events, str(header["session"])).run()
+    return await _Replayer(settings, events, str(header["session"]),
+                           truncated=stream.truncated).run()

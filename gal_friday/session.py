@@ -137,7 +137,7 @@ class SessionRecorder:
                                                 "events": self.recorded})
 
 
-def read_session(path: str | Path) -> tuple[dict[str, Any], Iterator[Event]]:
+def read_session(path: str | Path) -> tuple[dict[str, Any], JournalEvents]:
     """The header and the events of a journal (lazily; a truncated tail ends the stream,
     since a crashed run's last line may be cut)."""
     path = Path(path)
@@ -148,22 +148,46 @@ def read_session(path: str | Path) -> tuple[dict[str, Any], Iterator[Event]]:
         raise SessionError(f"{path}: not a Gal-Friday session journal ({exc})") from None
     if not isinstance(header, dict) or "session" not in header:
         raise SessionError(f"{path}: not a Gal-Friday session journal (no header)")
-    return header, _events(path, handle)
+    return header, JournalEvents(path, handle)
 
 
-def _events(path: Path, handle: gzip.GzipFile) -> Iterator[Event]:
-    with handle:
-        while True:
-            try:
-                line = handle.readline()
-            except (OSError, EOFError):
-                log.warning("session journal ends early (truncated)", extra={"path": str(path)})
-                return
-            if not line:
-                return
-            try:
-                name, fields = json.loads(line)
-                cls = _TYPES[name]
-                yield msgspec.convert(_nan_for_null(fields, cls), cls)
-            except (ValueError, KeyError, msgspec.ValidationError):
-                log.warning("unreadable journal line skipped", extra={"path": str(path)})
+class JournalEvents:
+    """The events of a journal, read lazily; ``truncated`` says, once read to the end, that
+    the file ends early (a crashed run: no gzip trailer, or a cut last line), so decisions
+    made after its last line may be missing from it."""
+
+    def __init__(self, path: Path, handle: gzip.GzipFile) -> None:
+        self.path = path
+        self.truncated = False
+        self._lines = self._read(handle)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        return next(self._lines)
+
+    def _read(self, handle: gzip.GzipFile) -> Iterator[Event]:
+        path = str(self.path)
+        with handle:
+            while True:
+                try:
+                    line = handle.readline()
+                except (OSError, EOFError):
+                    self.truncated = True
+                    log.warning("session journal ends early (truncated)", extra={"path": path})
+                    return
+                if not line:
+                    return
+                event = self._decode(line)
+                if event is not None:
+                    yield event
+
+    def _decode(self, line: bytes) -> Event | None:
+        try:
+            name, fields = json.loads(line)
+            cls = _TYPES[name]
+            return msgspec.convert(_nan_for_null(fields, cls), cls)
+        except (ValueError, KeyError, TypeError, msgspec.ValidationError):
+            log.warning("unreadable journal line skipped", extra={"path": str(self.path)})
+            return None

@@ -11,14 +11,19 @@ import math
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from gal_friday.bus import EventBus
 from gal_friday.cli import main
 from gal_friday.config import Settings
+from gal_friday.domain import InstrumentSpec
 from gal_friday.events import (
     BookEvent,
+    ExecutionReportEvent,
     FeatureEvent,
+    InstrumentEvent,
     OrderRequestEvent,
+    OrderStatus,
     OrderType,
     PredictionEvent,
     Side,
@@ -27,6 +32,7 @@ from gal_friday.events import (
 )
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
+from gal_friday.execution.venue import NullVenue, OrderRequest
 from gal_friday.ingest import DataIngestor
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.replay import replay_session
@@ -164,3 +170,166 @@ def test_an_exit_without_probability_compares_equal_to_itself() -> None:
                                         math.nan, "stop-loss", ts, is_exit=True)
 
     assert _comparable(exit_signal(1)) == _comparable(exit_signal(2))  # clock ignored
+
+
+# --- a live-like run with a scripted exchange: timing the replay must not depend on ----------
+
+T0 = 1_700_000_000_000_000_000
+SEC = 1_000_000_000
+XRP = InstrumentSpec("XRP/USD", 5, 8, Decimal("0.00001"), Decimal("1e-8"), Decimal(1),
+                     Decimal("0.5"))
+DOGE = InstrumentSpec("DOGE/USD", 7, 8, Decimal("1e-7"), Decimal("1e-8"), Decimal(1),
+                      Decimal("0.5"))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class _ScriptedVenue(NullVenue):
+    """Takes every order; a stop-loss waits at the 'network' until ``gate`` opens."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.sent: list[OrderRequest] = []
+        self.cancels: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.on_report: Any = None
+
+    async def start(self, on_report: Any) -> None:
+        self.on_report = on_report
+
+    async def submit(self, order: OrderRequest) -> str:
+        self.sent.append(order)
+        if order.type is OrderType.STOP_LOSS:
+            await self.gate.wait()
+        return "X" + order.client_order_id
+
+    async def cancel(self, client_order_id: str) -> None:
+        self.cancels.append(client_order_id)
+
+
+class _LiveLike:
+    """The live modules on a real (queued) bus with the session recorder, a scripted venue
+    and a clock the test moves."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        s = session_settings(tmp_path)
+        self.clock, self.bus, self.venue = _Clock(), EventBus(), _ScriptedVenue()
+        self.recorder = SessionRecorder(s, clock_ns=self.clock)
+        self.recorder.attach(self.bus)
+        portfolio = PortfolioManager(s.paper.initial_cash_usd, pairs=s.pairs)
+        portfolio.attach(self.bus)
+        RiskManager(s.risk, self.bus, portfolio.snapshot, taker_fee_pct=s.fees.taker_pct,
+                    clock=self.clock)
+        StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs).attach()
+        self.handler = ExecutionHandler(s.execution, self.venue, self.bus, clock_ns=self.clock)
+        self.handler.attach()
+
+    async def start(self) -> None:
+        await self.venue.start(self.handler.on_venue_report)
+        self.bus.start()
+        await self.publish(InstrumentEvent("XRP/USD", XRP))
+        await self.publish(InstrumentEvent("DOGE/USD", DOGE))
+        await self.publish(_book("XRP/USD", 200000, 200010, 5, T0))
+        await self.publish(_book("DOGE/USD", 1500000, 1500100, 7, T0 + 1))
+
+    async def publish(self, event: Any, at: int | None = None) -> None:
+        if at is not None:
+            self.clock.now = at
+        await self.bus.publish(event)
+        await self.settle()
+
+    async def report(self, order: OrderRequest, status: OrderStatus, filled: Decimal,
+                     ts: int) -> None:
+        self.clock.now = max(self.clock.now, ts)
+        price = order.limit_price if filled else None
+        await self.venue.on_report(ExecutionReportEvent(
+            order.client_order_id, "X" + order.client_order_id, order.signal_id, order.pair,
+            order.side, order.type, status, order.qty, filled, price, filled or None, price,
+            Decimal(0), "USD", None, ts))
+        await self.settle()
+
+    async def settle(self) -> None:
+        for _ in range(5):
+            await self.bus.drain()
+            for _ in range(10):
+                await asyncio.sleep(0)
+
+    async def finish(self) -> Path:
+        await self.settle()
+        await self.bus.stop()
+        self.recorder.close()
+        return self.recorder.path
+
+
+def _book(pair: str, bid: int, ask: int, precision: int, ts: int) -> BookEvent:
+    return BookEvent(pair, ((bid, 10**11),), ((ask, 10**11),), precision, 8, 0, 1, True, "", ts)
+
+
+async def test_an_entry_timed_out_by_the_clock_alone_replays(tmp_path: Path) -> None:
+    # live, the handler's timer times the entry out with no market data after its deadline;
+    # the replay must time it out too (and send the rest at market) before the cancel report
+    live = _LiveLike(tmp_path)
+    await live.start()
+    await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.9, T0, 0), at=T0 + 1000)
+    entry = live.venue.sent[0]
+    await live.report(entry, OrderStatus.ACKNOWLEDGED, Decimal(0), T0 + 2000)
+    live.clock.now = T0 + 2 * SEC + 200_000_000  # the timer, 0.2 s past the 2 s deadline
+    await live.handler.tick(live.clock.now)
+    await live.settle()
+    assert live.venue.cancels == [entry.client_order_id]
+    await live.report(entry, OrderStatus.CANCELLED, Decimal(0), T0 + 2 * SEC + 210_000_000)
+    assert [o.type for o in live.venue.sent] == [OrderType.LIMIT, OrderType.MARKET]
+    result = await replay_session(await live.finish())
+    assert result.ok, result.mismatches
+    assert result.compared["OrderRequestEvent"] == 2
+
+
+async def test_orders_interleaved_by_network_waits_replay(tmp_path: Path) -> None:
+    # live, the XRP stop-loss waits on the network while a DOGE entry goes out, so the
+    # journal holds entry, stop, DOGE entry, target; the replay sends them in another order
+    live = _LiveLike(tmp_path)
+    await live.start()
+    live.venue.gate.clear()
+    await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.9, T0, 0), at=T0 + 1000)
+    entry = live.venue.sent[0]
+    await live.report(entry, OrderStatus.FILLED, entry.qty, T0 + 2000)
+    await live.publish(PredictionEvent("DOGE/USD", T0 + 3000, "m", 0.9, T0, 0), at=T0 + 3000)
+    live.venue.gate.set()
+    await live.settle()
+    sent = [(o.pair, o.type) for o in live.venue.sent]
+    assert sent == [("XRP/USD", OrderType.LIMIT), ("XRP/USD", OrderType.STOP_LOSS),
+                    ("DOGE/USD", OrderType.LIMIT), ("XRP/USD", OrderType.TAKE_PROFIT)]
+    result = await replay_session(await live.finish())
+    assert result.ok, result.mismatches
+    assert result.compared["OrderRequestEvent"] == 4
+
+
+async def test_a_journal_cut_by_a_crash_checks_what_it_holds(tmp_path: Path) -> None:
+    live = _LiveLike(tmp_path)
+    await live.start()
+    await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.9, T0, 0), at=T0 + 1000)
+    path = await live.finish()
+    with gzip.open(path) as journal:
+        lines = journal.read().splitlines(keepends=True)
+    cut_at = next(i for i, line in enumerate(lines) if line.startswith(b'["PredictionEvent"'))
+    cut = tmp_path / "cut.jsonl.gz"
+    with gzip.open(cut, "wb") as fh:  # the prediction was written, half the next line too
+        fh.write(b"".join(lines[:cut_at + 1]) + lines[cut_at + 1][:25])
+    cut.write_bytes(cut.read_bytes()[:-8])  # and no gzip trailer: the process was killed
+    result = await replay_session(cut)
+    assert result.truncated and result.ok, result.mismatches
+    # the strategy's proposal for the last prediction was lost with the tail: counted, and
+    # not called a difference (each module is fed its recorded inputs, so risk and the
+    # handler had no recorded proposal or approval to act on)
+    assert result.unchecked == {"TradeSignalProposedEvent": 1}
+    whole = await replay_session(path)  # the whole journal: everything checked
+    assert not whole.truncated and whole.ok and not whole.unchecked
+    assert whole.compared["OrderRequestEvent"] == 1
