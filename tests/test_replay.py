@@ -333,3 +333,33 @@ async def test_a_journal_cut_by_a_crash_checks_what_it_holds(tmp_path: Path) -> 
     whole = await replay_session(path)  # the whole journal: everything checked
     assert not whole.truncated and whole.ok and not whole.unchecked
     assert whole.compared["OrderRequestEvent"] == 1
+
+
+async def test_an_exit_after_unconfirmed_cancels_replays(tmp_path: Path) -> None:
+    # live, the exchange never confirms the cancels of the stop and the target: the exit is
+    # sent when cancel_wait_s has passed on the handler's clock (its timer); the replay waits
+    # on the recorded clock, not for real seconds, and sends it too
+    live = _LiveLike(tmp_path)
+    await live.start()
+    await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.9, T0, 0), at=T0 + 1000)
+    entry = live.venue.sent[0]
+    await live.report(entry, OrderStatus.FILLED, entry.qty, T0 + 2000)
+    stop, target = live.venue.sent[1:]
+    await live.report(stop, OrderStatus.ACKNOWLEDGED, Decimal(0), T0 + 3000)
+    await live.report(target, OrderStatus.ACKNOWLEDGED, Decimal(0), T0 + 4000)
+    await live.publish(PredictionEvent("XRP/USD", T0 + SEC, "m", 0.1, T0, 0), at=T0 + SEC)
+    assert sorted(live.venue.cancels) == sorted([stop.client_order_id, target.client_order_id])
+    await live.handler.tick(T0 + SEC + 1000)  # the timer, before cancel_wait_s (5 s) passed
+    await live.settle()
+    assert len(live.venue.sent) == 3
+    live.clock.now = T0 + 7 * SEC
+    await live.handler.tick(live.clock.now)  # the timer, past it: the exit goes out
+    await live.settle()
+    (exit_order,) = live.venue.sent[3:]
+    assert exit_order.type is OrderType.MARKET and exit_order.side is Side.SELL
+    await live.report(exit_order, OrderStatus.FILLED, exit_order.qty, T0 + 7 * SEC + 1000)
+    started = time.monotonic()
+    result = await replay_session(await live.finish())
+    assert result.ok, result.mismatches
+    assert result.compared["OrderRequestEvent"] == 4
+    assert time.monotonic() - started < 4  # nobody waited the 5 s for real

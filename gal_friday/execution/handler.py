@@ -25,7 +25,6 @@ The handler reads nothing from other modules: it learns fills only from the venu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import itertools
 import logging
@@ -121,6 +120,15 @@ class ClientIds:
         return f"gf{role.value}{''.join(reversed(digits))}"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Wait:
+    """An exit waiting for its cancels (released when all end, or at the deadline)."""
+
+    deadline_ns: int
+    gate: asyncio.Event
+    orders: tuple[_Order, ...]
+
+
 @dataclass(slots=True)
 class _Order:
     request: OrderRequest
@@ -177,6 +185,7 @@ class ExecutionHandler:
         self._halted = False  # HALT or REDUCING: no entry is converted to market
         self._last_report_ns = 0
         self._last_reconcile_ns = 0
+        self._waits: list[_Wait] = []  # exits waiting for their cancels, until a deadline
         self.stats = {"submitted": 0, "rejected": 0, "errors": 0, "busy_retries": 0,
                       "resolved_by_lookup": 0, "reconciliations": 0}
 
@@ -225,8 +234,12 @@ class ExecutionHandler:
                 log.exception("execution timer pass failed")
 
     async def tick(self, now_ns: int) -> None:
-        """Entry timeouts, unresolved orders and periodic reconciliation, as of ``now_ns``."""
+        """Entry timeouts, waits past their deadline, unresolved orders and periodic
+        reconciliation, as of ``now_ns``."""
         await self._report_connection()
+        for wait in self._waits:
+            if now_ns >= wait.deadline_ns:
+                wait.gate.set()
         for order in list(self.orders.values()):
             if (order.role is Role.ENTRY and order.working and not order.cancel_requested
                     and order.deadline_ns and now_ns >= order.deadline_ns):
@@ -297,10 +310,7 @@ class ExecutionHandler:
                           if o.request.pair == signal.pair and o.role in _PROTECTIVE and o.working]
             for order in protective:
                 await self._cancel(order)
-            if protective:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*(o.done.wait() for o in protective)),
-                                           self.s.cancel_wait_s)
+            await self._until_done(protective, self.s.cancel_wait_s)
             order = self._new_order(Role.EXIT, signal.signal_id, signal.pair, signal.side,
                                     OrderType.MARKET, min(signal.qty, pair.held))
             if pair.held <= 0:  # a stop or target sold it meanwhile: nothing to send
@@ -340,7 +350,23 @@ class ExecutionHandler:
             self._on_fill(order, delta)
         if report.status in _TERMINAL:
             order.done.set()
+            for wait in self._waits:
+                if all(o.done.is_set() for o in wait.orders):
+                    wait.gate.set()
             self._on_end(order)
+
+    async def _until_done(self, orders: list[_Order], timeout_s: float) -> None:
+        """Until every one of ``orders`` has ended, or ``timeout_s`` has passed on the
+        handler's clock (seen by ``tick``: live every ``tick_s``; a backtest or replay on its
+        simulated or recorded time, so the wait is the same there as it was live)."""
+        if all(o.done.is_set() for o in orders):
+            return
+        wait = _Wait(self.clock_ns() + int(timeout_s * _NS), asyncio.Event(), tuple(orders))
+        self._waits.append(wait)
+        try:
+            await wait.gate.wait()
+        finally:
+            self._waits.remove(wait)
 
     def _on_fill(self, order: _Order, qty: Decimal) -> None:
         pair = self._pair(order.request.pair)
