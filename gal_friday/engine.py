@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Credentials, Settings
-from gal_friday.events import PortfolioEvent
+from gal_friday.events import PortfolioEvent, TradingStartedEvent, now_ns
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import TradingVenue
@@ -202,6 +202,7 @@ class Engine:
             cash = (await trading.balances()).get("USD", Decimal(0))
         self.portfolio = PortfolioManager(cash, pairs=s.pairs)
         self.portfolio.attach(self.bus)
+        await self.bus.publish(TradingStartedEvent(s.mode, cash, now_ns()))
         self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
                                 taker_fee_pct=s.fees.taker_pct)
         StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs,

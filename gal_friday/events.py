@@ -279,6 +279,46 @@ class ReconciliationEvent(Event, frozen=True):
     entry_prices: tuple[tuple[str, Decimal], ...] = ()
 
 
+class TradingStartedEvent(Event, frozen=True):
+    """Trading begins with this cash (paper: the configured amount; live: the exchange's USD
+    balance), so a replay of the session starts its portfolio where the run did."""
+
+    mode: str
+    cash: Decimal
+    ts_ns: int
+
+
+class OrderAdoptedEvent(Event, frozen=True):
+    """Crash recovery handed the execution handler an order of an earlier run found working
+    at the venue; its reports are handled as if this run had sent it."""
+
+    client_order_id: str
+    pair: str
+    side: Side
+    order_type: OrderType
+    qty: Decimal
+    limit_price: Decimal | None
+    trigger_price: Decimal | None
+    status: OrderStatus
+    filled: Decimal
+    signal_id: str
+    sibling: str | None
+    ts_ns: int
+
+
+class PairRestoredEvent(Event, frozen=True):
+    """Crash recovery told the execution handler what a pair holds, its stop and target, and
+    how much of it no working stop covers (protected anew at once)."""
+
+    pair: str
+    held: Decimal
+    stop: Decimal
+    target: Decimal
+    unprotected: Decimal
+    signal_id: str
+    ts_ns: int
+
+
 # --- control and health ---------------------------------------------------------------------
 
 

@@ -35,8 +35,10 @@ from gal_friday.events import (
     ExecutionReportEvent,
     HaltEvent,
     OpenOrderState,
+    OrderAdoptedEvent,
     OrderStatus,
     OrderType,
+    PairRestoredEvent,
     ReconciliationEvent,
     Side,
     now_ns,
@@ -113,7 +115,7 @@ async def _recover(settings: Settings, store: Store, venue: TradingVenue,
         else:
             await venue.cancel(vo.client_order_id)
             result.cancelled.append(vo.client_order_id)
-    _adopt(handler, adopted, signals, result)
+    await _adopt(handler, bus, adopted, signals, result)
     fills = await venue.fills_since((last_fill or 0) + 1)
     reported = await _report_fills(bus, fills, stored)  # fills first: they carry the prices
     result.fills_reported = sum(1 for f in fills if f.client_order_id in reported)
@@ -128,16 +130,17 @@ async def _recover(settings: Settings, store: Store, venue: TradingVenue,
         venue=venue.name, ts_ns=now_ns(),
         entry_prices=tuple((p.pair, p.avg_entry) for p in await store.positions()
                            if p.qty > 0 and p.avg_entry > 0)))
-    await _restore_pairs(settings, store, handler, balances, adopted, result)
+    await _restore_pairs(settings, store, handler, bus, balances, adopted, result)
 
 
 def believed_signal_ids(store_orders: list[StoredOrder]) -> dict[str, str]:
     return {o.client_order_id: o.trade_id or o.signal_id or "" for o in store_orders}
 
 
-def _adopt(handler: ExecutionHandler, adopted: list[VenueOrder], signals: dict[str, str],
-           result: RecoveryResult) -> None:
-    """Adopt working orders; stop / target orders of one trade and quantity are siblings."""
+async def _adopt(handler: ExecutionHandler, bus: EventBus, adopted: list[VenueOrder],
+                 signals: dict[str, str], result: RecoveryResult) -> None:
+    """Adopt working orders; stop / target orders of one trade and quantity are siblings.
+    Each adoption is published too (the session journal, so a replay adopts it as well)."""
     groups: dict[tuple[str, Decimal], dict[Role, VenueOrder]] = defaultdict(dict)
     for vo in adopted:
         role = role_of(vo.client_order_id)
@@ -150,13 +153,28 @@ def _adopt(handler: ExecutionHandler, adopted: list[VenueOrder], signals: dict[s
             sibling_of[stop], sibling_of[target] = target, stop
     for vo in adopted:
         status = OrderStatus.PARTIALLY_FILLED if vo.filled_qty > 0 else OrderStatus.ACKNOWLEDGED
-        handler.adopt(OrderRequest(vo.client_order_id, vo.pair, vo.side, vo.type, vo.qty,
-                                   vo.limit_price, signals.get(vo.client_order_id) or None,
-                                   vo.trigger_price),
-                      status=status, filled=vo.filled_qty,
-                      signal_id=signals.get(vo.client_order_id, ""),
-                      sibling=sibling_of.get(vo.client_order_id))
+        event = OrderAdoptedEvent(
+            vo.client_order_id, vo.pair, vo.side, vo.type, vo.qty, vo.limit_price,
+            vo.trigger_price, status, vo.filled_qty, signals.get(vo.client_order_id, ""),
+            sibling_of.get(vo.client_order_id), now_ns())
+        adopt_order(handler, event)
+        await bus.publish(event)
         result.adopted.append(vo.client_order_id)
+
+
+def adopt_order(handler: ExecutionHandler, event: OrderAdoptedEvent) -> None:
+    """Hand an adopted order to the handler (recovery, and a replay of its journal)."""
+    handler.adopt(OrderRequest(event.client_order_id, event.pair, event.side, event.order_type,
+                               event.qty, event.limit_price, event.signal_id or None,
+                               event.trigger_price),
+                  status=event.status, filled=event.filled, signal_id=event.signal_id,
+                  sibling=event.sibling)
+
+
+def restore_pair(handler: ExecutionHandler, event: PairRestoredEvent) -> None:
+    """Tell the handler what a pair holds (recovery, and a replay of its journal)."""
+    handler.restore_pair(event.pair, held=event.held, stop=event.stop, target=event.target,
+                         unprotected=event.unprotected, signal_id=event.signal_id)
 
 
 async def _resolve(venue: TradingVenue, bus: EventBus, record: StoredOrder,
@@ -211,7 +229,7 @@ async def _report_fills(bus: EventBus, fills: list[VenueFill],
 
 
 async def _restore_pairs(settings: Settings, store: Store, handler: ExecutionHandler,
-                         balances: dict[str, Decimal], adopted: list[VenueOrder],
+                         bus: EventBus, balances: dict[str, Decimal], adopted: list[VenueOrder],
                          result: RecoveryResult) -> None:
     """Tell the handler what each pair holds; protect what no working stop covers."""
     for pair in settings.pairs:
@@ -223,8 +241,10 @@ async def _restore_pairs(settings: Settings, store: Store, handler: ExecutionHan
         if rest > 0 and (stop <= 0 or target <= 0):
             raise RecoveryError(f"{pair}: {rest} held without a stop-loss and no recorded "
                                 "brackets to protect it with")
-        handler.restore_pair(pair, held=held, stop=stop, target=target,
-                             unprotected=max(rest, _ZERO), signal_id=trade_id)
+        event = PairRestoredEvent(pair, held, stop, target, max(rest, _ZERO), trade_id,
+                                  now_ns())
+        await bus.publish(event)  # before the protection orders restoring it may send
+        restore_pair(handler, event)
         if rest > 0:
             result.reprotected[pair] = rest
 

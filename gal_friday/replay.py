@@ -34,14 +34,17 @@ from gal_friday.events import (
     FeatureEvent,
     FlattenEvent,
     HaltEvent,
+    OrderAdoptedEvent,
     OrderRequestEvent,
     OrderStatus,
     OrderType,
+    PairRestoredEvent,
     ReconciliationEvent,
     Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingStartedEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.venue import (
@@ -52,6 +55,7 @@ from gal_friday.execution.venue import (
     VenueBusy,
 )
 from gal_friday.portfolio import PortfolioManager
+from gal_friday.recovery import adopt_order, restore_pair
 from gal_friday.risk import RiskManager
 from gal_friday.session import SessionError, read_session
 from gal_friday.strategy import StrategyArbitrator
@@ -206,8 +210,13 @@ class _Replayer:
                 # first, as the live timer would have timed them out meanwhile
                 await self.handler.tick(self.clock.now)
                 await self._settle()
+                if isinstance(event, OrderAdoptedEvent):  # recovery's direct hand-over
+                    adopt_order(self.handler, event)
+                    self.venue.to_replay[event.client_order_id] = event.client_order_id
                 await self.bus.feed(event)
-                if isinstance(event, ExecutionReportEvent):
+                if isinstance(event, PairRestoredEvent):
+                    restore_pair(self.handler, event)
+                elif isinstance(event, ExecutionReportEvent):
                     await self._report(event)
                 await self._settle()
         finally:
@@ -286,7 +295,12 @@ def _ts(event: Event) -> int:
 
 
 def _initial_cash(settings: Settings, events: Iterable[Event]) -> Decimal:
-    """The session's starting cash: its first reconciliation (live), else paper cash."""
+    """The session's starting cash as it recorded it; for a journal from before that was
+    recorded, its first reconciliation (live), else paper cash."""
+    events = list(events)
+    started = next((e for e in events if isinstance(e, TradingStartedEvent)), None)
+    if started is not None:
+        return started.cash
     for e in events:
         if isinstance(e, ReconciliationEvent):
             return dict(e.balances).get("USD", Decimal(0))

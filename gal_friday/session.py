@@ -37,7 +37,9 @@ from gal_friday.events import (
     FlattenEvent,
     HaltEvent,
     InstrumentEvent,
+    OrderAdoptedEvent,
     OrderRequestEvent,
+    PairRestoredEvent,
     PredictionEvent,
     ReconciliationEvent,
     ReduceEvent,
@@ -46,6 +48,7 @@ from gal_friday.events import (
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingStartedEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,8 @@ RECORDED: tuple[type[Event], ...] = (
     BookEvent, BookInvalidatedEvent, TradeEvent, CandleEvent, InstrumentEvent, FeatureEvent,
     PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
     TradeSignalRejectedEvent, OrderRequestEvent, ExecutionReportEvent, HaltEvent, ResumeEvent,
-    FlattenEvent, ReduceEvent, ReconciliationEvent,
+    FlattenEvent, ReduceEvent, ReconciliationEvent, TradingStartedEvent, OrderAdoptedEvent,
+    PairRestoredEvent,
 )
 _TYPES = {t.__name__: t for t in RECORDED}
 _encoder = msgspec.json.Encoder()

@@ -22,19 +22,24 @@ from gal_friday.events import (
     ExecutionReportEvent,
     FeatureEvent,
     InstrumentEvent,
+    OrderAdoptedEvent,
     OrderRequestEvent,
     OrderStatus,
     OrderType,
+    PairRestoredEvent,
     PredictionEvent,
+    ReconciliationEvent,
     Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
+    TradingStartedEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import NullVenue, OrderRequest
 from gal_friday.ingest import DataIngestor
 from gal_friday.portfolio import PortfolioManager
+from gal_friday.recovery import adopt_order, restore_pair
 from gal_friday.replay import replay_session
 from gal_friday.risk import RiskManager
 from gal_friday.session import SessionRecorder, read_session
@@ -219,12 +224,12 @@ class _LiveLike:
     """The live modules on a real (queued) bus with the session recorder, a scripted venue
     and a clock the test moves."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, cash: Decimal | None = None) -> None:
         s = session_settings(tmp_path)
         self.clock, self.bus, self.venue = _Clock(), EventBus(), _ScriptedVenue()
         self.recorder = SessionRecorder(s, clock_ns=self.clock)
         self.recorder.attach(self.bus)
-        portfolio = PortfolioManager(s.paper.initial_cash_usd, pairs=s.pairs)
+        portfolio = PortfolioManager(cash or s.paper.initial_cash_usd, pairs=s.pairs)
         portfolio.attach(self.bus)
         RiskManager(s.risk, self.bus, portfolio.snapshot, taker_fee_pct=s.fees.taker_pct,
                     clock=self.clock)
@@ -247,9 +252,9 @@ class _LiveLike:
         await self.settle()
 
     async def report(self, order: OrderRequest, status: OrderStatus, filled: Decimal,
-                     ts: int) -> None:
+                     ts: int, price: Decimal | None = None) -> None:
         self.clock.now = max(self.clock.now, ts)
-        price = order.limit_price if filled else None
+        price = (price or order.limit_price) if filled else None
         await self.venue.on_report(ExecutionReportEvent(
             order.client_order_id, "X" + order.client_order_id, order.signal_id, order.pair,
             order.side, order.type, status, order.qty, filled, price, filled or None, price,
@@ -363,3 +368,50 @@ async def test_an_exit_after_unconfirmed_cancels_replays(tmp_path: Path) -> None
     assert result.ok, result.mismatches
     assert result.compared["OrderRequestEvent"] == 4
     assert time.monotonic() - started < 4  # nobody waited the 5 s for real
+
+
+async def test_what_crash_recovery_handed_over_replays(tmp_path: Path) -> None:
+    # a live start: the exchange's USD sizes the entries, recovery restored 100 XRP held from
+    # the earlier run and adopted its working DOGE entry; the replay must start from the same
+    # cash, sell the restored XRP on a reversal, and time the adopted entry out to market
+    cash = Decimal(2000)
+    live = _LiveLike(tmp_path, cash)
+    await live.bus.publish(TradingStartedEvent("live", cash, T0 - 10))
+    await live.bus.publish(ReconciliationEvent(
+        (("USD", cash), ("XRP", Decimal(100))), (), "sim", T0 - 9,
+        (("XRP/USD", Decimal("1.9")),)))
+    adopted = OrderAdoptedEvent("gfeold1", "DOGE/USD", Side.BUY, OrderType.LIMIT, Decimal(1000),
+                                Decimal("0.14"), None, OrderStatus.ACKNOWLEDGED, Decimal(0),
+                                "sig-old", None, T0 - 8)
+    live.clock.now = T0 - 8
+    adopt_order(live.handler, adopted)
+    await live.bus.publish(adopted)
+    restored = PairRestoredEvent("XRP/USD", Decimal(100), Decimal("1.8"), Decimal("2.2"),
+                                 Decimal(0), "recovered-XRP/USD", T0 - 7)
+    await live.bus.publish(restored)
+    restore_pair(live.handler, restored)
+    await live.start()
+    await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.1, T0, 0), at=T0 + 1000)
+    (exit_order,) = live.venue.sent
+    assert exit_order.side is Side.SELL and exit_order.qty == 100
+    await live.report(exit_order, OrderStatus.FILLED, exit_order.qty, T0 + 2000,
+                      Decimal("2.0"))
+    live.clock.now = T0 + 3 * SEC  # past the adopted entry's 2 s timeout
+    await live.handler.tick(live.clock.now)
+    await live.settle()
+    assert live.venue.cancels == ["gfeold1"]
+    await live.venue.on_report(ExecutionReportEvent(
+        "gfeold1", "Xold", "sig-old", "DOGE/USD", Side.BUY, OrderType.LIMIT,
+        OrderStatus.CANCELLED, Decimal(1000), Decimal(0), None, None, None, Decimal(0), "USD",
+        None, T0 + 3 * SEC + 1000))
+    await live.settle()
+    rest = live.venue.sent[-1]
+    assert (rest.pair, rest.type, rest.qty) == ("DOGE/USD", OrderType.MARKET, 1000)
+    await live.publish(PredictionEvent("XRP/USD", T0 + 5 * SEC, "m", 0.9, T0, 0),
+                       at=T0 + 5 * SEC)
+    entry = live.venue.sent[-1]
+    assert (entry.pair, entry.type) == ("XRP/USD", OrderType.LIMIT)
+    assert entry.qty * entry.limit_price < cash  # sized on the exchange's cash, not paper's
+    result = await replay_session(await live.finish())
+    assert result.ok, result.mismatches
+    assert result.compared["OrderRequestEvent"] == 3
