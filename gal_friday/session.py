@@ -120,7 +120,12 @@ class SessionRecorder:
 
     def attach(self, bus: EventBus) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        handle = gzip.GzipFile(self.path, "wb", compresslevel=1)
+        base, n = self.path.name.removesuffix(".jsonl.gz"), 1
+        while self.path.exists():  # two runs started within the same second: keep both
+            n += 1
+            self.path = self.directory / f"{base}-{n}.jsonl.gz"
+        self.header["session"] = self.path.name.removesuffix(".jsonl.gz")
+        handle = gzip.GzipFile(self.path, "xb", compresslevel=1)
         handle.write(json.dumps(self.header).encode() + b"\n")
         self._file = handle
         bus.subscribe(RECORDED, self.on_event, name="session", policy=Policy.BLOCK,

@@ -415,3 +415,14 @@ async def test_what_crash_recovery_handed_over_replays(tmp_path: Path) -> None:
     result = await replay_session(await live.finish())
     assert result.ok, result.mismatches
     assert result.compared["OrderRequestEvent"] == 3
+
+
+def test_two_runs_started_in_the_same_second_keep_both_journals(tmp_path: Path) -> None:
+    settings = session_settings(tmp_path)
+    first, second = (SessionRecorder(settings, clock_ns=lambda: T0) for _ in range(2))
+    first.attach(EventBus())
+    second.attach(EventBus())
+    first.close()
+    second.close()
+    assert first.path != second.path and first.path.exists() and second.path.exists()
+    assert read_session(second.path)[0]["session"] == second.path.name.removesuffix(".jsonl.gz")
