@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,19 +82,47 @@ def _float_fields(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 _FLOATS = {name: _float_fields(t) for name, t in _TYPES.items()}
 
 
-def _nan_for_null(fields: Any, cls: type[Event]) -> Any:
-    """JSON has no NaN: the encoder writes a NaN float (a feature without data yet, an exit's
-    missing probability) as null; read it back as NaN where the field is a float."""
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf, None: math.nan}
+
+
+def _encode(event: Event) -> bytes:
+    """The event as JSON. JSON has no NaN or infinity (the encoder would write null for
+    both): a non-finite float is written as the string "NaN", "Infinity" or "-Infinity"."""
+    scalars, tuples = _FLOATS[type(event).__name__]
+    if not any(not math.isfinite(getattr(event, k)) for k in scalars) and not any(
+            not math.isfinite(v) for k in tuples for v in getattr(event, k)):
+        return _encoder.encode(event)
+    fields = msgspec.to_builtins(event)
+    for key in scalars:
+        fields[key] = _text(getattr(event, key))
+    for key in tuples:
+        fields[key] = [_text(v) for v in getattr(event, key)]
+    return _encoder.encode(fields)
+
+
+def _text(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _non_finite(fields: Any, cls: type[Event]) -> Any:
+    """Float fields written as "NaN" / "Infinity" / "-Infinity" (or null, as journals before
+    them held NaN) read back as those floats."""
     scalars, tuples = _FLOATS[cls.__name__]
     if not isinstance(fields, dict):
         return fields
     for key in scalars:
-        if key in fields and fields[key] is None:
-            fields[key] = float("nan")
+        value = fields.get(key, 0.0)
+        if not isinstance(value, int | float):
+            fields[key] = _NON_FINITE.get(value, value)
     for key in tuples:
         values = fields.get(key)
-        if isinstance(values, list) and None in values:
-            fields[key] = [float("nan") if v is None else v for v in values]
+        if isinstance(values, list) and not all(isinstance(v, int | float) for v in values):
+            fields[key] = [v if isinstance(v, int | float) else _NON_FINITE.get(v, v)
+                           for v in values]
     return fields
 
 
@@ -134,7 +163,7 @@ class SessionRecorder:
 
     def on_event(self, event: Event) -> None:
         assert self._file is not None
-        self._file.write(b'["' + type(event).__name__.encode() + b'",' + _encoder.encode(event)
+        self._file.write(b'["' + type(event).__name__.encode() + b'",' + _encode(event)
                          + b"]\n")
         self.recorded += 1
 
@@ -196,7 +225,7 @@ class JournalEvents:
         try:
             name, fields = json.loads(line)
             cls = _TYPES[name]
-            return msgspec.convert(_nan_for_null(fields, cls), cls)
+            return msgspec.convert(_non_finite(fields, cls), cls)
         except (ValueError, KeyError, TypeError, msgspec.ValidationError):
             log.warning("unreadable journal line skipped", extra={"path": str(self.path)})
             return None

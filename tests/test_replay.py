@@ -146,12 +146,13 @@ async def test_a_changed_decision_is_caught(tmp_path: Path) -> None:
 
 def test_nan_features_and_an_exit_without_probability_survive_the_journal(
         tmp_path: Path) -> None:
-    # JSON has no NaN (the encoder writes null): a feature without data yet and a stop's exit
-    # signal (no probability) must come back as NaN, not be skipped as unreadable, or a
-    # replay would run on different inputs than the session had
+    # JSON has no NaN or infinity (the encoder writes null for both): a feature without data
+    # yet, an infinite one and a stop's exit signal (no probability) must come back as they
+    # were, not be skipped as unreadable, or a replay would run on other inputs
     recorder = SessionRecorder(session_settings(tmp_path))
     recorder.attach(EventBus())
-    features = FeatureEvent("XRP/USD", 1, ("rsi_14", "flow_imbalance_60s"), (55.0, math.nan))
+    features = FeatureEvent("XRP/USD", 1, ("rsi_14", "flow_imbalance_60s", "roc_5", "roc_15"),
+                            (55.0, math.nan, math.inf, -math.inf))
     exit_signal = TradeSignalProposedEvent(
         "s1", "XRP/USD", Side.SELL, OrderType.MARKET, Decimal("2.1"), Decimal("2.0"),
         Decimal("2.3"), math.nan, "stop-loss", 2, is_exit=True)
@@ -162,8 +163,16 @@ def test_nan_features_and_an_exit_without_probability_survive_the_journal(
     got_features, got_exit = list(events)
     assert isinstance(got_features, FeatureEvent) and got_features.values[0] == 55.0
     assert math.isnan(got_features.values[1])
+    assert got_features.values[2:] == (math.inf, -math.inf)
     assert isinstance(got_exit, TradeSignalProposedEvent) and math.isnan(got_exit.prob_up)
     assert got_exit.entry_price == Decimal("2.1") and got_exit.is_exit
+    with gzip.open(recorder.path, "rt") as journal:  # an older journal's null is NaN too
+        lines = journal.read().splitlines()
+    old = tmp_path / "old.jsonl.gz"
+    with gzip.open(old, "wt") as journal:
+        journal.write("\n".join([*lines[:-1], lines[-1].replace('"NaN"', "null")]) + "\n")
+    _, events = read_session(old)
+    assert math.isnan(list(events)[-1].prob_up)  # type: ignore[attr-defined]
 
 
 def test_an_exit_without_probability_compares_equal_to_itself() -> None:
