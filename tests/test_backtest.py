@@ -153,6 +153,36 @@ def test_stop_loss_fills_at_its_trigger_on_the_intrabar_path() -> None:
     assert trade.exit_price == D("0.99")  # the trigger, not the candle's low of 0.95
 
 
+@pytest.mark.parametrize("protective", [True, False])
+def test_a_stop_or_target_exactly_at_the_candles_low_or_high_fills(protective: bool) -> None:
+    # 1.1 * 1e5 is 110000.00000000001 in floats: prices compare on the pair's integer grid
+    s = settings(strategy={"stop_loss_pct": "8.33", "take_profit_pct": "10"},
+                 execution={"protective_orders": protective})
+    flat = (1.0, 1.0, 1.0, 1.0)
+    up = run(s, series([flat, flat, flat, (1.0, 1.1, 1.0, 1.0), flat]), [0.9] + [NAN] * 4,
+             market=True)
+    (trade,) = up.trades
+    assert trade.exit_price == D("1.10000")  # the target, exactly the high
+    stop = D("1.2") * (1 - D("8.33") / 100)  # 1.10004 on the grid
+    rows = [(1.2, 1.2, 1.2, 1.2)] * 3 + [(1.2, 1.2, float(stop), 1.2), (1.2, 1.2, 1.2, 1.2)]
+    down = run(s, series(rows), [0.9] + [NAN] * 4, market=True)
+    (trade,) = down.trades
+    assert trade.exit_price == stop  # the stop, exactly the low
+
+
+def test_a_position_opened_after_a_flat_midnight_is_not_marked_at_its_old_price() -> None:
+    # flat across midnight at 2.0, then buy at 1.0: marking the new position at midnight's
+    # 2.0 would fake a 9 % drawdown and HALT (limit 5 %)
+    s = settings(risk={"max_total_drawdown_pct": 5},
+                 strategy={"stop_loss_pct": "5", "take_profit_pct": "50"})
+    rows = [(2.0, 2.0, 2.0, 2.0)] * 106 + [(1.0, 1.0, 1.0, 1.0)] * 100  # midnight after 106
+    prob = [NAN] * len(rows)
+    prob[150], prob[160], prob[170] = 0.9, 0.1, 0.9
+    result = run(s, series(rows), prob, market=True)
+    assert not result.halts
+    assert [f.side for f in result.fills] == [Side.BUY, Side.SELL, Side.BUY]
+
+
 def test_partial_fills_when_the_candle_volume_is_small() -> None:
     candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.01, 0.99, 1.0), (1.0, 1.0, 1.0, 1.0),
                       (1.0, 1.0, 1.0, 1.0)], volume=40.0)

@@ -427,6 +427,10 @@ class BacktestEngine:
             pair = pairs[m_pair.item(k)]
             i = m_idx.item(k)
             end_ns = pair.end_ns.item(i)
+            if not self.held and end_ns > self._next_midnight:
+                # flat across a midnight: nothing to mark, but a position opened from here on
+                # must not be marked at that midnight's (older) price
+                self._next_midnight = (end_ns // _DAY_NS + 1) * _DAY_NS
             if pair.tracked and (pair.l.item(i) <= pair.lo or pair.h.item(i) >= pair.hi
                                  or end_ns >= pair.when):
                 await self._replay(pair, i)
@@ -522,10 +526,14 @@ class BacktestEngine:
 
     @staticmethod
     def _reachable(pair: _Pair, rest: list[int], end_ns: int) -> bool:
+        """Whether a price still ahead on the path (scaled integers) reaches a watched price,
+        or a watched time falls in the candle. Prices compare as integers on the pair's grid:
+        ``1.1 * 1e5`` is 110000.00000000001 in floats, and a stop exactly at the low counts."""
         if pair.when <= end_ns:
             return True
-        lo, hi = pair.lo * pair.unit, pair.hi * pair.unit
-        return any(p <= lo or p >= hi for p in rest)
+        lo = round(pair.lo * pair.unit) if pair.lo > -INF else None
+        hi = round(pair.hi * pair.unit) if pair.hi < INF else None
+        return any((lo is not None and p <= lo) or (hi is not None and p >= hi) for p in rest)
 
     def _order_prices(self, pair: _Pair) -> list[int]:
         """Scaled prices of the pair's working orders (and the strategy's own brackets when
