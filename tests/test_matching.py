@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import pytest
+
 from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
@@ -12,6 +14,7 @@ from gal_friday.events import (
     Side,
     TradeEvent,
 )
+from gal_friday.execution.venue import OrderRejected
 from gal_friday.sim.matching import MatchingEngine, OrderRequest, OrderUpdate, to_report
 
 PAIR = "XRP/USD"
@@ -388,3 +391,41 @@ def test_triggered_order_without_trigger_price_is_rejected() -> None:
     eng = engine()
     out = eng.submit(OrderRequest("x", PAIR, Side.SELL, OrderType.STOP_LOSS, D(1)), ts_ns=1)
     assert statuses(out) == [OrderStatus.REJECTED]
+
+
+def test_nothing_fills_against_a_book_the_feed_invalidated() -> None:
+    # a checksum failure: the last book may be far from the market; a market order finds no
+    # liquidity, a stop that a trade reaches waits, and fills at the next valid book
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("sl", OrderType.STOP_LOSS, Side.SELL, "1", "98.50"), ts_ns=1)
+    eng.invalidate_book(PAIR)
+    out = eng.submit(market("m1", Side.BUY, "1"), ts_ns=2)
+    assert statuses(out) == [OrderStatus.ACKNOWLEDGED, OrderStatus.REJECTED]
+    assert out[-1].reason == "no_liquidity"
+    assert fills(eng.on_trade(trade("98.00", "1", ts=3))) == []  # armed, not fired
+    out = eng.on_book(book([("97.50", "5")], [("97.60", "5")], ts=4))
+    assert fills(out) == [(D(1), D("97.50"))]  # at the fresh book, not the stale 99.00
+
+
+async def test_the_paper_venue_hears_that_a_book_was_invalidated() -> None:
+    from gal_friday.config import Settings
+    from gal_friday.events import BookInvalidatedEvent
+    from gal_friday.execution.paper import PaperVenue
+
+    s = Settings.model_validate({"paper": {"latency_ms": 0}})
+    venue = PaperVenue(s.paper, s.fees, clock_ns=lambda: 10)
+    reports: list[ExecutionReportEvent] = []
+
+    async def on_report(r: ExecutionReportEvent) -> None:
+        reports.append(r)
+
+    await venue.start(on_report)
+    await venue.on_market(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    await venue.submit(market("m1", Side.BUY, "1"))
+    assert [r.status for r in reports] == [OrderStatus.ACKNOWLEDGED, OrderStatus.FILLED]
+    await venue.on_market(BookInvalidatedEvent(PAIR, "checksum mismatch", 5))
+    with pytest.raises(OrderRejected, match="no market price"):
+        await venue.submit(market("m2", Side.BUY, "1"))
+    await venue.submit(market("m3", Side.SELL, "1"))  # the XRP bought: no book to sell into
+    assert [r.status for r in reports[2:]] == [OrderStatus.ACKNOWLEDGED, OrderStatus.REJECTED]

@@ -18,7 +18,15 @@ from decimal import Decimal
 
 from gal_friday.bus import EventBus, Policy
 from gal_friday.config import FeeSettings, PaperSettings
-from gal_friday.events import BookEvent, Event, OrderStatus, OrderType, Side, TradeEvent
+from gal_friday.events import (
+    BookEvent,
+    BookInvalidatedEvent,
+    Event,
+    OrderStatus,
+    OrderType,
+    Side,
+    TradeEvent,
+)
 from gal_friday.execution.venue import (
     OrderRejected,
     OrderRequest,
@@ -58,9 +66,10 @@ class PaperVenue:
         self._on_report: ReportCallback | None = None
 
     def attach(self, bus: EventBus) -> None:
-        """Receive the market data the engine matches against (never dropped)."""
-        bus.subscribe((BookEvent, TradeEvent), self.on_market, name="paper-venue",
-                      policy=Policy.BLOCK, maxsize=8192)
+        """Receive the market data the engine matches against (never dropped), and the word
+        that a pair's book is wrong (a checksum failure, a gap): nothing fills against it."""
+        bus.subscribe((BookEvent, TradeEvent, BookInvalidatedEvent), self.on_market,
+                      name="paper-venue", policy=Policy.BLOCK, maxsize=8192)
 
     async def on_market(self, event: Event) -> None:
         await self._dispatch(self.on_market_now(event))
@@ -76,6 +85,9 @@ class PaperVenue:
         if isinstance(event, TradeEvent):
             self._now = max(self._now, event.received_ts_ns)
             return self._apply(self.engine.on_trade(event))
+        if isinstance(event, BookInvalidatedEvent):
+            self._asks.pop(event.pair, None)
+            self.engine.invalidate_book(event.pair)
         return []
 
     # --- TradingVenue ------------------------------------------------------------------------

@@ -272,6 +272,12 @@ class MatchingEngine:
         out.extend(self._run_due(ts, inclusive=True))
         return out
 
+    def invalidate_book(self, pair: str) -> None:
+        """Forget ``pair``'s book until the next one arrives (the feed found it wrong): market
+        orders find no liquidity and triggered orders wait for a valid book, instead of
+        filling at prices the market may have left."""
+        self._books.pop(pair, None)
+
     def on_trade(self, trade: TradeEvent) -> list[OrderUpdate]:
         ts = trade.received_ts_ns
         out = self._run_due(ts, inclusive=False)
@@ -377,6 +383,8 @@ class MatchingEngine:
         """Execute the armed orders of ``pair`` whose trigger the market has reached."""
         out: list[OrderUpdate] = []
         book = self._books.get(pair)
+        if book is None:
+            return out  # no valid book: a triggered order waits for one to execute against
         for state in list(self._armed):
             order = state.order
             if order.pair != pair or state not in self._armed:
