@@ -163,7 +163,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for flag, key in (("host", "sim.host"), ("port", "sim.port"), ("seed", "sim.seed"),
                       ("replay", "sim.replay"), ("speed", "sim.speed"),
                       ("rate", "sim.messages_per_second")):
-        if hasattr(args, flag):
+        if getattr(args, flag, None) is not None:  # None: not given
             items.append((key, getattr(args, flag)))
     return load_settings(getattr(args, "config", None), merge_overrides(*items))
 

@@ -39,7 +39,7 @@ from gal_friday.config import Settings, load_settings
 from gal_friday.events import BookEvent, FeatureEvent, OrderType, Side, TradeEvent
 from gal_friday.features import feature_names
 from gal_friday.kraken.public import PublicStreamDecoder
-from gal_friday.kraken.recorder import read_recording
+from gal_friday.kraken.recorder import RecordingError, read_recording
 from gal_friday.prediction.pipeline import train_from_candles
 from gal_friday.prediction.service import load_models
 from gal_friday.prediction.training import TrainSpec
@@ -259,3 +259,47 @@ def test_the_command_on_recordings(recording: Path, tmp_path: Path, in_tmp: Any)
     missing = parser.parse_args(["backtest", "--recording", str(tmp_path / "nope.gz"),
                                  "--strategy", "sma", "--out", str(tmp_path / "x")])
     assert asyncio.run(backtest_cli.run(settings_from_args(missing), missing)) == 1
+
+
+def test_damaged_and_empty_recordings(recording: Path, tmp_path: Path) -> None:
+    import gzip
+    import json
+
+    with gzip.open(recording, "rt") as fh:
+        lines = fh.read().splitlines(keepends=True)
+    s = settings()
+    _, clean = run_sma(s, [recording])
+    # damaged lines inside the file are skipped and counted; the rest of the file still runs
+    damaged = tmp_path / "damaged.jsonl.gz"
+    with gzip.open(damaged, "wt") as fh:
+        fh.writelines([*lines[:3000], '{"t": 1, "raw"\n', "[1, 2]\n", '{"t": null}\n',
+                       *lines[3000:]])
+    _, out = run_sma(s, [damaged])
+    assert out.stats["unreadable_lines"] == 3 and out.stats["truncated_files"] == 0
+    assert out.stats["frames"] == clean.stats["frames"]
+    # a file with only its header (a recorder stopped before any data) adds nothing
+    empty = tmp_path / "empty.jsonl.gz"
+    with gzip.open(empty, "wt") as fh:
+        fh.write(lines[0])
+    _, both = run_sma(s, [recording, empty])
+    assert both.stats["frames"] == clean.stats["frames"] and both.fills == clean.fills
+    # a damaged header is one clear error
+    header = json.loads(lines[0])
+    for field, value in (("depth", "ten"), ("pairs", "XRP/USD")):
+        bad = tmp_path / f"bad-{field}.jsonl.gz"
+        with gzip.open(bad, "wt") as fh:
+            fh.writelines([json.dumps({**header, field: value}) + "\n", *lines[1:50]])
+        with pytest.raises(RecordingError, match="damaged header"):
+            run_sma(s, [bad])
+
+
+@pytest.mark.parametrize("option", [["--synthetic", "0"], ["--retrain-every", "0"],
+                                    ["--depth", "unlimited"], ["--seed", "3"]])
+def test_options_that_do_not_apply_to_recordings_are_refused(
+        recording: Path, tmp_path: Path, in_tmp: Any, option: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    args = parser.parse_args(["backtest", "--recording", str(recording), "--strategy", "sma",
+                              "--out", str(tmp_path / "r"), *option])
+    assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 2
+    assert not (tmp_path / "r").exists()

@@ -93,13 +93,13 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
                          "candles) event by event; repeatable")
     bt.add_argument("--synthetic", type=float, metavar="DAYS",
                     help="use DAYS of the simulator's synthetic market instead of files")
-    bt.add_argument("--seed", type=int, default=7, help="seed of the synthetic market")
+    bt.add_argument("--seed", type=int, help="seed of the synthetic market (default 7)")
     bt.add_argument("--strategy", choices=["model", "sma"], default="model")
     bt.add_argument("--sma", default="10,30", metavar="FAST,SLOW",
                     help="periods of the sma strategy")
-    bt.add_argument("--depth", choices=["volume", "unlimited"], default="volume",
-                    help="liquidity at each intrabar price: a share of the candle's volume, "
-                         "or unlimited")
+    bt.add_argument("--depth", choices=["volume", "unlimited"],
+                    help="liquidity at each intrabar price: a share of the candle's volume "
+                         "(default), or unlimited")
     bt.add_argument("--retrain-every", type=float, metavar="DAYS",
                     help="walk-forward: retrain the model every DAYS, each block's model "
                          "trained only on candles before the block (strategy model only)")
@@ -158,7 +158,8 @@ def load_data(settings: Settings, args: argparse.Namespace, history_s: int = 0
               ) -> list[PairData]:
     """The candles of the run; with ``history_s``, also that much before ``--start``."""
     if args.synthetic:
-        return synthetic_pairs(settings.pairs, seed=args.seed, days=args.synthetic)
+        seed = 7 if args.seed is None else args.seed
+        return synthetic_pairs(settings.pairs, seed=seed, days=args.synthetic)
     files = candle_files(settings.pairs, args.candles, Path(settings.paths.data_dir))
     start = parse_time(args.start)
     return load_pairs(files, start_s=None if start is None else start - history_s,
@@ -262,8 +263,9 @@ def recording_inputs(settings: Settings, args: argparse.Namespace
     for option, given in (("--candles", args.candles), ("--synthetic", args.synthetic),
                           ("--retrain-every", args.retrain_every),
                           ("--train-window", args.train_window),
-                          ("--start", args.start), ("--end", args.end)):
-        if given:
+                          ("--start", args.start), ("--end", args.end),
+                          ("--depth", args.depth), ("--seed", args.seed)):
+        if given is not None and given != []:  # 0 given is given too
             raise BacktestUsageError(f"{option} does not apply to --recording")
     notes: dict[str, Any] = {"source": "recording",
                              "recordings": [str(p) for p in args.recording]}
@@ -343,6 +345,11 @@ async def run_recording(settings: Settings, args: argparse.Namespace, out: Path)
                   f"decisions, {st['orders']:,} orders, {st['checksum_failures']} checksum "
                   f"failures in {st['loop_seconds']:.2f} s; report in "
                   f"{', '.join(str(p) for p in paths.values())}")
+    if st.get("unreadable_lines") or st.get("truncated_files"):
+        console.print(f"warning: {st.get('unreadable_lines', 0)} damaged line(s) skipped; "
+                      f"{st.get('truncated_files', 0)} file(s) cut short (a crash while "
+                      "recording): the run used what they hold", style="yellow",
+                      highlight=False)
     return EXIT_OK
 
 
@@ -394,7 +401,7 @@ async def _run_with_progress(settings: Settings, data: list[PairData],
                              capital: Decimal, args: argparse.Namespace, runner: Any) -> Any:
     if args.no_progress:
         return await runner(settings, data, signals, capital=capital, strategy=strategy,
-                            depth=args.depth)
+                            depth=args.depth or "volume")
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
@@ -404,4 +411,4 @@ async def _run_with_progress(settings: Settings, data: list[PairData],
             bar.update(task, completed=done, total=total)
 
         return await runner(settings, data, signals, capital=capital, strategy=strategy,
-                            depth=args.depth, progress=progress)
+                            depth=args.depth or "volume", progress=progress)

@@ -76,7 +76,7 @@ from gal_friday.events import (
 )
 from gal_friday.features import FeatureEngine
 from gal_friday.kraken.public import PublicStreamDecoder
-from gal_friday.kraken.recorder import RecordingError, read_recording
+from gal_friday.kraken.recorder import RecordingError, RecordingFrames, read_recording
 from gal_friday.prediction.model import MODEL_FILE
 from gal_friday.prediction.service import Combine, LoadedModel, combine
 
@@ -177,7 +177,7 @@ class Recording:
 
     path: Path
     header: dict[str, Any]
-    frames: Iterator[tuple[int, str]]
+    frames: RecordingFrames
 
 
 def open_recordings(paths: Sequence[Path]) -> list[Recording]:
@@ -200,7 +200,8 @@ def merged_frames(recordings: Sequence[Recording]) -> Iterator[tuple[int, int, s
             last = max(last, t)
             n += 1
             yield t, k, n, raw
-        yield last, k, n + 1, None
+        if n:  # a file with no frames (stopped before any data) ends nothing
+            yield last, k, n + 1, None
 
     for t, k, _, raw in heapq.merge(*(tagged(k, r) for k, r in enumerate(recordings))):
         yield t, k, raw
@@ -314,7 +315,9 @@ class RecordingBacktest:
             self.stats["checksum_failures"] += d.stats.checksum_failures
             self.stats["malformed"] += d.stats.malformed
         self.stats.update(orders=self.venue.submitted, signals_approved=self.risk.approved,
-                          signals_rejected=self.risk.rejected, events=self.bus.published)
+                          signals_rejected=self.risk.rejected, events=self.bus.published,
+                          unreadable_lines=sum(r.frames.skipped for r in self.recordings),
+                          truncated_files=sum(r.frames.truncated for r in self.recordings))
         self._sample()
         return RecordingRun(self.fills, self.times, self.equity, snap.equity, snap.fees_paid,
                             {k: v for k, v in self.held.items() if v}, dict(self.stats),

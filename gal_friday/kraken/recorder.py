@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 FORMAT = "gal-friday-recording"
 VERSION = 1
@@ -52,9 +52,9 @@ class Recorder:
         self._fh.close()
 
 
-def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[tuple[int, str]]]:
+def read_recording(path: Path) -> tuple[dict[str, Any], RecordingFrames]:
     """The header and an iterator of ``(receive_ns, raw_text)``; a file cut short by a crash
-    yields what it holds."""
+    yields what it holds, a damaged line is skipped and counted."""
     fh = gzip.open(path, "rt", encoding="utf-8")  # noqa: SIM115
     try:
         header = json.loads(fh.readline())
@@ -67,14 +67,47 @@ def read_recording(path: Path) -> tuple[dict[str, Any], Iterator[tuple[int, str]
     if header.get("version") != VERSION:
         fh.close()
         raise RecordingError(f"{path}: recording version {header.get('version')} unsupported")
+    pairs, depth = header.get("pairs"), header.get("depth")
+    if (pairs is not None and not (isinstance(pairs, list)
+                                   and all(isinstance(p, str) for p in pairs))) or (
+            depth is not None and (not isinstance(depth, int) or isinstance(depth, bool))):
+        fh.close()
+        raise RecordingError(f"{path}: damaged header (pairs must be a list of pairs, depth a "
+                             "whole number)")
+    return header, RecordingFrames(fh)
 
-    def frames() -> Iterator[tuple[int, str]]:
+
+class RecordingFrames:
+    """``(receive_ns, raw_text)`` of a recording's lines. A file cut by a crash ends the
+    stream (``truncated``); a damaged line inside is skipped and counted (``skipped``)."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.skipped = 0
+        self.truncated = False
+        self._lines = self._read(fh)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return self
+
+    def __next__(self) -> tuple[int, str]:
+        return next(self._lines)
+
+    def _read(self, fh: IO[str]) -> Iterator[tuple[int, str]]:
         with fh:
-            try:
-                for line in fh:
+            while True:
+                try:
+                    line = fh.readline()
+                except (EOFError, gzip.BadGzipFile, OSError, UnicodeDecodeError):
+                    self.truncated = True  # cut by a crash: keep what was complete
+                    return
+                if not line:
+                    return
+                try:
                     item = json.loads(line)
                     yield int(item["t"]), str(item["raw"])
-            except (EOFError, gzip.BadGzipFile, ValueError, KeyError):
-                return  # truncated by a crash: keep what was complete
-
-    return header, frames()
+                except (ValueError, KeyError, TypeError):
+                    if line.endswith("\n"):
+                        self.skipped += 1  # a damaged line: the rest is still good
+                    else:
+                        self.truncated = True  # the last line, cut mid-write
+                        return
