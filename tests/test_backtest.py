@@ -110,7 +110,8 @@ def test_orders_fill_only_after_the_decision_candle() -> None:
 
 
 def test_market_fill_fee_and_slippage_arithmetic() -> None:
-    s = settings(paper={"slippage_bps": 10}, fees={"taker_pct": "0.4", "maker_pct": "0.1"})
+    s = settings(paper={"slippage_bps": 10}, fees={"taker_pct": "0.4", "maker_pct": "0.1"},
+                 strategy={"stop_loss_pct": "49", "take_profit_pct": "99"})  # a market exit
     candles = series([(2.0, 2.0, 2.0, 2.0), (2.0, 2.1, 2.0, 2.05), (2.1, 2.2, 2.05, 2.1),
                       (2.1, 2.1, 2.1, 2.1)])
     result = run(s, candles, [0.9, NAN, 0.1, NAN], market=True)
@@ -181,6 +182,42 @@ def test_a_position_opened_after_a_flat_midnight_is_not_marked_at_its_old_price(
     result = run(s, series(rows), prob, market=True)
     assert not result.halts
     assert [f.side for f in result.fills] == [Side.BUY, Side.SELL, Side.BUY]
+
+
+@pytest.mark.parametrize("protective", [True, False])
+def test_an_entry_filled_at_the_open_is_protected_before_the_candle_falls(
+        protective: bool) -> None:
+    # the market entry takes effect at open + 1 ms; its stop (10 % below: 1.08) must be in
+    # place then, so the candle falling to 1.0 sells at the stop, not at the low
+    s = settings(strategy={"stop_loss_pct": "10", "take_profit_pct": "50"},
+                 execution={"protective_orders": protective})
+    candles = series([(1.2, 1.2, 1.2, 1.2), (1.2, 1.2, 1.0, 1.2), (1.2, 1.2, 1.2, 1.2)])
+    result = run(s, candles, [0.9, NAN, NAN], market=True)
+    buy, sell = result.fills
+    assert buy.price == D("1.2") and sell.price == D("1.08")
+    assert buy.ts_ns == (T0 + 60) * 10**9 + 10**6  # at open + latency
+
+
+@pytest.mark.parametrize("order", [("DOGE/USD", "XRP/USD"), ("XRP/USD", "DOGE/USD")])
+def test_two_pairs_fill_on_their_own_candles_whatever_their_order(
+        order: tuple[str, str]) -> None:
+    # XRP decides at candle 0 (close 1.0) and gaps to 1.2 at candle 1; DOGE decides at the
+    # end of candle 1. XRP's entry fills at its candle 1 open (1.2), never at its stale 1.0
+    s = settings(strategy={"stop_loss_pct": "10", "take_profit_pct": "50"})
+    s = s.model_copy(update={"pairs": tuple(order)})
+    rows = {"XRP/USD": [(1.0, 1.0, 1.0, 1.0), (1.2, 1.25, 1.15, 1.2)] + [(1.2,) * 4] * 2,
+            "DOGE/USD": [(0.1,) * 4] * 4}
+    probs = {"XRP/USD": [0.9, NAN, NAN, NAN], "DOGE/USD": [NAN, 0.9, NAN, NAN]}
+    data = [PairData(p, series(rows[p]), instrument_for(p, series(rows[p])), 60) for p in order]
+    signals = {p: PairSignals(np.array(probs[p]), (), np.empty((4, 0)), "m") for p in order}
+
+    def strat(st: Settings, bus: Any) -> MarketStrategy:
+        return MarketStrategy(st.strategy, st.fees, bus)
+
+    result = asyncio.run(run_backtest(s, data, signals, capital=D(10000), strategy=strat,
+                                      depth="unlimited"))
+    prices = {f.pair: f.price for f in result.fills}
+    assert prices == {"XRP/USD": D("1.2"), "DOGE/USD": D("0.1")}
 
 
 def test_partial_fills_when_the_candle_volume_is_small() -> None:

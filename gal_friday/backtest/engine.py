@@ -19,7 +19,11 @@ price lying between two of them is visited too, in path order: a stop is filled 
 trigger (less slippage), not at the candle's low. Each point offers the candle's volume
 divided by the number of points (``depth="unlimited"`` offers any quantity), so large orders
 fill partially. Bid and ask are both the path price: the spread is modelled by
-``paper.slippage_bps``.
+``paper.slippage_bps``. The moment a sent order or cancel takes effect (``latency`` after it was
+sent) is a stop on the path as well, against the book of the last point: an entry filled at the
+open is protected at once, before the path reaches its stop. Candles of several pairs ending at
+the same time are replayed together, their points in time order, before any decision at their
+end, so one pair's orders never meet another pair's later market.
 
 Speed. Most candles cannot matter: no prediction crosses a threshold and no working order or
 held position can be reached. The loop jumps straight to the next candle that can: the next
@@ -264,6 +268,21 @@ class _Pair:
         return i
 
 
+@dataclass(slots=True)
+class _Path:
+    """One candle being replayed: its corner prices (scaled) and times, and how far along."""
+
+    pair: _Pair
+    depth: int
+    corners: list[int]
+    times: list[int]
+    quarter: int
+    end_ns: int
+    seg: int = 1  # heading from corners[seg - 1] to corners[seg]
+    price: int = 0  # the last point visited
+    started: bool = False
+
+
 def _floats(values: FloatArray) -> FloatArray:
     return np.ascontiguousarray(values, dtype=np.float64)
 
@@ -423,23 +442,35 @@ class BacktestEngine:
                                                          - left(p.buy_at, k))
             if nxt >= n:
                 break
+            # the candles of every pair ending at the same time: their paths are replayed
+            # together, in time order, before any decision at their end
             k = nxt
-            pair = pairs[m_pair.item(k)]
-            i = m_idx.item(k)
-            end_ns = pair.end_ns.item(i)
+            end_ns = m_end.item(k)
+            last = k
+            while last + 1 < n and m_end.item(last + 1) == end_ns:
+                last += 1
             if not self.held and end_ns > self._next_midnight:
                 # flat across a midnight: nothing to mark, but a position opened from here on
                 # must not be marked at that midnight's (older) price
                 self._next_midnight = (end_ns // _DAY_NS + 1) * _DAY_NS
-            if pair.tracked and (pair.l.item(i) <= pair.lo or pair.h.item(i) >= pair.hi
-                                 or end_ns >= pair.when):
-                await self._replay(pair, i)
+            paths = []
+            for g in range(k, last + 1):
+                pair, i = pairs[m_pair.item(g)], m_idx.item(g)
+                if pair.tracked and (pair.l.item(i) <= pair.lo or pair.h.item(i) >= pair.hi
+                                     or end_ns >= pair.when):
+                    path = self._path(pair, i)
+                    if path is not None:
+                        paths.append(path)
+            if paths:
+                await self._replay(paths)
             if self.held and end_ns >= self._next_midnight:
                 self._mark_midnight(end_ns)
-            prob = pair.prob.item(i)
-            if prob == prob and self._wants(pair, prob):  # not NaN: a decision position
-                await self._decide(pair, i)
-            k += 1
+            for g in range(k, last + 1):
+                pair, i = pairs[m_pair.item(g)], m_idx.item(g)
+                prob = pair.prob.item(i)
+                if prob == prob and self._wants(pair, prob):  # not NaN: a decision position
+                    await self._decide(pair, i)
+            k = last + 1
             if k >= next_tick and self.progress is not None:
                 self.progress(k, n)
                 next_tick = k + tick
@@ -485,35 +516,93 @@ class BacktestEngine:
         await self._settle()
         self._rewatch()
 
-    async def _replay(self, pair: _Pair, i: int) -> None:
-        """Replay candle ``i`` along its intrabar path (see the module doc). The prices of
-        working orders are read again at every point, so an order placed during the candle
-        (e.g. a stop after the entry filled) is visited on the rest of the path."""
+    def _path(self, pair: _Pair, i: int) -> _Path | None:
+        """Candle ``i``'s intrabar path, or None for a candle without volume (no liquidity)."""
         depth = pair.depth(i, 4)
         if depth <= 0:
-            return
+            return None
         self.stats["replayed_candles"] += 1
         corners = intrabar_corners(pair.scaled(pair.o.item(i)), pair.scaled(pair.h.item(i)),
                                    pair.scaled(pair.l.item(i)), pair.scaled(pair.c.item(i)))
         quarter = pair.interval_ns // 4
-        opened, end_ns = pair.open_ns.item(i), pair.end_ns.item(i)
-        times = [opened + k * quarter for k in range(4)]
-        price = corners[0]
-        await self._visit(pair, price, times[0], depth)
-        for k in range(1, 4):
-            a, b, ta = corners[k - 1], corners[k], times[k - 1]
-            while price != b:
-                if not self._reachable(pair, corners[k:], end_ns):
-                    self._rewatch()
-                    return  # nothing left in this candle can fill, trigger or time out
-                price = next_point(price, b, self._order_prices(pair))
-                ts = ta + quarter * (price - a) // (b - a)
-                await self._visit(pair, price, ts, depth)
-        if pair.when < end_ns:  # an order or cancel due before the candle ends
-            self.now = max(self.now, end_ns - 1)
-            await self.venue.advance(self.now)
-            await self._settle()
+        opened = pair.open_ns.item(i)
+        return _Path(pair, depth, corners, [opened + k * quarter for k in range(4)], quarter,
+                     pair.end_ns.item(i))
+
+    async def _replay(self, paths: list[_Path]) -> None:
+        """Replay candles ending at the same time along their intrabar paths (see the module
+        doc), the points of all of them in time order (ties in pair order). The prices of
+        working orders are read again at every point, so an order placed during the candle
+        (e.g. a stop after the entry filled) is visited on the rest of the path; and the
+        moment a sent order or cancel takes effect is a stop on the way too (against the book
+        of the last point), so an entry filled at the open is protected before the path
+        goes on."""
+        live = list(paths)
+        while live:
+            best: tuple[int, int | None, _Path] | None = None
+            for path in list(live):
+                step = self._step(path)
+                if step is None:
+                    live.remove(path)  # nothing left in its candle can fill, trigger or time out
+                elif best is None or step[0] < best[0]:
+                    best = (step[0], step[1], path)
+            if best is None:
+                break
+            ts, price, path = best
+            if price is None:
+                await self._take_effect(path.pair, ts)
+            else:
+                path.price, path.started = price, True
+                await self._visit(path.pair, price, ts, path.depth)
+            if len(paths) > 1:
+                self._rewatch()  # the other pairs' orders may have changed too
+        for path in paths:
+            pair = path.pair
+            if pair.when < path.end_ns:  # an order or cancel due before the candle ends
+                self.now = max(self.now, path.end_ns - 1)
+                if pair.deadline <= self.now:
+                    await self.handler.tick(self.now)
+                await self.venue.advance(self.now)
+                await self._settle()
         self._rewatch()
+
+    def _step(self, path: _Path) -> tuple[int, int | None] | None:
+        """The path's next point ``(time, scaled price)``, ``(time, None)`` when a sent order
+        or cancel takes effect before it, or None when the path is done."""
+        if not path.started:
+            return path.times[0], path.corners[0]
+        pair, corners, times, quarter = path.pair, path.corners, path.times, path.quarter
+        while path.seg < 4:
+            a, b = corners[path.seg - 1], corners[path.seg]
+            if path.price == b:
+                path.seg += 1
+                continue
+            if not self._reachable(pair, corners[path.seg:], path.end_ns):
+                return None
+            ta = times[path.seg - 1]
+            target = next_point(path.price, b, self._order_prices(pair))
+            ts = ta + quarter * (target - a) // (b - a)
+            due = self._next_due(pair)
+            if due is not None and due < ts:
+                return due, None
+            return ts, target
+        due = self._next_due(pair)  # past the close: what was sent still takes effect
+        return (due, None) if due is not None and due < path.end_ns else None
+
+    async def _take_effect(self, pair: _Pair, ts: int) -> None:
+        """Time passes to ``ts`` without market data: what was sent or cancelled takes effect
+        against the book as it is, and timeouts due by then act."""
+        self.now = max(self.now, ts)
+        if pair.deadline <= ts:
+            await self.handler.tick(ts)
+        await self.venue.advance(ts)
+        await self._settle()
+        self._watch(pair)
+
+    def _next_due(self, pair: _Pair) -> int | None:
+        """When the pair's next sent order or cancel takes effect, if still ahead."""
+        now = self.now
+        return min((t for t in self.venue.due.get(pair.name, ()) if t > now), default=None)
 
     async def _visit(self, pair: _Pair, price: int, ts: int, depth: int) -> None:
         """The market at one point of the path: a one-level book at ``price``."""
