@@ -228,6 +228,18 @@ def test_partial_fills_when_the_candle_volume_is_small() -> None:
     assert result.fills[0].side is Side.BUY and result.fills[0].qty == D(10)  # 40 / 4
 
 
+def test_a_resting_limit_the_price_moves_through_fills_no_more_than_the_volume() -> None:
+    # a limit buy of ~10,000 XRP at 1.0 rests; the candle (volume 40, so 10 a point) falls
+    # through it to 0.99: each point gives at most its share, never the whole order
+    s = settings(execution={"entry_timeout_s": 30, "protective_orders": False},
+                 strategy={"stop_loss_pct": "1", "take_profit_pct": "50"})
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.002, 1.01, 0.99, 1.005),
+                      (1.005, 1.005, 1.005, 1.005)], volume=40.0)
+    result = run(s, candles, [0.9, NAN, NAN], depth="volume")
+    assert result.fills and all(f.qty <= 10 for f in result.fills)
+    assert sum(f.qty for f in result.fills) <= 40
+
+
 def test_intrabar_path_order_and_waypoints() -> None:
     assert intrabar_corners(10, 15, 5, 12) == [10, 5, 15, 12]  # up candle: low first
     assert intrabar_corners(10, 15, 5, 8) == [10, 15, 5, 8]  # down candle: high first

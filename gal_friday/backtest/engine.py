@@ -326,6 +326,9 @@ class BacktestEngine:
                                        [p.name for p in self.pairs], self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
         self.halts = record_halts(self.bus)
+        # a point's book is a share of the candle's volume: a resting limit the path moves
+        # through gets that much, not all it asks for
+        self.venue.engine.crossing_fills_take_depth = depth == "volume"
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}
         self.stats = {"candles": sum(len(p.open_ns) for p in self.pairs), "decisions": 0,

@@ -187,6 +187,10 @@ class MatchingEngine:
         self._books: dict[str, _Book] = {}
         self._seq = 0
         self._now_ns = 0
+        # a book that moved through a resting limit fills all of it (the market traded
+        # through); a backtest on candles, whose one-level books stand for a share of the
+        # candle's volume, caps such fills at the level's quantity instead
+        self.crossing_fills_take_depth = False
 
     # --- queries -------------------------------------------------------------------------
 
@@ -436,9 +440,10 @@ class MatchingEngine:
                 continue
             limit = _limit(state)
             best = levels[0]
-            if best.price < limit if buy else best.price > limit:
+            crossed = best.price < limit if buy else best.price > limit
+            if crossed and not self.crossing_fills_take_depth:
                 qty = state.remaining
-            elif best.price == limit:
+            elif crossed or best.price == limit:
                 qty = min(state.remaining, best.qty)
                 best.qty -= qty
                 if best.qty <= 0:
