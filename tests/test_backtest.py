@@ -438,3 +438,24 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
     assert out.count("\n") == 1 and out.startswith("gal-friday: ")
     assert message.format(tmp=tmp_path) in out
     assert not (tmp_path / "r").exists()  # nothing written for a run that never started
+
+
+def test_pairs_with_candles_of_different_intervals_are_refused(
+        tmp_path: Any, in_tmp: Any, capsys: Any) -> None:
+    import argparse
+
+    from gal_friday.backtest import cli as backtest_cli
+    from gal_friday.cli import _common_options, settings_from_args
+
+    for name, step in (("xrp.csv", 60), ("doge.csv", 300)):
+        rows = [f"{T0 + k * step},1.0,1.0,1.0,1.0,10,1" for k in range(50)]
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    args = parser.parse_args(["backtest", "--strategy", "sma", "--no-progress",
+                              "--pairs", "XRP/USD,DOGE/USD", "--out", str(tmp_path / "r"),
+                              "--candles", f"XRP/USD={tmp_path / 'xrp.csv'}",
+                              "--candles", f"DOGE/USD={tmp_path / 'doge.csv'}"])
+    assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 1
+    out = capsys.readouterr().out
+    assert "different intervals (XRP/USD 60 s, DOGE/USD 300 s)" in out and out.count("\n") == 1

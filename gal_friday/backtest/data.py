@@ -88,7 +88,19 @@ def load_pairs(files: Mapping[str, Path], *, start_s: int | None = None,
         if len(series) == 0:
             raise CandleFileError(f"{path}: no candles for {pair} in the requested range")
         out.append(PairData(pair, series, instrument_for(pair, series), interval_of(series)))
+    check_one_interval(out)
     return out
+
+
+def check_one_interval(data: Sequence[PairData]) -> None:
+    """Pairs backtested together need candles of one interval: the engine replays the candles
+    that end at the same time together, and a longer candle would be replayed after the
+    shorter ones inside it had already moved the clock on."""
+    intervals = {d.interval_s for d in data}
+    if len(intervals) > 1:
+        listed = ", ".join(f"{d.pair} {d.interval_s} s" for d in data)
+        raise CandleFileError(f"the pairs' candles have different intervals ({listed}); give "
+                              "candle files of one interval")
 
 
 def candle_files(pairs: Sequence[str], given: Sequence[str], data_dir: Path) -> dict[str, Path]:

@@ -23,7 +23,8 @@ fill partially. Bid and ask are both the path price: the spread is modelled by
 sent) is a stop on the path as well, against the book of the last point: an entry filled at the
 open is protected at once, before the path reaches its stop. Candles of several pairs ending at
 the same time are replayed together, their points in time order, before any decision at their
-end, so one pair's orders never meet another pair's later market.
+end, so one pair's orders never meet another pair's later market (which is why the pairs of a
+run share one candle interval; candle files of different intervals are refused).
 
 Speed. Most candles cannot matter: no prediction crosses a threshold and no working order or
 held position can be reached. The loop jumps straight to the next candle that can: the next
@@ -55,7 +56,7 @@ from typing import Literal
 
 import numpy as np
 
-from gal_friday.backtest.data import NS, PairData
+from gal_friday.backtest.data import NS, PairData, check_one_interval
 from gal_friday.backtest.signals import PairSignals
 from gal_friday.backtest.venue import INF, BacktestVenue, DirectBus
 from gal_friday.candles import FloatArray, IntArray
@@ -314,6 +315,7 @@ class BacktestEngine:
         execution = settings.execution.model_copy(update={"reconcile_interval_s": 0.0})
         paper = settings.paper.model_copy(update={"initial_cash_usd": capital})
         self.settings = settings.model_copy(update={"execution": execution, "paper": paper})
+        check_one_interval(data)
         self.pairs = [_Pair(d, signals[d.pair], depth) for d in data]
         self.by_name = {p.name: p for p in self.pairs}
         self.capital = capital
