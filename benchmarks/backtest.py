@@ -14,9 +14,9 @@ Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR] [--profile]
 
 ``--profile`` only prints where an SMA run's time goes, grouped by module (cProfile).
 
-Last measured (2 cores, about +-10 % run to run): real XBT/USD hourly 96.3k candles/s vs
-backtrader 20.4k (4.7x); synthetic 50k 121k vs 20.2k (6.0x); 500k 114k vs 20.6k (5.5x, 0.94
-of the 50k rate); LightGBM year: features + predictions 3.79 s, loop 0.09 s, total 3.87 s.
+Last measured (2 cores, about +-10 % run to run): real XBT/USD hourly 101k candles/s vs
+backtrader 20.0k (5.0x); synthetic 50k 117k vs 20.1k (5.8x); 500k 115k vs 20.7k (5.6x, 0.99
+of the 50k rate); LightGBM year: features + predictions 3.86 s, loop 0.12 s, total 3.99 s.
 """
 
 from __future__ import annotations

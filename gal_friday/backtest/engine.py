@@ -37,10 +37,10 @@ position is held (so daily drawdowns start from a fresh equity). Finished orders
 as the run goes (``forget_finished`` of the venue, matching engine and handler), so no scan
 grows with the run.
 
-Measured (``benchmarks/backtest.py``, 2-core CI-class machine): SMA 10/30 crossover ~96k-121k
-candles/s, 4.7x-6.0x backtrader, the same at 50k and 500k candles; costs are per order (~210 us
+Measured (``benchmarks/backtest.py``, 2-core CI-class machine): SMA 10/30 crossover ~100k-117k
+candles/s, 5.0x-5.8x backtrader, the same at 50k and 500k candles; costs are per order (~210 us
 for the full live path of one order, two orders a round trip), not per candle. The LightGBM
-strategy over a year of 1-minute candles for two pairs: loop 0.09 s (was 2.6 s).
+strategy over a year of 1-minute candles for two pairs: loop 0.12 s (was 2.6 s).
 """
 
 from __future__ import annotations
