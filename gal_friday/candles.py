@@ -49,24 +49,34 @@ class CandleSeries:
                             self.close[s], self.volume[s], self.trades[s])
 
 
+_MAX_TIME_S = 4_102_444_800  # 2100-01-01: a larger time is in milliseconds, or not a time
+
+
 def read_candles(path: Path) -> CandleSeries:
-    """Read an OHLCVT CSV (Kraken's layout); rows must be in strictly increasing time."""
+    """Read an OHLCVT CSV (Kraken's layout, a header line allowed); rows must be in strictly
+    increasing time, with finite positive prices. A bad row is named by its line."""
     rows: list[list[str]] = []
+    lines: list[int] = []
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel's BOM is fine
             for lineno, row in enumerate(csv.reader(fh), start=1):
                 if not row or not row[0].strip():
                     continue
+                if not rows and not _numeric(row[0]):
+                    continue  # a header line
                 if len(row) < 6:
                     raise CandleFileError(f"{path}:{lineno}: expected 7 columns "
                                           "(time,open,high,low,close,volume,count)")
                 rows.append(row[:7] if len(row) >= 7 else [*row, "0"])
+                lines.append(lineno)
     except FileNotFoundError:
         raise CandleFileError(f"candle file not found: {path}") from None
     except UnicodeDecodeError:
         raise CandleFileError(f"{path} is not a text CSV file") from None
+    except (OSError, csv.Error) as exc:
+        raise CandleFileError(f"{path}: cannot be read ({exc})") from None
+    table = np.array(rows, dtype=object).reshape(-1, 7)
     try:
-        table = np.array(rows, dtype=object).reshape(-1, 7)
         series = CandleSeries(
             time_s=table[:, 0].astype(np.float64).astype(np.int64),
             open=table[:, 1].astype(np.float64), high=table[:, 2].astype(np.float64),
@@ -74,10 +84,38 @@ def read_candles(path: Path) -> CandleSeries:
             volume=table[:, 5].astype(np.float64), trades=table[:, 6].astype(np.int64),
         )
     except ValueError as exc:
-        raise CandleFileError(f"{path}: not a number in the file ({exc})") from None
-    if len(series) > 1 and not np.all(np.diff(series.time_s) > 0):
-        raise CandleFileError(f"{path}: rows are not in strictly increasing time order")
+        bad = next((k for k, row in enumerate(rows) if not all(map(_numeric, row))), None)
+        where = f"{path}:{lines[bad]}" if bad is not None else str(path)
+        raise CandleFileError(f"{where}: not a number ({exc})") from None
+    _check_rows(path, series, lines)
     return series
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_rows(path: Path, series: CandleSeries, lines: list[int]) -> None:
+    """Times in seconds and increasing; prices finite and positive; volume finite, >= 0."""
+    if len(series) == 0:
+        return
+    prices = np.vstack([series.open, series.high, series.low, series.close])
+    checks = (
+        ((series.time_s <= 0) | (series.time_s > _MAX_TIME_S),
+         "time is not unix seconds (milliseconds?)"),
+        (~np.isfinite(prices).all(axis=0) | (prices <= 0).any(axis=0),
+         "prices must be finite and positive"),
+        (~np.isfinite(series.volume) | (series.volume < 0), "volume must be finite, >= 0"),
+        (np.r_[False, np.diff(series.time_s) <= 0], "rows are not in strictly increasing "
+                                                    "time order"),
+    )
+    for bad, what in checks:
+        if bad.any():
+            raise CandleFileError(f"{path}:{lines[int(bad.argmax())]}: {what}")
 
 
 def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:

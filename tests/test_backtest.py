@@ -427,7 +427,7 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
     from gal_friday.backtest import cli as backtest_cli
     from gal_friday.cli import _common_options, settings_from_args
 
-    (tmp_path / "bad.csv").write_text("garbage,1,2\n")
+    (tmp_path / "bad.csv").write_text("1700000040,1,2\n")
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
     args = parser.parse_args(["backtest", "--strategy", "sma", "--no-progress", "--pairs",
@@ -459,3 +459,34 @@ def test_pairs_with_candles_of_different_intervals_are_refused(
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 1
     out = capsys.readouterr().out
     assert "different intervals (XRP/USD 60 s, DOGE/USD 300 s)" in out and out.count("\n") == 1
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1700000040000,1,1,1,1,5,1\n", "bad.csv:1: time is not unix seconds (milliseconds?)"),
+    ("1700000040,1,1,1,1,5,1\n1700000100,nan,1,1,1,5,1\n",
+     "bad.csv:2: prices must be finite and positive"),
+    ("1700000040,1,1,1,1,5,1\n1700000100,1,1,1,1,-5,1\n", "bad.csv:2: volume must be finite"),
+    ("1700000040,1,1,1,1,5,1\n1700000040,1,1,1,1,5,1\n",
+     "bad.csv:2: rows are not in strictly increasing time order"),
+    ("1700000040,1,1,1,1,5,1\n1700000100,one,1,1,1,5,1\n", "bad.csv:2: not a number"),
+])
+def test_a_bad_candle_row_is_named_by_its_line(tmp_path: Any, text: str, message: str) -> None:
+    from gal_friday.candles import CandleFileError, read_candles
+
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(CandleFileError) as caught:
+        read_candles(tmp_path / "bad.csv")
+    assert str(caught.value).endswith(message) or message in str(caught.value)
+
+
+def test_a_header_line_and_an_excel_bom_are_fine_and_a_directory_is_refused(
+        tmp_path: Any) -> None:
+    from gal_friday.candles import CandleFileError, read_candles
+
+    (tmp_path / "excel.csv").write_bytes(
+        "\ufefftime,open,high,low,close,volume,count\r\n"
+        "1700000040,1.5,1.6,1.4,1.55,10,3\r\n".encode())
+    series = read_candles(tmp_path / "excel.csv")
+    assert series.time_s.tolist() == [1700000040] and series.close.tolist() == [1.55]
+    with pytest.raises(CandleFileError, match="cannot be read"):
+        read_candles(tmp_path)

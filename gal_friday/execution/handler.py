@@ -110,7 +110,10 @@ class ClientIds:
     starts above anything an earlier run can have used."""
 
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
-        self._next = itertools.count(clock_ns() // 1000)
+        start = clock_ns() // 1000
+        if start < 0:
+            raise ValueError(f"the clock reads before 1970 ({start} us): not a usable time")
+        self._next = itertools.count(start)
 
     def new(self, role: Role) -> str:
         n, digits = next(self._next), []
