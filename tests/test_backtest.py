@@ -490,3 +490,50 @@ def test_a_header_line_and_an_excel_bom_are_fine_and_a_directory_is_refused(
     assert series.time_s.tolist() == [1700000040] and series.close.tolist() == [1.55]
     with pytest.raises(CandleFileError, match="cannot be read"):
         read_candles(tmp_path)
+
+
+@pytest.mark.parametrize("strategy", ["sma", "model"])
+def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
+        tmp_path: Any, in_tmp: Any, strategy: str) -> None:
+    # live, the indicators start warm (REST OHLC); a backtest from --start reads the
+    # candles before it as history, so its signals equal those of the whole file
+    import argparse
+
+    from gal_friday.backtest import cli as backtest_cli
+    from gal_friday.cli import _common_options, settings_from_args
+
+    (data,) = synthetic_pairs(["XRP/USD"], seed=3, days=1)
+    c = data.candles
+    rows = [f"{t},{o},{h},{lo},{cl},{v},{n}" for t, o, h, lo, cl, v, n in zip(
+        c.time_s.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
+        c.volume.tolist(), c.trades.tolist(), strict=True)]
+    (tmp_path / "xrp.csv").write_text("\n".join(rows) + "\n")
+    start = int(c.time_s[1000])
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    base = ["backtest", "--strategy", "sma", "--sma", "5,20", "--pairs", "XRP/USD",
+            "--candles", f"XRP/USD={tmp_path / 'xrp.csv'}"]
+    if strategy == "model":
+        base = [*base[:2], "model", *base[5:]]
+        from gal_friday.prediction.pipeline import train_from_candles
+        from gal_friday.prediction.training import TrainSpec
+
+        train_from_candles(load_settings(None, {}), c.slice(0, 800), tmp_path / "model",
+                           spec=TrainSpec(min_auc=0.0, max_brier=1.0, rounds=20, folds=2),
+                           model_id="warm", progress=False)
+        base += ["--set", f'prediction.models=["{tmp_path / "model"}"]']
+
+    def inputs(*extra: str) -> tuple[list[PairData], dict[str, PairSignals]]:
+        args = parser.parse_args([*base, *extra])
+        data, signals, _, _ = backtest_cli.warmed_inputs(settings_from_args(args), args)
+        return data, signals
+
+    _, whole_signals = inputs()
+    from datetime import UTC, datetime
+    (period,), period_signals = inputs("--start", datetime.fromtimestamp(start, UTC)
+                                       .strftime("%Y-%m-%dT%H:%M"))
+    assert int(period.candles.time_s[0]) == start and len(period.candles) == len(c) - 1000
+    got, want = period_signals["XRP/USD"].prob, whole_signals["XRP/USD"].prob[1000:]
+    np.testing.assert_array_equal(got, want)
+    if strategy == "model":  # a prediction from the period's first candle on
+        assert not np.isnan(got[0])

@@ -47,10 +47,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from gal_friday.backtest.classic import MarketStrategy
 from gal_friday.backtest.data import PairData, candle_files, load_pairs, synthetic_pairs
@@ -71,7 +74,7 @@ from gal_friday.backtest.walkforward import (
 )
 from gal_friday.candles import CandleFileError
 from gal_friday.config import Settings
-from gal_friday.features import candle_feature_names
+from gal_friday.features import candle_feature_names, warmup_rows
 from gal_friday.prediction.model import ModelError
 from gal_friday.prediction.service import load_models
 
@@ -196,9 +199,44 @@ def walk_forward_inputs(settings: Settings, args: argparse.Namespace, out: Path,
         raise BacktestUsageError(str(exc)) from None
 
 
-def build_signals(settings: Settings, data: list[PairData], args: argparse.Namespace
+def warmed_inputs(settings: Settings, args: argparse.Namespace
+                  ) -> tuple[list[PairData], dict[str, PairSignals], StrategyFactory,
+                             dict[str, Any]]:
+    """The period's candles and signals, the signals computed with the candles before
+    ``--start`` as history (the live bot starts with its indicators warmed from REST OHLC;
+    without this the first ~30 candles of a period would have no prediction)."""
+    start = parse_time(args.start)
+    if start is None or args.synthetic:
+        data = load_data(settings, args)
+        return (data, *build_signals(settings, data, args))
+    files = candle_files(settings.pairs, args.candles, Path(settings.paths.data_dir))
+    full = load_pairs(files, start_s=None, end_s=parse_time(args.end))
+    sma_rows = max(sma_periods(args)) if args.strategy == "sma" else 0
+    warm = max(warmup_rows(settings.features), sma_rows) + 1
+    firsts = {d.pair: int(np.searchsorted(d.candles.time_s, start)) for d in full}
+    for d in full:
+        if firsts[d.pair] >= len(d.candles):
+            raise CandleFileError(f"{files[d.pair]}: no candles for {d.pair} in the requested "
+                                  "range")
+    history = [replace(d, candles=d.candles.slice(max(0, firsts[d.pair] - warm),
+                                                  len(d.candles))) for d in full]
+    signals, strategy, notes = build_signals(settings, history, args, period_start_s=start)
+    cut = {d.pair: min(firsts[d.pair], warm) for d in history}  # rows of history before it
+    period = [replace(d, candles=d.candles.slice(cut[d.pair], len(d.candles)))
+              for d in history]
+    return period, {p: trim_signals(s, cut[p]) for p, s in signals.items()}, strategy, notes
+
+
+def trim_signals(signals: PairSignals, first: int) -> PairSignals:
+    """The signals from row ``first`` on (aligned with candles sliced the same way)."""
+    return replace(signals, prob=signals.prob[first:], features=signals.features[first:])
+
+
+def build_signals(settings: Settings, data: list[PairData], args: argparse.Namespace, *,
+                  period_start_s: int | None = None
                   ) -> tuple[dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
-    """Signals per pair, the strategy that trades them, and notes for the report."""
+    """Signals per pair, the strategy that trades them, and notes for the report (a model's
+    training window is compared with the period from ``period_start_s`` when given)."""
     if args.strategy == "sma":
         periods = sma_periods(args)
         return ({d.pair: sma_cross_signals(d.candles, *periods) for d in data},
@@ -210,6 +248,7 @@ def build_signals(settings: Settings, data: list[PairData], args: argparse.Names
     build = default_builder(settings.features)
     signals = {d.pair: model_signals(d.candles, models, cfg.combine, build) for d in data}
     first = min(int(d.candles.time_s[0]) for d in data)
+    first = max(first, period_start_s) if period_start_s is not None else first
     last = max(int(d.candles.time_s[-1]) for d in data)
     described = [describe_model_window(m.meta.model_id, m.meta.data_window, first, last,
                                        horizon_s=60 * int(m.meta.label.get("horizon_min", 0)))
@@ -375,8 +414,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         else:
             if args.train_window is not None:
                 raise BacktestUsageError("--train-window needs --retrain-every")
-            data = load_data(settings, args)
-            signals, strategy, notes = build_signals(settings, data, args)
+            data, signals, strategy, notes = warmed_inputs(settings, args)
     except (BacktestUsageError, CandleFileError, ModelError) as exc:
         return _setup_failed(console, exc)
     if notes.get("models_in_sample"):
