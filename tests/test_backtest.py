@@ -18,6 +18,7 @@ from gal_friday.backtest.metrics import compute_metrics, drawdown, equity_curve,
 from gal_friday.backtest.report import (
     halt_lines,
     metrics_document,
+    rejection_line,
     terminal_chart,
     write_report,
 )
@@ -352,6 +353,8 @@ def test_a_risk_halt_is_reported_with_its_time_reason_and_skipped_entries(
     assert halt.source == "risk" and halt.reason == "consecutive losses 2 >= limit 2"
     assert halt.ts_ns == (T0 + 7 * 60) * 10**9  # the third entry's decision, candle 6's close
     assert result.stats["signals_rejected"] == 1
+    assert result.stats["rejected_risk_limits"] == 1  # why, per failed check
+    assert "risk_limits 1" in (rejection_line(result) or "")
     assert result.stats["entries_skipped_halted"] == 1
     doc = metrics_document(result)
     assert doc["halts"] == [{"time": doc["halts"][0]["time"], "source": "risk",

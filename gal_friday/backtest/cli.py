@@ -344,6 +344,7 @@ async def _report(console: Any, result: BacktestResult, out: Path, args: argpars
     """Write the report files and print the summary table and the terminal chart."""
     from gal_friday.backtest.report import (
         halt_lines,
+        rejection_line,
         summary_table,
         terminal_chart,
         write_report,
@@ -353,8 +354,9 @@ async def _report(console: Any, result: BacktestResult, out: Path, args: argpars
         write_report, result, out, chart=not args.no_chart, extra=notes)
     console.print(summary_table(result))
     console.print(terminal_chart(result.equity))
-    for line in halt_lines(result):
-        console.print(line, style="yellow", highlight=False, markup=False)
+    for line in [*halt_lines(result), rejection_line(result)]:
+        if line is not None:
+            console.print(line, style="yellow", highlight=False, markup=False)
     return paths
 
 

@@ -70,6 +70,7 @@ from gal_friday.events import (
     OrderType,
     PredictionEvent,
     Side,
+    TradeSignalRejectedEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.portfolio import PortfolioManager
@@ -157,6 +158,19 @@ def record_halts(bus: DirectBus) -> list[Halt]:
 
     bus.subscribe(HaltEvent, on_halt, name="backtest-halts")
     return halts
+
+
+def record_rejections(bus: DirectBus) -> dict[str, int]:
+    """How many signals risk refused, per failed check (``rejected_<check>``), so a run with
+    few trades says why (both runners report them with their counters)."""
+    counts: dict[str, int] = {}
+
+    async def on_rejected(event: TradeSignalRejectedEvent) -> None:
+        key = "rejected_" + event.reason.partition(":")[0].strip().replace(" ", "_")
+        counts[key] = counts.get(key, 0) + 1
+
+    bus.subscribe(TradeSignalRejectedEvent, on_rejected, name="backtest-rejections")
+    return counts
 
 
 def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent) -> None:
@@ -328,6 +342,7 @@ class BacktestEngine:
                                        [p.name for p in self.pairs], self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
         self.halts = record_halts(self.bus)
+        self.rejections = record_rejections(self.bus)
         # a point's book is a share of the candle's volume: a resting limit the path moves
         # through gets that much, not all it asks for
         self.venue.engine.crossing_fills_take_depth = depth == "volume"
@@ -702,7 +717,7 @@ class BacktestEngine:
     def _stats(self) -> dict[str, int]:
         return {**self.stats, "orders": self.venue.submitted,
                 "signals_approved": self.risk.approved, "signals_rejected": self.risk.rejected,
-                "events": self.bus.published}
+                "events": self.bus.published, **dict(sorted(self.rejections.items()))}
 
 
 def _dec(price: float, unit: int) -> Decimal:

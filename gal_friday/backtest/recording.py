@@ -53,6 +53,7 @@ from gal_friday.backtest.engine import (
     default_strategy,
     record_fill,
     record_halts,
+    record_rejections,
     settle,
     wire_trading,
 )
@@ -265,6 +266,7 @@ class RecordingBacktest:
                                        self.now, strategy)
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
         self.halts = record_halts(self.bus)
+        self.rejections = record_rejections(self.bus)
         self.bus.subscribe(TradeSignalApprovedEvent, self._on_approved,
                            name="backtest-approvals")
         self.instruments: dict[str, InstrumentSpec] = {}
@@ -317,7 +319,8 @@ class RecordingBacktest:
         self.stats.update(orders=self.venue.submitted, signals_approved=self.risk.approved,
                           signals_rejected=self.risk.rejected, events=self.bus.published,
                           unreadable_lines=sum(r.frames.skipped for r in self.recordings),
-                          truncated_files=sum(r.frames.truncated for r in self.recordings))
+                          truncated_files=sum(r.frames.truncated for r in self.recordings),
+                          **dict(sorted(self.rejections.items())))
         self._sample()
         return RecordingRun(self.fills, self.times, self.equity, snap.equity, snap.fees_paid,
                             {k: v for k, v in self.held.items() if v}, dict(self.stats),

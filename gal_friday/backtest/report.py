@@ -45,6 +45,18 @@ def metrics_document(result: BacktestResult, extra: dict[str, Any] | None = None
             "open_positions": result.open_positions, "halts": halts, **(extra or {})}
 
 
+def rejection_line(result: BacktestResult) -> str | None:
+    """Why risk refused signals, when it did (a run with few trades must say why)."""
+    by_check = {k.removeprefix("rejected_"): v for k, v in result.stats.items()
+                if k.startswith("rejected_") and isinstance(v, int)}
+    if not by_check:
+        return None
+    listed = ", ".join(f"{check} {n:,}" for check, n in sorted(by_check.items(),
+                                                               key=lambda kv: -kv[1]))
+    return (f"Risk refused {sum(by_check.values()):,} signal(s), by the check that failed: "
+            f"{listed} (metrics.json counters; limits in [risk], minimums from the exchange)")
+
+
 def halt_lines(result: BacktestResult) -> list[str]:
     """What the console says about HALTs: when, why, and what it cost in skipped entries
     (a run that stopped trading early must not look like a strategy that found nothing)."""
