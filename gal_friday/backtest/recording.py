@@ -57,8 +57,7 @@ from gal_friday.backtest.engine import (
     settle,
     wire_trading,
 )
-from gal_friday.backtest.metrics import compute_metrics, exposure_fraction, round_trips
-from gal_friday.backtest.runner import BacktestResult
+from gal_friday.backtest.runner import BacktestResult, backtest_result
 from gal_friday.backtest.signals import sma
 from gal_friday.backtest.venue import DirectBus
 from gal_friday.config import Settings
@@ -425,14 +424,6 @@ async def run_recording_backtest(settings: Settings, paths: Sequence[Path], *,
         raise RecordingError("the recordings hold no frames")
     times = np.asarray(out.times_ns, dtype=np.int64)
     equity = np.asarray(out.equity, dtype=np.float64)
-    trades = round_trips(out.fills)
-    start, end = int(times[0]), int(times[-1])
-    metrics = compute_metrics(
-        times, equity, trades, capital=capital, final_equity=out.final_equity,
-        fees=out.fees_paid, exposure=exposure_fraction(out.fills, start, end),
-        risk_free_pct=float(settings.backtest.risk_free_rate_pct))
-    stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
-    return BacktestResult(bt.pairs, start, end, times, equity, trades, out.fills, metrics,
-                          stats, {pair: str(qty) for pair, qty in sorted(out.held.items())},
-                          out.halts)
+    return backtest_result(settings, bt.pairs, times, equity, out, capital=capital,
+                           loop_s=loop_s)
 

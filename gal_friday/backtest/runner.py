@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from gal_friday.backtest.engine import (
     Fill,
     Halt,
     Progress,
+    RunOutput,
     StrategyFactory,
     default_strategy,
 )
@@ -34,6 +35,9 @@ from gal_friday.backtest.metrics import (
 from gal_friday.backtest.signals import PairSignals
 from gal_friday.candles import FloatArray, IntArray
 from gal_friday.config import Settings
+
+if TYPE_CHECKING:
+    from gal_friday.backtest.recording import RecordingRun
 
 
 @dataclass
@@ -81,14 +85,21 @@ async def run_backtest(settings: Settings, data: Sequence[PairData],
               for d in data}
     equity = equity_curve(grid, capital, out.fills, closes)
     equity[0] = float(capital)
+    return backtest_result(settings, tuple(d.pair for d in data), grid, equity, out,
+                           capital=capital, loop_s=loop_s)
+
+
+def backtest_result(settings: Settings, pairs: tuple[str, ...], times: IntArray,
+                    equity: FloatArray, out: RunOutput | RecordingRun, *, capital: Decimal,
+                    loop_s: float) -> BacktestResult:
+    """A run's fills, curve and counters as the report's figures (both runners)."""
     trades = round_trips(out.fills)
-    start, end = int(grid[0]), int(grid[-1])
+    start, end = int(times[0]), int(times[-1])
     metrics = compute_metrics(
-        grid, equity, trades, capital=capital, final_equity=out.final_equity,
+        times, equity, trades, capital=capital, final_equity=out.final_equity,
         fees=out.fees_paid, exposure=exposure_fraction(out.fills, start, end),
         risk_free_pct=float(settings.backtest.risk_free_rate_pct))
     stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
-    return BacktestResult(tuple(d.pair for d in data), start, end, grid, equity, trades,
-                          out.fills, metrics, stats,
+    return BacktestResult(pairs, start, end, times, equity, trades, out.fills, metrics, stats,
                           {pair: str(qty) for pair, qty in sorted(out.held.items())},
                           out.halts)
