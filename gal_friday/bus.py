@@ -16,6 +16,7 @@ subscriber through ``stats()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
@@ -200,14 +201,17 @@ class EventBus:
         for sub in self._subs:
             sub.start()
 
-    @property
-    def running(self) -> bool:
-        """Started and not stopped: subscribers are handling what is published."""
-        return self._running
-
-    async def stop(self) -> None:
-        self._running = False
-        await asyncio.gather(*(sub.stop() for sub in self._subs))
+    async def stop(self, *, finish: Subscription | None = None, timeout_s: float = 5.0) -> None:
+        """Stop every subscriber. ``finish`` (the session journal) is stopped last, once it
+        has handled what it was offered (for up to ``timeout_s``): the others stop first, so
+        nothing new is decided, and no order sent, while it catches up."""
+        was_running, self._running = self._running, False
+        await asyncio.gather(*(sub.stop() for sub in self._subs if sub is not finish))
+        if finish is not None and was_running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finish.wait_idle(), timeout_s)
+        if finish is not None:
+            await finish.stop()
 
     async def drain(self) -> None:
         """Wait until every subscriber has handled everything published so far."""

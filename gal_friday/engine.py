@@ -140,10 +140,8 @@ class Engine:
                 self.bus.start()
                 await self._run_until(stop, self.ingestor)
             finally:
-                if self.session is not None and self.bus.running:  # the journal gets all
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.bus.drain(), _DRAIN_S)
-                await self.bus.stop()
+                journal = self.session.subscription if self.session is not None else None
+                await self.bus.stop(finish=journal, timeout_s=_DRAIN_S)  # the journal gets all
                 await self._stop_trading()
                 if self.prediction is not None:
                     await self.prediction.stop()

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from gal_friday.bus import EventBus, Policy
+from gal_friday.bus import EventBus, Policy, Subscription
 from gal_friday.config import Settings
 from gal_friday.events import (
     BookEvent,
@@ -145,6 +145,7 @@ class SessionRecorder:
             "models": list(models), "config": settings.model_dump(mode="json"),
         }
         self._file: gzip.GzipFile | None = None
+        self.subscription: Subscription | None = None
         self.recorded = 0
 
     def attach(self, bus: EventBus) -> None:
@@ -157,8 +158,8 @@ class SessionRecorder:
         handle = gzip.GzipFile(self.path, "xb", compresslevel=1)
         handle.write(json.dumps(self.header).encode() + b"\n")
         self._file = handle
-        bus.subscribe(RECORDED, self.on_event, name="session", policy=Policy.BLOCK,
-                      maxsize=100_000)
+        self.subscription = bus.subscribe(RECORDED, self.on_event, name="session",
+                                          policy=Policy.BLOCK, maxsize=100_000)
         log.info("recording the session", extra={"path": str(self.path)})
 
     def on_event(self, event: Event) -> None:

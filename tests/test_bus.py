@@ -132,3 +132,28 @@ def test_duplicate_subscriber_names_are_refused() -> None:
     bus.subscribe(BookEvent, lambda e: None, name="x")
     with pytest.raises(ValueError, match="already taken"):
         bus.subscribe(BookEvent, lambda e: None, name="x")
+
+
+async def test_a_stop_lets_the_journal_finish_while_nobody_else_acts() -> None:
+    # at shutdown the session journal must get what was published, but no other module may
+    # go on deciding (an approval handled then would send an order nobody manages)
+    bus = EventBus()
+    acted: list[BookEvent] = []
+    journal: list[BookEvent] = []
+
+    async def slow(event: BookEvent) -> None:
+        await asyncio.sleep(0.05)
+        acted.append(event)
+
+    async def record(event: BookEvent) -> None:
+        await asyncio.sleep(0)
+        journal.append(event)
+
+    bus.subscribe(BookEvent, slow, name="strategy")
+    session = bus.subscribe(BookEvent, record, name="session")
+    bus.start()
+    for seq in range(20):
+        await bus.publish(book("XRP/USD", seq))
+    await bus.stop(finish=session, timeout_s=2)
+    assert [e.sequence for e in journal] == list(range(20))
+    assert len(acted) <= 1

@@ -478,3 +478,43 @@ async def test_flatten_from_an_operator_closes_the_position_through_the_whole_pa
     assert r.handler.working_orders() == [] and r.handler.pairs[PAIR].held == 0
     assert portfolio.snapshot().positions == ()
     await r.bus.stop()
+
+
+class DeafVenue(PaperVenue):
+    """Cancels never reach it (the connection is down): nothing is ever confirmed."""
+
+    async def cancel(self, client_order_id: str) -> None:
+        return None
+
+
+async def test_an_exit_whose_cancels_never_come_back_goes_after_cancel_wait_s() -> None:
+    r = await started_rig(DeafVenue, cancel_wait_s=5.0)
+    try:
+        await fill_entry(r)
+        await r.handler.on_approved(exit_signal("100"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await r.handler.tick(r.clock.now + 4 * S)  # the timer, before cancel_wait_s
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert r.of_role(Role.EXIT) == []
+        await r.handler.tick(r.clock.now + 6 * S)  # past it: the exit goes out
+        await r.settle()
+        assert r.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
+    finally:
+        await r.bus.stop()
+
+
+async def test_an_exit_waiting_for_cancels_goes_at_once_when_the_clock_steps_back() -> None:
+    # NTP stepping the wall clock back an hour must not keep the position unsold an hour
+    r = await started_rig(DeafVenue, cancel_wait_s=5.0)
+    try:
+        await fill_entry(r)
+        await r.handler.on_approved(exit_signal("100"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await r.handler.tick(r.clock.now - 3600 * S)
+        await r.settle()
+        assert r.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
+    finally:
+        await r.bus.stop()

@@ -403,9 +403,24 @@ def test_nothing_fills_against_a_book_the_feed_invalidated() -> None:
     out = eng.submit(market("m1", Side.BUY, "1"), ts_ns=2)
     assert statuses(out) == [OrderStatus.ACKNOWLEDGED, OrderStatus.REJECTED]
     assert out[-1].reason == "no_liquidity"
-    assert fills(eng.on_trade(trade("98.00", "1", ts=3))) == []  # armed, not fired
+    assert fills(eng.on_trade(trade("98.00", "1", ts=3))) == []  # triggered, not executed
     out = eng.on_book(book([("97.50", "5")], [("97.60", "5")], ts=4))
     assert fills(out) == [(D(1), D("97.50"))]  # at the fresh book, not the stale 99.00
+
+
+def test_a_stop_a_trade_reached_while_the_book_was_invalid_fires_at_the_next_book() -> None:
+    # the market printed through the stop during the gap and came back above it: the stop
+    # was triggered all the same and sells at the first valid book
+    eng = engine()
+    eng.on_book(book([("99.00", "5")], [("100.00", "5")], ts=0))
+    eng.submit(triggered("sl", OrderType.STOP_LOSS, Side.SELL, "1", "98.50"), ts_ns=1)
+    eng.submit(triggered("tp", OrderType.TAKE_PROFIT, Side.SELL, "1", "120.00"), ts_ns=1)
+    eng.invalidate_book(PAIR)
+    assert fills(eng.on_trade(trade("98.00", "1", ts=3))) == []
+    out = eng.on_book(book([("99.20", "5")], [("99.30", "5")], ts=4))
+    assert [(u.client_order_id, u.last_fill_price) for u in out if u.is_fill] == [
+        ("sl", D("99.20"))]  # the take-profit, not triggered, still waits
+    eng.cancel("tp", ts_ns=5)
 
 
 async def test_the_paper_venue_hears_that_a_book_was_invalidated() -> None:

@@ -127,6 +127,7 @@ class ClientIds:
 class _Wait:
     """An exit waiting for its cancels (released when all end, or at the deadline)."""
 
+    started_ns: int
     deadline_ns: int
     gate: asyncio.Event
     orders: tuple[_Order, ...]
@@ -241,7 +242,7 @@ class ExecutionHandler:
         reconciliation, as of ``now_ns``."""
         await self._report_connection()
         for wait in self._waits:
-            if now_ns >= wait.deadline_ns:
+            if now_ns >= wait.deadline_ns or now_ns < wait.started_ns:  # or the clock stepped
                 wait.gate.set()
         for order in list(self.orders.values()):
             if (order.role is Role.ENTRY and order.working and not order.cancel_requested
@@ -364,7 +365,8 @@ class ExecutionHandler:
         simulated or recorded time, so the wait is the same there as it was live)."""
         if all(o.done.is_set() for o in orders):
             return
-        wait = _Wait(self.clock_ns() + int(timeout_s * _NS), asyncio.Event(), tuple(orders))
+        now = self.clock_ns()
+        wait = _Wait(now, now + int(timeout_s * _NS), asyncio.Event(), tuple(orders))
         self._waits.append(wait)
         try:
             await wait.gate.wait()

@@ -182,6 +182,7 @@ class MatchingEngine:
         self._orders: dict[str, _OrderState] = {}
         self._resting: list[_OrderState] = []  # active limit orders, arrival order
         self._armed: list[_OrderState] = []  # triggered orders waiting for their price
+        self._triggered: list[_OrderState] = []  # triggered while the pair had no valid book
         self._on_trigger = on_trigger
         self._pending: list[_Pending] = []  # sorted by (due_ns, seq)
         self._books: dict[str, _Book] = {}
@@ -271,6 +272,8 @@ class MatchingEngine:
         )
         if self._resting:
             out.extend(self._match_book(book.pair, ts))
+        if self._triggered:
+            out.extend(self._execute_triggered(book.pair, ts))
         if self._armed:
             out.extend(self._fire_triggers(book.pair, None, ts))
         out.extend(self._run_due(ts, inclusive=True))
@@ -352,6 +355,8 @@ class MatchingEngine:
             self._resting.remove(state)
         if state in self._armed:
             self._armed.remove(state)
+        if state in self._triggered:
+            self._triggered.remove(state)
         state.status = OrderStatus.CANCELLED
         return [self._update(state, ts_ns, reason="cancelled by client")]
 
@@ -387,8 +392,13 @@ class MatchingEngine:
         """Execute the armed orders of ``pair`` whose trigger the market has reached."""
         out: list[OrderUpdate] = []
         book = self._books.get(pair)
-        if book is None:
-            return out  # no valid book: a triggered order waits for one to execute against
+        if book is None:  # no valid book: a trade still triggers, the execution waits for one
+            for state in list(self._armed):
+                if (state.order.pair == pair and trade_price is not None
+                        and _triggers(state.order, trade_price)):
+                    self._armed.remove(state)
+                    self._triggered.append(state)
+            return out
         for state in list(self._armed):
             order = state.order
             if order.pair != pair or state not in self._armed:
@@ -400,13 +410,21 @@ class MatchingEngine:
             if not any(_triggers(order, p) for p in prices):
                 continue
             self._armed.remove(state)
-            refusal = self._on_trigger(order) if self._on_trigger else None
-            if refusal is not None:
-                state.status = OrderStatus.CANCELLED
-                out.append(self._update(state, ts_ns, reason=refusal))
-                continue
-            out.extend(self._execute(state, ts_ns))
+            out.extend(self._execute_trigger(state, ts_ns))
         return out
+
+    def _execute_triggered(self, pair: str, ts_ns: int) -> list[OrderUpdate]:
+        """Orders a trade triggered while ``pair`` had no valid book, now that it has one."""
+        ready = [s for s in self._triggered if s.order.pair == pair]
+        self._triggered = [s for s in self._triggered if s.order.pair != pair]
+        return [u for state in ready for u in self._execute_trigger(state, ts_ns)]
+
+    def _execute_trigger(self, state: _OrderState, ts_ns: int) -> list[OrderUpdate]:
+        refusal = self._on_trigger(state.order) if self._on_trigger else None
+        if refusal is not None:
+            state.status = OrderStatus.CANCELLED
+            return [self._update(state, ts_ns, reason=refusal)]
+        return self._execute(state, ts_ns)
 
     def _take(self, state: _OrderState, levels: list[_Level], ts_ns: int) -> list[OrderUpdate]:
         """Fill ``state`` as taker against ``levels`` (opposite side, best first)."""
