@@ -487,34 +487,38 @@ class DeafVenue(PaperVenue):
         return None
 
 
-async def test_an_exit_whose_cancels_never_come_back_goes_after_cancel_wait_s() -> None:
+async def turns(n: int = 20) -> None:
+    """Let spawned tasks run without waiting for them (an exit may be waiting for good)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def waiting_exit() -> AsyncIterator[Rig]:
+    """A filled entry whose exit waits for cancels that never come back (cancel_wait_s 5)."""
     r = await started_rig(DeafVenue, cancel_wait_s=5.0)
-    try:
-        await fill_entry(r)
-        await r.handler.on_approved(exit_signal("100"))
-        for _ in range(20):
-            await asyncio.sleep(0)
-        await r.handler.tick(r.clock.now + 4 * S)  # the timer, before cancel_wait_s
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert r.of_role(Role.EXIT) == []
-        await r.handler.tick(r.clock.now + 6 * S)  # past it: the exit goes out
-        await r.settle()
-        assert r.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
-    finally:
-        await r.bus.stop()
+    await fill_entry(r)
+    await r.handler.on_approved(exit_signal("100"))
+    await turns()
+    yield r
+    await r.bus.stop()
 
 
-async def test_an_exit_waiting_for_cancels_goes_at_once_when_the_clock_steps_back() -> None:
+async def test_an_exit_whose_cancels_never_come_back_goes_after_cancel_wait_s(
+        waiting_exit: Rig) -> None:
+    r = waiting_exit
+    await r.handler.tick(r.clock.now + 4 * S)  # the timer, before cancel_wait_s
+    await turns()
+    assert r.of_role(Role.EXIT) == []
+    await r.handler.tick(r.clock.now + 6 * S)  # past it: the exit goes out
+    await r.settle()
+    assert r.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
+
+
+async def test_an_exit_waiting_for_cancels_goes_at_once_when_the_clock_steps_back(
+        waiting_exit: Rig) -> None:
     # NTP stepping the wall clock back an hour must not keep the position unsold an hour
-    r = await started_rig(DeafVenue, cancel_wait_s=5.0)
-    try:
-        await fill_entry(r)
-        await r.handler.on_approved(exit_signal("100"))
-        for _ in range(20):
-            await asyncio.sleep(0)
-        await r.handler.tick(r.clock.now - 3600 * S)
-        await r.settle()
-        assert r.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
-    finally:
-        await r.bus.stop()
+    r = waiting_exit
+    await r.handler.tick(r.clock.now - 3600 * S)
+    await r.settle()
+    assert r.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
