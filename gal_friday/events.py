@@ -207,6 +207,9 @@ class TradeSignalRejectedEvent(Event, frozen=True):
 
 
 class OrderStatus(enum.StrEnum):
+    """Where one order is in its life; :attr:`is_working` / :attr:`is_terminal` are the one
+    definition of "can still fill" and "finished" that every module and venue uses."""
+
     SUBMITTED = "submitted"
     ACKNOWLEDGED = "acknowledged"
     PARTIALLY_FILLED = "partially_filled"
@@ -214,7 +217,21 @@ class OrderStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     EXPIRED = "expired"
-    ERROR = "error"
+    ERROR = "error"  # the order could not be placed (gave up after retries, fatal venue error)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Finished: nothing more will fill (filled, cancelled, rejected, expired, error)."""
+        return self in _TERMINAL_STATUSES
+
+    @property
+    def is_working(self) -> bool:
+        """Still able to fill: sent, acknowledged or partly filled."""
+        return self not in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
+                                OrderStatus.EXPIRED, OrderStatus.ERROR})
 
 
 class ExecutionReportEvent(Event, frozen=True):
