@@ -109,7 +109,8 @@ async def main() -> None:
                                     workers=args.workers)
         portfolio = PortfolioManager(Decimal(1_000_000), pairs=[PAIR])
         portfolio.attach(bus)
-        RiskManager(settings.risk, bus, portfolio.snapshot, taker_fee_pct=settings.fees.taker_pct)
+        RiskManager(settings.risk, bus, portfolio.snapshot,
+                    taker_fee_pct=settings.fees.taker_pct).attach()
         StrategyArbitrator(StrategySettings(confirm_momentum=False, buy_threshold=0.55),
                            settings.fees, bus).attach()
         venue = StopwatchVenue()

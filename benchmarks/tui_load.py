@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from gal_friday.bus import EventBus
 from gal_friday.events import HaltEvent
-from gal_friday.tui import script
 from gal_friday.tui.app import CockpitApp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import cockpit_script as script  # the tests' scripted cockpit market
 
 PAIRS = ("XRP/USD", "DOGE/USD")
 

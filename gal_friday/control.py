@@ -35,10 +35,16 @@ from gal_friday.events import (
     FeedStatsEvent,
     FlattenEvent,
     HaltEvent,
-    OrderStatus,
     PortfolioEvent,
     ReduceEvent,
     ResumeEvent,
+    TradingStateChangedEvent,
+)
+from gal_friday.trading_state import (
+    TRADING_COMMANDS,
+    TradingCommand,
+    TradingStateMachine,
+    initial_state,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,6 @@ SOCKET_NAME = "control.sock"
 MAX_LINE = 64 * 1024
 _MAX_SOCKET_PATH = 104  # sun_path is 104-108 bytes depending on the OS
 COMMANDS = ("halt", "reduce", "resume", "flatten", "status")
-_WORKING = {OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED}
 
 
 class ControlError(Exception):
@@ -71,33 +76,26 @@ class StatusTracker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.halted = False
-        self.halt_reason = ""
-        self.halt_source = ""
-        self.reducing = ""
+        self.trading = initial_state()
+        self._changed = asyncio.Event()
         self.feed_state = ComponentState.STARTING.value
         self.portfolio: PortfolioEvent | None = None
         self.working: dict[str, ExecutionReportEvent] = {}
 
     def attach(self, bus: EventBus) -> list[Subscription]:
         return [
-            bus.subscribe((HaltEvent, ReduceEvent, ResumeEvent, ExecutionReportEvent),
-                          self.on_event,
+            bus.subscribe((TradingStateChangedEvent, ExecutionReportEvent), self.on_event,
                           name="control-state", maxsize=1024),
             bus.subscribe((PortfolioEvent, FeedStatsEvent), self.on_event,
                           name="control-latest", policy=Policy.CONFLATE, maxsize=8),
         ]
 
     def on_event(self, event: Event) -> None:
-        if isinstance(event, HaltEvent):
-            self.halted, self.halt_reason, self.halt_source = True, event.reason, event.source
-        elif isinstance(event, ReduceEvent):
-            self.reducing = f"{event.source}: {event.reason}"
-        elif isinstance(event, ResumeEvent):
-            self.halted, self.halt_reason, self.halt_source = False, "", ""
-            self.reducing = ""
+        if isinstance(event, TradingStateChangedEvent):
+            self.trading = event
+            self._changed.set()
         elif isinstance(event, ExecutionReportEvent):
-            if event.status in _WORKING:
+            if event.status.is_working:
                 self.working[event.client_order_id] = event
             else:
                 self.working.pop(event.client_order_id, None)
@@ -106,17 +104,36 @@ class StatusTracker:
         elif isinstance(event, FeedStatsEvent):
             self.feed_state = event.state.value
 
+    async def settled(self, command: TradingCommand, timeout_s: float = 2.0) -> None:
+        """Wait until the state the command leads to is announced (when it changes one; the
+        owner's rules say whether it will), so a reply shows what the command did."""
+        expected = TradingStateMachine(self.trading).apply(command)
+        if expected is None:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.trading.state is not expected.state:
+            self._changed.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning("trading state not announced in time; status may lag",
+                            extra={"expected": expected.state.value})
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
     def status(self) -> dict[str, Any]:
         snap = self.portfolio.snapshot if self.portfolio else None
+        t = self.trading
         return {
             "pid": os.getpid(),
             "mode": mode_label(self.settings),
             "exchange": self.settings.exchange,
             "pairs": list(self.settings.pairs),
-            "halted": self.halted,
-            "halt_reason": self.halt_reason,
-            "halt_source": self.halt_source,
-            "reducing": self.reducing,
+            "state": t.state.value,
+            "halted": t.halted,
+            "halt_reason": t.reason if t.halted else "",
+            "halt_source": t.source if t.halted else "",
+            "reducing": f"{t.source}: {t.reason}" if t.reducing else "",
             "feed": self.feed_state,
             "equity": str(snap.equity) if snap else None,
             "positions": [{"pair": p.pair, "qty": str(p.qty)}
@@ -193,10 +210,11 @@ class ControlServer:
         operator = str(request.get("operator") or "control")
         event = _event_for(cmd, operator, str(request.get("reason") or ""))
         if event is not None:
-            self.tracker.on_event(event)  # the reply reflects the command at once
             await self.bus.publish(event)
             log.warning(f"control socket: {cmd} from {operator}",
                         extra={"cmd": cmd, "operator": operator})
+            if isinstance(event, TRADING_COMMANDS):
+                await self.tracker.settled(event)  # the reply shows what the command did
         return {"ok": True, "status": self.tracker.status()}
 
 

@@ -41,8 +41,8 @@ from gal_friday.store import for_run as store_for_run
 from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
 from gal_friday.store.base import Store
-from gal_friday.strategy import StrategyArbitrator
 from gal_friday.timeseries import TimeSeriesWriter
+from gal_friday.wiring import TradingModules, build_trading
 
 log = logging.getLogger(__name__)
 _DRAIN_S = 5.0  # at a stop, how long the bus may take to hand the journal what it holds
@@ -115,6 +115,7 @@ class Engine:
         self.audit: AuditWriter | None = None
         self.monitoring: MonitoringService | None = None
         self.timeseries: TimeSeriesWriter | None = None
+        self.modules: TradingModules | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good, serving the local control
@@ -179,9 +180,10 @@ class Engine:
         return service
 
     async def _start_trading(self, venue: Venue) -> None:
-        """Audit, strategy, risk, portfolio, monitoring and the ExecutionHandler on this run's
-        trading venue (the paper matching engine, or the exchange's private API). A live start
-        recovers first: nothing may enter before the bot knows what it owns."""
+        """Audit, then the trading modules (``wiring.build_trading``: portfolio, risk,
+        strategy, execution) on this run's trading venue (the paper matching engine, or the
+        exchange's private API), then monitoring. A live start recovers first: nothing may
+        enter before the bot knows what it owns (the bus starts only after this returns)."""
         s = self.settings
         if s.logging.session_journal:
             models = self.prediction.model_id if self.prediction else ""
@@ -193,22 +195,17 @@ class Engine:
         self.audit.attach()
         await self.audit.start()
         trading = self._trading_venue(venue)
-        self.execution = ExecutionHandler(s.execution, trading, self.bus, journal=self.audit)
-        await self.execution.start()
         cash = s.paper.initial_cash_usd
         if s.mode == "live":
             cash = (await trading.balances()).get("USD", Decimal(0))
-        self.portfolio = PortfolioManager(cash, pairs=s.pairs)
-        self.portfolio.attach(self.bus)
+        self.modules = build_trading(s, self.bus, trading, cash=cash, journal=self.audit)
+        self.portfolio, self.risk = self.modules.portfolio, self.modules.risk
+        self.execution = self.modules.execution
+        await self.modules.start()
         await self.bus.publish(TradingStartedEvent(s.mode, cash, now_ns()))
-        self.risk = RiskManager(s.risk, self.bus, self.portfolio.snapshot,
-                                taker_fee_pct=s.fees.taker_pct)
-        StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs,
-                           venue_brackets=s.execution.protective_orders).attach()
         await self._start_monitoring()
         if s.mode == "live":
             await recover(s, self.store, trading, self.execution, self.bus)
-        self.execution.attach()
         log.info("trading", extra={"mode": s.mode.upper(), "venue": trading.name,
                                    "exchange": venue.name, "cash_usd": str(cash)})
         if s.mode == "live":
@@ -216,9 +213,8 @@ class Engine:
             log.warning(f"LIVE TRADING: orders go to {where}", extra={"mode": "LIVE"})
 
     async def _start_monitoring(self) -> None:
-        s, risk = self.settings, self.risk
-        assert risk is not None
-        self.monitoring = MonitoringService(s, self.bus, risk_halted=lambda: risk.halted)
+        s = self.settings
+        self.monitoring = MonitoringService(s, self.bus)
         self.monitoring.attach()
         await self.monitoring.start()
         if s.timeseries.enabled:
@@ -228,8 +224,8 @@ class Engine:
 
     async def _stop_trading(self) -> None:
         """After the bus has stopped: flush the audit and time series, close the store."""
-        if self.execution is not None:
-            await self.execution.stop()
+        if self.modules is not None:
+            await self.modules.stop()
         if self.monitoring is not None:
             await self.monitoring.stop()
         if self.timeseries is not None:

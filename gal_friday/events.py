@@ -340,7 +340,8 @@ class PairRestoredEvent(Event, frozen=True):
 
 
 class HaltEvent(Event, frozen=True):
-    """Stop new entries now; ``source`` is the trigger (operator, drawdown, stale data, ...)."""
+    """A request to HALT now (no new entries); ``source`` is the trigger (operator, drawdown,
+    stale data, ...). The trading state's owner turns it into a TradingStateChangedEvent."""
 
     reason: str
     source: str
@@ -354,6 +355,39 @@ class ReduceEvent(Event, frozen=True):
     reason: str
     source: str
     ts_ns: int = field(default_factory=now_ns)
+
+
+class TradingState(enum.StrEnum):
+    """Whether the bot may trade: ACTIVE (entries and exits), REDUCING (exits only, positions
+    kept) or HALTED (no entries; positions closed or kept per the HALT policy)."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class TradingStateChangedEvent(Event, frozen=True):
+    """The trading state changed. Published only by its owner (``gal_friday.trading_state``,
+    run by the RiskManager); every other module follows this event, never the commands
+    (HaltEvent, ReduceEvent, ResumeEvent are requests the owner may find already met)."""
+
+    state: TradingState
+    previous: TradingState
+    reason: str  # why, as the command or breach said ("" for ACTIVE)
+    source: str  # who: operator, risk, monitoring's trigger name, recovery, ...
+    ts_ns: int
+
+    @property
+    def halted(self) -> bool:
+        return self.state is TradingState.HALTED
+
+    @property
+    def reducing(self) -> bool:
+        return self.state is TradingState.REDUCING
+
+    @property
+    def active(self) -> bool:
+        return self.state is TradingState.ACTIVE
 
 
 class FlattenEvent(Event, frozen=True):
@@ -371,7 +405,7 @@ class PortfolioEvent(Event, frozen=True):
 
 
 class ResumeEvent(Event, frozen=True):
-    """Only an operator resumes after a HALT."""
+    """A request to trade again after a HALT or REDUCING; only an operator sends one."""
 
     operator: str
     ts_ns: int = field(default_factory=now_ns)

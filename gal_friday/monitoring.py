@@ -26,19 +26,21 @@ only after it has cleared and come back, like the RiskManager's limits, so a res
 undone by the very condition the operator chose to accept.
 
 HALT policy (``halt_policy``): ``close`` also publishes ``FlattenEvent("halt:<source>")`` for
-every automatic HALT (ours and the RiskManager's), so the strategy closes every position at
-market; ``keep`` leaves positions with their stop-loss / take-profit orders at the venue. An
-operator's HALT never flattens by itself: the operator has a flatten command of their own.
+every automatic HALT (ours, the RiskManager's, crash recovery's), so the strategy closes every
+position at market; ``keep`` leaves positions with their stop-loss / take-profit orders at the
+venue. An operator's HALT never flattens by itself: the operator has a flatten command of their
+own.
 
-Only an operator resumes: this service never publishes ResumeEvent. It follows the trading
-state (ACTIVE / REDUCING / HALTED) from HaltEvent, ReduceEvent and ResumeEvent, and publishes
-``SystemStatusEvent("monitoring", ...)`` when it changes, for display.
+Only an operator resumes: this service never publishes ResumeEvent. Its HaltEvents are
+requests: the trading state's owner (``gal_friday.trading_state``, run by the RiskManager)
+decides, and this service follows the ``TradingStateChangedEvent`` like every other module,
+applying the HALT policy to each automatic HALT it announces and publishing
+``SystemStatusEvent("monitoring", ...)`` for display.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 from collections import deque
@@ -61,12 +63,13 @@ from gal_friday.events import (
     HaltEvent,
     OrderStatus,
     PortfolioEvent,
-    ReduceEvent,
-    ResumeEvent,
     SystemStatusEvent,
+    TradingState,
+    TradingStateChangedEvent,
     now_ns,
 )
 from gal_friday.risk import breaches
+from gal_friday.trading_state import initial_state
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +83,6 @@ AUTH_MARKERS = ("invalid key", "invalid signature", "permission denied", "eauth"
                 "rejected the api key", "websocket token")
 FAILED = frozenset({OrderStatus.REJECTED, OrderStatus.ERROR})
 MID_SAMPLE_NS = NS  # one price a second and pair is plenty for a minutes-long window
-
-
-class TradingState(enum.StrEnum):
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"
-    HALTED = "HALTED"
 
 
 _DISPLAY = {TradingState.ACTIVE: ComponentState.CONNECTED,
@@ -126,8 +123,7 @@ class MonitoringService:
 
     Lifecycle: ``attach()`` subscribes (do it before ``bus.start()`` so nothing is missed),
     ``await start()`` publishes the initial status and runs :meth:`check` every
-    ``check_interval_s``, ``await stop()`` ends that loop. ``risk_halted`` may read the
-    RiskManager's flag synchronously so the two never HALT twice for the same instant.
+    ``check_interval_s``, ``await stop()`` ends that loop.
     """
 
     NAME = "monitoring"
@@ -139,7 +135,6 @@ class MonitoringService:
         *,
         clock: Callable[[], int] = now_ns,
         host_probe: HostProbe | None = None,
-        risk_halted: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings.monitoring
         self.risk_settings = settings.risk
@@ -147,11 +142,8 @@ class MonitoringService:
         self._bus = bus
         self._clock = clock
         self._probe = host_probe or PsutilProbe(settings.paths.data_dir)
-        self._risk_halted = risk_halted or (lambda: False)
-        self.state = TradingState.ACTIVE
-        self.halt_reason = ""
-        self.halt_source = ""
-        self.reduce_reason = ""
+        self.trading = initial_state()  # as the owner last announced it
+        self._halt_requested = False  # our HaltEvent is on its way to the owner
         self.active: dict[str, str] = {}  # breach key -> reason, for display and tests
         self.halts = 0  # HaltEvents this service published
         self.failed_in_a_row = 0
@@ -164,8 +156,21 @@ class MonitoringService:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def state(self) -> TradingState:
+        return self.trading.state
+
+    @property
     def halted(self) -> bool:
-        return self.state is TradingState.HALTED
+        """HALTED, or about to be: a HALT we asked for has not been announced yet."""
+        return self.trading.halted or self._halt_requested
+
+    @property
+    def halt_reason(self) -> str:
+        return self.trading.reason if self.trading.halted else ""
+
+    @property
+    def halt_source(self) -> str:
+        return self.trading.source if self.trading.halted else ""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -176,7 +181,7 @@ class MonitoringService:
             return
         self._subs = [
             self._bus.subscribe(
-                (HaltEvent, ReduceEvent, ResumeEvent, ExecutionReportEvent, PortfolioEvent,
+                (TradingStateChangedEvent, ExecutionReportEvent, PortfolioEvent,
                  SystemStatusEvent, FeedStatsEvent, CandleEvent),
                 self.on_event, name=self.NAME, policy=Policy.BLOCK),
             self._bus.subscribe(BookEvent, self.on_book, name=f"{self.NAME}.book",
@@ -288,8 +293,8 @@ class MonitoringService:
     # --- events ----------------------------------------------------------------------------
 
     async def on_event(self, event: Event) -> None:
-        if isinstance(event, HaltEvent | ReduceEvent | ResumeEvent):
-            await self._on_control(event)
+        if isinstance(event, TradingStateChangedEvent):
+            await self._on_state(event)
         elif isinstance(event, ExecutionReportEvent):
             await self._on_report(event)
         elif isinstance(event, PortfolioEvent):
@@ -362,23 +367,16 @@ class MonitoringService:
             await self._trigger("api_errors", f"{count} failed order placements in a row "
                                 f"(limit {limit}); last: {r.status.value} {reason}")
 
-    async def _on_control(self, event: HaltEvent | ReduceEvent | ResumeEvent) -> None:
-        if isinstance(event, ResumeEvent):
-            if self.state is not TradingState.ACTIVE:
-                log.info("trading resumed by the operator", extra={"operator": event.operator})
-                self.failed_in_a_row = 0
-                self._set_state(TradingState.ACTIVE)
-                await self._publish_status()
-        elif isinstance(event, ReduceEvent):
-            if self.state is TradingState.ACTIVE:
-                self.reduce_reason = f"{event.source}: {event.reason}"
-                self._set_state(TradingState.REDUCING)
-                await self._publish_status()
-        elif not self.halted:  # someone else's HALT (ours set the state before publishing)
-            self._enter_halt(event.reason, event.source)
-            await self._publish_status()
-            if event.source != "operator":
-                await self._apply_policy(event.source)
+    async def _on_state(self, event: TradingStateChangedEvent) -> None:
+        self.trading = event
+        if event.state is not TradingState.REDUCING:
+            self._halt_requested = False  # answered (HALTED), or overtaken by a resume
+        if event.active:
+            log.info("trading resumed by the operator", extra={"operator": event.source})
+            self.failed_in_a_row = 0
+        await self._publish_status()
+        if event.halted and event.source != "operator":
+            await self._apply_policy(event.source)
 
     # --- breaches and HALT -----------------------------------------------------------------
 
@@ -399,23 +397,17 @@ class MonitoringService:
         await self._trigger(source, reason, key)
 
     async def _trigger(self, source: str, reason: str, key: str = "") -> None:
-        """HALT for ``reason`` unless already halted (then only log it)."""
-        if self.halted or self._risk_halted():
+        """Ask for a HALT for ``reason`` unless already halted (then only log it)."""
+        if self.halted:
             log.warning("HALT condition while already halted: %s", reason, extra={
                 "halt_source": source, "halt_reason": reason, "breach": key})
             return
-        self._enter_halt(reason, source)
+        self._halt_requested = True
         self.halts += 1
         log.error("HALT: %s", reason, extra={
             "halt_source": source, "halt_reason": reason, "breach": key,
             "halt_policy": self.settings.halt_policy})
         await self._bus.publish(HaltEvent(reason, source, self._clock()))
-        await self._publish_status()
-        await self._apply_policy(source)
-
-    def _enter_halt(self, reason: str, source: str) -> None:
-        self.halt_reason, self.halt_source = reason, source
-        self._set_state(TradingState.HALTED)
 
     async def _apply_policy(self, source: str) -> None:
         if self.settings.halt_policy == "close":
@@ -423,18 +415,12 @@ class MonitoringService:
                         extra={"halt_source": source})
             await self._bus.publish(FlattenEvent(f"halt:{source}", self._clock()))
 
-    def _set_state(self, state: TradingState) -> None:
-        if state is not TradingState.REDUCING:
-            self.reduce_reason = ""
-        if state is not TradingState.HALTED:
-            self.halt_reason = self.halt_source = ""
-        self.state = state
-
     def status_detail(self) -> str:
-        if self.state is TradingState.HALTED:
-            return f"HALTED ({self.halt_source}): {self.halt_reason}"
-        if self.state is TradingState.REDUCING:
-            return f"REDUCING ({self.reduce_reason}): exits only"
+        t = self.trading
+        if t.halted:
+            return f"HALTED ({t.source}): {t.reason}"
+        if t.reducing:
+            return f"REDUCING ({t.source}: {t.reason}): exits only"
         return "ACTIVE"
 
     async def _publish_status(self) -> None:

@@ -128,7 +128,9 @@ class PortfolioManager:
         start_ts_ns: int = 0,
         reserve_fee_rate: Decimal = ZERO,
         balance_tolerance: Decimal = Decimal("1e-8"),
+        bus: EventBus | None = None,
     ) -> None:
+        self._bus = bus
         self.quote = quote
         self.pairs = tuple(pairs)
         self._base_of = {p: p.split("/")[0] for p in self.pairs}
@@ -212,14 +214,24 @@ class PortfolioManager:
 
     # --- bus --------------------------------------------------------------------------
 
-    def attach(self, bus: EventBus, *, name: str = "portfolio") -> Subscription:
-        """Subscribe (BLOCK: nothing dropped) to execution reports, books and approvals."""
+    def attach(self, bus: EventBus | None = None, *, name: str = "portfolio") -> Subscription:
+        """Subscribe (BLOCK: nothing dropped) to execution reports, books and approvals, on
+        ``bus`` or the one given at construction."""
+        bus = bus or self._bus
+        if bus is None:
+            raise ValueError("PortfolioManager.attach needs a bus")
         return bus.subscribe(
             (ExecutionReportEvent, BookEvent, TradeSignalApprovedEvent, ReconciliationEvent),
             self.on_event,
             name=name,
             policy=Policy.BLOCK,
         )
+
+    async def start(self) -> None:
+        """Nothing of its own to run: the portfolio only answers events and reads."""
+
+    async def stop(self) -> None:
+        """Nothing to stop (see :meth:`start`)."""
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, BookEvent):

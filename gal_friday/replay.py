@@ -45,8 +45,8 @@ from gal_friday.events import (
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
     TradingStartedEvent,
+    TradingStateChangedEvent,
 )
-from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.venue import (
     NullVenue,
     OrderRejected,
@@ -54,11 +54,10 @@ from gal_friday.execution.venue import (
     ReportCallback,
     VenueBusy,
 )
-from gal_friday.portfolio import PortfolioManager
 from gal_friday.recovery import adopt_order, restore_pair
-from gal_friday.risk import RiskManager
 from gal_friday.session import SessionError, read_session
-from gal_friday.strategy import StrategyArbitrator
+from gal_friday.trading_state import TRADING_COMMANDS, TradingStateMachine
+from gal_friday.wiring import build_trading
 
 log = logging.getLogger(__name__)
 _DECISIONS = (TradeSignalProposedEvent, TradeSignalApprovedEvent, TradeSignalRejectedEvent,
@@ -182,19 +181,19 @@ class _Replayer:
                 reports[e.client_order_id].append(e)
         requests = [e for e in events if isinstance(e, OrderRequestEvent)]
         self.venue = ReplayVenue(reports, requests)
+        # modules follow the trading state as it was announced live (the replay's own risk
+        # manager re-derives it, but its announcements, like all its outputs, are only
+        # collected); journals written before the announcements were recorded get them derived
+        self._derive_states = not any(isinstance(e, TradingStateChangedEvent) for e in events)
+        self._states = TradingStateMachine()
         self._wire()
 
     def _wire(self) -> None:
         s = self.settings
-        self.portfolio = PortfolioManager(_initial_cash(s, self.events), pairs=s.pairs)
-        self.portfolio.attach(self.bus)
-        RiskManager(s.risk, self.bus, self.portfolio.snapshot, taker_fee_pct=s.fees.taker_pct,
-                    clock=self.clock)
-        StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs,
-                           venue_brackets=s.execution.protective_orders).attach()
         x = s.execution.model_copy(update={"busy_retries": 0, "reconcile_interval_s": 0})
-        self.handler = ExecutionHandler(x, self.venue, self.bus, clock_ns=self.clock)
-        self.handler.attach()
+        modules = build_trading(s, self.bus, self.venue, cash=_initial_cash(s, self.events),
+                                clock=self.clock, execution=x)
+        self.portfolio, self.handler = modules.portfolio, modules.execution
 
     async def run(self) -> ReplayResult:
         await self.venue.start(self.handler.on_venue_report)
@@ -214,6 +213,10 @@ class _Replayer:
                     adopt_order(self.handler, event)
                     self.venue.to_replay[event.client_order_id] = event.client_order_id
                 await self.bus.feed(event)
+                if self._derive_states and isinstance(event, TRADING_COMMANDS):
+                    changed = self._states.apply(event)  # a journal from before they were
+                    if changed is not None:              # recorded: derive what was announced
+                        await self.bus.feed(changed)
                 if isinstance(event, PairRestoredEvent):
                     restore_pair(self.handler, event)
                 elif isinstance(event, ExecutionReportEvent):

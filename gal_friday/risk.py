@@ -9,6 +9,10 @@ consecutive-loss limit. :class:`RiskManager` wires both to the event bus.
 Money is Decimal throughout; there is no float in sizing. Everything fails closed: missing
 exchange rules, a missing market price or an unreadable portfolio reject an entry.
 
+The RiskManager owns the trading state (``gal_friday.trading_state``): it applies HALT, REDUCE
+and RESUME commands and its own limit breaches, and announces every change with one
+``TradingStateChangedEvent`` that the other modules follow.
+
 Entries (spot, long only):
 
 1. ``halt``: no entries while HALTED; ``reducing``: none while REDUCING either (a
@@ -52,17 +56,17 @@ from gal_friday.events import (
     BookEvent,
     BookInvalidatedEvent,
     Event,
-    HaltEvent,
     InstrumentEvent,
     OrderType,
-    ReduceEvent,
-    ResumeEvent,
     Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingState,
+    TradingStateChangedEvent,
     now_ns,
 )
+from gal_friday.trading_state import TRADING_COMMANDS, TradingStateMachine
 
 log = logging.getLogger(__name__)
 
@@ -308,10 +312,11 @@ def check_signal(
 class RiskManager:
     """Bus module: checks each proposed signal and publishes its approval or rejection.
 
-    Keeps the latest exchange rules and book mid per pair and the HALT / REDUCING state
-    (``reducing`` holds the ReduceEvent's reason; a ResumeEvent clears both); reads the
-    portfolio synchronously at the moment of each check. After each decision it evaluates the
-    HALT limits and publishes one ``HaltEvent(source="risk")`` per new breach.
+    Keeps the latest exchange rules and book mid per pair and owns the trading state (its
+    :class:`~gal_friday.trading_state.TradingStateMachine`: HALT / REDUCE / RESUME commands in,
+    one ``TradingStateChangedEvent`` out per change); reads the portfolio synchronously at the
+    moment of each check. After each decision it evaluates the HALT limits and HALTs (source
+    ``risk``) on every new breach.
     """
 
     NAME = "risk"
@@ -332,16 +337,39 @@ class RiskManager:
         self._clock = clock
         self.instruments: dict[str, InstrumentSpec] = {}
         self.market_prices: dict[str, Decimal] = {}
-        self.halted = False
-        self.reducing: str | None = None
+        self.trading = TradingStateMachine()
         self._active_breaches: set[str] = set()
         self.approved = 0
         self.rejected = 0
-        bus.subscribe(
+
+    def attach(self) -> None:
+        """One BLOCK subscription for every type it needs, so HALT, book and signal events
+        are handled in the order they were published."""
+        self._bus.subscribe(
             (TradeSignalProposedEvent, InstrumentEvent, BookEvent, BookInvalidatedEvent,
-             HaltEvent, ReduceEvent, ResumeEvent),
+             *TRADING_COMMANDS),
             self.handle, name=self.NAME, policy=Policy.BLOCK,
         )
+
+    async def start(self) -> None:
+        """Nothing of its own to run: risk answers events."""
+
+    async def stop(self) -> None:
+        """Nothing to stop (see :meth:`start`)."""
+
+    @property
+    def state(self) -> TradingState:
+        return self.trading.state
+
+    @property
+    def halted(self) -> bool:
+        return self.trading.halted
+
+    @property
+    def reducing(self) -> str | None:
+        """The REDUCING reason as ``"source: reason"``, None when not REDUCING."""
+        now = self.trading.current
+        return f"{now.source}: {now.reason}" if now.reducing else None
 
     def check(
         self,
@@ -359,7 +387,6 @@ class RiskManager:
         return evaluate_halt(portfolio, self.settings)
 
     async def handle(self, event: Event) -> None:
-        # One subscription for every type keeps HALT, book and signal events in order.
         if isinstance(event, TradeSignalProposedEvent):
             await self._on_signal(event)
         elif isinstance(event, BookEvent):
@@ -372,13 +399,8 @@ class RiskManager:
             self.market_prices.pop(event.pair, None)
         elif isinstance(event, InstrumentEvent):
             self.instruments[event.pair] = event.spec
-        elif isinstance(event, HaltEvent):
-            self.halted = True
-        elif isinstance(event, ReduceEvent):
-            self.reducing = f"{event.source}: {event.reason}"
-        elif isinstance(event, ResumeEvent):
-            self.halted = False
-            self.reducing = None
+        elif isinstance(event, TRADING_COMMANDS):
+            await self._announce(self.trading.apply(event))
 
     async def _on_signal(self, signal: TradeSignalProposedEvent) -> None:
         try:
@@ -422,9 +444,19 @@ class RiskManager:
         self._active_breaches = kinds  # a limit back within bounds can fire again later
         if new:
             reason = "; ".join(new)
-            self.halted = True
-            log.warning("risk HALT: %s", reason)
-            await self._bus.publish(HaltEvent(reason, "risk", self._clock()))
+            changed = self.trading.halt(reason, "risk", self._clock())
+            if changed is not None:
+                log.warning("risk HALT: %s", reason)
+                await self._announce(changed)
+            else:
+                log.warning("risk limit breached while already HALTED: %s", reason)
+
+    async def _announce(self, changed: TradingStateChangedEvent | None) -> None:
+        if changed is None:
+            return
+        log.info("trading state %s -> %s", changed.previous, changed.state, extra={
+            "state": changed.state.value, "source": changed.source, "reason": changed.reason})
+        await self._bus.publish(changed)
 
 
 def _checks(verdict: RiskVerdict) -> tuple[tuple[str, bool, str], ...]:

@@ -50,6 +50,7 @@ from gal_friday.events import (
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
     TradingStartedEvent,
+    TradingStateChangedEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ RECORDED: tuple[type[Event], ...] = (
     PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
     TradeSignalRejectedEvent, OrderRequestEvent, ExecutionReportEvent, HaltEvent, ResumeEvent,
     FlattenEvent, ReduceEvent, ReconciliationEvent, TradingStartedEvent, OrderAdoptedEvent,
-    PairRestoredEvent,
+    PairRestoredEvent, TradingStateChangedEvent,
 )
 _TYPES = {t.__name__: t for t in RECORDED}
 _encoder = msgspec.json.Encoder()

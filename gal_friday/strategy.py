@@ -16,8 +16,10 @@ from execution reports, never by reading another module's state.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -29,7 +31,6 @@ from gal_friday.events import (
     ExecutionReportEvent,
     FeatureEvent,
     FlattenEvent,
-    OrderStatus,
     OrderType,
     PredictionEvent,
     ReconciliationEvent,
@@ -40,8 +41,42 @@ from gal_friday.events import (
 
 log = logging.getLogger(__name__)
 _HUNDRED = Decimal(100)
-_FINAL = {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED,
-          OrderStatus.ERROR}
+
+
+class Intent(enum.StrEnum):
+    ENTER = "enter"
+    EXIT = "exit"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbabilityGate:
+    """What a pair's next prediction must say for the strategy to act on it, as it stands:
+    an entry needs ``prob > above``, an exit ``prob < below``; ``intent`` None means no
+    prediction can make it act (an order in flight, or a position with reversal exits off).
+    Necessary, not sufficient: an admitted entry may still be skipped (momentum, fees, no
+    book). :meth:`StrategyArbitrator.handle` decides through this same gate, and the
+    backtester's fast-forward asks it which candles can matter, so the two never differ."""
+
+    intent: Intent | None
+    above: float = math.inf
+    below: float = -math.inf
+
+    def admits(self, prob: float) -> bool:
+        return prob > self.above or prob < self.below
+
+
+NO_ACTION = ProbabilityGate(None)
+
+
+@dataclass(frozen=True, slots=True)
+class BookWatch:
+    """Where the book must go for the strategy to act on a held position by itself: its bid
+    at or below ``stop`` or at or above ``target`` (only when it watches its own brackets),
+    or the book's time past ``deadline_ns`` (the maximum holding time)."""
+
+    stop: Decimal | None = None
+    target: Decimal | None = None
+    deadline_ns: int | None = None
 
 
 @dataclass
@@ -80,6 +115,12 @@ class StrategyArbitrator:
             (PredictionEvent, FeatureEvent, BookEvent, ExecutionReportEvent,
              TradeSignalRejectedEvent, FlattenEvent, ReconciliationEvent),
             self.on_event, name="strategy", policy=Policy.BLOCK, maxsize=4096)
+
+    async def start(self) -> None:
+        """Nothing of its own to run: the strategy answers events."""
+
+    async def stop(self) -> None:
+        """Nothing to stop (see :meth:`start`)."""
 
     async def on_event(self, event: Event) -> None:
         if isinstance(event, FlattenEvent):
@@ -124,17 +165,39 @@ class StrategyArbitrator:
 
     # --- entries -------------------------------------------------------------------------
 
+    def gate(self, pair: str) -> ProbabilityGate:
+        """The probabilities on which the strategy would act for ``pair`` now (see
+        :class:`ProbabilityGate`): nothing while an entry or exit is in flight, a reversal
+        exit while a position is held, an entry while flat."""
+        state = self.pairs.get(pair)
+        if state is not None and state.pending is not None:
+            return NO_ACTION
+        if state is not None and state.qty > 0:
+            if self.s.exit_on_reversal:
+                return ProbabilityGate(Intent.EXIT, below=self.s.sell_threshold)
+            return NO_ACTION
+        return ProbabilityGate(Intent.ENTER, above=self.s.buy_threshold)
+
+    def book_watch(self, pair: str) -> BookWatch | None:
+        """Where the book must go for :meth:`handle` of a BookEvent to exit ``pair`` by
+        itself; None when no book can (flat)."""
+        state = self.pairs.get(pair)
+        if state is None or state.qty <= 0:
+            return None
+        hold_ns = int(self.s.max_holding_min * 60 * 1_000_000_000)
+        deadline = state.opened_ns + hold_ns + 1 if hold_ns else None
+        if self.venue_brackets:  # the venue holds the stop and target orders
+            return BookWatch(deadline_ns=deadline)
+        return BookWatch(state.stop, state.target, deadline)
+
     def _on_prediction(self, pred: PredictionEvent) -> TradeSignalProposedEvent | None:
+        gate = self.gate(pred.pair)
         state = self._state(pred.pair)
-        if state.pending is not None or state.bid is None:
+        if not gate.admits(pred.prob_up) or state.bid is None:
             return None
-        if state.qty > 0:
-            if self.s.exit_on_reversal and pred.prob_up < self.s.sell_threshold:
-                return self._exit(pred.pair, state, "prediction reversal", pred.ts_ns,
-                                  pred.prob_up, pred.model_id)
-            return None
-        if pred.prob_up <= self.s.buy_threshold:
-            return None
+        if gate.intent is Intent.EXIT:
+            return self._exit(pred.pair, state, "prediction reversal", pred.ts_ns,
+                              pred.prob_up, pred.model_id)
         return self._enter(pred, state)
 
     def _enter(self, pred: PredictionEvent, state: PairState
@@ -263,7 +326,7 @@ class StrategyArbitrator:
                 if state.qty == 0:
                     state.avg_entry = Decimal(0)
         protective = report.order_type in (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
-        if report.status in _FINAL and state.pending == report.signal_id and not protective:
+        if report.status.is_terminal and state.pending == report.signal_id and not protective:
             state.pending = None
             self._exit_ids.discard(report.signal_id or "")
             if state.qty == 0:

@@ -51,10 +51,9 @@ from gal_friday.events import (
     Event,
     FeatureEvent,
     FeedStatsEvent,
-    HaltEvent,
     PortfolioEvent,
     PredictionEvent,
-    ResumeEvent,
+    TradingStateChangedEvent,
     now_ns,
 )
 
@@ -218,7 +217,7 @@ class TimeSeriesWriter:
         if self._sub is None:
             self._sub = self._bus.subscribe(
                 (PortfolioEvent, PredictionEvent, FeatureEvent, BookEvent, FeedStatsEvent,
-                 HaltEvent, ResumeEvent),
+                 TradingStateChangedEvent),
                 self.on_event, name=self.NAME, policy=Policy.CONFLATE,
             )
         return self._sub
@@ -282,9 +281,9 @@ class TimeSeriesWriter:
             return [self._features(event)]
         if isinstance(event, FeedStatsEvent):
             return feed_points(event, base, event.ts_ns)
-        if isinstance(event, HaltEvent | ResumeEvent):
-            halted = 1.0 if isinstance(event, HaltEvent) else 0.0
-            return [line("control", base, [("halted", halted)], event.ts_ns)]
+        if isinstance(event, TradingStateChangedEvent):
+            return [line("control", base, [("halted", float(event.halted)),
+                                           ("reducing", float(event.reducing))], event.ts_ns)]
         return []
 
     def _book(self, event: BookEvent) -> list[str | None]:

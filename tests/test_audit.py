@@ -30,7 +30,7 @@ from test_store import (
 
 from gal_friday.bus import EventBus
 from gal_friday.config import LoggingSettings, Settings
-from gal_friday.events import Event, HaltEvent
+from gal_friday.events import Event, TradingState, TradingStateChangedEvent
 from gal_friday.logs import setup_logging
 from gal_friday.store.audit import AuditWriter
 from gal_friday.store.ledger import NS_PER_DAY
@@ -41,8 +41,13 @@ KEY = "MARKER-KEY-7f3a9c"
 SECRET = "TUFSS0VSLVNFQ1JFVC03ZjNhOWMtbWFya2VyLXNlY3JldA=="  # base64 of a marker
 
 
+def halted(reason: str, source: str, ts_ns: int = T0) -> TradingStateChangedEvent:
+    return TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, reason, source,
+                                    ts_ns)
+
+
 def halts(n: int, start: int = 0) -> list[Event]:
-    return [HaltEvent(f"reason {i}", "test", T0 + i) for i in range(start, start + n)]
+    return [halted(f"reason {i}", "test", T0 + i) for i in range(start, start + n)]
 
 
 async def wait_for(predicate: object, timeout_s: float = 5.0) -> None:
@@ -180,7 +185,7 @@ async def test_secrets_never_reach_a_table_or_a_log_file(
         log.error("auth failed for key %s", KEY, extra={"api_secret": SECRET})
         store = await backend.store()
         await run_writer(store, backend.settings, [
-            *entry_events(), *trade_reports(), HaltEvent(f"auth failed {KEY}", "execution")],
+            *entry_events(), *trade_reports(), halted(f"auth failed {KEY}", "execution")],
             intents=(ENTRY,))
         backend.fail()
         writer = await run_writer(store, backend.settings, halts(3))  # spills, logs errors

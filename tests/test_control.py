@@ -7,6 +7,7 @@ import json
 import socket
 from pathlib import Path
 
+import cockpit_script as script
 import pytest
 
 from gal_friday.bus import EventBus
@@ -21,7 +22,7 @@ from gal_friday.control import (
     socket_path,
 )
 from gal_friday.events import Event, FlattenEvent, HaltEvent, PortfolioEvent, ResumeEvent
-from gal_friday.tui import script
+from gal_friday.risk import RiskManager
 
 
 def settings_in(tmp_path: Path) -> Settings:
@@ -32,7 +33,11 @@ async def started(tmp_path: Path) -> tuple[EventBus, ControlServer, list[Event]]
     bus = EventBus()
     seen: list[Event] = []
     bus.subscribe((HaltEvent, ResumeEvent, FlattenEvent), seen.append, name="sink")
-    server = ControlServer(bus, settings_in(tmp_path))
+    settings = settings_in(tmp_path)
+    # the trading state's owner, as in a run: the replies show the state it announces
+    RiskManager(settings.risk, bus, script.portfolio, taker_fee_pct=settings.fees.taker_pct
+                ).attach()
+    server = ControlServer(bus, settings)
     await server.start()
     bus.start()
     return bus, server, seen

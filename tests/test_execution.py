@@ -21,6 +21,8 @@ from gal_friday.events import (
     Side,
     TradeEvent,
     TradeSignalApprovedEvent,
+    TradingState,
+    TradingStateChangedEvent,
 )
 from gal_friday.execution.handler import ClientIds, ExecutionHandler, Role
 from gal_friday.execution.paper import PaperVenue
@@ -356,27 +358,28 @@ async def test_reconciliation_brings_the_portfolio_to_the_venue(rig: Rig) -> Non
     assert [p.qty for p in snap.positions] == [D(100)]
 
 
-async def test_halt_cancels_working_entries_but_keeps_protection(rig: Rig) -> None:
-    from gal_friday.events import HaltEvent
+def state(to: TradingState, source: str = "risk") -> TradingStateChangedEvent:
+    """The trading state's owner announcing a change (what the handler follows)."""
+    return TradingStateChangedEvent(to, TradingState.ACTIVE, "drawdown", source, 0)
 
+
+async def test_halt_cancels_working_entries_but_keeps_protection(rig: Rig) -> None:
     await fill_entry(rig)
     await rig.handler.on_approved(entry("50", limit="1.95000", sig="sig-2"))
     await rig.settle()
     assert len(rig.working(Role.ENTRY)) == 1
-    await rig.handler.on_control(HaltEvent("drawdown", "risk"))
+    await rig.handler.on_control(state(TradingState.HALTED))
     await rig.settle()
     assert rig.working(Role.ENTRY) == []
     assert len(rig.working(Role.STOP)) == 1 and len(rig.working(Role.TARGET)) == 1
 
 
 async def test_a_halt_never_turns_a_cancelled_entry_into_a_market_order() -> None:
-    from gal_friday.events import HaltEvent
-
     r = await started_rig(entry_timeout_s=15, entry_timeout_action="market")
     await r.handler.on_approved(entry("100", limit="1.99000"))
     await r.settle()
     await r.market(trade("1.99000", "40", r.clock.now + S))  # partly filled
-    await r.handler.on_control(HaltEvent("drawdown", "risk"))
+    await r.handler.on_control(state(TradingState.HALTED))
     await r.settle()
     assert r.of_role(Role.ENTRY)[-1].status is OrderStatus.CANCELLED
     r.clock.now += 16 * S
@@ -387,18 +390,21 @@ async def test_a_halt_never_turns_a_cancelled_entry_into_a_market_order() -> Non
     await r.bus.stop()
 
 
-async def test_after_a_resume_a_timed_out_entry_converts_to_market_again() -> None:
-    from gal_friday.events import HaltEvent, ResumeEvent
-
+@pytest.mark.parametrize("resumed", [True, False])
+async def test_after_a_resume_a_timed_out_entry_converts_to_market_again(resumed: bool) -> None:
     r = await started_rig(entry_timeout_s=15, entry_timeout_action="market")
-    await r.handler.on_control(HaltEvent("operator", "operator"))
-    await r.handler.on_control(ResumeEvent("operator"))  # resumed: conversions allowed again
+    await r.handler.on_control(state(TradingState.REDUCING, "operator"))
+    if resumed:  # resumed: conversions allowed again
+        await r.handler.on_control(state(TradingState.ACTIVE, "operator"))
     await r.handler.on_approved(entry("100", limit="1.99000"))
     await r.settle()
     r.clock.now += 16 * S
     await r.handler.tick(r.clock.now)
     await r.settle()
-    assert r.of_role(Role.ENTRY_MARKET)[-1].status is OrderStatus.FILLED  # timeout converts
+    if resumed:
+        assert r.of_role(Role.ENTRY_MARKET)[-1].status is OrderStatus.FILLED  # it converts
+    else:
+        assert r.of_role(Role.ENTRY_MARKET) == []  # REDUCING: exits only, no market entry
 
 
 async def test_a_refused_stop_is_not_retried_in_a_loop_and_waits_for_the_next_fill(
@@ -450,7 +456,7 @@ async def test_flatten_from_an_operator_closes_the_position_through_the_whole_pa
     portfolio = PortfolioManager(D(10000), pairs=[PAIR])
     portfolio.attach(r.bus)
     RiskManager(RiskSettings(), r.bus, portfolio.snapshot, taker_fee_pct=D("0.4"),
-                clock=r.clock)
+                clock=r.clock).attach()
     StrategyArbitrator(StrategySettings(confirm_momentum=False), FeeSettings(), r.bus,
                        pairs=(PAIR,)).attach()
     r.handler.attach()

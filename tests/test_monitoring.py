@@ -39,8 +39,10 @@ from gal_friday.events import (
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingState,
+    TradingStateChangedEvent,
 )
-from gal_friday.monitoring import HostSample, MonitoringService, TradingState
+from gal_friday.monitoring import HostSample, MonitoringService
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.risk import RiskManager
 
@@ -111,14 +113,16 @@ class Harness:
         self.bus = EventBus()
         self.out: list[Event] = []
         self.bus.subscribe((HaltEvent, FlattenEvent, ResumeEvent, SystemStatusEvent,
-                            TradeSignalApprovedEvent, TradeSignalRejectedEvent),
+                            TradeSignalApprovedEvent, TradeSignalRejectedEvent,
+                            TradingStateChangedEvent),
                            self.out.append, name="sink")
         self.portfolio = PortfolioManager(D("9950"), pairs=self.settings.pairs)
         self.portfolio.attach(self.bus)
         self.risk = RiskManager(self.settings.risk, self.bus, self.portfolio.snapshot,
                                 taker_fee_pct=D("0.4"), clock=self.clock)
+        self.risk.attach()
         self.mon = MonitoringService(self.settings, self.bus, clock=self.clock,
-                                     host_probe=self.probe, risk_halted=lambda: self.risk.halted)
+                                     host_probe=self.probe)
         self.mon.attach()
         self.mark = 0
 
@@ -359,12 +363,17 @@ async def test_risk_halt_applies_policy_and_is_not_duplicated() -> None:
         await h.close()
 
 
-async def test_reads_the_risk_managers_flag_before_publishing() -> None:
+async def test_a_halt_asked_for_twice_is_announced_once_and_flattens_once() -> None:
     h = await Harness().open()
     try:
-        h.risk.halted = True  # the RiskManager halted; its HaltEvent is not here yet
-        await fire_drawdown(h)
-        assert not h.of(HaltEvent) and h.mon.halts == 0
+        # another trigger's HALT request is on its way to the owner when ours fires too
+        await h.bus.publish(HaltEvent("feed went quiet", "stale_data", h.clock()))
+        await h.mon._trigger("api_errors", "5 failed order placements in a row")
+        await h.settle()
+        halts = [e for e in h.of(TradingStateChangedEvent) if e.halted]
+        assert [(e.source, e.reason) for e in halts] == [("stale_data", "feed went quiet")]
+        assert [e.operator for e in h.of(FlattenEvent)] == ["halt:stale_data"]
+        assert h.mon.halted and h.mon.halt_source == "stale_data" and h.risk.halted
     finally:
         await h.close()
 

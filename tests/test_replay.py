@@ -13,6 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gal_friday.bus import EventBus
 from gal_friday.cli import main
 from gal_friday.config import Settings
@@ -21,6 +23,7 @@ from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
     FeatureEvent,
+    HaltEvent,
     InstrumentEvent,
     OrderAdoptedEvent,
     OrderRequestEvent,
@@ -29,6 +32,7 @@ from gal_friday.events import (
     PairRestoredEvent,
     PredictionEvent,
     ReconciliationEvent,
+    ResumeEvent,
     Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
@@ -45,6 +49,7 @@ from gal_friday.risk import RiskManager
 from gal_friday.session import SessionRecorder, read_session
 from gal_friday.sim.server import SimExchange, build_market
 from gal_friday.strategy import StrategyArbitrator
+from gal_friday.wiring import build_trading
 
 
 def session_settings(tmp_path: Path) -> Settings:
@@ -72,7 +77,8 @@ async def record_sim_session(settings: Settings, seconds: float) -> Path:
         handler = ExecutionHandler(settings.execution, venue, bus)
         portfolio = PortfolioManager(settings.paper.initial_cash_usd, pairs=settings.pairs)
         portfolio.attach(bus)
-        RiskManager(settings.risk, bus, portfolio.snapshot, taker_fee_pct=settings.fees.taker_pct)
+        RiskManager(settings.risk, bus, portfolio.snapshot,
+                    taker_fee_pct=settings.fees.taker_pct).attach()
         StrategyArbitrator(settings.strategy, settings.fees, bus).attach()
         handler.attach()
         ingestor = DataIngestor(settings, bus, ws_url=sim.ws_url, rest_url=sim.rest_url)
@@ -238,13 +244,9 @@ class _LiveLike:
         self.clock, self.bus, self.venue = _Clock(), EventBus(), _ScriptedVenue()
         self.recorder = SessionRecorder(s, clock_ns=self.clock)
         self.recorder.attach(self.bus)
-        portfolio = PortfolioManager(cash or s.paper.initial_cash_usd, pairs=s.pairs)
-        portfolio.attach(self.bus)
-        RiskManager(s.risk, self.bus, portfolio.snapshot, taker_fee_pct=s.fees.taker_pct,
-                    clock=self.clock)
-        StrategyArbitrator(s.strategy, s.fees, self.bus, pairs=s.pairs).attach()
-        self.handler = ExecutionHandler(s.execution, self.venue, self.bus, clock_ns=self.clock)
-        self.handler.attach()
+        self.modules = build_trading(s, self.bus, self.venue,
+                                     cash=cash or s.paper.initial_cash_usd, clock=self.clock)
+        self.handler = self.modules.execution
 
     async def start(self) -> None:
         await self.venue.start(self.handler.on_venue_report)
@@ -324,6 +326,40 @@ async def test_orders_interleaved_by_network_waits_replay(tmp_path: Path) -> Non
     result = await replay_session(await live.finish())
     assert result.ok, result.mismatches
     assert result.compared["OrderRequestEvent"] == 4
+
+
+@pytest.mark.parametrize("announced", [True, False])
+async def test_a_halt_and_resume_replay_from_the_journal(tmp_path: Path, announced: bool
+                                                         ) -> None:
+    # live: an entry is working when the operator HALTs; the handler cancels it as the state
+    # changes, risk refuses the next entry, and after the resume the one after is approved.
+    # A journal from before state changes were recorded (``announced`` False) replays too:
+    # the replay derives them from the recorded commands by the same rules
+    live = _LiveLike(tmp_path)
+    await live.start()
+    await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.9, T0, 0), at=T0 + 1000)
+    entry = live.venue.sent[0]
+    await live.report(entry, OrderStatus.ACKNOWLEDGED, Decimal(0), T0 + 2000)
+    await live.publish(HaltEvent("maintenance", "operator", T0 + 3000), at=T0 + 3000)
+    assert live.venue.cancels == [entry.client_order_id]
+    await live.report(entry, OrderStatus.CANCELLED, Decimal(0), T0 + 4000)
+    await live.publish(PredictionEvent("XRP/USD", T0 + 5000, "m", 0.9, T0, 0), at=T0 + 5000)
+    await live.publish(ResumeEvent("ann", T0 + 6000), at=T0 + 6000)
+    await live.publish(PredictionEvent("XRP/USD", T0 + 7000, "m", 0.9, T0, 0), at=T0 + 7000)
+    assert len(live.venue.sent) == 2  # the entry after the resume
+    path = await live.finish()
+    with gzip.open(path) as journal:
+        lines = journal.read().splitlines(keepends=True)
+    states = [line for line in lines if line.startswith(b'["TradingStateChangedEvent"')]
+    assert len(states) == 2  # HALTED, then ACTIVE: recorded as announced
+    if not announced:
+        path = tmp_path / "old.jsonl.gz"
+        with gzip.open(path, "wb") as fh:
+            fh.write(b"".join(line for line in lines if line not in states))
+    result = await replay_session(path)
+    assert result.ok, result.mismatches
+    assert result.compared["TradeSignalRejectedEvent"] == 1  # halt: refused while HALTED
+    assert result.compared["OrderRequestEvent"] == 2
 
 
 async def test_a_journal_cut_by_a_crash_checks_what_it_holds(tmp_path: Path) -> None:

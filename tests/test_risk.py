@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from decimal import Decimal
 from typing import TypeVar
@@ -25,6 +26,8 @@ from gal_friday.events import (
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingState,
+    TradingStateChangedEvent,
 )
 from gal_friday.risk import (
     RiskManager,
@@ -324,11 +327,16 @@ class Harness:
         self.bus = EventBus()
         self.out: list[Event] = []
         self.bus.subscribe(
-            (TradeSignalApprovedEvent, TradeSignalRejectedEvent, HaltEvent), self.out.append,
+            (TradeSignalApprovedEvent, TradeSignalRejectedEvent, HaltEvent,
+             TradingStateChangedEvent), self.out.append,
             name="sink",
         )
         self.risk = RiskManager(SETTINGS, self.bus, self.snapshot, taker_fee_pct=FEE,
                                 clock=lambda: 42)
+        self.risk.attach()
+
+    def halts(self) -> list[TradingStateChangedEvent]:
+        return [e for e in self.of(TradingStateChangedEvent) if e.halted]
 
     def snapshot(self) -> PortfolioSnapshot:
         return self.pf
@@ -381,29 +389,34 @@ async def test_bus_halt_blocks_entries_allows_exits_and_resume() -> None:
         ("exit", D("100"), True), ("again", D("905"), False)]  # equity 9050 * 0.5 % / 0.05
 
 
-async def test_bus_breach_halts_once_per_breach() -> None:
+async def test_bus_breach_halts_once_per_breach(caplog: pytest.LogCaptureFixture) -> None:
     h = Harness(portfolio())
     h.bus.start()
     await h.send(InstrumentEvent(PAIR, SPEC), book(), signal(sid="a"))
-    assert not h.of(HaltEvent)
+    assert not h.halts()
     h.pf = portfolio(losses=5)
     await h.send(signal(sid="b"), signal(sid="c"))  # breached: HALT once, not twice
-    halts = h.of(HaltEvent)
+    halts = h.halts()
     assert len(halts) == 1 and halts[0].source == "risk"
-    assert "consecutive losses" in halts[0].reason
-    assert h.risk.halted
-    # a second, different breach while the first persists fires its own HALT once
+    assert "consecutive losses" in halts[0].reason and halts[0].previous is TradingState.ACTIVE
+    assert h.risk.halted and h.risk.state is TradingState.HALTED
+    # a second, different breach while HALTED: said in the log, the first reason stands
     h.pf = portfolio(cash="9700", day="10000", losses=5)
-    await h.send(signal(sid="d"), signal(sid="e"))
-    assert len(h.of(HaltEvent)) == 2 and "daily drawdown" in h.of(HaltEvent)[1].reason
+    with caplog.at_level(logging.WARNING, "gal_friday.risk"):
+        await h.send(signal(sid="d"), signal(sid="e"))
+    assert len(h.halts()) == 1
+    assert any("daily drawdown" in r.getMessage() and "already HALTED" in r.getMessage()
+               for r in caplog.records)
     # operator resumes; limits recover, then breach again -> a new HALT
     h.pf = portfolio()
     await h.send(ResumeEvent("op"), signal(sid="f"))
     h.pf = portfolio(losses=6)
     await h.send(signal(sid="g"))
     await h.bus.stop()
-    assert len(h.of(HaltEvent)) == 3
+    states = [e.state for e in h.of(TradingStateChangedEvent)]
+    assert states == [TradingState.HALTED, TradingState.ACTIVE, TradingState.HALTED]
     assert [e.signal_id for e in h.of(TradeSignalApprovedEvent)] == ["a", "f"]
+    assert not h.of(HaltEvent)  # the owner announces a state; it does not send commands
 
 
 async def test_bus_portfolio_failure_rejects() -> None:

@@ -27,16 +27,16 @@ from gal_friday.events import (
     Event,
     ExecutionReportEvent,
     FeatureEvent,
-    HaltEvent,
     OrderStatus,
     OrderType,
     PortfolioEvent,
     PredictionEvent,
-    ResumeEvent,
     Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingState,
+    TradingStateChangedEvent,
 )
 from gal_friday.execution.venue import OrderRequest
 from gal_friday.store import Store, make_store, open_store
@@ -372,7 +372,12 @@ async def test_intent_then_recovery_reads(backend: Backend) -> None:
     assert await store.last_fill_ts() is None
     await run_writer(store, backend.settings, [
         *trade_reports()[:3], snapshot(T0 + 12, "1000", qty="40"),
-        HaltEvent("daily drawdown", "risk", T0 + 50), ResumeEvent("alice", T0 + 60)])
+        TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, "daily drawdown",
+                                 "risk", T0 + 50),
+        TradingStateChangedEvent(TradingState.ACTIVE, TradingState.HALTED, "", "alice",
+                                 T0 + 55),
+        TradingStateChangedEvent(TradingState.REDUCING, TradingState.ACTIVE, "wind down",
+                                 "bob", T0 + 60)])
     [working] = await store.open_orders()
     assert (working.status, working.filled_qty, working.exchange_order_id) == (
         "partially_filled", D("40"), "O-E1")
@@ -380,7 +385,8 @@ async def test_intent_then_recovery_reads(backend: Backend) -> None:
     assert (position.pair, position.qty, position.avg_entry) == (PAIR, D("40"), D("0.5"))
     halts = await store.recent_halts()
     assert [(h.kind, h.reason, h.source, h.operator) for h in halts] == [
-        ("resume", None, "operator", "alice"), ("halt", "daily drawdown", "risk", None)]
+        ("reduce", "wind down", "bob", None), ("resume", None, "operator", "alice"),
+        ("halt", "daily drawdown", "risk", None)]
 
 
 async def test_rejected_signal_is_recorded_with_every_check(backend: Backend) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gal_friday.bus import EventBus
 from gal_friday.config import FeeSettings, StrategySettings
 from gal_friday.events import (
@@ -19,7 +22,7 @@ from gal_friday.events import (
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
 )
-from gal_friday.strategy import StrategyArbitrator
+from gal_friday.strategy import BookWatch, Intent, StrategyArbitrator
 
 PAIR = "XRP/USD"
 MIN = 60_000_000_000
@@ -169,3 +172,57 @@ def test_flatten_exits_every_held_pair_at_market() -> None:
     (signal,) = st.flatten(FlattenEvent("operator"))
     assert signal.is_exit and signal.order_type is OrderType.MARKET and signal.side is Side.SELL
     assert st.flatten(FlattenEvent("operator")) == []  # the exit is already pending
+
+
+# --- the gate the backtester asks ------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["prediction", "fill", "exit-fill", "rejected",
+                                           "book"]),
+                          st.floats(0, 1)), max_size=12),
+       st.floats(0.51, 0.9), st.floats(0.1, 0.49), st.booleans(), st.booleans())
+def test_no_prediction_the_gate_refuses_ever_makes_a_signal(
+        steps: list[tuple[str, float]], buy: float, sell: float, reversal: bool,
+        brackets: bool) -> None:
+    """Whatever state the strategy is in (flat, entering, holding, exiting), a prediction
+    its ``gate`` refuses proposes nothing and changes nothing; one it proposes on matches
+    the gate's intent. The backtester skips every candle the gate refuses."""
+    s = strategy(venue_brackets=brackets, buy_threshold=buy, sell_threshold=sell,
+                 exit_on_reversal=reversal, confirm_momentum=False)
+    s.handle(book("2.00000", "2.00010"))
+    s.handle(features(0.2))
+    last: TradeSignalProposedEvent | None = None
+    for t, (kind, p) in enumerate(steps, start=1):
+        if kind == "prediction":
+            gate = s.gate(PAIR)
+            before = repr(s.pairs[PAIR])
+            signal = s.handle(prediction(p, t))
+            if not gate.admits(p):
+                assert signal is None and repr(s.pairs[PAIR]) == before
+            elif signal is not None:
+                assert signal.is_exit == (gate.intent is Intent.EXIT)
+                last = signal
+        elif kind == "fill" and last is not None and not last.is_exit:
+            s.handle(fill(last.signal_id, Side.BUY, "10", "2.00000", t))
+        elif kind == "exit-fill" and last is not None and last.is_exit:
+            s.handle(fill(last.signal_id, Side.SELL, "10", "2.00000", t))
+        elif kind == "rejected" and last is not None:
+            s.handle(TradeSignalRejectedEvent(last.signal_id, PAIR, "halt", t))
+        elif kind == "book":
+            s.handle(book("2.00000", "2.00010", t))
+
+
+def test_the_book_watch_names_the_brackets_only_when_the_strategy_watches_them() -> None:
+    own = strategy(venue_brackets=False, max_holding_min=60)
+    assert own.book_watch(PAIR) is None  # flat: no book can make it exit
+    signal = entered(own)
+    own.handle(fill(signal.signal_id, Side.BUY, "10", "2.00000", t=5))
+    watch = own.book_watch(PAIR)
+    assert watch is not None and (watch.stop, watch.target) == (signal.stop_loss,
+                                                                 signal.take_profit)
+    assert watch.deadline_ns == own.pairs[PAIR].opened_ns + 60 * MIN + 1
+    venue = strategy(venue_brackets=True, max_holding_min=0)
+    signal = entered(venue)
+    venue.handle(fill(signal.signal_id, Side.BUY, "10", "2.00000"))
+    assert venue.book_watch(PAIR) == BookWatch()  # the venue holds them; no holding limit

@@ -32,9 +32,10 @@ from gal_friday.events import (
     Event,
     FeatureEvent,
     FeedStatsEvent,
-    HaltEvent,
     PortfolioEvent,
     PredictionEvent,
+    TradingState,
+    TradingStateChangedEvent,
 )
 from gal_friday.timeseries import TimeSeriesWriter, line
 
@@ -125,7 +126,8 @@ async def test_series_reach_the_server(http: aiohttp.ClientSession) -> None:
         book("DOGE/USD", now, 1000, 1002),
         FeedStatsEvent(ComponentState.CONNECTED, 900, 42.5, 800, 1, 0, 2, "",
                        (("XRP/USD", 0.4), ("DOGE/USD", 1.5)), now),
-        HaltEvent("test", "operator", now),
+        TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, "test", "operator",
+                                 now),
     ])
     await writer.stop()
     await bus.stop()

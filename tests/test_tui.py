@@ -7,6 +7,7 @@ import sys
 import time
 from decimal import Decimal as D
 
+import cockpit_script as script
 from textual.pilot import Pilot
 
 from gal_friday.bus import EventBus
@@ -24,7 +25,7 @@ from gal_friday.events import (
     TradeSignalRejectedEvent,
 )
 from gal_friday.risk import RiskManager
-from gal_friday.tui import render, script
+from gal_friday.tui import render
 from gal_friday.tui.app import CockpitApp
 from gal_friday.tui.screens import ConfirmScreen
 from gal_friday.tui.widgets import CockpitHeader
@@ -40,7 +41,11 @@ class Rig:
         self.bus = EventBus()
         self.seen: list[Event] = []
         self.bus.subscribe(CONTROL, self.seen.append, name="sink")
-        self.app, self.runner = script.scripted_app(settings, bus=self.bus)
+        # the trading state's owner, as in a run: the cockpit shows what it announces
+        self.risk = RiskManager(settings.risk, self.bus, script.portfolio,
+                                taker_fee_pct=D("0.4"))
+        self.risk.attach()
+        self.app, self.runner = script.scripted_app(settings, bus=self.bus, owner=False)
 
     async def ready(self, pilot: Pilot[int]) -> None:
         await self.runner.played.wait()
@@ -62,7 +67,7 @@ def entry(sid: str) -> TradeSignalProposedEvent:
 
 async def test_halt_acts_at_once_and_risk_then_rejects_entries() -> None:
     rig = Rig()
-    risk = RiskManager(SETTINGS.risk, rig.bus, script.portfolio, taker_fee_pct=D("0.4"))
+    risk = rig.risk
     async with rig.app.run_test(size=(160, 48)) as pilot:
         await rig.ready(pilot)
         await rig.press(pilot, "h")
@@ -262,7 +267,7 @@ async def test_reduce_acts_at_once_then_risk_takes_exits_only() -> None:
     from gal_friday.events import ReduceEvent
 
     rig = Rig()
-    risk = RiskManager(SETTINGS.risk, rig.bus, script.portfolio, taker_fee_pct=D("0.4"))
+    risk = rig.risk
     rig.bus.subscribe(ReduceEvent, rig.seen.append, name="reduce-sink")
     async with rig.app.run_test(size=(160, 48)) as pilot:
         await rig.ready(pilot)

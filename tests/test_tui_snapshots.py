@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import cockpit_script as script
 import pytest
 from textual.pilot import Pilot
 
-from gal_friday.tui import script
 from gal_friday.tui.app import CockpitApp
 
 SnapCompare = Callable[..., bool]

@@ -57,7 +57,6 @@ import numpy as np
 
 from gal_friday.backtest.classic import MarketStrategy
 from gal_friday.backtest.data import PairData, candle_files, load_pairs, synthetic_pairs
-from gal_friday.backtest.engine import StrategyFactory, default_strategy
 from gal_friday.backtest.runner import BacktestResult
 from gal_friday.backtest.signals import (
     PairSignals,
@@ -77,6 +76,7 @@ from gal_friday.config import Settings
 from gal_friday.features import candle_feature_names, warmup_rows
 from gal_friday.prediction.model import ModelError
 from gal_friday.prediction.service import load_models
+from gal_friday.wiring import StrategyFactory, default_strategy
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -65,23 +65,21 @@ from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
     FeatureEvent,
-    HaltEvent,
     InstrumentEvent,
     OrderType,
     PredictionEvent,
     Side,
     TradeSignalRejectedEvent,
+    TradingStateChangedEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
-from gal_friday.portfolio import PortfolioManager
-from gal_friday.risk import RiskManager
-from gal_friday.strategy import StrategyArbitrator
+from gal_friday.strategy import Intent, ProbabilityGate
+from gal_friday.wiring import StrategyFactory, TradingModules, build_trading, default_strategy
 
 log = logging.getLogger(__name__)
 _DAY_NS = 86_400 * NS
 _UNLIMITED = 10**30
 NAN = math.nan
-StrategyFactory = Callable[[Settings, DirectBus], StrategyArbitrator]
 Progress = Callable[[int, int], None]
 
 
@@ -103,21 +101,14 @@ class Fill:
 def wire_trading(settings: Settings, bus: DirectBus, clock: Callable[[], int],
                  capital: Decimal, pairs: Sequence[str], start_ts_ns: int,
                  strategy: StrategyFactory,
-                 ) -> tuple[BacktestVenue, ExecutionHandler, PortfolioManager, RiskManager,
-                            StrategyArbitrator]:
-    """The live trading modules on a backtest's bus and clock, subscribed in the order both
-    runners rely on (venue, portfolio, risk, strategy, execution)."""
+                 ) -> tuple[BacktestVenue, TradingModules]:
+    """The backtest's venue, then the live trading modules (``wiring.build_trading``) on a
+    backtest's bus and clock; both backtest runners use it."""
     venue = BacktestVenue(settings.paper, settings.fees, clock_ns=clock)
     venue.attach(bus)
-    handler = ExecutionHandler(settings.execution, venue, bus, clock_ns=clock)
-    portfolio = PortfolioManager(capital, pairs=list(pairs), start_ts_ns=start_ts_ns)
-    portfolio.attach(bus)
-    risk = RiskManager(settings.risk, bus, portfolio.snapshot,
-                       taker_fee_pct=settings.fees.taker_pct, clock=clock)
-    arbitrator = strategy(settings, bus)
-    arbitrator.attach()
-    handler.attach()
-    return venue, handler, portfolio, risk, arbitrator
+    modules = build_trading(settings, bus, venue, cash=capital, clock=clock,
+                            start_ts_ns=start_ts_ns, pairs=tuple(pairs), strategy=strategy)
+    return venue, modules
 
 
 async def settle(handler: ExecutionHandler, venue: BacktestVenue, forget_at: int) -> int:
@@ -149,15 +140,24 @@ class Halt:
     reason: str
 
 
-def record_halts(bus: DirectBus) -> list[Halt]:
-    """The run's HALTs, in order, as the bus delivers them (both runners report them)."""
-    halts: list[Halt] = []
+class HaltRecord:
+    """The run's HALTs in order, and whether trading is HALTED now: the trading state as the
+    RiskManager announces it (``TradingStateChangedEvent``), like every other follower."""
 
-    async def on_halt(event: HaltEvent) -> None:
-        halts.append(Halt(event.ts_ns, event.source, event.reason))
+    def __init__(self, bus: DirectBus) -> None:
+        self.halts: list[Halt] = []
+        self.halted = False
+        bus.subscribe(TradingStateChangedEvent, self._on_state, name="backtest-halts")
 
-    bus.subscribe(HaltEvent, on_halt, name="backtest-halts")
-    return halts
+    async def _on_state(self, event: TradingStateChangedEvent) -> None:
+        self.halted = event.halted
+        if event.halted:
+            self.halts.append(Halt(event.ts_ns, event.source, event.reason))
+
+
+def record_halts(bus: DirectBus) -> HaltRecord:
+    """Follow the run's trading state (both runners report its HALTs)."""
+    return HaltRecord(bus)
 
 
 def record_rejections(bus: DirectBus) -> dict[str, int]:
@@ -201,11 +201,6 @@ class RunOutput:
     halts: list[Halt] = field(default_factory=list)
 
 
-def default_strategy(settings: Settings, bus: DirectBus) -> StrategyArbitrator:
-    return StrategyArbitrator(settings.strategy, settings.fees, bus,
-                              venue_brackets=settings.execution.protective_orders)
-
-
 class _Pair:
     """One pair's candles as plain lists (fast scalar access) and arrays (fast scans), its
     place in the run's timeline and its watch state."""
@@ -230,9 +225,17 @@ class _Pair:
         self.lo, self.hi, self.when = -INF, INF, INF
         self.deadline = INF  # earliest entry timeout of a working entry
         self.pos: IntArray = np.zeros(0, dtype=np.int64)  # candle -> timeline position
-        self.buy_at: list[int] = []  # timeline positions where prob > buy_threshold
-        self.sell_at: list[int] = []  # timeline positions where prob < sell_threshold
+        self._admitted: dict[ProbabilityGate, list[int]] = {}
         self._hit: tuple[float, float, float, int, int] = (NAN, NAN, NAN, 0, 0)
+
+    def admitted(self, gate: ProbabilityGate) -> list[int]:
+        """The timeline positions whose probability the strategy's ``gate`` admits, in order
+        (computed once per gate: the gates a strategy has are few)."""
+        found = self._admitted.get(gate)
+        if found is None:
+            keep = (self.prob > gate.above) | (self.prob < gate.below)
+            found = self._admitted[gate] = self.pos[keep].tolist()
+        return found
 
     @property
     def tracked(self) -> bool:
@@ -325,7 +328,7 @@ class BacktestEngine:
                  signals: dict[str, PairSignals], *, capital: Decimal,
                  strategy: StrategyFactory = default_strategy,
                  depth: Literal["volume", "unlimited"] = "volume",
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, exhaustive: bool = False) -> None:
         execution = settings.execution.model_copy(update={"reconcile_interval_s": 0.0})
         paper = settings.paper.model_copy(update={"initial_cash_usd": capital})
         self.settings = settings.model_copy(update={"execution": execution, "paper": paper})
@@ -334,14 +337,16 @@ class BacktestEngine:
         self.by_name = {p.name: p for p in self.pairs}
         self.capital = capital
         self.progress = progress
+        self.exhaustive = exhaustive
         self.now = min(p.open_ns.item(0) for p in self.pairs if len(p.open_ns))
         self.bus = DirectBus()
         s = self.settings
-        (self.venue, self.handler, self.portfolio, self.risk,
-         self.strategy) = wire_trading(s, self.bus, self._clock, capital,
-                                       [p.name for p in self.pairs], self.now, strategy)
+        self.venue, modules = wire_trading(s, self.bus, self._clock, capital,
+                                           [p.name for p in self.pairs], self.now, strategy)
+        self.handler, self.portfolio = modules.execution, modules.portfolio
+        self.risk, self.strategy = modules.risk, modules.strategy
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
-        self.halts = record_halts(self.bus)
+        self.trading = record_halts(self.bus)
         self.rejections = record_rejections(self.bus)
         # a point's book is a share of the candle's volume: a resting limit the path moves
         # through gets that much, not all it asks for
@@ -351,7 +356,6 @@ class BacktestEngine:
         self.stats = {"candles": sum(len(p.open_ns) for p in self.pairs), "decisions": 0,
                       "replayed_candles": 0, "books": 0,
                       "entries_skipped_halted": 0}
-        self._hold_ns = int(s.strategy.max_holding_min * 60 * NS)
         self._next_midnight = (self.now // _DAY_NS + 1) * _DAY_NS
         self._forget_at = 64  # orders submitted when finished ones are next forgotten
 
@@ -368,13 +372,13 @@ class BacktestEngine:
         await self._finish()
         snap = self.portfolio.snapshot()
         return RunOutput(self.fills, snap.cash, snap.equity, snap.fees_paid,
-                         {k: v for k, v in self.held.items() if v}, self._stats(), self.halts)
+                         {k: v for k, v in self.held.items() if v}, self._stats(),
+                         self.trading.halts)
 
     def _timeline(self) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Every candle of every pair in time order (pairs in configured order at equal
         times), the positions holding a decision (a probability to publish), and the
-        candle end at each position. Also gives each pair its positions and those where a
-        probability passes the entry or exit threshold."""
+        candle end at each position. Also gives each pair its positions."""
         ends = np.concatenate([p.end_ns for p in self.pairs])
         owner = np.concatenate([np.full(len(p.end_ns), k, dtype=np.int64)
                                 for k, p in enumerate(self.pairs)])
@@ -382,15 +386,10 @@ class BacktestEngine:
         order = np.lexsort((index, owner, ends))  # by (end, pair, candle)
         where = np.empty(len(order), dtype=np.int64)
         where[order] = np.arange(len(order), dtype=np.int64)
-        s = self.settings.strategy
         prob = np.concatenate([p.prob for p in self.pairs])
         at = 0
         for p in self.pairs:
-            pos = where[at:at + len(p.end_ns)]
-            mine = prob[at:at + len(p.end_ns)]
-            p.pos = pos
-            p.buy_at = pos[mine > s.buy_threshold].tolist()
-            p.sell_at = pos[mine < s.sell_threshold].tolist()
+            p.pos = where[at:at + len(p.end_ns)]
             at += len(p.end_ns)
         cands = np.flatnonzero(~np.isnan(prob[order]))
         return owner[order], index[order], cands, ends[order]
@@ -402,39 +401,35 @@ class BacktestEngine:
         This does what visiting every candle would: while no pair is tracked the visited
         candles are the decision positions, otherwise all of them; at a visited candle its
         pair is replayed if tracked and reached, held pairs are marked after a midnight, and
-        a decision is published when the strategy wants it. Nothing changes between such
-        candles (the strategy, risk and the venue act only inside them), so the next one is
-        found from the state with bisections and array scans, and the entries skipped while
-        HALTED on the way are counted in bulk."""
+        a decision is published when the strategy's gate admits it. Nothing changes between
+        such candles (the strategy, risk and the venue act only inside them), so the next one
+        is found from the state with bisections and array scans, and the entries skipped
+        while HALTED on the way are counted in bulk. With ``exhaustive`` every candle is
+        visited and every prediction published (the reference this loop must equal)."""
         n = len(m_pair)
         k = 0
         tick = max(1, n // 200)
         next_tick = tick
         pairs = self.pairs
-        strategy_pairs = self.strategy.pairs
-        exit_on_reversal = self.settings.strategy.exit_on_reversal
+        gate_of = self.strategy.gate
         left = bisect.bisect_left
         # (midnight, first position ending at or after it, first decision position from there)
         midnight = (-1, n, n)
         while k < n:
             nxt = n
-            halted = self.risk.halted
-            idle: list[_Pair] = []  # flat and not pending while HALTED: entries skipped
+            halted = self.trading.halted
+            idle: list[list[int]] = []  # admitted entries skipped while HALTED
             for p in pairs:
-                state = strategy_pairs.get(p.name)
-                if state is not None and state.pending is not None:
+                gate = gate_of(p.name)
+                if gate.intent is None:
                     continue
-                if state is not None and state.qty > 0:
-                    if exit_on_reversal:
-                        j = left(p.sell_at, k)
-                        if j < len(p.sell_at) and p.sell_at[j] < nxt:
-                            nxt = p.sell_at[j]
-                elif halted:
-                    idle.append(p)
-                else:
-                    j = left(p.buy_at, k)
-                    if j < len(p.buy_at) and p.buy_at[j] < nxt:
-                        nxt = p.buy_at[j]
+                at = p.admitted(gate)
+                if gate.intent is Intent.ENTER and halted:
+                    idle.append(at)
+                    continue
+                j = left(at, k)
+                if j < len(at) and at[j] < nxt:
+                    nxt = at[j]
             tracked = False
             for p in pairs:
                 if p.tracked:
@@ -457,9 +452,10 @@ class BacktestEngine:
                     c = int(cands.searchsorted(k))
                     j = cands.item(c) if c < len(cands) else n
                 nxt = min(nxt, j)
-            for p in idle:
-                self.stats["entries_skipped_halted"] += (left(p.buy_at, nxt)
-                                                         - left(p.buy_at, k))
+            if self.exhaustive:
+                nxt = k
+            for at in idle:
+                self.stats["entries_skipped_halted"] += left(at, nxt) - left(at, k)
             if nxt >= n:
                 break
             # the candles of every pair ending at the same time: their paths are replayed
@@ -488,8 +484,12 @@ class BacktestEngine:
             for g in range(k, last + 1):
                 pair, i = pairs[m_pair.item(g)], m_idx.item(g)
                 prob = pair.prob.item(i)
-                if prob == prob and self._wants(pair, prob):  # not NaN: a decision position
+                if prob != prob:  # NaN: no decision at this candle
+                    continue
+                if self._wants(pair, prob):
                     await self._decide(pair, i)
+                elif self.exhaustive:  # the strategy must ignore what its gate refuses
+                    await self._predict(pair, i)
             k = last + 1
             if k >= next_tick and self.progress is not None:
                 self.progress(k, n)
@@ -498,18 +498,15 @@ class BacktestEngine:
             self.progress(n, n)
 
     def _wants(self, pair: _Pair, prob: float) -> bool:
-        """Whether the strategy could act on this probability (exactly its own gates: an
-        entry needs a flat pair and ``prob > buy``, an exit a position and ``prob < sell``)."""
-        state = self.strategy.pairs.get(pair.name)
-        if state is not None and state.pending is not None:
+        """Whether the strategy could act on this probability: its own gate admits it (and,
+        for an entry, trading is not HALTED: risk would refuse it)."""
+        gate = self.strategy.gate(pair.name)
+        if not gate.admits(prob):
             return False
-        s = self.settings.strategy
-        if state is not None and state.qty > 0:
-            return s.exit_on_reversal and prob < s.sell_threshold
-        if prob > s.buy_threshold and self.risk.halted:
+        if gate.intent is Intent.ENTER and self.trading.halted:
             self.stats["entries_skipped_halted"] += 1  # risk would reject it: HALTED
             return False
-        return prob > s.buy_threshold
+        return True
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -533,6 +530,16 @@ class BacktestEngine:
                                             tuple(sig.features[i].tolist())))
         await self.bus.publish(PredictionEvent(pair.name, ts, sig.model_id, pair.prob.item(i),
                                                opened, 0))
+        await self._settle()
+        self._rewatch()
+
+    async def _predict(self, pair: _Pair, i: int) -> None:
+        """Only candle ``i``'s prediction, as the exhaustive reference publishes it where the
+        strategy's gate refuses it (a faithful strategy ignores it)."""
+        ts = pair.end_ns.item(i)
+        self.now = max(self.now, ts)
+        await self.bus.publish(PredictionEvent(pair.name, ts, pair.signals.model_id,
+                                               pair.prob.item(i), pair.open_ns.item(i), 0))
         await self._settle()
         self._rewatch()
 
@@ -648,9 +655,9 @@ class BacktestEngine:
         """Scaled prices of the pair's working orders (and the strategy's own brackets when
         the venue holds none)."""
         prices = self.venue.prices(pair.name)
-        state = self.strategy.pairs.get(pair.name)
-        if not self.strategy.venue_brackets and state is not None and state.qty > 0:
-            prices += [state.stop, state.target]
+        watch = self.strategy.book_watch(pair.name)
+        if watch is not None:
+            prices += [p for p in (watch.stop, watch.target) if p is not None]
         return [int(p * pair.unit) for p in prices]
 
     async def _settle(self) -> None:
@@ -669,12 +676,14 @@ class BacktestEngine:
                 deadline = min(deadline, float(order.deadline_ns))
         pair.deadline = deadline
         when = min(when, deadline)
-        state = self.strategy.pairs.get(pair.name)
-        if state is not None and state.qty > 0:
-            if self._hold_ns:
-                when = min(when, float(state.opened_ns + self._hold_ns + 1))
-            if not self.strategy.venue_brackets:
-                lo, hi = max(lo, float(state.stop)), min(hi, float(state.target))
+        watch = self.strategy.book_watch(pair.name)
+        if watch is not None:
+            if watch.deadline_ns is not None:
+                when = min(when, float(watch.deadline_ns))
+            if watch.stop is not None:
+                lo = max(lo, float(watch.stop))
+            if watch.target is not None:
+                hi = min(hi, float(watch.target))
         pair.lo, pair.hi, pair.when = lo, hi, when
 
     # --- marks and records ---------------------------------------------------------------------

@@ -49,8 +49,6 @@ import numpy as np
 from gal_friday.backtest.engine import (
     Fill,
     Halt,
-    StrategyFactory,
-    default_strategy,
     record_fill,
     record_halts,
     record_rejections,
@@ -79,6 +77,7 @@ from gal_friday.kraken.public import PublicStreamDecoder
 from gal_friday.kraken.recorder import RecordingError, RecordingFrames, read_recording
 from gal_friday.prediction.model import MODEL_FILE
 from gal_friday.prediction.service import Combine, LoadedModel, combine
+from gal_friday.wiring import StrategyFactory, default_strategy
 
 NS = 1_000_000_000
 
@@ -260,11 +259,12 @@ class RecordingBacktest:
             raise RecordingError("the recordings hold no frames")
         self._head = head
         self.now = head[0]
-        (self.venue, self.handler, self.portfolio, self.risk,
-         self.strategy) = wire_trading(s, self.bus, self._clock, capital, self.pairs,
-                                       self.now, strategy)
+        self.venue, modules = wire_trading(s, self.bus, self._clock, capital, self.pairs,
+                                           self.now, strategy)
+        self.handler, self.portfolio = modules.execution, modules.portfolio
+        self.risk, self.strategy = modules.risk, modules.strategy
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
-        self.halts = record_halts(self.bus)
+        self.trading = record_halts(self.bus)
         self.rejections = record_rejections(self.bus)
         self.bus.subscribe(TradeSignalApprovedEvent, self._on_approved,
                            name="backtest-approvals")
@@ -323,7 +323,7 @@ class RecordingBacktest:
         self._sample()
         return RecordingRun(self.fills, self.times, self.equity, snap.equity, snap.fees_paid,
                             {k: v for k, v in self.held.items() if v}, dict(self.stats),
-                            self.predictor.model_id, self.approvals, self.halts)
+                            self.predictor.model_id, self.approvals, self.trading.halts)
 
     async def _instruments(self, decoder: PublicStreamDecoder) -> None:
         """Publish each pair's rules from the instrument channel when new or changed (live,

@@ -22,8 +22,6 @@ from gal_friday.backtest.engine import (
     Halt,
     Progress,
     RunOutput,
-    StrategyFactory,
-    default_strategy,
 )
 from gal_friday.backtest.metrics import (
     Trade,
@@ -35,6 +33,7 @@ from gal_friday.backtest.metrics import (
 from gal_friday.backtest.signals import PairSignals
 from gal_friday.candles import FloatArray, IntArray
 from gal_friday.config import Settings
+from gal_friday.wiring import StrategyFactory, default_strategy
 
 if TYPE_CHECKING:
     from gal_friday.backtest.recording import RecordingRun

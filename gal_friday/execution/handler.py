@@ -42,17 +42,15 @@ from gal_friday.events import (
     ComponentState,
     ExecutionReportEvent,
     FlattenEvent,
-    HaltEvent,
     OpenOrderState,
     OrderRequestEvent,
     OrderStatus,
     OrderType,
     ReconciliationEvent,
-    ReduceEvent,
-    ResumeEvent,
     Side,
     SystemStatusEvent,
     TradeSignalApprovedEvent,
+    TradingStateChangedEvent,
 )
 from gal_friday.execution.venue import (
     OrderRejected,
@@ -68,8 +66,6 @@ from gal_friday.execution.venue import (
 log = logging.getLogger(__name__)
 _ZERO = Decimal(0)
 _NS = 1_000_000_000
-_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
-                       OrderStatus.EXPIRED, OrderStatus.ERROR})
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -153,7 +149,7 @@ class _Order:
 
     @property
     def working(self) -> bool:
-        return self.status not in _TERMINAL
+        return self.status.is_working
 
 
 @dataclass(slots=True)
@@ -198,19 +194,17 @@ class ExecutionHandler:
     def attach(self) -> None:
         self.bus.subscribe(TradeSignalApprovedEvent, self.on_approved, name="execution",
                            policy=Policy.BLOCK, maxsize=4096)
-        self.bus.subscribe((FlattenEvent, HaltEvent, ReduceEvent, ResumeEvent), self.on_control,
+        self.bus.subscribe((FlattenEvent, TradingStateChangedEvent), self.on_control,
                            name="execution-control", policy=Policy.BLOCK)
 
-    async def on_control(self, event: FlattenEvent | HaltEvent | ReduceEvent | ResumeEvent
-                         ) -> None:
-        """HALT, REDUCING or flatten: working entries are cancelled at once (a resting entry
+    async def on_control(self, event: FlattenEvent | TradingStateChangedEvent) -> None:
+        """HALTED, REDUCING or flatten: working entries are cancelled at once (a resting entry
         filling afterwards would be a new entry) and none is converted to market; exits are
-        the strategy's, protection stays. Only a resume lets timed-out entries convert again."""
-        if isinstance(event, ResumeEvent):
-            self._halted = False
-            return
-        if not isinstance(event, FlattenEvent):
-            self._halted = True
+        the strategy's, protection stays. Only ACTIVE again lets timed-out entries convert."""
+        if isinstance(event, TradingStateChangedEvent):
+            self._halted = not event.active
+            if event.active:
+                return
         log.info("cancelling working entries", extra={"cause": type(event).__name__})
         for order in list(self.orders.values()):
             if order.role in (Role.ENTRY, Role.ENTRY_MARKET) and order.working:
@@ -345,14 +339,14 @@ class ExecutionHandler:
                                              trigger_price=r.trigger_price)
         order.unresolved = False
         delta = report.filled_qty - order.filled
-        if delta < 0 or (order.status in _TERMINAL and delta == 0):
+        if delta < 0 or (order.status.is_terminal and delta == 0):
             return  # stale or repeated: never move an order backwards
         order.filled = report.filled_qty
         order.status = report.status
         await self.bus.publish(report)
         if delta > 0:
             self._on_fill(order, delta)
-        if report.status in _TERMINAL:
+        if report.status.is_terminal:
             order.done.set()
             for wait in self._waits:
                 if all(o.done.is_set() for o in wait.orders):

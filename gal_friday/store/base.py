@@ -81,9 +81,9 @@ class StoredPosition:
 
 @dataclass(frozen=True, slots=True)
 class StoredHalt:
-    """A halt, resume or flatten, newest first from :meth:`Store.recent_halts`."""
+    """A halt, reduce, resume or flatten, newest first from :meth:`Store.recent_halts`."""
 
-    kind: str  # "halt" | "resume" | "flatten"
+    kind: str  # "halt" | "reduce" | "resume" | "flatten"
     reason: str | None
     source: str | None
     operator: str | None

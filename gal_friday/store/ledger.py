@@ -32,14 +32,14 @@ from gal_friday.events import (
     ExecutionReportEvent,
     FeatureEvent,
     FlattenEvent,
-    HaltEvent,
     PortfolioEvent,
     PredictionEvent,
-    ResumeEvent,
     Side,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingState,
+    TradingStateChangedEvent,
 )
 from gal_friday.store.base import StoredOrder
 
@@ -52,7 +52,7 @@ _MAX_SIGNALS = 20_000
 
 AUDITED: tuple[type[Event], ...] = (
     FeatureEvent, PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
-    TradeSignalRejectedEvent, ExecutionReportEvent, PortfolioEvent, HaltEvent, ResumeEvent,
+    TradeSignalRejectedEvent, ExecutionReportEvent, PortfolioEvent, TradingStateChangedEvent,
     FlattenEvent,
 )
 
@@ -244,7 +244,7 @@ class AuditLedger:
             return self._roll(event.ts_ns) + self._report(event)
         if isinstance(event, PortfolioEvent):
             return self._roll(event.snapshot.ts_ns) + self._portfolio(event.snapshot)
-        if isinstance(event, HaltEvent | ResumeEvent | FlattenEvent):
+        if isinstance(event, TradingStateChangedEvent | FlattenEvent):
             return [*self._roll(event.ts_ns), self._halt(event)]
         return []
 
@@ -429,12 +429,16 @@ class AuditLedger:
         return rows
 
     @staticmethod
-    def _halt(e: HaltEvent | ResumeEvent | FlattenEvent) -> Row:
-        if isinstance(e, HaltEvent):
-            kind, reason, source, operator = "halt", e.reason, e.source, None
+    def _halt(e: TradingStateChangedEvent | FlattenEvent) -> Row:
+        """A change of the trading state (halt, reduce, resume) or a flatten request."""
+        reason: str | None
+        if isinstance(e, FlattenEvent):
+            kind, reason, source, operator = "flatten", None, "operator", e.operator
+        elif e.state is TradingState.ACTIVE:
+            kind, reason, source, operator = "resume", None, "operator", e.source
         else:
-            kind = "resume" if isinstance(e, ResumeEvent) else "flatten"
-            reason, source, operator = None, "operator", e.operator
+            kind = "halt" if e.halted else "reduce"
+            reason, source, operator = e.reason, e.source, None
         return ("halt", {"event_key": f"{kind}|{e.ts_ns}|{source}|{operator or ''}",
                          "kind": kind, "reason": reason, "source": source,
                          "operator": operator, "ts_ns": e.ts_ns})

@@ -26,10 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from gal_friday.events import OrderStatus
+
 Dialect = Literal["sqlite", "postgresql"]
 Kind = Literal["text", "int", "money", "real", "json", "bool"]
 
-FINAL_STATUSES = ("filled", "cancelled", "rejected", "expired", "error")
+# an order in one of these is finished: OrderStatus.is_terminal, as the database spells it
+FINAL_STATUSES = tuple(s.value for s in OrderStatus if s.is_terminal)
 INTENT = "intent"  # status of an order written before it was sent
 
 _TYPES: dict[Dialect, dict[Kind, str]] = {

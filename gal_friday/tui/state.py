@@ -28,25 +28,21 @@ from gal_friday.events import (
     ExecutionReportEvent,
     FeedStatsEvent,
     FlattenEvent,
-    HaltEvent,
     OrderStatus,
     OrderType,
     PortfolioEvent,
     PredictionEvent,
-    ReduceEvent,
-    ResumeEvent,
     SystemStatusEvent,
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
     TradeSignalRejectedEvent,
+    TradingStateChangedEvent,
 )
 
 Clock = Callable[[], int]
-WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED,
-                     OrderStatus.PARTIALLY_FILLED})
 LATEST_TYPES = (BookEvent, BookInvalidatedEvent, PredictionEvent, PortfolioEvent, FeedStatsEvent)
 # Candles go with the events that must not be lost: a history snapshot arrives as a burst.
-EVERY_TYPES = (HaltEvent, ReduceEvent, ResumeEvent, FlattenEvent, SystemStatusEvent,
+EVERY_TYPES = (TradingStateChangedEvent, FlattenEvent, SystemStatusEvent,
                ExecutionReportEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
                TradeSignalRejectedEvent, CandleEvent)
 
@@ -133,16 +129,8 @@ class CockpitState:
 
     def on_every(self, event: Event) -> None:
         self.version += 1
-        if isinstance(event, HaltEvent):
-            self.halted, self.halt_reason, self.halt_source = True, event.reason, event.source
-            self.note(event.ts_ns, "bad", f"HALT ({event.source}): {event.reason}")
-        elif isinstance(event, ReduceEvent):
-            self.reducing = f"{event.source}: {event.reason}"
-            self.note(event.ts_ns, "warn", f"REDUCING ({event.source}): {event.reason}")
-        elif isinstance(event, ResumeEvent):
-            self.halted, self.halt_reason, self.halt_source = False, "", ""
-            self.reducing = ""
-            self.note(event.ts_ns, "good", f"resumed by {event.operator}")
+        if isinstance(event, TradingStateChangedEvent):
+            self._on_trading_state(event)
         elif isinstance(event, FlattenEvent):
             self.note(event.ts_ns, "warn", f"flatten requested by {event.operator}")
         elif isinstance(event, SystemStatusEvent):
@@ -162,6 +150,18 @@ class CockpitState:
         for pair, age in event.data_age_s:
             self._pair(pair).data_age_s = age
 
+    def _on_trading_state(self, event: TradingStateChangedEvent) -> None:
+        self.halted = event.halted
+        self.halt_reason, self.halt_source = (event.reason, event.source) if event.halted \
+            else ("", "")
+        self.reducing = f"{event.source}: {event.reason}" if event.reducing else ""
+        if event.halted:
+            self.note(event.ts_ns, "bad", f"HALT ({event.source}): {event.reason}")
+        elif event.reducing:
+            self.note(event.ts_ns, "warn", f"REDUCING ({event.source}): {event.reason}")
+        else:
+            self.note(event.ts_ns, "good", f"resumed by {event.source}")
+
     def _on_component(self, event: SystemStatusEvent) -> None:
         before = self.components.get(event.component)
         self.components[event.component] = event.state
@@ -172,7 +172,7 @@ class CockpitState:
 
     def _on_report(self, event: ExecutionReportEvent) -> None:
         before = self.orders.get(event.client_order_id)
-        if event.status in WORKING:
+        if event.status.is_working:
             self.orders[event.client_order_id] = event
         else:
             self.orders.pop(event.client_order_id, None)

@@ -1,7 +1,10 @@
-"""A fixed, scripted market for the cockpit: snapshot tests, the load benchmark and demos.
+"""A fixed, scripted market for the cockpit: snapshot tests and the load benchmark.
 
 Everything is derived from integers and a fixed start time, so the same script always
-paints the same screen: no simulator, no randomness, no wall clock.
+paints the same screen: no simulator, no randomness, no wall clock. The scripted bus has
+an owner of the trading state on it (:class:`StateOwner`, the RiskManager's state machine
+without its checks, so scripted signals stay unanswered), as a run has, so the cockpit's HALT,
+REDUCE and RESUME keys change what it shows the way they do live.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from gal_friday.events import (
     TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
 )
+from gal_friday.trading_state import TRADING_COMMANDS, TradingCommand, TradingStateMachine
 from gal_friday.tui.app import CockpitApp
 from gal_friday.tui.state import CockpitState
 
@@ -124,6 +128,20 @@ def scripted_events(pairs: tuple[str, ...]) -> list[Event]:
     return events
 
 
+class StateOwner:
+    """Announces the trading state from the commands, by the one set of rules."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.machine = TradingStateMachine()
+        bus.subscribe(TRADING_COMMANDS, self.on_command, name="script-state-owner")
+
+    async def on_command(self, command: TradingCommand) -> None:
+        changed = self.machine.apply(command)
+        if changed is not None:
+            await self.bus.publish(changed)
+
+
 class ScriptedRunner:
     """Stands in for the engine: starts the bus, plays the events, idles until stopped."""
 
@@ -145,13 +163,16 @@ class ScriptedRunner:
 
 
 def scripted_app(settings: Settings | None = None, *, events: list[Event] | None = None,
-                 clock: Callable[[], int] = frozen_clock, bus: EventBus | None = None
-                 ) -> tuple[CockpitApp, ScriptedRunner]:
-    """A cockpit on a scripted bus with a frozen clock and no animation (deterministic)."""
+                 clock: Callable[[], int] = frozen_clock, bus: EventBus | None = None,
+                 owner: bool = True) -> tuple[CockpitApp, ScriptedRunner]:
+    """A cockpit on a scripted bus with a frozen clock and no animation (deterministic);
+    ``owner=False`` when the caller puts a RiskManager (the real owner) on the bus."""
     settings = settings or Settings(exchange="sim")
     bus = bus or EventBus()
     state = CockpitState(settings, clock=clock)
     state.attach(bus)
+    if owner:
+        StateOwner(bus)
     runner = ScriptedRunner(bus, scripted_events(settings.pairs) if events is None else events)
     app = CockpitApp(settings, bus, state, runner=runner, clock=clock, animations=False)
     return app, runner
