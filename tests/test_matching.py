@@ -14,8 +14,8 @@ from gal_friday.events import (
     Side,
     TradeEvent,
 )
+from gal_friday.execution.matching import MatchingEngine, OrderRequest, OrderUpdate, to_report
 from gal_friday.execution.venue import OrderRejected
-from gal_friday.sim.matching import MatchingEngine, OrderRequest, OrderUpdate, to_report
 
 PAIR = "XRP/USD"
 

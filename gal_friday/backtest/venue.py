@@ -25,9 +25,9 @@ from gal_friday.bus import EventBus, Handler, Policy, Subscription
 from gal_friday.config import FeeSettings, PaperSettings
 from gal_friday.events import Event, OrderStatus, OrderType, Side
 from gal_friday.execution.handler import ExecutionHandler
+from gal_friday.execution.matching import OrderUpdate
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import OrderRequest
-from gal_friday.sim.matching import OrderUpdate
 
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
                        OrderStatus.EXPIRED, OrderStatus.ERROR})

@@ -27,6 +27,7 @@ from gal_friday.events import (
     Side,
     TradeEvent,
 )
+from gal_friday.execution.matching import MatchingEngine, OrderUpdate, to_report
 from gal_friday.execution.venue import (
     OrderRejected,
     OrderRequest,
@@ -34,7 +35,6 @@ from gal_friday.execution.venue import (
     VenueFill,
     VenueOrder,
 )
-from gal_friday.sim.matching import MatchingEngine, OrderUpdate, to_report
 
 log = logging.getLogger(__name__)
 _ZERO = Decimal(0)

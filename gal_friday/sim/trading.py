@@ -36,6 +36,7 @@ from typing import Any
 
 from gal_friday.domain import to_decimal
 from gal_friday.events import BookEvent, OrderStatus, OrderType, Side, TradeEvent
+from gal_friday.execution.matching import MatchingEngine, OrderUpdate
 from gal_friday.execution.venue import OrderRequest
 from gal_friday.sim.account import (
     ERR_INSUFFICIENT_FUNDS,
@@ -47,7 +48,6 @@ from gal_friday.sim.account import (
     kraken_id,
 )
 from gal_friday.sim.instruments import SimInstrument
-from gal_friday.sim.matching import MatchingEngine, OrderUpdate
 from gal_friday.sim.source import MarketSource
 from gal_friday.sim.tape import Trade
 from gal_friday.sim.wire import ts_us
