@@ -198,3 +198,15 @@ def test_generation_is_fast_enough_for_benchmarks() -> None:
     messages = generate_book_messages(1, 20_000)
     assert len(messages) == 20_000
     assert time.perf_counter() - started < 8.0
+
+
+@pytest.mark.parametrize("symbol", sorted(INSTRUMENTS))
+def test_instrument_spec_matches_what_the_bot_reads_from_asset_pairs(symbol: str) -> None:
+    """The domain spec the backtester takes from the table is the one the bot builds from the
+    simulator's REST ``AssetPairs`` answer for the same pair."""
+    from gal_friday.kraken.rest import instrument_from_asset_pair
+    from gal_friday.sim.rest import asset_pair_info
+
+    inst = INSTRUMENTS[symbol]
+    assert inst.spec == instrument_from_asset_pair(asset_pair_info(inst))
+    assert inst.spec.pair == symbol

@@ -24,10 +24,8 @@ import numpy as np
 
 from gal_friday.candles import CandleFileError, CandleSeries, read_candles
 from gal_friday.domain import InstrumentSpec
-from gal_friday.kraken.rest import instrument_from_asset_pair
 from gal_friday.sim.history import generate_history
 from gal_friday.sim.instruments import INSTRUMENTS
-from gal_friday.sim.rest import asset_pair_info
 
 NS = 1_000_000_000
 
@@ -66,7 +64,7 @@ def instrument_for(pair: str, series: CandleSeries) -> InstrumentSpec:
     """Kraken's rules for the pair when known, else rules inferred from its prices."""
     sim = INSTRUMENTS.get(pair)
     if sim is not None:
-        return instrument_from_asset_pair(asset_pair_info(sim))
+        return sim.spec
     pp = price_decimals(series)
     return InstrumentSpec(pair, pp, 8, Decimal(1).scaleb(-pp), Decimal("1e-8"), Decimal("1e-8"),
                           Decimal(0))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from gal_friday.domain import InstrumentSpec
 from gal_friday.kraken.numbers import to_scaled
 
 # Kraken Pro's spot fee schedule (percent of notional by 30-day USD volume), the same one the
@@ -94,6 +95,16 @@ class SimInstrument:
 
     def qty_scaled(self, text: str) -> int:
         return to_scaled(text, self.qty_precision)
+
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The pair's exchange rules as the domain type (what the backtester and paper
+        trading size and round orders by), straight from the table, no wire format between."""
+        return InstrumentSpec(
+            pair=self.symbol, price_precision=self.price_precision,
+            qty_precision=self.qty_precision, price_increment=Decimal(self.price_increment),
+            qty_increment=Decimal(self.qty_increment), qty_min=Decimal(self.ordermin),
+            cost_min=Decimal(self.cost_min), status=self.status)
 
     def names(self) -> tuple[str, ...]:
         """Every spelling REST's ``pair`` parameter accepts for this pair, upper-cased."""
