@@ -1,4 +1,5 @@
-"""Candle files: Kraken's OHLCVT CSV format, shared by download, features and training.
+"""Candles: the OHLCVT CSV files shared by download, features and training, and the
+aggregation of trade prints into 1-minute candles.
 
 One row per interval, no header: ``unix_time_s,open,high,low,close,volume,trade_count`` where
 the time is the interval's start (Kraken's downloadable history uses exactly this layout, so
@@ -6,15 +7,21 @@ its files import as they are). Intervals without trades are absent, as in Kraken
 
 In memory a series is a ``CandleSeries`` of parallel numpy arrays: analysis and model code
 works in float64, while the text in the file stays exact.
+
+``aggregate_trades`` builds 1-minute candles from prints with exact decimals, as Kraken builds
+its own files: open = first print, high/low = extremes, close = last print, volume = sum,
+count = prints; minutes without prints are absent.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +29,10 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 CandleRow = tuple[int, str, str, str, str, str, int]  # time_s, o, h, l, c, volume, count
 IntArray = npt.NDArray[np.int64]
+Trade = tuple[Decimal, Decimal, Decimal]  # time (unix seconds), price, volume
+
+MINUTE = 60
+_CTX = Context(prec=60)  # volume sums stay exact far beyond any real day's volume
 
 
 class CandleFileError(ValueError):
@@ -145,3 +156,41 @@ def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:
         raise
     tmp.replace(path)
     return written
+
+
+# --- trades -> 1-minute candles ---------------------------------------------------------------
+
+
+def aggregate_trades(trades: Iterable[Trade]) -> Iterator[CandleRow]:
+    """1-minute candles of time-ordered prints, exact: decimals in, fixed-point text out.
+
+    Streams (one open minute at a time), since a full-history trades file has tens of millions
+    of prints. Raises ValueError if a print is earlier than the minute being built.
+    """
+    current: list[Any] | None = None  # [minute, open, high, low, close, volume, count]
+    for when, price, volume in trades:
+        minute = int(when // MINUTE) * MINUTE
+        if current is not None and minute == current[0]:
+            current[2] = max(current[2], price)
+            current[3] = min(current[3], price)
+            current[4] = price
+            current[5] = _CTX.add(current[5], volume)
+            current[6] += 1
+            continue
+        if current is not None:
+            if minute < current[0]:
+                raise ValueError(f"print at {when} is earlier than minute {current[0]}")
+            yield _candle(current)
+        current = [minute, price, price, price, price, volume, 1]
+    if current is not None:
+        yield _candle(current)
+
+
+def _candle(c: list[Any]) -> CandleRow:
+    t = decimal_text
+    return (c[0], t(c[1]), t(c[2]), t(c[3]), t(c[4]), t(c[5]), c[6])
+
+
+def decimal_text(value: Decimal) -> str:
+    """Fixed-point text (never ``1E-8``), trailing zeros kept as written."""
+    return format(value, "f")

@@ -20,11 +20,11 @@ from gal_friday.candles import read_candles
 from gal_friday.download import (
     DownloadError,
     HistoryFileError,
-    _backoff,
     default_output,
     download_candles,
     import_history,
 )
+from gal_friday.kraken.history import retry_delay
 from gal_friday.kraken.numbers import format_scaled
 from gal_friday.kraken.rest import KrakenPublicRest, KrakenRateLimited, KrakenUnavailable
 from gal_friday.sim.market import SyntheticMarket
@@ -270,9 +270,9 @@ async def test_rate_limits_and_outages_are_retried(tmp_path: Path) -> None:
 
 def test_throttled_waits_until_the_time_kraken_names() -> None:
     error = KrakenRateLimited([f"EService:Throttled: {int(time.time()) + 30}"], "Trades")
-    assert 28 < _backoff(error, 0, 0.5) <= 30
-    assert _backoff(KrakenRateLimited(["EAPI:Rate limit exceeded"], "Trades"), 3, 0.5) == 4.0
-    assert _backoff(KrakenUnavailable(["HTTP 503"], "Trades"), 20, 2.0) == 60.0
+    assert 28 < retry_delay(error, 0, 0.5) <= 30
+    assert retry_delay(KrakenRateLimited(["EAPI:Rate limit exceeded"], "Trades"), 3, 0.5) == 4.0
+    assert retry_delay(KrakenUnavailable(["HTTP 503"], "Trades"), 20, 2.0) == 60.0
 
 
 async def test_persistent_rate_limit_fails_with_one_line(tmp_path: Path) -> None:
