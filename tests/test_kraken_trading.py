@@ -29,24 +29,15 @@ from gal_friday.execution.venue import (
     VenueUncertain,
 )
 from gal_friday.kraken.auth import NonceSource
+from gal_friday.kraken.errors import from_kraken_error
+from gal_friday.kraken.executions import ExecutionTracker, venue_order_from_rest
 from gal_friday.kraken.private import (
-    KrakenAuthError,
-    KrakenInvalidNonce,
     KrakenPrivateRest,
     KrakenUncertain,
-    classify_private,
 )
 from gal_friday.kraken.rest import KrakenUnavailable
-from gal_friday.kraken.trading import (
-    ExecutionTracker,
-    KrakenTradingVenue,
-    encode_request,
-    from_kraken_error,
-    json_number,
-    normalise_balances,
-    venue_error,
-    venue_order_from_rest,
-)
+from gal_friday.kraken.schemas import encode_request, json_number
+from gal_friday.kraken.trading import KrakenTradingVenue, normalise_balances
 
 PAIRS = ("XRP/USD", "DOGE/USD")
 SECRET = base64.b64encode(b"fake kraken secret for tests only").decode()
@@ -235,60 +226,6 @@ def test_venue_order_from_rest() -> None:
     order = venue_order_from_rest("OX", info, PAIRS)
     assert order is not None and order.pair == "DOGE/USD" and order.type is OrderType.STOP_LOSS
     assert order.trigger_price == D("0.08") and order.limit_price is None and order.is_open
-
-
-# --- error mapping ---------------------------------------------------------------------------
-
-REJECTED = ["EOrder:Insufficient funds", "EOrder:Order minimum not met",
-            "EOrder:Cost minimum not met", "EOrder:Tick size check failed",
-            "EOrder:Invalid price", "EGeneral:Invalid arguments",
-            "EGeneral:Invalid arguments:Index unavailable", "EOrder:Orders limit exceeded"]
-BUSY = ["EOrder:Rate limit exceeded", "EOrder:Domain rate limit exceeded",
-        "EAPI:Rate limit exceeded", "EGeneral:Too many requests", "EService:Unavailable",
-        "EService:Busy", "EService:Market in cancel_only mode", "EGeneral:Temporary lockout"]
-AUTH = ["EAPI:Invalid key", "EAPI:Invalid signature", "EGeneral:Permission denied",
-        "EAPI:Invalid token"]
-
-
-@pytest.mark.parametrize(("error", "cls"), [*[(e, OrderRejected) for e in REJECTED],
-                                            *[(e, VenueBusy) for e in BUSY],
-                                            *[(e, VenueAuthError) for e in AUTH]])
-def test_error_mapping_table(error: str, cls: type[Exception]) -> None:
-    exc = venue_error(error, "add_order", changes_orders=True)
-    assert type(exc) is cls
-    assert "\n" not in str(exc) and SECRET not in str(exc)
-
-
-def test_throttled_retry_after_and_nonce_rules() -> None:
-    busy = venue_error("EService:Throttled: 1000", "add_order", changes_orders=True,
-                       now_s=990.0)
-    assert isinstance(busy, VenueBusy) and busy.retry_after_s == 10.0
-    assert isinstance(venue_error("EAPI:Invalid nonce", "AddOrder", changes_orders=True),
-                      VenueUncertain)
-    assert isinstance(venue_error("EAPI:Invalid nonce", "OpenOrders", changes_orders=False),
-                      VenueBusy)
-    assert isinstance(venue_error("EGeneral:Internal error", "add_order", changes_orders=True),
-                      VenueUncertain)
-
-
-def test_permission_messages_name_the_permission() -> None:
-    token = from_kraken_error(classify_private(["EGeneral:Permission denied"],
-                                               "GetWebSocketsToken"))
-    assert isinstance(token, VenueAuthError)
-    assert 'lacks the "WebSocket interface" permission' in str(token)
-    add = venue_error("EGeneral:Permission denied", "add_order", changes_orders=True)
-    assert "Create & modify orders" in str(add)
-
-
-def test_rest_errors_to_venue_errors() -> None:
-    assert isinstance(from_kraken_error(KrakenUncertain(["timeout"], "AddOrder")),
-                      VenueUncertain)
-    assert isinstance(from_kraken_error(KrakenUnavailable(["ClientConnectorError: x"],
-                                                          "AddOrder")), VenueBusy)
-    assert isinstance(from_kraken_error(KrakenAuthError(["EAPI:Invalid key"], "Balance", "m")),
-                      VenueAuthError)
-    assert isinstance(from_kraken_error(KrakenInvalidNonce(["EAPI:Invalid nonce"],
-                                                           "AddOrder")), VenueUncertain)
 
 
 # --- fake Kraken (loopback) ------------------------------------------------------------------
@@ -883,9 +820,9 @@ async def test_sim_order_filled_while_disconnected_is_reconciled(sim: Any) -> No
 
 
 def test_tracker_forgets_old_finished_orders(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gal_friday.kraken.trading as trading
+    import gal_friday.kraken.executions as executions
 
-    monkeypatch.setattr(trading, "MAX_DONE", 4)
+    monkeypatch.setattr(executions, "MAX_DONE", 4)
     tracker = ExecutionTracker(PAIRS)
     for i in range(6):
         tracker.feed(_decode(_pending_new(f"c{i}", f"O{i}")))

@@ -1,0 +1,264 @@
+"""The private WebSocket v2 messages the trading venue reads, as typed msgspec structures
+(sans-IO: bytes or text in, structures out, no socket needed to test them).
+
+A frame is decoded in one pass into a ``PrivateFrame`` envelope: its routing fields (``method``
+and ``req_id`` for a method response, ``channel`` and ``type`` for a channel message) typed,
+its ``result`` and ``data`` kept as raw JSON until the venue knows what they are
+(``method_result``, ``executions_message``, ``balances_message``). Numbers are decoded from
+their JSON text straight into ``Decimal`` (``0.10000000`` stays ``Decimal('0.10000000')``,
+never a float); numbers sent as strings are read the same way. Fields the bot does not read
+are ignored, and every field may be absent: ``executions`` updates are sparse, so which are
+required is the reader's decision, not the schema's.
+
+A frame that is not JSON, or whose fields have the wrong types, raises ``PrivateMessageError``
+(a ``ValueError``) with msgspec's description of what and where; a frame that is JSON but not
+an object decodes to None (nothing the venue reads).
+
+The request side (``encode_request``, ``json_number``) writes amounts as raw JSON numbers with
+exactly their digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import msgspec
+
+__all__ = [
+    "AddOrderResult",
+    "BalanceEntry",
+    "BalancesMessage",
+    "CancelAllOrdersAfterResult",
+    "CancelAllResult",
+    "CancelOrderResult",
+    "ExecutionEntry",
+    "ExecutionsMessage",
+    "Fee",
+    "PrivateFrame",
+    "PrivateMessageError",
+    "Triggers",
+    "Wallet",
+    "balances_message",
+    "decode_frame",
+    "encode_request",
+    "executions_message",
+    "json_number",
+    "method_result",
+]
+
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+class PrivateMessageError(ValueError):
+    """A private WebSocket frame (or part of one) that is not what Kraken documents."""
+
+
+# --- the envelope ------------------------------------------------------------------------------
+
+
+class PrivateFrame(msgspec.Struct, kw_only=True, frozen=True):
+    """Any private WebSocket v2 frame: a method response (``method``, ``req_id``, ``success``,
+    ``result`` or ``error``) or a channel message (``channel``, ``type``, ``data``)."""
+
+    method: str | None = None
+    req_id: int | None = None
+    success: bool | None = None
+    result: msgspec.Raw = msgspec.Raw()  # raw JSON; empty when absent
+    error: str | list[str] | None = None  # a string on WS v2 (REST's errors are a list)
+    channel: str | None = None
+    type: str | None = None
+    data: msgspec.Raw = msgspec.Raw()  # raw JSON; empty when absent
+
+    @property
+    def is_response(self) -> bool:
+        """A response to one of our requests (it names the method and echoes our req_id)."""
+        return self.method is not None and self.req_id is not None
+
+    @property
+    def error_text(self) -> str:
+        """The error as one string, for the error mapping."""
+        return str(self.error)
+
+
+_frame_decoder = msgspec.json.Decoder(PrivateFrame | list[Any] | str | int | float | bool | None)
+
+
+def decode_frame(raw: str | bytes) -> PrivateFrame | None:
+    """One frame; None if it is JSON but not an object. Raises PrivateMessageError."""
+    try:
+        frame = _frame_decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise PrivateMessageError(f"unreadable private WebSocket frame: {exc}") from None
+    return frame if isinstance(frame, PrivateFrame) else None
+
+
+# --- method results ----------------------------------------------------------------------------
+
+
+class AddOrderResult(msgspec.Struct, kw_only=True, frozen=True):
+    """``add_order``'s result; ``order_id`` is empty for a ``validate`` request."""
+
+    order_id: str | None = None
+
+
+class CancelOrderResult(msgspec.Struct, kw_only=True, frozen=True):
+    """``cancel_order``'s result (one response per order cancelled)."""
+
+    order_id: str | None = None
+
+
+class CancelAllResult(msgspec.Struct, kw_only=True, frozen=True):
+    """``cancel_all``'s result: how many orders were cancelled."""
+
+    count: int = 0
+
+
+class CancelAllOrdersAfterResult(msgspec.Struct, kw_only=True, frozen=True):
+    """``cancel_all_orders_after``'s result: when the dead man's switch fires (RFC3339)."""
+
+    current_time: str | None = msgspec.field(default=None, name="currentTime")
+    trigger_time: str | None = msgspec.field(default=None, name="triggerTime")
+
+
+def method_result(frame: PrivateFrame, kind: type[R]) -> R:
+    """A successful response's ``result`` as ``kind``; an absent or null result, or one that
+    is not an object, reads as ``kind``'s empty value (every field defaulted). Raises
+    PrivateMessageError if the result's fields have the wrong types."""
+    if not bytes(frame.result).lstrip().startswith(b"{"):
+        return kind()
+    try:
+        return msgspec.json.decode(frame.result, type=kind)
+    except msgspec.DecodeError as exc:
+        raise PrivateMessageError(f"unreadable {frame.method} result: {exc}") from None
+
+
+# --- executions --------------------------------------------------------------------------------
+
+
+class Fee(msgspec.Struct, kw_only=True, frozen=True):
+    asset: str | None = None
+    qty: Decimal = Decimal(0)
+
+
+class Triggers(msgspec.Struct, kw_only=True, frozen=True):
+    price: Decimal | None = None
+
+
+class ExecutionEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """One order's line of an ``executions`` message: every field the bot reads (updates
+    carry only what changed, so all may be absent)."""
+
+    order_id: str | None = None
+    cl_ord_id: str | None = None
+    exec_type: str | None = None
+    order_status: str | None = None
+    symbol: str | None = None
+    side: str | None = None
+    order_type: str | None = None
+    order_qty: Decimal | None = None
+    limit_price: Decimal | None = None
+    triggers: Triggers | None = None
+    cum_qty: Decimal | None = None
+    cum_cost: Decimal | None = None
+    avg_price: Decimal | None = None
+    exec_id: str | None = None
+    trade_id: int | str | None = None
+    last_qty: Decimal | None = None
+    last_price: Decimal | None = None
+    fees: list[Fee] | None = None
+    reason: str | None = None
+    timestamp: str | None = None
+
+
+class ExecutionsMessage(msgspec.Struct, kw_only=True, frozen=True):
+    """An ``executions`` snapshot (the open orders at subscribe time) or update."""
+
+    type: str | None = None
+    data: list[ExecutionEntry] = msgspec.field(default_factory=list)
+
+    @property
+    def snapshot(self) -> bool:
+        return self.type == "snapshot"
+
+    @classmethod
+    def from_mapping(cls, msg: Mapping[str, Any]) -> ExecutionsMessage:
+        """From an already decoded object (numbers as text or numbers); a null ``data`` is
+        no entries, as in a frame."""
+        try:
+            entries = msgspec.convert(msg.get("data"), type=list[ExecutionEntry] | None)
+            return cls(type=msgspec.convert(msg.get("type"), type=str | None), data=entries or [])
+        except msgspec.ValidationError as exc:
+            raise PrivateMessageError(f"unreadable executions message: {exc}") from None
+
+
+_entries = msgspec.json.Decoder(list[ExecutionEntry] | None)
+
+
+def executions_message(frame: PrivateFrame) -> ExecutionsMessage:
+    """The ``executions`` message a frame carries. Raises PrivateMessageError."""
+    return ExecutionsMessage(type=frame.type, data=_data(frame, _entries) or [])
+
+
+# --- balances ----------------------------------------------------------------------------------
+
+
+class Wallet(msgspec.Struct, kw_only=True, frozen=True):
+    type: str | None = None
+    id: str | None = None
+    balance: Decimal = Decimal(0)
+
+
+class BalanceEntry(msgspec.Struct, kw_only=True, frozen=True):
+    """A snapshot line (an asset and its wallets) or an update line (a ledger entry with the
+    wallet's new ``balance``)."""
+
+    asset: str | None = ""
+    balance: Decimal | None = None
+    wallets: list[Wallet] | None = None
+    wallet_type: str | None = None
+    wallet_id: str | None = None
+
+
+class BalancesMessage(msgspec.Struct, kw_only=True, frozen=True):
+    type: str | None = None
+    data: list[BalanceEntry] = msgspec.field(default_factory=list)
+
+    @property
+    def snapshot(self) -> bool:
+        return self.type == "snapshot"
+
+
+_balances = msgspec.json.Decoder(list[BalanceEntry] | None)
+
+
+def balances_message(frame: PrivateFrame) -> BalancesMessage:
+    """The ``balances`` message a frame carries. Raises PrivateMessageError."""
+    return BalancesMessage(type=frame.type, data=_data(frame, _balances) or [])
+
+
+def _data(frame: PrivateFrame, decoder: msgspec.json.Decoder[list[R] | None]) -> list[R] | None:
+    if not bytes(frame.data):
+        return None
+    try:
+        return decoder.decode(frame.data)
+    except msgspec.DecodeError as exc:
+        raise PrivateMessageError(f"unreadable {frame.channel} message: {exc}") from None
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+def json_number(value: Decimal) -> msgspec.Raw:
+    """A Decimal as a raw JSON number with exactly its digits (``Decimal('0.50')`` -> ``0.50``):
+    going through float could turn 0.1 into 0.1000000000000000055 or drop a digit."""
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {value}")
+    text = format(value, "f")
+    return msgspec.Raw(("0" if text == "-0" else text).encode())
+
+
+def encode_request(method: str, params: Mapping[str, Any], req_id: int) -> bytes:
+    """One WebSocket v2 request frame."""
+    return msgspec.json.encode({"method": method, "params": dict(params), "req_id": req_id})
