@@ -24,7 +24,7 @@ from gal_friday.kraken.schemas import ExecutionEntry, ExecutionsMessage, Fee
 from gal_friday.kraken.symbols import pair_from_rest
 from gal_friday.timeutil import parse_ts_ns
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gal_friday.kraken.trading")  # log lines keep the venue's logger name
 ZERO = Decimal(0)
 
 

@@ -38,7 +38,7 @@ from gal_friday.kraken.rest import (
 )
 from gal_friday.kraken.symbols import rest_altname
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("gal_friday.download")  # log lines keep the download's logger name
 
 DAY = 86_400
 PAGE_SIZE = 1000  # Kraken's maximum ``count`` for Trades
