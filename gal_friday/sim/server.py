@@ -21,6 +21,11 @@ One aiohttp server on one port serves:
 The market comes from a ``MarketSource``: the seeded ``SyntheticMarket`` or a ``ReplayMarket``.
 Book subscribers at the same depth share one ``DepthView`` and one encoded message per change.
 
+This module is the server: the aiohttp application, connections, lifecycle, the fault switches
+and the entry points. The public WebSocket protocol (requests, acks, errors) is in
+``sim/protocol.py``, the fan-out of market data to subscribers in ``sim/fanout.py``, the
+fault endpoint's names and hostile frames in ``sim/faults.py``.
+
 Entry points::
 
     SimExchange(market=None, host="127.0.0.1", port=0, *, seed=7, maker_fee_pct=0.25,
@@ -51,136 +56,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, overload
+from typing import Protocol, overload
 
 from aiohttp import WSMsgType, web
 
 from gal_friday.sim import wire
 from gal_friday.sim.account import SimAccount
-from gal_friday.sim.depth import DepthView
-from gal_friday.sim.faults import HOSTILE_KINDS, Stall, hostile_frame
-from gal_friday.sim.instruments import ASSETS
+from gal_friday.sim.fanout import Conn, FanOut
+from gal_friday.sim.faults import Stall, apply_fault, hostile_frame
 from gal_friday.sim.market import DEFAULT_PAIRS, SyntheticMarket
 from gal_friday.sim.private import PrivateRest, PrivateWebSocket
+from gal_friday.sim.protocol import PublicProtocol
 from gal_friday.sim.replay import ReplayMarket
-from gal_friday.sim.rest import OHLC_INTERVALS, PublicRest
+from gal_friday.sim.rest import PublicRest
 from gal_friday.sim.source import MarketSource
+from gal_friday.sim.stats import SimStats
 from gal_friday.sim.tape import Trade
 from gal_friday.sim.trading import SimTrading
 
+__all__ = ["SimConfig", "SimExchange", "SimStats", "build_market", "open_sim_exchange",
+           "run_sim_exchange"]
+
 log = logging.getLogger("gal_friday.sim")
-
-BOOK_DEPTHS = (10, 25, 100, 500, 1000)
-TRADE_SNAPSHOT = 50
-OHLC_SNAPSHOT = 10
-HEARTBEAT_S = 1.0
-MAX_QUEUE = 50_000  # frames queued for one client before it is dropped as too slow
-HIGH_WATER = 2_000  # replays pause while any client has more than this queued
-DRAIN_PATIENCE_S = 5.0
-ERR_MALFORMED = "Malformed request"
-ERR_ARGS = "EGeneral:Invalid arguments"
-ERR_ALREADY = "Already subscribed"
-ERR_NOT_FOUND = "Subscription Not Found"
-_OHLC_WARNING = "timestamp is deprecated, use interval_begin"
-_INSTRUMENT_WARNING = "tick_size is deprecated, use price_increment"
-
-
-@dataclass
-class SimStats:
-    """Counters for tests and the ``/sim/stats`` endpoint."""
-
-    connections_accepted: int = 0
-    connections_open: int = 0
-    subscriptions: int = 0  # successful subscribe acks, ever
-    unsubscriptions: int = 0
-    active_subscriptions: int = 0
-    requests: int = 0
-    errors_sent: int = 0
-    frames_sent: int = 0
-    slow_disconnects: int = 0
-    rest_requests: int = 0
-    faults: dict[str, int] = field(default_factory=dict)
-
-    def fault(self, name: str) -> None:
-        self.faults[name] = self.faults.get(name, 0) + 1
-
-
-@dataclass(frozen=True)
-class _Sub:
-    channel: str
-    symbol: str | None
-    snapshot: bool
-    depth: int = 0
-    interval: int = 0
-
-
-class _RequestError(Exception):
-    """A request the exchange refuses as a whole (no per-symbol ``symbol`` field)."""
-
-
-class _Conn:
-    """One client connection: its outbound queue, subscriptions and active stalls."""
-
-    def __init__(self, cid: int, ws: web.WebSocketResponse, request: web.Request) -> None:
-        self.cid = cid
-        self.ws = ws
-        self.transport = request.transport
-        self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
-        self.subs: dict[tuple[str, str | None], _Sub] = {}
-        self.stalls: list[Stall] = []
-        self.timers: list[asyncio.TimerHandle] = []  # pending stall releases
-        self.last_out = time.monotonic()
-        self.closed = False
-
-    def send(self, frame: str | bytes, channel: str | None = None,
-             symbol: str | None = None) -> None:
-        """Queue a frame, unless a stall matching it holds it back."""
-        if self.closed:
-            return
-        for stall in self.stalls:
-            if stall.matches(channel, symbol):
-                stall.held.append((frame, channel, symbol))
-                return
-        self.queue.put_nowait(frame)
-        self.last_out = time.monotonic()
-
-    @property
-    def silenced(self) -> bool:
-        return any(s.total for s in self.stalls)
-
-    def release(self, stall: Stall) -> None:
-        """End a stall: its held frames go out in order (or into another active stall)."""
-        if stall in self.stalls:
-            self.stalls.remove(stall)
-            for frame, channel, symbol in stall.held:
-                self.send(frame, channel, symbol)
-            stall.held.clear()
-
-    def abort(self) -> None:
-        """Cut the TCP connection without a close frame, as a crashing server would."""
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-
-class _BookGroup:
-    """Book subscribers of one pair at one depth, sharing one view."""
-
-    __slots__ = ("conns", "view")
-
-    def __init__(self, view: DepthView) -> None:
-        self.view = view
-        self.conns: set[_Conn] = set()
 
 
 class SimExchange:
@@ -203,11 +109,8 @@ class SimExchange:
         self.private = PrivateRest(self.trading)
         self.private_ws = PrivateWebSocket(self.private, self.trading)
         self._ids = random.Random(seed)
-        self._conns: set[_Conn] = set()
-        self._books: dict[str, dict[int, _BookGroup]] = {}
-        self._trades: dict[str, set[_Conn]] = {}
-        self._ohlc: dict[str, dict[int, set[_Conn]]] = {}
-        self._corrupt: set[str] = set()
+        self.fanout = FanOut(self.market, self.stats)
+        self.protocol = PublicProtocol(self.market, self.fanout, self.stats)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -246,7 +149,7 @@ class SimExchange:
         await site.start()
         self._port = int(self._runner.addresses[0][1])
         self._tasks = [asyncio.create_task(self._run_market(), name="sim-market"),
-                       asyncio.create_task(self._heartbeats(), name="sim-heartbeats")]
+                       asyncio.create_task(self.fanout.heartbeats(), name="sim-heartbeats")]
 
     async def stop(self) -> None:
         """Stop the market, close every connection (going away), stop listening."""
@@ -256,7 +159,7 @@ class SimExchange:
         self._tasks = []
         self.trading.close()
         await self.private_ws.close_all()
-        for conn in list(self._conns):
+        for conn in list(self.fanout.conns):
             conn.closed = True
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
                 await asyncio.wait_for(conn.ws.close(code=1001, message=b"server shutdown"), 2)
@@ -287,80 +190,19 @@ class SimExchange:
         """Fan one market change out to the subscribers of the pair, and show it to the
         matching engine (a no-op for pairs without working orders)."""
         self.trading.on_market(symbol, trades, book_changed)
-        if trades and self._trades.get(symbol):
-            self._send_trades(symbol, "update", trades, self._trades[symbol])
-        if book_changed and self._books.get(symbol):
-            self._send_book_updates(symbol, ts_ns)
-        if trades and self._ohlc.get(symbol):
-            self._send_candles(symbol, trades[-1].ts_ns)
+        self.fanout.on_market(symbol, trades, book_changed, ts_ns)
 
     async def drain(self) -> None:
         """Wait while a client is far behind; drop clients that stay behind too long."""
-        deadline = time.monotonic() + DRAIN_PATIENCE_S
-        while any(c.queue.qsize() > HIGH_WATER for c in self._conns):
-            if time.monotonic() > deadline:
-                for conn in [c for c in self._conns if c.queue.qsize() > HIGH_WATER]:
-                    self._drop_slow(conn)
-                return
-            await asyncio.sleep(0.005)
-
-    def _send_trades(self, symbol: str, kind: str, trades: Sequence[Trade],
-                     conns: set[_Conn]) -> None:
-        inst = self.market.instruments[symbol]
-        pp, qp = inst.price_precision, inst.qty_precision
-        items = [wire.trade_item(symbol, t.side, t.price, t.qty, t.ord_type, t.trade_id,
-                                 t.ts_ns, pp, qp) for t in trades]
-        self._fan_out(wire.trades(kind, items), "trade", symbol, conns)
-
-    def _send_book_updates(self, symbol: str, ts_ns: int) -> None:
-        book = self.market.books[symbol]
-        checksum: int | None = None
-        for group in list(self._books[symbol].values()):  # a slow client may leave mid-way
-            diff = group.view.update()
-            if diff is None:
-                continue
-            if checksum is None:
-                checksum = self._checksum_to_send(symbol)
-            frame = wire.book("update", symbol, diff[0], diff[1], checksum, ts_ns,
-                              book.price_precision, book.qty_precision)
-            self._fan_out(frame, "book", symbol, group.conns)
-
-    def _checksum_to_send(self, symbol: str) -> int:
-        """The book's checksum, or a wrong one if the corrupt-checksum fault is armed."""
-        checksum = self.market.books[symbol].checksum()
-        if symbol in self._corrupt:
-            self._corrupt.discard(symbol)
-            checksum = (checksum + 1) & 0xFFFFFFFF
-        return checksum
-
-    def _send_candles(self, symbol: str, ts_ns: int) -> None:
-        inst = self.market.instruments[symbol]
-        tape = self.market.tapes[symbol]
-        for interval, conns in list(self._ohlc[symbol].items()):
-            candle = tape.current(interval, ts_ns)
-            item = wire.ohlc_item(symbol, candle, interval, inst.price_precision,
-                                  inst.qty_precision)
-            self._fan_out(wire.ohlc("update", [item], time.time_ns()), "ohlc", symbol, conns)
-
-    def _fan_out(self, frame: str, channel: str, symbol: str, conns: set[_Conn]) -> None:
-        for conn in list(conns):
-            conn.send(frame, channel, symbol)
-            if conn.queue.qsize() > MAX_QUEUE:
-                self._drop_slow(conn)
-
-    def _drop_slow(self, conn: _Conn) -> None:
-        log.warning("dropping a client too slow to read", extra={"connection": conn.cid})
-        self.stats.slow_disconnects += 1
-        conn.abort()
-        self._forget(conn)
+        await self.fanout.drain()
 
     # --- WebSocket connections ---------------------------------------------------------------
 
     async def _ws_handler(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(timeout=2.0, compress=False, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn = _Conn(self._ids.getrandbits(63) | (1 << 63), ws, request)
-        self._conns.add(conn)
+        conn = Conn(self._ids.getrandbits(63) | (1 << 63), ws, request)
+        self.fanout.conns.add(conn)
         self.stats.connections_accepted += 1
         self.stats.connections_open += 1
         conn.send(wire.status(conn.cid))
@@ -368,17 +210,17 @@ class SimExchange:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    self._on_request(conn, msg.data)
+                    self.protocol.on_text(conn, msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    self._reply_error(conn, None, ERR_MALFORMED, None, time.time_ns())
+                    self.protocol.on_binary(conn)
         finally:
-            self._forget(conn)
+            self.fanout.forget(conn)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         return ws
 
-    async def _write(self, conn: _Conn) -> None:
+    async def _write(self, conn: Conn) -> None:
         """Send queued frames in order; stop quietly when the peer is gone."""
         ws = conn.ws
         try:
@@ -391,201 +233,6 @@ class SimExchange:
                 self.stats.frames_sent += 1
         except (ConnectionError, RuntimeError):
             conn.closed = True
-
-    def _forget(self, conn: _Conn) -> None:
-        """Remove a connection and all its subscriptions."""
-        if conn not in self._conns:
-            return
-        self._conns.discard(conn)
-        conn.closed = True
-        for timer in conn.timers:
-            timer.cancel()
-        self.stats.connections_open -= 1
-        for sub in list(conn.subs.values()):
-            self._remove_sub(conn, sub)
-
-    async def _heartbeats(self) -> None:
-        """A heartbeat on each subscribed connection that sent nothing for a second."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_S / 4)
-            now = time.monotonic()
-            for conn in list(self._conns):
-                if conn.subs and not conn.silenced and now - conn.last_out >= HEARTBEAT_S:
-                    conn.send(wire.HEARTBEAT, "heartbeat")
-
-    # --- requests ----------------------------------------------------------------------------
-
-    def _on_request(self, conn: _Conn, text: str) -> None:
-        t_in = time.time_ns()
-        self.stats.requests += 1
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
-            self._reply_error(conn, None, ERR_MALFORMED, None, t_in)
-            return
-        method, req_id = msg.get("method"), msg.get("req_id")
-        if req_id is not None and type(req_id) is not int:
-            self._reply_error(conn, _text(method), f"{ERR_ARGS}:req_id", None, t_in)
-            return
-        try:
-            self._dispatch(conn, method, msg.get("params"), req_id, t_in)
-        except _RequestError as exc:
-            self._reply_error(conn, _text(method), str(exc), req_id, t_in)
-
-    def _dispatch(self, conn: _Conn, method: Any, params: Any, req_id: int | None,
-                  t_in: int) -> None:
-        if method == "ping":
-            conn.send(wire.pong(req_id, t_in, time.time_ns()))
-            return
-        if method not in ("subscribe", "unsubscribe"):
-            raise _RequestError(f"Method not found: {_text(method)}")
-        if not isinstance(params, dict):
-            raise _RequestError(f"{ERR_ARGS}:params")
-        channel = params.get("channel")
-        if channel == "instrument":
-            self._instrument(conn, method, params, req_id, t_in)
-            return
-        if channel not in ("book", "trade", "ohlc"):
-            raise _RequestError(f"Channel {_text(channel)} not supported")
-        for sub in self._parse_subs(channel, params):
-            if method == "subscribe":
-                self._subscribe(conn, sub, req_id, t_in)
-            else:
-                self._unsubscribe(conn, sub, req_id, t_in)
-
-    def _parse_subs(self, channel: str, params: dict[str, Any]) -> list[_Sub]:
-        """One subscription per requested symbol, after validating the parameters."""
-        symbols = params.get("symbol")
-        if (not isinstance(symbols, list) or not symbols
-                or not all(isinstance(s, str) for s in symbols)):
-            raise _RequestError(f"{ERR_ARGS}:symbol")
-        snapshot = params.get("snapshot", channel != "trade")
-        if type(snapshot) is not bool:
-            raise _RequestError(f"{ERR_ARGS}:snapshot")
-        depth = interval = 0
-        if channel == "book":
-            depth = params.get("depth", 10)
-            if type(depth) is not int or depth not in BOOK_DEPTHS:
-                raise _RequestError(f"{ERR_ARGS}:depth")
-        elif channel == "ohlc":
-            interval = params.get("interval", 1)
-            if type(interval) is not int or interval not in OHLC_INTERVALS:
-                raise _RequestError(f"{ERR_ARGS}:interval")
-        return [_Sub(channel, s, snapshot, depth, interval) for s in dict.fromkeys(symbols)]
-
-    def _subscribe(self, conn: _Conn, sub: _Sub, req_id: int | None, t_in: int) -> None:
-        symbol = sub.symbol
-        assert symbol is not None
-        if symbol not in self.market.instruments:
-            self._reply_error(conn, "subscribe", f"Currency pair not supported {symbol}",
-                              req_id, t_in, symbol)
-            return
-        key = _key(sub)
-        if key in conn.subs:
-            self._reply_error(conn, "subscribe", ERR_ALREADY, req_id, t_in, symbol)
-            return
-        conn.subs[key] = sub
-        self.stats.subscriptions += 1
-        self.stats.active_subscriptions += 1
-        conn.send(wire.ack("subscribe", _result(sub), req_id, t_in, time.time_ns()))
-        if sub.channel == "book":
-            self._add_book(conn, sub)
-        elif sub.channel == "trade":
-            self._trades.setdefault(symbol, set()).add(conn)
-            if sub.snapshot:
-                trades = self.market.tapes[symbol].last_trades(TRADE_SNAPSHOT)
-                self._send_trades(symbol, "snapshot", trades, {conn})
-        else:
-            self._ohlc.setdefault(symbol, {}).setdefault(sub.interval, set()).add(conn)
-            if sub.snapshot:
-                self._send_candle_snapshot(conn, symbol, sub.interval)
-
-    def _add_book(self, conn: _Conn, sub: _Sub) -> None:
-        symbol = sub.symbol
-        assert symbol is not None
-        groups = self._books.setdefault(symbol, {})
-        group = groups.get(sub.depth)
-        book = self.market.books[symbol]
-        if group is None:
-            group = groups[sub.depth] = _BookGroup(DepthView(book, sub.depth))
-        group.conns.add(conn)
-        if sub.snapshot:
-            bids, asks = group.view.snapshot()
-            conn.send(wire.book("snapshot", symbol, bids, asks, self._checksum_to_send(symbol),
-                                time.time_ns(), book.price_precision, book.qty_precision),
-                      "book", symbol)
-
-    def _send_candle_snapshot(self, conn: _Conn, symbol: str, interval: int) -> None:
-        inst = self.market.instruments[symbol]
-        now = time.time_ns()
-        candles = self.market.tapes[symbol].candles(interval, now, OHLC_SNAPSHOT)
-        items = [wire.ohlc_item(symbol, c, interval, inst.price_precision, inst.qty_precision)
-                 for c in candles]
-        conn.send(wire.ohlc("snapshot", items, now), "ohlc", symbol)
-
-    def _unsubscribe(self, conn: _Conn, sub: _Sub, req_id: int | None, t_in: int) -> None:
-        held = conn.subs.get(_key(sub))
-        if held is None or held.depth != sub.depth or held.interval != sub.interval:
-            self._reply_error(conn, "unsubscribe", ERR_NOT_FOUND, req_id, t_in, sub.symbol)
-            return
-        self._remove_sub(conn, held)
-        self.stats.unsubscriptions += 1
-        conn.send(wire.ack("unsubscribe", _result(held), req_id, t_in, time.time_ns()))
-
-    def _remove_sub(self, conn: _Conn, sub: _Sub) -> None:
-        """Forget one subscription of a connection, dropping groups nobody uses."""
-        if conn.subs.pop(_key(sub), None) is None:
-            return
-        self.stats.active_subscriptions -= 1
-        symbol = sub.symbol
-        if sub.channel == "book" and symbol is not None:
-            groups = self._books.get(symbol, {})
-            group = groups.get(sub.depth)
-            if group is not None:
-                group.conns.discard(conn)
-                if not group.conns:
-                    del groups[sub.depth]
-        elif sub.channel == "trade" and symbol is not None:
-            self._trades.get(symbol, set()).discard(conn)
-        elif sub.channel == "ohlc" and symbol is not None:
-            intervals = self._ohlc.get(symbol, {})
-            intervals.get(sub.interval, set()).discard(conn)
-            if not intervals.get(sub.interval, True):
-                del intervals[sub.interval]
-
-    def _instrument(self, conn: _Conn, method: str, params: dict[str, Any],
-                    req_id: int | None, t_in: int) -> None:
-        """The pair list: one ack, then (on subscribe) one snapshot; no updates follow."""
-        snapshot = params.get("snapshot", True)
-        if type(snapshot) is not bool:
-            raise _RequestError(f"{ERR_ARGS}:snapshot")
-        sub = _Sub("instrument", None, snapshot)
-        key = _key(sub)
-        if method == "unsubscribe":
-            if key not in conn.subs:
-                raise _RequestError(ERR_NOT_FOUND)
-            self._remove_sub(conn, sub)
-            self.stats.unsubscriptions += 1
-            conn.send(wire.ack(method, _result(sub), req_id, t_in, time.time_ns()))
-            return
-        if key in conn.subs:
-            raise _RequestError(ERR_ALREADY)
-        conn.subs[key] = sub
-        self.stats.subscriptions += 1
-        self.stats.active_subscriptions += 1
-        conn.send(wire.ack(method, _result(sub), req_id, t_in, time.time_ns()))
-        if snapshot:
-            used = {a for i in self.market.instruments.values() for a in (i.base, i.quote)}
-            assets = [a for a in ASSETS.values() if a.id in used]
-            conn.send(wire.instrument_snapshot(self.market.instruments.values(), assets),
-                      "instrument")
-
-    def _reply_error(self, conn: _Conn, method: str | None, text: str, req_id: int | None,
-                     t_in: int, symbol: str | None = None) -> None:
-        self.stats.errors_sent += 1
-        conn.send(wire.error(method, text, req_id, t_in, time.time_ns(), symbol))
 
     # --- REST --------------------------------------------------------------------------------
 
@@ -600,10 +247,10 @@ class SimExchange:
     def drop_connections(self) -> int:
         """Abruptly cut every WebSocket connection (no close frame); returns how many."""
         self.stats.fault("drop")
-        conns = list(self._conns)
+        conns = list(self.fanout.conns)
         for conn in conns:
             conn.abort()
-            self._forget(conn)
+            self.fanout.forget(conn)
         return len(conns) + self.private_ws.drop_all()
 
     def reject_next_orders(self, n: int, error: str) -> None:
@@ -633,15 +280,15 @@ class SimExchange:
         if symbol not in self.market.instruments:
             raise ValueError(f"unknown symbol {symbol!r}")
         self.stats.fault("corrupt_checksum")
-        self._corrupt.add(symbol)
+        self.fanout.corrupt.add(symbol)
 
     def send_hostile(self, kind: str = "malformed", symbol: str | None = None) -> int:
         """Send one hostile frame (see ``faults.HOSTILE_KINDS``) to every connection."""
         frame = hostile_frame(kind, symbol or next(iter(self.market.instruments), "XRP/USD"))
         self.stats.fault(f"hostile:{kind}")
-        for conn in list(self._conns):
+        for conn in list(self.fanout.conns):
             conn.send(frame)
-        return len(self._conns)
+        return len(self.fanout.conns)
 
     def stall(self, seconds: float, channel: str | None = None,
               symbol: str | None = None) -> int:
@@ -652,7 +299,7 @@ class SimExchange:
             raise ValueError("seconds must be positive")
         self.stats.fault("stall")
         loop = asyncio.get_running_loop()
-        conns = list(self._conns)
+        conns = list(self.fanout.conns)
         for conn in conns:
             stall = Stall(loop.time() + seconds, channel, symbol)
             conn.stalls.append(stall)
@@ -661,8 +308,8 @@ class SimExchange:
 
     def clear_faults(self) -> None:
         """End every stall now and disarm pending checksum corruption."""
-        self._corrupt.clear()
-        for conn in list(self._conns):
+        self.fanout.corrupt.clear()
+        for conn in list(self.fanout.conns):
             for stall in list(conn.stalls):
                 conn.release(stall)
 
@@ -670,7 +317,7 @@ class SimExchange:
         params = await _request_params(request)
         name = request.match_info["name"]
         try:
-            result = self._apply_fault(name, params)
+            result = apply_fault(self, name, params)
         except (ValueError, KeyError, ArithmeticError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         if result is None:
@@ -678,70 +325,8 @@ class SimExchange:
                                      status=404)
         return web.json_response({"ok": True, **result})
 
-    def _apply_fault(self, name: str, params: dict[str, str]) -> dict[str, Any] | None:
-        symbol = params.get("symbol") or None
-        if name == "drop":
-            return {"connections": self.drop_connections()}
-        if name == "corrupt_checksum":
-            self.corrupt_next_checksum(params["symbol"])
-            return {"symbol": params["symbol"]}
-        if name in ("hostile", "malformed"):
-            kind = params.get("kind", "malformed") if name == "hostile" else "malformed"
-            if kind not in HOSTILE_KINDS:
-                raise ValueError(f"unknown kind {kind!r}; known: {', '.join(HOSTILE_KINDS)}")
-            return {"kind": kind, "connections": self.send_hostile(kind, symbol)}
-        if name == "stall":
-            seconds = float(params["seconds"])
-            channel = params.get("channel") or None
-            return {"connections": self.stall(seconds, channel, symbol)}
-        if name == "clear":
-            self.clear_faults()
-            return {}
-        return self._apply_trading_fault(name, params)
-
-    def _apply_trading_fault(self, name: str, params: dict[str, str]) -> dict[str, Any] | None:
-        if name == "reject_next_orders":
-            n = int(params.get("n", "1"))
-            self.reject_next_orders(n, params["error"])
-            return {"n": n, "error": params["error"]}
-        if name == "drop_after_accept":
-            n = int(params.get("n", "1"))
-            self.drop_after_accept(n)
-            return {"n": n}
-        if name == "set_balance":
-            self.set_balance(params["asset"], Decimal(params["amount"]))
-            return {"asset": params["asset"], "amount": params["amount"]}
-        return None
-
     async def _stats_handler(self, request: web.Request) -> web.Response:
         return web.json_response(asdict(self.stats))
-
-
-def _key(sub: _Sub) -> tuple[str, str | None]:
-    if sub.channel == "ohlc":
-        return (f"ohlc:{sub.interval}", sub.symbol)
-    return (sub.channel, sub.symbol)
-
-
-def _result(sub: _Sub) -> dict[str, Any]:
-    """The ``result`` of a subscribe/unsubscribe ack, keys in Kraken's order."""
-    result: dict[str, Any] = {"channel": sub.channel}
-    if sub.channel == "book":
-        result["depth"] = sub.depth
-    if sub.channel == "ohlc":
-        result["interval"] = sub.interval
-    result["snapshot"] = sub.snapshot
-    if sub.symbol is not None:
-        result["symbol"] = sub.symbol
-    if sub.channel == "ohlc":
-        result["warnings"] = [_OHLC_WARNING]
-    if sub.channel == "instrument":
-        result["warnings"] = [_INSTRUMENT_WARNING]
-    return result
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 async def _request_params(request: web.Request) -> dict[str, str]:
