@@ -1,4 +1,4 @@
-"""RFC3339 UTC timestamps ('2023-10-06T17:35:55.440295Z') to and from epoch nanoseconds.
+"""RFC3339 UTC timestamps ('2023-10-06T17:35:55.440295Z') to epoch nanoseconds.
 
 Market data arrives by the thousand per second with timestamps that share the same second,
 so the whole-second part is cached and only the fraction is parsed each time.
@@ -6,7 +6,7 @@ so the whole-second part is cached and only the fraction is parsed each time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 _SECOND_CACHE: dict[str, int] = {}
 _CACHE_LIMIT = 4096
@@ -31,9 +31,3 @@ def parse_ts_ns(text: str) -> int:
         raise ValueError(f"bad timestamp {text!r}")
     return base
 
-
-def format_ts(ns: int) -> str:
-    """RFC3339 with microseconds and 'Z' (the form exchanges write)."""
-    seconds, rem = divmod(ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
