@@ -1,7 +1,7 @@
 """``gal-friday backtest --recording``: the event-driven backtest on recorded L2 data.
 
 Recordings are made here from the simulator's market on a simulated clock
-(``backtest.simrecording``, the ``gal-friday record`` file format), so half an hour of L2
+(``tests/simrecording.py``, the ``gal-friday record`` file format), so half an hour of L2
 market takes a second. Fills are checked against the recorded books and trades, fees against
 the configured rates; a corrupted checksum stops trading on the invalid book."""
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from simrecording import write_sim_recording
 
 from gal_friday.backtest import cli as backtest_cli
 from gal_friday.backtest.data import synthetic_pairs
@@ -32,7 +33,6 @@ from gal_friday.backtest.recording import (
 )
 from gal_friday.backtest.report import write_report
 from gal_friday.backtest.signals import sma_cross_signals
-from gal_friday.backtest.simrecording import write_sim_recording
 from gal_friday.candles import CandleSeries
 from gal_friday.cli import _common_options, settings_from_args
 from gal_friday.config import Settings, load_settings
