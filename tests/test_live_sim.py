@@ -37,8 +37,6 @@ from gal_friday.sim.server import SimExchange
 PAIR = "XRP/USD"
 KEY = "live-sim-key"
 SECRET = base64.b64encode(bytes(range(7, 71))).decode()
-BOOK_BIDS = [("2.19000", "1000"), ("2.18900", "1000")]
-BOOK_ASKS = [("2.20000", "1000"), ("2.20100", "1000")]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -99,7 +99,6 @@ class TrackedOrder:
     cost: Decimal = ZERO
     avg_price: Decimal | None = None
     status: OrderStatus | None = None  # None: registered locally, nothing heard yet
-    opened_s: int = field(default_factory=lambda: int(time.time()))
 
     @property
     def done(self) -> bool:

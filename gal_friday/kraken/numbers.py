@@ -56,11 +56,6 @@ def _scaled_slow(raw: str, precision: int) -> int:
     return int(scaled)
 
 
-def from_decimal(value: Decimal, precision: int) -> int:
-    """Scale an exact Decimal; raises if it does not fit the precision."""
-    return _scaled_slow(format(value, "f"), precision)
-
-
 def format_scaled(scaled: int, precision: int) -> str:
     """Wire text for a scaled integer at its precision (``100000, 8`` -> ``'0.00100000'``)."""
     if precision == 0:

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(float_hook=str)  # numbers stay exact text, never floats
 
 BOOK, OHLC, TRADE, INSTRUMENT = "book", "ohlc", "trade", "instrument"
-MARKET_CHANNELS = (BOOK, OHLC, TRADE)
 
 
 class FrameError(ValueError):

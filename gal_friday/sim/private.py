@@ -115,10 +115,6 @@ class PrivateRest:
             raise ValueError("the API secret is not valid base64") from None
         self._keys[api_key] = _Key(secret_b64, websocket)
 
-    def remove_key(self, api_key: str) -> None:
-        self._keys.pop(api_key, None)
-        self._last_nonce.pop(api_key, None)
-
     def token_valid(self, token: object, now_ns: int) -> bool:
         return isinstance(token, str) and self.tokens.get(token, 0) > now_ns
 

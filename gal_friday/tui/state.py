@@ -105,11 +105,6 @@ class CockpitState:
             bus.subscribe(EVERY_TYPES, self.on_every, name="tui-events", maxsize=4096),
         ]
 
-    async def detach(self, bus: EventBus) -> None:
-        for sub in self._subs:
-            await bus.unsubscribe(sub)
-        self._subs = []
-
     # --- handlers (cheap: assignment only) ---------------------------------------------------
 
     def on_latest(self, event: Event) -> None:
