@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gal_friday import __version__
+from gal_friday.backtest.options import add_parser as add_backtest
 from gal_friday.config import ConfigError, Settings, load_settings, merge_overrides
 from gal_friday.logs import setup_logging
 
@@ -115,8 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
                             help="re-run a recorded session's decisions and compare them")
     replay.add_argument("session", type=Path, metavar="SESSION",
                         help="a journal from <data_dir>/sessions/ (or its path)")
-    from gal_friday.backtest.cli import add_parser as add_backtest
-
     add_backtest(sub, common)
     _add_control_commands(sub, common)
     return parser
