@@ -81,9 +81,12 @@ def test_headless_sim_run_predicts_logs_status_and_stops_cleanly_on_sigterm(
 
 
 def test_sigint_also_stops_cleanly(in_tmp: Path) -> None:
+    """SIGINT while the engine trades (its "trading" line is out) stops it cleanly."""
     proc = gal_friday("--no-ui", "--exchange", "sim", cwd=in_tmp)
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
+    try:
+        read_until(proc, '"event": "trading"', within_s=90)
+    finally:
+        proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
