@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
 from decimal import Decimal as D
 
 import cockpit_script as script
+from textual.actions import parse as parse_action
+from textual.binding import Binding
 from textual.pilot import Pilot
 
 from gal_friday.bus import EventBus
@@ -19,6 +22,7 @@ from gal_friday.events import (
     FlattenEvent,
     HaltEvent,
     OrderType,
+    ReduceEvent,
     ResumeEvent,
     Side,
     TradeSignalProposedEvent,
@@ -31,7 +35,7 @@ from gal_friday.tui.screens import ConfirmScreen
 from gal_friday.tui.widgets import CockpitHeader
 
 SETTINGS = Settings(exchange="sim")
-CONTROL = (HaltEvent, ResumeEvent, FlattenEvent, TradeSignalRejectedEvent)
+CONTROL = (HaltEvent, ReduceEvent, ResumeEvent, FlattenEvent, TradeSignalRejectedEvent)
 
 
 class Rig:
@@ -156,20 +160,51 @@ async def test_pair_keys_switch_the_visible_pair_when_not_all_fit() -> None:
         assert not wide.app.check_action("next_pair", ())
 
 
+def palette_actions(app: CockpitApp) -> set[tuple[str, tuple[object, ...]]]:
+    """(action, arguments) of every command the palette offers, from its callbacks."""
+    actions: set[tuple[str, tuple[object, ...]]] = set()
+    for command in app.get_system_commands(app.screen):
+        callback, args = command.callback, ()
+        if isinstance(callback, functools.partial):
+            callback, args = callback.func, tuple(callback.args)
+        name = getattr(callback, "__name__", "")
+        if getattr(callback, "__self__", None) is app and name.startswith("action_"):
+            actions.add((name.removeprefix("action_"), args))
+    return actions
+
+
 async def test_command_palette_offers_every_action() -> None:
+    """Each action a key binding offers is in the palette (ctrl+p) too, with the same
+    method and arguments; and choosing one there does what the key does."""
     rig = Rig()
     async with rig.app.run_test(size=(160, 48)) as pilot:
         await rig.ready(pilot)
+        offered = palette_actions(rig.app)
+        bound = {(b.action, b.key) for b in CockpitApp.BINDINGS if isinstance(b, Binding)}
+        assert len(bound) == len(CockpitApp.BINDINGS)
+        for action, key in bound:
+            _, name, args = parse_action(action)
+            if name == "pair" and args[0] >= len(rig.app.pair_names):  # type: ignore[operator]
+                continue  # the key of a pair that is not configured does nothing
+            assert (name, args) in offered, f"key {key!r} ({action}) is not in the palette"
+        assert ("reduce", ()) in offered and ("pair", (1,)) in offered
         titles = [c.title for c in rig.app.get_system_commands(rig.app.screen)]
-        for title in ("Halt trading", "Resume trading", "Flatten", "Quit gal-friday"):
+        for title in ("Halt trading", "Reduce trading", "Resume trading", "Flatten",
+                      "Next pair", "Show XRP/USD", "Show DOGE/USD", "Quit gal-friday"):
             assert title in titles
+        for words, kind in (("reduce trading", ReduceEvent), ("halt trading", HaltEvent)):
+            await rig.press(pilot, "ctrl+p")
+            await pilot.press(*words)
+            await pilot.pause(0.3)
+            await rig.press(pilot, "enter")
+            await pilot.pause()
+            await rig.bus.drain()
+            assert len(rig.of(kind)) == 1, words
         await rig.press(pilot, "ctrl+p")
-        await pilot.press(*"halt trading")
+        await pilot.press(*"show doge")
         await pilot.pause(0.3)
         await rig.press(pilot, "enter")
-        await pilot.pause()
-        await rig.bus.drain()
-        assert len(rig.of(HaltEvent)) == 1
+        assert rig.app.selected == 1
 
 
 async def test_book_flood_is_conflated_and_keys_still_answer() -> None:
@@ -264,11 +299,8 @@ print("ok")
 
 
 async def test_reduce_acts_at_once_then_risk_takes_exits_only() -> None:
-    from gal_friday.events import ReduceEvent
-
     rig = Rig()
     risk = rig.risk
-    rig.bus.subscribe(ReduceEvent, rig.seen.append, name="reduce-sink")
     async with rig.app.run_test(size=(160, 48)) as pilot:
         await rig.ready(pilot)
         await rig.press(pilot, "d")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -46,7 +47,17 @@ from gal_friday.tui.widgets import (
 )
 
 Runner = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-STYLES = Path(__file__).resolve().parents[2] / "styles"
+
+
+def stylesheet_dir() -> Path:
+    """Where the cockpit's ``.tcss`` files are: beside this module in an installed package
+    (the build copies ``styles/`` there, see setup.py), else ``styles/`` at the top of the
+    source tree (a checkout, or an editable install)."""
+    installed = Path(__file__).resolve().parent / "styles"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "styles"
+
+
+STYLES = stylesheet_dir()
 PAIR_MIN_WIDTH = 52  # columns one pair's panels need to look right
 SIDE_MIN_WIDTH = 40
 
@@ -250,12 +261,17 @@ class CockpitApp(App[int]):
         """Every operator action in the command palette too (ctrl+p)."""
         yield SystemCommand("Halt trading", "Stop new entries now (no confirmation)",
                             self.action_halt)
+        yield SystemCommand("Reduce trading", "No new entries; positions kept, exits allowed "
+                            "(no confirmation)", self.action_reduce)
         yield SystemCommand("Resume trading", "Allow new entries again (asks first)",
                             self.action_resume)
         yield SystemCommand("Flatten", "Close every position at market and cancel working "
                             "entries (asks first)", self.action_flatten)
         yield SystemCommand("Next pair", "Show the next configured pair",
                             self.action_next_pair)
+        for i, pair in enumerate(self.pair_names):
+            yield SystemCommand(f"Show {pair}", f"Pair {i + 1}: its book, price and "
+                                "prediction panels", functools.partial(self.action_pair, i))
         yield SystemCommand("Quit gal-friday", "Stop the engine and leave (asks first)",
                             self.action_quit_cockpit)
         yield from super().get_system_commands(screen)
