@@ -1,9 +1,12 @@
-"""Shared fixtures: a clean environment so no developer setting leaks into a test."""
+"""Shared fixtures: a clean environment so no developer setting leaks into a test; and the
+servers some tests talk to, checked once before the first test."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +47,57 @@ def pytest_configure(config: pytest.Config) -> None:
         return str(REPO / "snapshots" / test_location.basename)
 
     SVGImageExtension.dirname = classmethod(dirname)  # type: ignore[method-assign,assignment]
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+VM_URL = "http://127.0.0.1:8428"
+
+
+def _postgresql() -> None:
+    import asyncpg
+
+    async def ask() -> None:
+        con = await asyncpg.connect(PG_DSN, timeout=5)
+        try:
+            await con.fetchval("SELECT 1")
+        finally:
+            await con.close()
+
+    asyncio.run(ask())
+
+
+def _victoria_metrics() -> None:
+    with urllib.request.urlopen(f"{VM_URL}/health", timeout=5) as answer:
+        if answer.status != 200:
+            raise OSError(f"/health answered {answer.status}")
+
+
+SERVERS: dict[str, tuple[str, Callable[[], None]]] = {
+    "postgresql": (f"PostgreSQL ({PG_DSN}, trust auth)", _postgresql),
+    "victoria-metrics": (f"VictoriaMetrics ({VM_URL})", _victoria_metrics),
+}
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselected what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``needs_server(NAME)`` talk to a real server. When one that the selected
+    tests need does not answer, stop before the first test with one line that says how to
+    start it: never a skip, and never dozens of connection errors."""
+    needed = sorted({str(mark.args[0]) for item in items
+                     for mark in item.iter_markers("needs_server")})
+    unknown = [name for name in needed if name not in SERVERS]
+    if unknown:
+        raise pytest.UsageError(f"needs_server: unknown server(s) {unknown}; known: "
+                                f"{sorted(SERVERS)}")
+    down = []
+    for name in needed:
+        what, check = SERVERS[name]
+        try:
+            check()
+        except Exception as exc:
+            down.append(f"{what} does not answer ({type(exc).__name__}: {exc})")
+    if down:
+        pytest.exit(f"{'; '.join(down)}. `bash scripts/test` starts the servers and runs the "
+                    "tests (see README.md)", returncode=pytest.ExitCode.TESTS_FAILED)

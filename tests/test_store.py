@@ -1,8 +1,9 @@
 """The audit store: one suite, run against SQLite and PostgreSQL alike.
 
 PostgreSQL is the server on 127.0.0.1:5432 (database ``test``, user ``postgres``, trust auth)
-that ``.ci/run`` starts; each test gets its own schema, dropped afterwards. If the server is
-not reachable these tests fail: the production backend is never silently left untested.
+that ``scripts/test`` starts; each test gets its own schema, dropped afterwards. If the server
+is not reachable the run stops before the first test, saying so (``needs_server`` in
+conftest.py): the production backend is never silently left untested.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ async def _postgres_backend(tmp_path: Path) -> AsyncIterator[Backend]:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql",
+                                               marks=pytest.mark.needs_server("postgresql"))])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     make = _sqlite_backend if request.param == "sqlite" else _postgres_backend
     async with make(tmp_path) as b:

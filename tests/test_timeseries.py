@@ -1,9 +1,10 @@
 """TimeSeriesWriter against a real server speaking InfluxDB's v2 write API on loopback.
 
-The server is VictoriaMetrics at 127.0.0.1:8428 (started by ``.ci/run``): it takes
+The server is VictoriaMetrics at 127.0.0.1:8428 (started by ``scripts/test``): it takes
 ``/api/v2/write`` and names each series ``<measurement>_<field>``. Every test run tags its
 points with a fresh ``run`` id so runs never see each other's points. When the server is not
-reachable these tests FAIL: the writer's whole point is talking to it.
+reachable the run stops before the first test, saying so (``needs_server`` in conftest.py):
+the writer's whole point is talking to it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
                 assert r.status == 200, f"VictoriaMetrics /health answered {r.status}"
         except aiohttp.ClientError as exc:
             pytest.fail(f"VictoriaMetrics is not reachable at {VM} ({exc}); start it with "
-                        ".ci/run — these tests need a real write-API server")
+                        "scripts/test — these tests need a real write-API server")
         yield session
 
 
@@ -109,6 +110,7 @@ async def publish_all(bus: EventBus, events: list[Event]) -> None:
 # --- against the real server ------------------------------------------------------------------
 
 
+@pytest.mark.needs_server("victoria-metrics")
 async def test_series_reach_the_server(http: aiohttp.ClientSession) -> None:
     run = uuid.uuid4().hex
     bus = EventBus()
@@ -167,6 +169,7 @@ async def test_series_reach_the_server(http: aiohttp.ClientSession) -> None:
     assert writer.stats() == type(writer.stats())(10, 0, 0, 0)
 
 
+@pytest.mark.needs_server("victoria-metrics")
 async def test_batches_by_size_while_running(http: aiohttp.ClientSession) -> None:
     run = uuid.uuid4().hex
     bus = EventBus()
