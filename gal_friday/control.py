@@ -133,7 +133,7 @@ class StatusTracker:
             "halted": t.halted,
             "halt_reason": t.reason if t.halted else "",
             "halt_source": t.source if t.halted else "",
-            "reducing": f"{t.source}: {t.reason}" if t.reducing else "",
+            "reducing": t.cause if t.reducing else "",
             "feed": self.feed_state,
             "equity": str(snap.equity) if snap else None,
             "positions": [{"pair": p.pair, "qty": str(p.qty)}

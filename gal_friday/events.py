@@ -378,6 +378,11 @@ class TradingStateChangedEvent(Event, frozen=True):
     ts_ns: int
 
     @property
+    def cause(self) -> str:
+        """``"source: reason"``, as the cockpit, the control socket and risk verdicts say it."""
+        return f"{self.source}: {self.reason}"
+
+    @property
     def halted(self) -> bool:
         return self.state is TradingState.HALTED
 

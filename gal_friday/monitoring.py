@@ -420,7 +420,7 @@ class MonitoringService:
         if t.halted:
             return f"HALTED ({t.source}): {t.reason}"
         if t.reducing:
-            return f"REDUCING ({t.source}: {t.reason}): exits only"
+            return f"REDUCING ({t.cause}): exits only"
         return "ACTIVE"
 
     async def _publish_status(self) -> None:

@@ -369,7 +369,7 @@ class RiskManager:
     def reducing(self) -> str | None:
         """The REDUCING reason as ``"source: reason"``, None when not REDUCING."""
         now = self.trading.current
-        return f"{now.source}: {now.reason}" if now.reducing else None
+        return now.cause if now.reducing else None
 
     def check(
         self,

@@ -149,7 +149,7 @@ class CockpitState:
         self.halted = event.halted
         self.halt_reason, self.halt_source = (event.reason, event.source) if event.halted \
             else ("", "")
-        self.reducing = f"{event.source}: {event.reason}" if event.reducing else ""
+        self.reducing = event.cause if event.reducing else ""
         if event.halted:
             self.note(event.ts_ns, "bad", f"HALT ({event.source}): {event.reason}")
         elif event.reducing:
