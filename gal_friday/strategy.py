@@ -107,6 +107,12 @@ class StrategyArbitrator:
         self._brackets: dict[str, tuple[Decimal, Decimal]] = {}  # signal id -> (stop, target)
         self.skipped: dict[str, int] = {}
         self._exit_ids: set[str] = set()  # exit signals still in flight
+        # the gates and the holding limit depend only on the settings: built once, since the
+        # backtester asks for them at every step
+        self._entry_gate = ProbabilityGate(Intent.ENTER, above=settings.buy_threshold)
+        self._exit_gate = (ProbabilityGate(Intent.EXIT, below=settings.sell_threshold)
+                           if settings.exit_on_reversal else NO_ACTION)
+        self._hold_ns = int(settings.max_holding_min * 60 * 1_000_000_000)
         for pair in pairs:
             self._state(pair)
 
@@ -173,10 +179,8 @@ class StrategyArbitrator:
         if state is not None and state.pending is not None:
             return NO_ACTION
         if state is not None and state.qty > 0:
-            if self.s.exit_on_reversal:
-                return ProbabilityGate(Intent.EXIT, below=self.s.sell_threshold)
-            return NO_ACTION
-        return ProbabilityGate(Intent.ENTER, above=self.s.buy_threshold)
+            return self._exit_gate
+        return self._entry_gate
 
     def book_watch(self, pair: str) -> BookWatch | None:
         """Where the book must go for :meth:`handle` of a BookEvent to exit ``pair`` by
@@ -184,8 +188,7 @@ class StrategyArbitrator:
         state = self.pairs.get(pair)
         if state is None or state.qty <= 0:
             return None
-        hold_ns = int(self.s.max_holding_min * 60 * 1_000_000_000)
-        deadline = state.opened_ns + hold_ns + 1 if hold_ns else None
+        deadline = state.opened_ns + self._hold_ns + 1 if self._hold_ns else None
         if self.venue_brackets:  # the venue holds the stop and target orders
             return BookWatch(deadline_ns=deadline)
         return BookWatch(state.stop, state.target, deadline)
