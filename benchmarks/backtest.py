@@ -58,9 +58,15 @@ def synthetic(n: int, seed: int, start_price: float = 2.0, decimals: int = 5) ->
     h = np.maximum(np.maximum(o, c), path.max(axis=1))
     low = np.minimum(np.minimum(o, c), path.min(axis=1))
     r = 10.0**decimals
-    return CandleSeries(START + np.arange(n, dtype=np.int64) * 60, np.round(o * r) / r,
-                        np.round(h * r) / r, np.round(low * r) / r, np.round(c * r) / r,
-                        rng.lognormal(7, 1, n), np.ones(n, dtype=np.int64))
+    return CandleSeries(
+        START + np.arange(n, dtype=np.int64) * 60,
+        np.round(o * r) / r,
+        np.round(h * r) / r,
+        np.round(low * r) / r,
+        np.round(c * r) / r,
+        rng.lognormal(7, 1, n),
+        np.ones(n, dtype=np.int64),
+    )
 
 
 def fill_gaps(c: CandleSeries, interval_s: int) -> CandleSeries:
@@ -68,31 +74,52 @@ def fill_gaps(c: CandleSeries, interval_s: int) -> CandleSeries:
     the previous close (no volume), so "the next candle's open" means the same in both."""
     slot = (c.time_s - c.time_s[0]) // interval_s
     n = int(slot[-1]) + 1
-    src = np.maximum.accumulate(np.where(np.isin(np.arange(n), slot),
-                                         np.searchsorted(slot, np.arange(n)), 0))
+    src = np.maximum.accumulate(
+        np.where(np.isin(np.arange(n), slot), np.searchsorted(slot, np.arange(n)), 0)
+    )
     have = np.zeros(n, dtype=bool)
     have[slot] = True
     close = c.close[src]
     pick = lambda a: np.where(have, a[src], close)  # noqa: E731
-    return CandleSeries(c.time_s[0] + np.arange(n, dtype=np.int64) * interval_s,
-                        pick(c.open), pick(c.high), pick(c.low), close,
-                        np.where(have, c.volume[src], 0.0), np.where(have, c.trades[src], 0))
+    return CandleSeries(
+        c.time_s[0] + np.arange(n, dtype=np.int64) * interval_s,
+        pick(c.open),
+        pick(c.high),
+        pick(c.low),
+        close,
+        np.where(have, c.volume[src], 0.0),
+        np.where(have, c.trades[src], 0),
+    )
 
 
 def sma_settings() -> Settings:
-    return load_settings(None, {
-        "pairs": ["XRP/USD"],
-        "strategy": {"confirm_momentum": False, "max_holding_min": 0, "stop_loss_pct": "49",
-                     "take_profit_pct": "99", "min_edge_pct": 0},
-        "execution": {"protective_orders": False},
-        "paper": {"latency_ms": 1, "slippage_bps": 0},
-        "fees": {"maker_pct": 0, "taker_pct": 0},
-        "risk": {"max_consecutive_losses": 10**9, "max_daily_drawdown_pct": 100,
-                 "max_weekly_drawdown_pct": 100, "max_total_drawdown_pct": 100}})
+    return load_settings(
+        None,
+        {
+            "pairs": ["XRP/USD"],
+            "strategy": {
+                "confirm_momentum": False,
+                "max_holding_min": 0,
+                "stop_loss_pct": "49",
+                "take_profit_pct": "99",
+                "min_edge_pct": 0,
+            },
+            "execution": {"protective_orders": False},
+            "paper": {"latency_ms": 1, "slippage_bps": 0},
+            "fees": {"maker_pct": 0, "taker_pct": 0},
+            "risk": {
+                "max_consecutive_losses": 10**9,
+                "max_daily_drawdown_pct": 100,
+                "max_weekly_drawdown_pct": 100,
+                "max_total_drawdown_pct": 100,
+            },
+        },
+    )
 
 
-def gal_friday_sma(pair: str, candles: CandleSeries, interval_s: int
-                   ) -> tuple[float, list[tuple[int, int, float, float]]]:
+def gal_friday_sma(
+    pair: str, candles: CandleSeries, interval_s: int
+) -> tuple[float, list[tuple[int, int, float, float]]]:
     """Seconds (signals + run) and trades as (entry candle, exit candle, entry, exit)."""
     s = sma_settings()
     data = [PairData(pair, candles, instrument_for(pair, candles), interval_s)]
@@ -102,21 +129,34 @@ def gal_friday_sma(pair: str, candles: CandleSeries, interval_s: int
 
     started = time.perf_counter()
     signals = {pair: sma_cross_signals(candles, 10, 30)}
-    result: BacktestResult = asyncio.run(run_backtest(
-        s, data, signals, capital=Decimal(1_000_000), strategy=strategy, depth="unlimited"))
+    result: BacktestResult = asyncio.run(
+        run_backtest(
+            s, data, signals, capital=Decimal(1_000_000), strategy=strategy, depth="unlimited"
+        )
+    )
     seconds = time.perf_counter() - started
     opens = candles.time_s * 1_000_000_000
     idx = lambda ts: int(np.searchsorted(opens, ts, "right")) - 1  # noqa: E731
-    return seconds, [(idx(t.entry_ns), idx(t.exit_ns), float(t.entry_price),
-                      float(t.exit_price)) for t in result.trades]
+    return seconds, [
+        (idx(t.entry_ns), idx(t.exit_ns), float(t.entry_price), float(t.exit_price))
+        for t in result.trades
+    ]
 
 
 def backtrader_sma(candles: CandleSeries) -> tuple[float, list[tuple[int, int, float, float]]]:
     import backtrader as bt
 
-    rows = list(zip(candles.time_s.tolist(), candles.open.tolist(), candles.high.tolist(),
-                    candles.low.tolist(), candles.close.tolist(), candles.volume.tolist(),
-                    strict=True))
+    rows = list(
+        zip(
+            candles.time_s.tolist(),
+            candles.open.tolist(),
+            candles.high.tolist(),
+            candles.low.tolist(),
+            candles.close.tolist(),
+            candles.volume.tolist(),
+            strict=True,
+        )
+    )
 
     class ArrayFeed(bt.feed.DataBase):  # type: ignore[misc]
         def start(self) -> None:
@@ -138,8 +178,9 @@ def backtrader_sma(candles: CandleSeries) -> tuple[float, list[tuple[int, int, f
 
     class Sma(bt.Strategy):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.cross = bt.ind.CrossOver(bt.ind.SMA(self.data.close, period=10),
-                                          bt.ind.SMA(self.data.close, period=30))
+            self.cross = bt.ind.CrossOver(
+                bt.ind.SMA(self.data.close, period=10), bt.ind.SMA(self.data.close, period=30)
+            )
 
         def next(self) -> None:
             if not self.position and self.cross[0] > 0:
@@ -158,30 +199,43 @@ def backtrader_sma(candles: CandleSeries) -> tuple[float, list[tuple[int, int, f
     started = time.perf_counter()
     cerebro.run()
     seconds = time.perf_counter() - started
-    trades = [(b[0], s[0], b[2], s[2]) for b, s in zip(fills[::2], fills[1::2], strict=False)
-              if b[1] and not s[1]]
+    trades = [
+        (b[0], s[0], b[2], s[2])
+        for b, s in zip(fills[::2], fills[1::2], strict=False)
+        if b[1] and not s[1]
+    ]
     return seconds, trades
 
 
-def compare(label: str, pair: str, candles: CandleSeries, interval_s: int,
-            with_backtrader: bool) -> float:
+def compare(
+    label: str, pair: str, candles: CandleSeries, interval_s: int, with_backtrader: bool
+) -> float:
     n = len(candles)
     gf_s, gf_trades = gal_friday_sma(pair, candles, interval_s)
-    print(f"{label}: {n:,} candles, {len(gf_trades):,} trades; Gal-Friday {n / gf_s:,.0f} "
-          "candles/s", end="")
+    print(
+        f"{label}: {n:,} candles, {len(gf_trades):,} trades; Gal-Friday {n / gf_s:,.0f} candles/s",
+        end="",
+    )
     if not with_backtrader:
         print()
         return n / gf_s
     bt_s, bt_trades = backtrader_sma(candles)
     same = gf_trades == bt_trades
-    print(f"; backtrader {n / bt_s:,.0f} candles/s; ratio {bt_s / gf_s:.1f}x; "
-          f"trades identical: {same}")
+    print(
+        f"; backtrader {n / bt_s:,.0f} candles/s; ratio {bt_s / gf_s:.1f}x; "
+        f"trades identical: {same}"
+    )
     if not same:
-        diff = next(i for i, (a, b) in enumerate(zip(gf_trades, bt_trades, strict=False))
-                    if a != b) if gf_trades and bt_trades else 0
-        print(f"  first difference at trade {diff}: gal-friday "
-              f"{gf_trades[diff:diff + 1]} backtrader {bt_trades[diff:diff + 1]} "
-              f"(counts {len(gf_trades)} / {len(bt_trades)})")
+        diff = (
+            next(i for i, (a, b) in enumerate(zip(gf_trades, bt_trades, strict=False)) if a != b)
+            if gf_trades and bt_trades
+            else 0
+        )
+        print(
+            f"  first difference at trade {diff}: gal-friday "
+            f"{gf_trades[diff : diff + 1]} backtrader {bt_trades[diff : diff + 1]} "
+            f"(counts {len(gf_trades)} / {len(bt_trades)})"
+        )
         raise SystemExit(1)
     return n / gf_s
 
@@ -190,17 +244,18 @@ def lightgbm_year(days: int) -> None:
     """The model strategy over ``days`` of 1-minute candles for XRP/USD and DOGE/USD."""
     settings = load_settings(None, {"pairs": ["XRP/USD", "DOGE/USD"]})
     n = days * 1440
-    pairs = [("XRP/USD", synthetic(n + 20_000, 11, 2.0, 5)),
-             ("DOGE/USD", synthetic(n + 20_000, 12, 0.18, 7))]
+    pairs = [
+        ("XRP/USD", synthetic(n + 20_000, 11, 2.0, 5)),
+        ("DOGE/USD", synthetic(n + 20_000, 12, 0.18, 7)),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         spec = TrainSpec(min_auc=0.0, max_brier=1.0, rounds=100, folds=2)
         train = pairs[0][1].slice(0, 20_000)  # trained on the candles before the backtest
-        train_from_candles(settings, train, Path(tmp), spec=spec, model_id="bench",
-                           progress=False)
-        models = load_models([Path(tmp)], None, default_builder(settings.features)(
-            train).names)
-        data = [PairData(p, c.slice(20_000, n + 20_000), instrument_for(p, c), 60)
-                for p, c in pairs]
+        train_from_candles(settings, train, Path(tmp), spec=spec, model_id="bench", progress=False)
+        models = load_models([Path(tmp)], None, default_builder(settings.features)(train).names)
+        data = [
+            PairData(p, c.slice(20_000, n + 20_000), instrument_for(p, c), 60) for p, c in pairs
+        ]
         started = time.perf_counter()
         build = default_builder(settings.features)
         signals = {d.pair: model_signals(d.candles, models, "mean", build) for d in data}
@@ -208,10 +263,12 @@ def lightgbm_year(days: int) -> None:
         result = asyncio.run(run_backtest(settings, data, signals, capital=Decimal(10_000)))
         done = time.perf_counter()
     total = sum(len(d.candles) for d in data)
-    print(f"LightGBM strategy, {days} days x 2 pairs = {total:,} candles: features + "
-          f"predictions {prepared - started:.2f} s, loop {done - prepared:.2f} s, total "
-          f"{done - started:.2f} s ({total / (done - started):,.0f} candles/s); "
-          f"{result.stats['decisions']:,} decisions, {result.metrics['trades']} trades")
+    print(
+        f"LightGBM strategy, {days} days x 2 pairs = {total:,} candles: features + "
+        f"predictions {prepared - started:.2f} s, loop {done - prepared:.2f} s, total "
+        f"{done - started:.2f} s ({total / (done - started):,.0f} candles/s); "
+        f"{result.stats['decisions']:,} decisions, {result.metrics['trades']} trades"
+    )
 
 
 _GROUPS = (  # where the time of a round trip goes: the backtest's own code, or the live modules
@@ -239,17 +296,20 @@ def profile_sma(candles: CandleSeries) -> None:
     own: dict[str, float] = {}
     stats: Any = pstats.Stats(profiler).stats
     for (path, _, _), (_, _, tottime, _, _) in stats.items():
-        group = next((name for name, keys in _GROUPS if any(k in path for k in keys)),
-                     "other (numpy, Decimal, builtins, logging)")
+        group = next(
+            (name for name, keys in _GROUPS if any(k in path for k in keys)),
+            "other (numpy, Decimal, builtins, logging)",
+        )
         own[group] = own.get(group, 0.0) + tottime
     total = sum(own.values())
-    print(f"where the time goes ({len(candles):,} candles, {len(trades):,} round trips, "
-          "profiled):")
+    print(f"where the time goes ({len(candles):,} candles, {len(trades):,} round trips, profiled):")
     for group, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
         print(f"  {group:<42} {seconds / total:6.1%}")
     engine = own.get(_GROUPS[0][0], 0.0) + own.get("asyncio", 0.0)
-    print(f"  with a backtest engine costing nothing, the same run would be at most "
-          f"{total / (total - engine):.2f}x faster")
+    print(
+        f"  with a backtest engine costing nothing, the same run would be at most "
+        f"{total / (total - engine):.2f}x faster"
+    )
 
 
 def main() -> None:
@@ -258,8 +318,9 @@ def main() -> None:
     parser.add_argument("--candles-dir", type=Path, default=Path("/work/shared/data/kraken_ohlcvt"))
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--model-only", action="store_true", help="only the LightGBM run")
-    parser.add_argument("--profile", action="store_true",
-                        help="only where the SMA run's time goes, by module")
+    parser.add_argument(
+        "--profile", action="store_true", help="only where the SMA run's time goes, by module"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     if args.profile:
@@ -272,13 +333,16 @@ def main() -> None:
     if real.is_file():
         (xbt,) = load_pairs({"XBT/USD": real})
         candles = fill_gaps(xbt.candles, xbt.interval_s)
-        compare("real Kraken XBT/USD hourly (gaps filled)", "XBT/USD", candles,
-                xbt.interval_s, True)
+        compare(
+            "real Kraken XBT/USD hourly (gaps filled)", "XBT/USD", candles, xbt.interval_s, True
+        )
     big = synthetic(500_000, 3)
     small_rate = compare("synthetic 50k", "XRP/USD", big.slice(0, 50_000), 60, True)
     large_rate = compare("synthetic 500k", "XRP/USD", big, 60, not args.quick)
-    print(f"Gal-Friday throughput 500k vs 50k: {large_rate / small_rate:.2f} "
-          f"({'within' if abs(large_rate / small_rate - 1) <= 0.2 else 'OUTSIDE'} 20 %)")
+    print(
+        f"Gal-Friday throughput 500k vs 50k: {large_rate / small_rate:.2f} "
+        f"({'within' if abs(large_rate / small_rate - 1) <= 0.2 else 'OUTSIDE'} 20 %)"
+    )
     lightgbm_year(args.days)
 
 

@@ -35,14 +35,20 @@ import msgspec
 from gal_friday.kraken.book import ACCELERATED, OrderBook
 from gal_friday.kraken.public import PublicStreamDecoder
 
-CAPTURE = (Path(__file__).resolve().parents[2] / "shared" / "data"
-           / "kraken_ws_v2_python_kraken_sdk" / "orderbook-v2.json")
+CAPTURE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "kraken_ws_v2_python_kraken_sdk"
+    / "orderbook-v2.json"
+)
 
 
 def instrument_frame(symbol: str, pp: int, qp: int) -> bytes:
     pair = {"symbol": symbol, "price_precision": pp, "qty_precision": qp, "status": "online"}
-    return json.dumps({"channel": "instrument", "type": "snapshot",
-                       "data": {"assets": [], "pairs": [pair]}}).encode()
+    return json.dumps(
+        {"channel": "instrument", "type": "snapshot", "data": {"assets": [], "pairs": [pair]}}
+    ).encode()
 
 
 def sim_messages(n: int, seed: int, depth: int) -> tuple[str, int, int, list[bytes]]:
@@ -152,8 +158,9 @@ def run_sdk(symbol: str, pp: int, qp: int, texts: list[str], depth: int) -> int:
         loads, on_message = json.loads, client.on_message
         book = client._SpotOrderBookClient__book
         for text in texts:
-            if text.startswith('{"channel": "book", "type": "snapshot"') or \
-                    text.startswith('{"channel":"book","type":"snapshot"'):
+            if text.startswith('{"channel": "book", "type": "snapshot"') or text.startswith(
+                '{"channel":"book","type":"snapshot"'
+            ):
                 book.pop(symbol, None)  # the SDK expects a fresh client per snapshot
             await on_message(loads(text))
         await client.close()
@@ -173,8 +180,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--recording", type=Path, help="a file made by 'gal-friday record'")
-    source.add_argument("--kraken-capture", action="store_true",
-                        help="Kraken's real BTC/USD v2 capture from ../shared/data")
+    source.add_argument(
+        "--kraken-capture",
+        action="store_true",
+        help="Kraken's real BTC/USD v2 capture from ../shared/data",
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
 
@@ -189,12 +199,17 @@ def main() -> None:
         symbol, pp, qp, msgs = sim_messages(args.messages, args.seed, args.depth)
         origin = f"simulator, seed {args.seed}"
     texts = [m.decode() for m in msgs]
-    levels = [len(msgspec.json.decode(m)["data"][0]["bids"]) +
-              len(msgspec.json.decode(m)["data"][0]["asks"]) for m in msgs[1:2001]]
-    print(f"messages: {len(msgs):,} {symbol} depth {args.depth} from {origin} "
-          f"(prepared in {time.perf_counter() - t0:.1f}s; "
-          f"{statistics.mean(levels):.2f} levels/update, "
-          f"{statistics.mean(len(m) for m in msgs):.0f} bytes/message)")
+    levels = [
+        len(msgspec.json.decode(m)["data"][0]["bids"])
+        + len(msgspec.json.decode(m)["data"][0]["asks"])
+        for m in msgs[1:2001]
+    ]
+    print(
+        f"messages: {len(msgs):,} {symbol} depth {args.depth} from {origin} "
+        f"(prepared in {time.perf_counter() - t0:.1f}s; "
+        f"{statistics.mean(levels):.2f} levels/update, "
+        f"{statistics.mean(len(m) for m in msgs):.0f} bytes/message)"
+    )
     print(f"C book extension: {'built' if ACCELERATED else 'NOT built (pure Python)'}")
 
     results: list[tuple[str, float]] = []

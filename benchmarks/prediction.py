@@ -38,8 +38,15 @@ def synthetic_candles(n: int, seed: int) -> CandleSeries:
     open_ = np.concatenate(([2.2], close[:-1]))
     high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.0003, n)))
     low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.0003, n)))
-    return CandleSeries(np.arange(n, dtype=np.int64) * 60 + 1_700_000_000, open_, high, low,
-                        close, rng.uniform(100, 5000, n), np.ones(n, dtype=np.int64))
+    return CandleSeries(
+        np.arange(n, dtype=np.int64) * 60 + 1_700_000_000,
+        open_,
+        high,
+        low,
+        close,
+        rng.uniform(100, 5000, n),
+        np.ones(n, dtype=np.int64),
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -57,8 +64,9 @@ async def main() -> None:
     candles = synthetic_candles(20_000, 7)
     with tempfile.TemporaryDirectory() as tmp:
         spec = TrainSpec(min_auc=0.0, max_brier=1.0, rounds=200, folds=2)
-        train_from_candles(settings, candles, Path(tmp) / "m", spec=spec, model_id="bench",
-                           progress=False)
+        train_from_candles(
+            settings, candles, Path(tmp) / "m", spec=spec, model_id="bench", progress=False
+        )
         names = feature_names(settings.features)
         rows = batch_candle_features(candles, settings.features).values[100:]
         bus = EventBus()
@@ -71,8 +79,9 @@ async def main() -> None:
                 done.set()
 
         bus.subscribe(PredictionEvent, on_prediction, name="bench")
-        service = PredictionService(bus, load_models([Path(tmp) / "m"], None, names),
-                                    workers=args.workers)
+        service = PredictionService(
+            bus, load_models([Path(tmp) / "m"], None, names), workers=args.workers
+        )
         bus.start()
         await service.start()
         lags: list[float] = []
@@ -94,12 +103,18 @@ async def main() -> None:
         watcher.cancel()
         await service.stop()
         await bus.stop()
-    print(f"{args.events} predictions at {args.rate:.0f}/s, {args.workers} worker(s), "
-          "LightGBM 200 trees x 13 features:")
-    print(f"  latency ms: mean {statistics.fmean(latencies):.3f}  p50 {pct(latencies, .5):.3f}"
-          f"  p99 {pct(latencies, .99):.3f}  max {max(latencies):.3f}")
-    print(f"  event-loop lag ms: p50 {pct(lags, .5):.3f}  p99 {pct(lags, .99):.3f}  "
-          f"max {max(lags):.3f}")
+    print(
+        f"{args.events} predictions at {args.rate:.0f}/s, {args.workers} worker(s), "
+        "LightGBM 200 trees x 13 features:"
+    )
+    print(
+        f"  latency ms: mean {statistics.fmean(latencies):.3f}  p50 {pct(latencies, 0.5):.3f}"
+        f"  p99 {pct(latencies, 0.99):.3f}  max {max(latencies):.3f}"
+    )
+    print(
+        f"  event-loop lag ms: p50 {pct(lags, 0.5):.3f}  p99 {pct(lags, 0.99):.3f}  "
+        f"max {max(lags):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -70,16 +70,28 @@ class StopwatchVenue(NullVenue):
 def uptrend(n: int) -> CandleSeries:
     c = synthetic_candles(n, 11)
     drift = np.exp(np.arange(n) * 0.0004)
-    return CandleSeries(c.time_s, c.open * drift, c.high * drift, c.low * drift, c.close * drift,
-                        c.volume, c.trades)
+    return CandleSeries(
+        c.time_s, c.open * drift, c.high * drift, c.low * drift, c.close * drift, c.volume, c.trades
+    )
 
 
 def candle_event(c: CandleSeries, i: int) -> CandleEvent:
     d = lambda x: Decimal(f"{x:.5f}")  # noqa: E731
     open_ns = int(c.time_s[i]) * NS
-    return CandleEvent(PAIR, 60, open_ns, d(c.open[i]), d(c.high[i]), d(c.low[i]),
-                       d(c.close[i]), Decimal(f"{c.volume[i]:.8f}"), d(c.close[i]),
-                       int(c.trades[i]), True, open_ns + 60 * NS)
+    return CandleEvent(
+        PAIR,
+        60,
+        open_ns,
+        d(c.open[i]),
+        d(c.high[i]),
+        d(c.low[i]),
+        d(c.close[i]),
+        Decimal(f"{c.volume[i]:.8f}"),
+        d(c.close[i]),
+        int(c.trades[i]),
+        True,
+        open_ns + 60 * NS,
+    )
 
 
 def book_event(close: float, ts_ns: int) -> BookEvent:
@@ -99,20 +111,24 @@ async def main() -> None:
     live = uptrend(20_000 + args.events + 1)
     with tempfile.TemporaryDirectory() as tmp:
         spec = TrainSpec(min_auc=0.0, max_brier=1.0, rounds=200, folds=2)
-        train_from_candles(settings, history, Path(tmp) / "m", spec=spec, model_id="bench",
-                           progress=False)
+        train_from_candles(
+            settings, history, Path(tmp) / "m", spec=spec, model_id="bench", progress=False
+        )
         bus = EventBus()
         features = FeatureEngine(settings.features, bus)
         features.attach()
         features.prime(PAIR, history)
-        service = PredictionService(bus, load_models([Path(tmp) / "m"], None, features.names),
-                                    workers=args.workers)
+        service = PredictionService(
+            bus, load_models([Path(tmp) / "m"], None, features.names), workers=args.workers
+        )
         portfolio = PortfolioManager(Decimal(1_000_000), pairs=[PAIR])
         portfolio.attach(bus)
-        RiskManager(settings.risk, bus, portfolio.snapshot,
-                    taker_fee_pct=settings.fees.taker_pct).attach()
-        StrategyArbitrator(StrategySettings(confirm_momentum=False, buy_threshold=0.55),
-                           settings.fees, bus).attach()
+        RiskManager(
+            settings.risk, bus, portfolio.snapshot, taker_fee_pct=settings.fees.taker_pct
+        ).attach()
+        StrategyArbitrator(
+            StrategySettings(confirm_momentum=False, buy_threshold=0.55), settings.fees, bus
+        ).attach()
         venue = StopwatchVenue()
         handler = ExecutionHandler(ExecutionSettings(reconcile_interval_s=0), venue, bus)
         handler.attach()
@@ -124,9 +140,20 @@ async def main() -> None:
         bus.subscribe(PredictionEvent, on_prediction, name="probe")
         bus.start()
         await service.start()
-        await bus.publish(InstrumentEvent(PAIR, InstrumentSpec(
-            PAIR, 5, 8, Decimal("0.00001"), Decimal("0.00000001"), Decimal("0.00000001"),
-            Decimal(0))))
+        await bus.publish(
+            InstrumentEvent(
+                PAIR,
+                InstrumentSpec(
+                    PAIR,
+                    5,
+                    8,
+                    Decimal("0.00001"),
+                    Decimal("0.00000001"),
+                    Decimal("0.00000001"),
+                    Decimal(0),
+                ),
+            )
+        )
         published_ns: dict[int, int] = {}
         start = time.perf_counter()
         for k in range(args.events):
@@ -145,13 +172,17 @@ async def main() -> None:
         candle_ts = candle_of[int(signal_id.split("-")[2])]
         latencies.append((sent - published_ns[candle_ts]) / 1e6)
     elapsed = time.perf_counter() - start
-    print(f"{args.events} closing candles at {args.rate:.0f}/s in {elapsed:.1f} s, "
-          f"{args.workers} worker(s), LightGBM 200 trees; {len(candle_of)} predictions, "
-          f"{len(latencies)} became order requests")
+    print(
+        f"{args.events} closing candles at {args.rate:.0f}/s in {elapsed:.1f} s, "
+        f"{args.workers} worker(s), LightGBM 200 trees; {len(candle_of)} predictions, "
+        f"{len(latencies)} became order requests"
+    )
     if latencies:
-        print(f"  tick-to-trade ms: mean {statistics.fmean(latencies):.3f}  "
-              f"p50 {pct(latencies, .5):.3f}  p99 {pct(latencies, .99):.3f}  "
-              f"max {max(latencies):.3f}")
+        print(
+            f"  tick-to-trade ms: mean {statistics.fmean(latencies):.3f}  "
+            f"p50 {pct(latencies, 0.5):.3f}  p99 {pct(latencies, 0.99):.3f}  "
+            f"max {max(latencies):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -84,11 +84,15 @@ async def run(seconds: float, rate: float) -> None:
         stats = {s.name: s for s in bus.stats()}["tui-latest"]
     print(f"books published: {sent:,} in {elapsed:.1f} s ({sent / elapsed:,.0f}/s)")
     print(f"cockpit deliveries: {stats.delivered:,} (conflated away: {stats.conflated:,})")
-    print(f"event-loop lag: p50 {pct(lags, 50) * 1e3:.2f} ms  p99 {pct(lags, 99) * 1e3:.2f} ms  "
-          f"max {max(lags) * 1e3:.2f} ms  mean {statistics.fmean(lags) * 1e3:.2f} ms "
-          f"({len(lags):,} samples)")
-    print(f"repaint ticks: {ticks / elapsed:.1f}/s; frames (ticks that repainted): "
-          f"{frames / elapsed:.1f}/s")
+    print(
+        f"event-loop lag: p50 {pct(lags, 50) * 1e3:.2f} ms  p99 {pct(lags, 99) * 1e3:.2f} ms  "
+        f"max {max(lags) * 1e3:.2f} ms  mean {statistics.fmean(lags) * 1e3:.2f} ms "
+        f"({len(lags):,} samples)"
+    )
+    print(
+        f"repaint ticks: {ticks / elapsed:.1f}/s; frames (ticks that repainted): "
+        f"{frames / elapsed:.1f}/s"
+    )
     print(f"key 'h' to HaltEvent on the bus: {key_latency * 1e3:.1f} ms")
     verdict = "OK" if pct(lags, 99) <= 0.050 and key_latency <= 0.100 else "OVER"
     print(f"aim lag p99 <= 50 ms, key <= 100 ms: {verdict}")

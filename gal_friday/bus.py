@@ -52,7 +52,11 @@ class Subscription:
     """One subscriber: its queue, its worker and its counters."""
 
     def __init__(
-        self, name: str, types: tuple[type[Event], ...], handler: Handler, policy: Policy,
+        self,
+        name: str,
+        types: tuple[type[Event], ...],
+        handler: Handler,
+        policy: Policy,
         maxsize: int,
     ) -> None:
         if maxsize < 1:
@@ -145,8 +149,14 @@ class Subscription:
 
     def stats(self) -> SubscriberStats:
         return SubscriberStats(
-            self.name, self.policy, self.maxsize, self.depth, self.max_depth, self.delivered,
-            self.conflated, self.errors,
+            self.name,
+            self.policy,
+            self.maxsize,
+            self.depth,
+            self.max_depth,
+            self.delivered,
+            self.conflated,
+            self.errors,
         )
 
 

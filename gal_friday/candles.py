@@ -56,8 +56,15 @@ class CandleSeries:
 
     def slice(self, start: int, stop: int) -> CandleSeries:
         s = slice(start, stop)
-        return CandleSeries(self.time_s[s], self.open[s], self.high[s], self.low[s],
-                            self.close[s], self.volume[s], self.trades[s])
+        return CandleSeries(
+            self.time_s[s],
+            self.open[s],
+            self.high[s],
+            self.low[s],
+            self.close[s],
+            self.volume[s],
+            self.trades[s],
+        )
 
 
 _MAX_TIME_S = 4_102_444_800  # 2100-01-01: a larger time is in milliseconds, or not a time
@@ -76,8 +83,10 @@ def read_candles(path: Path) -> CandleSeries:
                 if not rows and not _numeric(row[0]):
                     continue  # a header line
                 if len(row) < 6:
-                    raise CandleFileError(f"{path}:{lineno}: expected 7 columns "
-                                          "(time,open,high,low,close,volume,count)")
+                    raise CandleFileError(
+                        f"{path}:{lineno}: expected 7 columns "
+                        "(time,open,high,low,close,volume,count)"
+                    )
                 rows.append(row[:7] if len(row) >= 7 else [*row, "0"])
                 lines.append(lineno)
     except FileNotFoundError:
@@ -90,9 +99,12 @@ def read_candles(path: Path) -> CandleSeries:
     try:
         series = CandleSeries(
             time_s=table[:, 0].astype(np.float64).astype(np.int64),
-            open=table[:, 1].astype(np.float64), high=table[:, 2].astype(np.float64),
-            low=table[:, 3].astype(np.float64), close=table[:, 4].astype(np.float64),
-            volume=table[:, 5].astype(np.float64), trades=table[:, 6].astype(np.int64),
+            open=table[:, 1].astype(np.float64),
+            high=table[:, 2].astype(np.float64),
+            low=table[:, 3].astype(np.float64),
+            close=table[:, 4].astype(np.float64),
+            volume=table[:, 5].astype(np.float64),
+            trades=table[:, 6].astype(np.int64),
         )
     except ValueError as exc:
         bad = next((k for k, row in enumerate(rows) if not all(map(_numeric, row))), None)
@@ -116,13 +128,19 @@ def _check_rows(path: Path, series: CandleSeries, lines: list[int]) -> None:
         return
     prices = np.vstack([series.open, series.high, series.low, series.close])
     checks = (
-        ((series.time_s <= 0) | (series.time_s > _MAX_TIME_S),
-         "time is not unix seconds (milliseconds?)"),
-        (~np.isfinite(prices).all(axis=0) | (prices <= 0).any(axis=0),
-         "prices must be finite and positive"),
+        (
+            (series.time_s <= 0) | (series.time_s > _MAX_TIME_S),
+            "time is not unix seconds (milliseconds?)",
+        ),
+        (
+            ~np.isfinite(prices).all(axis=0) | (prices <= 0).any(axis=0),
+            "prices must be finite and positive",
+        ),
         (~np.isfinite(series.volume) | (series.volume < 0), "volume must be finite, >= 0"),
-        (np.r_[False, np.diff(series.time_s) <= 0], "rows are not in strictly increasing "
-                                                    "time order"),
+        (
+            np.r_[False, np.diff(series.time_s) <= 0],
+            "rows are not in strictly increasing time order",
+        ),
     )
     for bad, what in checks:
         if bad.any():
@@ -145,8 +163,9 @@ def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:
             writer = csv.writer(fh)
             for row in rows:
                 if prev is not None and row[0] <= prev:
-                    raise CandleFileError(f"refusing to write {path}: candle {row[0]} is not "
-                                          f"after {prev}")
+                    raise CandleFileError(
+                        f"refusing to write {path}: candle {row[0]} is not after {prev}"
+                    )
                 writer.writerow(row)
                 prev, written = row[0], written + 1
             fh.flush()

@@ -32,90 +32,158 @@ class UsageError(Exception):
 def _common_options() -> argparse.ArgumentParser:
     """Options accepted before or after any subcommand (SUPPRESS keeps unset ones unset)."""
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument("--config", type=Path, metavar="PATH",
-                        help="configuration file (default: ./config.toml if present)")
-    common.add_argument("--exchange", choices=["kraken", "sim"],
-                        help="kraken: live Kraken; sim: the built-in simulator (offline)")
-    common.add_argument("--mode", choices=["paper", "live"],
-                        help="paper: simulated fills (default); live: real orders (needs keys "
-                             "for Kraken)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="configuration file (default: ./config.toml if present)",
+    )
+    common.add_argument(
+        "--exchange",
+        choices=["kraken", "sim"],
+        help="kraken: live Kraken; sim: the built-in simulator (offline)",
+    )
+    common.add_argument(
+        "--mode",
+        choices=["paper", "live"],
+        help="paper: simulated fills (default); live: real orders (needs keys for Kraken)",
+    )
     common.add_argument("--pairs", metavar="A/B,C/D", help="pairs to trade, comma-separated")
     common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    common.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override any setting, e.g. --set kraken.book_depth=25 (repeatable)")
+    common.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set kraken.book_depth=25 (repeatable)",
+    )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
-        prog="gal-friday", parents=[common],
+        prog="gal-friday",
+        parents=[common],
         description="Automated trading bot for XRP/USD and DOGE/USD on Kraken.",
     )
     parser.add_argument("--version", action="version", version=f"gal-friday {__version__}")
-    parser.add_argument("--no-ui", action="store_true", default=argparse.SUPPRESS,
-                        help="run headless: JSON logs and a periodic status line")
-    parser.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS,
-                        help="stop by itself after this many seconds")
+    parser.add_argument(
+        "--no-ui",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="run headless: JSON logs and a periodic status line",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="stop by itself after this many seconds",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run the bot (the default command)")
     run.add_argument("--no-ui", action="store_true", default=argparse.SUPPRESS)
     run.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
 
-    sim = sub.add_parser("sim-exchange", parents=[common],
-                         help="serve the Kraken-protocol simulator on loopback")
+    sim = sub.add_parser(
+        "sim-exchange", parents=[common], help="serve the Kraken-protocol simulator on loopback"
+    )
     sim.add_argument("--host", default=argparse.SUPPRESS)
     sim.add_argument("--port", type=int, default=argparse.SUPPRESS)
     sim.add_argument("--seed", type=int, default=argparse.SUPPRESS)
-    sim.add_argument("--replay", metavar="FILE", default=argparse.SUPPRESS,
-                     help="replay a file made by 'gal-friday record' instead of synthetic data")
-    sim.add_argument("--speed", type=float, default=argparse.SUPPRESS,
-                     help="replay speed factor (0 = as fast as possible)")
-    sim.add_argument("--rate", type=float, default=argparse.SUPPRESS,
-                     help="synthetic market: book messages per second per pair")
-    sim.add_argument("--loop", action="store_true", default=False,
-                     help="start the replay again when it ends")
+    sim.add_argument(
+        "--replay",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="replay a file made by 'gal-friday record' instead of synthetic data",
+    )
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="replay speed factor (0 = as fast as possible)",
+    )
+    sim.add_argument(
+        "--rate",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="synthetic market: book messages per second per pair",
+    )
+    sim.add_argument(
+        "--loop", action="store_true", default=False, help="start the replay again when it ends"
+    )
     sim.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
 
-    rec = sub.add_parser("record", parents=[common],
-                         help="record raw public Kraken messages to a replayable .jsonl.gz")
+    rec = sub.add_parser(
+        "record",
+        parents=[common],
+        help="record raw public Kraken messages to a replayable .jsonl.gz",
+    )
     rec.add_argument("--out", type=Path, required=True, metavar="FILE")
     rec.add_argument("--duration", type=float, metavar="SECONDS", default=argparse.SUPPRESS)
 
-    dl = sub.add_parser("download", parents=[common],
-                        help="download 1-min candle history (or import Kraken's CSV files)")
+    dl = sub.add_parser(
+        "download",
+        parents=[common],
+        help="download 1-min candle history (or import Kraken's CSV files)",
+    )
     dl.add_argument("--pair", help="pair to download (default: every configured pair)")
     dl.add_argument("--days", type=float, help="days of history (default: training.history_days)")
-    dl.add_argument("--out", type=Path, metavar="FILE",
-                    help="candle file (default: data/ALTNAME_1.csv)")
-    dl.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
-                    help="import a Kraken OHLCVT or trades CSV instead of downloading")
-    dl.add_argument("--kind", choices=["auto", "ohlcvt", "trades"], default="auto",
-                    help="what --import FILE holds (default: detect)")
+    dl.add_argument(
+        "--out", type=Path, metavar="FILE", help="candle file (default: data/ALTNAME_1.csv)"
+    )
+    dl.add_argument(
+        "--import",
+        dest="import_file",
+        type=Path,
+        metavar="FILE",
+        help="import a Kraken OHLCVT or trades CSV instead of downloading",
+    )
+    dl.add_argument(
+        "--kind",
+        choices=["auto", "ohlcvt", "trades"],
+        default="auto",
+        help="what --import FILE holds (default: detect)",
+    )
     dl.add_argument("--no-progress", action="store_true")
 
     tr = sub.add_parser("train", parents=[common], help="train and validate a LightGBM model")
-    tr.add_argument("--candles", type=Path, metavar="FILE",
-                    help="candle file (default: download training.history_days for the pair)")
+    tr.add_argument(
+        "--candles",
+        type=Path,
+        metavar="FILE",
+        help="candle file (default: download training.history_days for the pair)",
+    )
     tr.add_argument("--pair", help="pair whose history to use (default: the first configured)")
-    tr.add_argument("--out", type=Path, metavar="DIR",
-                    help="model directory (default: the first of prediction.models)")
+    tr.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="model directory (default: the first of prediction.models)",
+    )
     tr.add_argument("--model-id", help="model id (default: lgbm-<UTC time>)")
     tr.add_argument("--no-progress", action="store_true")
 
-    feat = sub.add_parser("features", parents=[common],
-                          help="write the batch feature table of a candle file as CSV")
+    feat = sub.add_parser(
+        "features", parents=[common], help="write the batch feature table of a candle file as CSV"
+    )
     feat.add_argument("--candles", type=Path, required=True, metavar="FILE")
     feat.add_argument("--out", type=Path, required=True, metavar="FILE")
 
-    show = sub.add_parser("config", parents=[common],
-                          help="print the effective configuration (secrets masked)")
+    show = sub.add_parser(
+        "config", parents=[common], help="print the effective configuration (secrets masked)"
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
-    replay = sub.add_parser("replay", parents=[common],
-                            help="re-run a recorded session's decisions and compare them")
-    replay.add_argument("session", type=Path, metavar="SESSION",
-                        help="a journal from <data_dir>/sessions/ (or its path)")
+    replay = sub.add_parser(
+        "replay", parents=[common], help="re-run a recorded session's decisions and compare them"
+    )
+    replay.add_argument(
+        "session",
+        type=Path,
+        metavar="SESSION",
+        help="a journal from <data_dir>/sessions/ (or its path)",
+    )
     add_backtest(sub, common)
     _add_control_commands(sub, common)
     return parser
@@ -125,11 +193,14 @@ def _add_control_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """halt / resume / flatten / status: steer the running instance over its control socket."""
     halt = sub.add_parser("halt", parents=[common], help="HALT the running instance now")
     halt.add_argument("--reason", default="", help="why (shown in the log and the cockpit)")
-    reduce = sub.add_parser("reduce", parents=[common],
-                            help="REDUCING: no new entries, positions kept, exits allowed")
+    reduce = sub.add_parser(
+        "reduce", parents=[common], help="REDUCING: no new entries, positions kept, exits allowed"
+    )
     reduce.add_argument("--reason", default="", help="why (shown in the log and the cockpit)")
-    for name, text in (("resume", "resume trading after a HALT (asks first)"),
-                       ("flatten", "close every position at market (asks first)")):
+    for name, text in (
+        ("resume", "resume trading after a HALT (asks first)"),
+        ("flatten", "close every position at market (asks first)"),
+    ):
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     status = sub.add_parser("status", parents=[common], help="state of the running instance")
@@ -159,9 +230,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         items.append(("pairs", [p.strip() for p in args.pairs.split(",") if p.strip()]))
     if hasattr(args, "log_level"):
         items.append(("logging.level", args.log_level))
-    for flag, key in (("host", "sim.host"), ("port", "sim.port"), ("seed", "sim.seed"),
-                      ("replay", "sim.replay"), ("speed", "sim.speed"),
-                      ("rate", "sim.messages_per_second")):
+    for flag, key in (
+        ("host", "sim.host"),
+        ("port", "sim.port"),
+        ("seed", "sim.seed"),
+        ("replay", "sim.replay"),
+        ("speed", "sim.speed"),
+        ("rate", "sim.messages_per_second"),
+    ):
         if getattr(args, flag, None) is not None:  # None: not given
             items.append((key, getattr(args, flag)))
     return load_settings(getattr(args, "config", None), merge_overrides(*items))
@@ -185,9 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _show_config(settings, as_json=args.json)
     if command in ("halt", "reduce", "resume", "flatten", "status"):
         from gal_friday.control import ask_on_terminal, run_command
-        return run_command(settings, command, reason=getattr(args, "reason", ""),
-                           yes=getattr(args, "yes", False), as_json=getattr(args, "json", False),
-                           ask=ask_on_terminal)
+
+        return run_command(
+            settings,
+            command,
+            reason=getattr(args, "reason", ""),
+            yes=getattr(args, "yes", False),
+            as_json=getattr(args, "json", False),
+            ask=ask_on_terminal,
+        )
     setup_logging(settings.logging, secrets=_secrets(settings))
     duration = getattr(args, "duration", None)
     try:
@@ -210,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "no_ui", False):
             return _cockpit(settings, duration)
         from gal_friday.headless import run_headless
+
         return _run(run_headless(settings, duration_s=duration))
     except FatalError as exc:
         print(f"gal-friday: {exc}", file=sys.stderr)
@@ -243,8 +326,10 @@ def _replay(settings: Settings, session: Path) -> int:
         print(f"MISMATCH {line}")
     if result.truncated:
         tail = ", ".join(f"{n} {kind}" for kind, n in result.unchecked.items()) or "none"
-        print(f"the journal ends early (the run did not stop cleanly): everything recorded "
-              f"was compared; decisions the replay made past its end, unchecked: {tail}")
+        print(
+            f"the journal ends early (the run did not stop cleanly): everything recorded "
+            f"was compared; decisions the replay made past its end, unchecked: {tail}"
+        )
     print("reproduced exactly" if result.ok else "NOT reproduced")
     return EXIT_OK if result.ok else EXIT_FAILURE
 
@@ -268,8 +353,17 @@ def _run(coro: Any) -> int:
         asyncio.run(coro)
     except KeyboardInterrupt:
         return EXIT_OK
-    except (FatalFeedError, RecordingError, ModelError, ModelRejected, DownloadError,
-            CandleFileError, LiveModeError, VenueAuthError, ControlError) as exc:
+    except (
+        FatalFeedError,
+        RecordingError,
+        ModelError,
+        ModelRejected,
+        DownloadError,
+        CandleFileError,
+        LiveModeError,
+        VenueAuthError,
+        ControlError,
+    ) as exc:
         raise FatalError(str(exc)) from None
     except OSError as exc:
         raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
@@ -288,11 +382,9 @@ async def _record(settings: Settings, out: Path, duration: float | None) -> None
     from gal_friday.kraken.recorder import Recorder
 
     source = "sim" if settings.exchange == "sim" else settings.kraken.ws_public_url
-    recorder = Recorder(out, source=source, pairs=settings.pairs,
-                        depth=settings.kraken.book_depth)
+    recorder = Recorder(out, source=source, pairs=settings.pairs, depth=settings.kraken.book_depth)
     try:
-        await run_headless(settings, duration_s=duration, raw_sink=recorder.write,
-                           predict=False)
+        await run_headless(settings, duration_s=duration, raw_sink=recorder.write, predict=False)
     finally:
         recorder.close()
         log.info("recording closed", extra={"path": str(out), "frames": recorder.frames})
@@ -306,10 +398,12 @@ async def _download(settings: Settings, args: argparse.Namespace) -> None:
     pairs = [args.pair] if args.pair else list(settings.pairs)
     data_dir = Path(settings.paths.data_dir)
     if args.import_file:
-        imported = import_history(args.import_file, pairs[0], data_dir, kind=args.kind,
-                                  out=args.out)
-        print(f"imported {imported.candles} {imported.interval_min}-min candles into "
-              f"{imported.out}")
+        imported = import_history(
+            args.import_file, pairs[0], data_dir, kind=args.kind, out=args.out
+        )
+        print(
+            f"imported {imported.candles} {imported.interval_min}-min candles into {imported.out}"
+        )
         return
     days = args.days or settings.training.history_days
     async with open_venue(settings) as venue:
@@ -318,14 +412,16 @@ async def _download(settings: Settings, args: argparse.Namespace) -> None:
             for pair in pairs:
                 out = args.out or default_output(data_dir, pair)
                 try:
-                    result = await download_candles(rest, pair, days, out, pause_s=pause,
-                                                    progress=not args.no_progress)
+                    result = await download_candles(
+                        rest, pair, days, out, pause_s=pause, progress=not args.no_progress
+                    )
                 except asyncio.CancelledError:
-                    print("interrupted; run the same command again to continue",
-                          file=sys.stderr)
+                    print("interrupted; run the same command again to continue", file=sys.stderr)
                     raise
-                print(f"{pair}: {result.candles} candles in {result.out}"
-                      + (" (already up to date)" if result.up_to_date else ""))
+                print(
+                    f"{pair}: {result.candles} candles in {result.out}"
+                    + (" (already up to date)" if result.up_to_date else "")
+                )
 
 
 async def _train(settings: Settings, args: argparse.Namespace) -> None:
@@ -338,17 +434,29 @@ async def _train(settings: Settings, args: argparse.Namespace) -> None:
     if path is None:
         async with open_venue(settings) as venue:
             pause = 0.0 if venue.name == "sim" else 1.0
-            path = await fetch_history(settings, venue.rest_url, pair,
-                                       settings.training.history_days, pause_s=pause,
-                                       progress=not args.no_progress)
+            path = await fetch_history(
+                settings,
+                venue.rest_url,
+                pair,
+                settings.training.history_days,
+                pause_s=pause,
+                progress=not args.no_progress,
+            )
     out = args.out or Path(settings.prediction.models[0])
     result = await asyncio.to_thread(
-        train_from_candles, settings, read_candles(path), out, model_id=args.model_id,
-        progress=not args.no_progress)
+        train_from_candles,
+        settings,
+        read_candles(path),
+        out,
+        model_id=args.model_id,
+        progress=not args.no_progress,
+    )
     s = result.summary
-    print(f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
-          f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
-          f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows")
+    print(
+        f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
+        f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
+        f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows"
+    )
 
 
 def _features(settings: Settings, args: argparse.Namespace) -> int:

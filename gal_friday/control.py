@@ -84,10 +84,19 @@ class StatusTracker:
 
     def attach(self, bus: EventBus) -> list[Subscription]:
         return [
-            bus.subscribe((TradingStateChangedEvent, ExecutionReportEvent), self.on_event,
-                          name="control-state", maxsize=1024),
-            bus.subscribe((PortfolioEvent, FeedStatsEvent), self.on_event,
-                          name="control-latest", policy=Policy.CONFLATE, maxsize=8),
+            bus.subscribe(
+                (TradingStateChangedEvent, ExecutionReportEvent),
+                self.on_event,
+                name="control-state",
+                maxsize=1024,
+            ),
+            bus.subscribe(
+                (PortfolioEvent, FeedStatsEvent),
+                self.on_event,
+                name="control-latest",
+                policy=Policy.CONFLATE,
+                maxsize=8,
+            ),
         ]
 
     def on_event(self, event: Event) -> None:
@@ -115,8 +124,10 @@ class StatusTracker:
             self._changed.clear()
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
-                log.warning("trading state not announced in time; status may lag",
-                            extra={"expected": expected.state.value})
+                log.warning(
+                    "trading state not announced in time; status may lag",
+                    extra={"expected": expected.state.value},
+                )
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
@@ -136,8 +147,11 @@ class StatusTracker:
             "reducing": t.cause if t.reducing else "",
             "feed": self.feed_state,
             "equity": str(snap.equity) if snap else None,
-            "positions": [{"pair": p.pair, "qty": str(p.qty)}
-                          for p in (snap.positions if snap else ()) if p.qty],
+            "positions": [
+                {"pair": p.pair, "qty": str(p.qty)}
+                for p in (snap.positions if snap else ())
+                if p.qty
+            ],
             "working_orders": len(self.working),
         }
 
@@ -165,11 +179,14 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
             if await _answers(self.path):
-                raise ControlError(f"another gal-friday is already running here (control "
-                                   f"socket {self.path} answers); stop it first")
+                raise ControlError(
+                    f"another gal-friday is already running here (control "
+                    f"socket {self.path} answers); stop it first"
+                )
             self.path.unlink()  # left over from a run that did not stop cleanly
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
-                                                       limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MAX_LINE
+        )
         os.chmod(self.path, 0o600)
         log.info("control socket listening", extra={"path": str(self.path)})
 
@@ -211,8 +228,9 @@ class ControlServer:
         event = _event_for(cmd, operator, str(request.get("reason") or ""))
         if event is not None:
             await self.bus.publish(event)
-            log.warning(f"control socket: {cmd} from {operator}",
-                        extra={"cmd": cmd, "operator": operator})
+            log.warning(
+                f"control socket: {cmd} from {operator}", extra={"cmd": cmd, "operator": operator}
+            )
             if isinstance(event, TRADING_COMMANDS):
                 await self.tracker.settled(event)  # the reply shows what the command did
         return {"ok": True, "status": self.tracker.status()}
@@ -232,8 +250,10 @@ def _event_for(cmd: str, operator: str, reason: str) -> Event | None:
 
 def _check_length(path: Path) -> None:
     if len(os.fsencode(path)) >= _MAX_SOCKET_PATH:
-        raise ControlError(f"control socket path is too long for a Unix socket: {path} "
-                           f"(use a shorter paths.data_dir)")
+        raise ControlError(
+            f"control socket path is too long for a Unix socket: {path} "
+            f"(use a shorter paths.data_dir)"
+        )
 
 
 async def _answers(path: Path) -> bool:
@@ -250,16 +270,19 @@ async def _answers(path: Path) -> bool:
 # --- client -------------------------------------------------------------------------------
 
 
-async def request(path: Path, cmd: str, fields: dict[str, str] | None = None, *,
-                  timeout_s: float = 5.0) -> dict[str, Any]:
+async def request(
+    path: Path, cmd: str, fields: dict[str, str] | None = None, *, timeout_s: float = 5.0
+) -> dict[str, Any]:
     """Send one command to the instance serving ``path`` and return its reply."""
     _check_length(path)
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=MAX_LINE), timeout_s)
+            asyncio.open_unix_connection(str(path), limit=MAX_LINE), timeout_s
+        )
     except (FileNotFoundError, ConnectionRefusedError):
-        raise ControlError(f"no running gal-friday found (no control socket answers at "
-                           f"{path})") from None
+        raise ControlError(
+            f"no running gal-friday found (no control socket answers at {path})"
+        ) from None
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"cannot reach the control socket {path}: {exc}") from None
     try:
@@ -267,8 +290,7 @@ async def request(path: Path, cmd: str, fields: dict[str, str] | None = None, *,
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout_s)
     except (OSError, TimeoutError) as exc:
-        raise ControlError(f"the running gal-friday did not answer: {exc or 'timeout'}"
-                           ) from None
+        raise ControlError(f"the running gal-friday did not answer: {exc or 'timeout'}") from None
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
@@ -290,30 +312,44 @@ def _parse_reply(line: bytes) -> dict[str, Any]:
 
 def describe_status(status: dict[str, Any]) -> str:
     """The human-readable ``gal-friday status`` output."""
-    halt = (f"HALTED ({status['halt_source']}): {status['halt_reason']}"
-            if status["halted"] else f"REDUCING ({status['reducing']}): exits only"
-            if status.get("reducing") else "trading (not halted)")
+    halt = (
+        f"HALTED ({status['halt_source']}): {status['halt_reason']}"
+        if status["halted"]
+        else f"REDUCING ({status['reducing']}): exits only"
+        if status.get("reducing")
+        else "trading (not halted)"
+    )
     positions = ", ".join(f"{p['pair']} {p['qty']}" for p in status["positions"]) or "none"
-    return "\n".join([
-        f"gal-friday pid {status['pid']}: {status['mode']} on {status['exchange']}, "
-        f"pairs {', '.join(status['pairs'])}",
-        f"state: {halt}",
-        f"feed: {status['feed']}; equity: {status['equity'] or '-'} USD",
-        f"positions: {positions}; working orders: {status['working_orders']}",
-    ])
+    return "\n".join(
+        [
+            f"gal-friday pid {status['pid']}: {status['mode']} on {status['exchange']}, "
+            f"pairs {', '.join(status['pairs'])}",
+            f"state: {halt}",
+            f"feed: {status['feed']}; equity: {status['equity'] or '-'} USD",
+            f"positions: {positions}; working orders: {status['working_orders']}",
+        ]
+    )
 
 
 def flatten_summary(status: dict[str, Any]) -> str:
     """What a flatten will do, for the confirmation question."""
     n = len(status["positions"])
     w = status["working_orders"]
-    return (f"Close {n} position{'s' * (n != 1)} at market and cancel working entry orders "
-            f"({w} working order{'s' * (w != 1)})")
+    return (
+        f"Close {n} position{'s' * (n != 1)} at market and cancel working entry orders "
+        f"({w} working order{'s' * (w != 1)})"
+    )
 
 
-
-def run_command(settings: Settings, cmd: str, *, reason: str = "", yes: bool = False,
-                as_json: bool = False, ask: Callable[[str], bool] | None = None) -> int:
+def run_command(
+    settings: Settings,
+    cmd: str,
+    *,
+    reason: str = "",
+    yes: bool = False,
+    as_json: bool = False,
+    ask: Callable[[str], bool] | None = None,
+) -> int:
     """``gal-friday halt|resume|flatten|status``: 0 on success, 1 with one line on failure.
 
     Resume and flatten say what they will do and ask first on a terminal, unless ``yes``.
@@ -337,8 +373,9 @@ def run_command(settings: Settings, cmd: str, *, reason: str = "", yes: bool = F
     elif cmd == "status":
         print(describe_status(status))
     else:
-        state = "HALTED" if status["halted"] else "REDUCING" if status.get("reducing") \
-            else "trading"
+        state = (
+            "HALTED" if status["halted"] else "REDUCING" if status.get("reducing") else "trading"
+        )
         print(f"{cmd} sent to gal-friday pid {status['pid']}; {state}")
     return 0
 
@@ -348,8 +385,10 @@ def _question(cmd: str, status: dict[str, Any]) -> str:
         return f"{flatten_summary(status)} on the {status['mode']} instance? [y/N] "
     if not status["halted"]:
         return "gal-friday is not halted; send resume anyway? [y/N] "
-    return (f"Resume trading on the {status['mode']} instance (halted by "
-            f"{status['halt_source']}: {status['halt_reason']})? [y/N] ")
+    return (
+        f"Resume trading on the {status['mode']} instance (halted by "
+        f"{status['halt_source']}: {status['halt_reason']})? [y/N] "
+    )
 
 
 def ask_on_terminal(question: str) -> bool:

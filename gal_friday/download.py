@@ -178,11 +178,14 @@ def _load_state(out: Path, pair: str, interval_min: int) -> _State:
     try:
         state = msgspec.json.decode(path.read_bytes(), type=_State)
     except msgspec.DecodeError as exc:
-        raise DownloadError(f"{path} is damaged ({exc}); delete it and "
-                            f"{_part_path(out).name} to start over") from None
+        raise DownloadError(
+            f"{path} is damaged ({exc}); delete it and {_part_path(out).name} to start over"
+        ) from None
     if state.pair != pair or state.interval_min != interval_min:
-        raise DownloadError(f"{out} holds {state.pair} {state.interval_min}-minute candles, "
-                            f"not {pair} {interval_min}-minute ones; choose another file")
+        raise DownloadError(
+            f"{out} holds {state.pair} {state.interval_min}-minute candles, "
+            f"not {pair} {interval_min}-minute ones; choose another file"
+        )
     if not out.exists():
         state.covered = []  # the candle file was deleted: what it covered is gone too
     return state
@@ -191,8 +194,10 @@ def _load_state(out: Path, pair: str, interval_min: int) -> _State:
 def _check_name_interval(out: Path, interval_min: int) -> None:
     match = OHLCVT_NAME.match(out.name)
     if match and int(match.group(2)) != interval_min:
-        raise DownloadError(f"{out} is named as a {match.group(2)}-minute file; "
-                            f"this writes {interval_min}-minute candles")
+        raise DownloadError(
+            f"{out} is named as a {match.group(2)}-minute file; "
+            f"this writes {interval_min}-minute candles"
+        )
 
 
 def _covered_by_file(out: Path, interval_min: int) -> list[tuple[int, int]]:
@@ -285,9 +290,13 @@ class _Bar:
 
     def __init__(self, enabled: bool, pair: str, total_s: int) -> None:
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[covered]}"), TimeRemainingColumn(),
-            console=Console(stderr=True), disable=not enabled,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[covered]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
         )
         self._total = max(1, total_s)
         self._task = self._progress.add_task(f"{pair} trades", total=self._total, covered="")
@@ -297,19 +306,22 @@ class _Bar:
         self._progress.start()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._progress.stop()
 
     def show(self, job: _Job) -> None:
         covered = self._done + job.reached_s - job.start_s
-        self._progress.update(self._task, completed=covered,
-                              covered=f"{_span(covered)} of {_span(self._total)}")
+        self._progress.update(
+            self._task, completed=covered, covered=f"{_span(covered)} of {_span(self._total)}"
+        )
 
     def job_done(self, job: _Job) -> None:
         self._done += job.end_s - job.start_s
-        self._progress.update(self._task, completed=self._done,
-                              covered=f"{_span(self._done)} of {_span(self._total)}")
+        self._progress.update(
+            self._task, completed=self._done, covered=f"{_span(self._done)} of {_span(self._total)}"
+        )
 
 
 # --- the download -------------------------------------------------------------------------------
@@ -393,10 +405,19 @@ def _count_rows(out: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-async def download_candles(rest: KrakenPublicRest, pair: str, days: float, out: Path, *,
-                           pause_s: float = 1.0, progress: bool = True,
-                           now_s: float | None = None, page_size: int = PAGE_SIZE,
-                           max_retries: int = 8, backoff_s: float = 2.0) -> DownloadResult:
+async def download_candles(
+    rest: KrakenPublicRest,
+    pair: str,
+    days: float,
+    out: Path,
+    *,
+    pause_s: float = 1.0,
+    progress: bool = True,
+    now_s: float | None = None,
+    page_size: int = PAGE_SIZE,
+    max_retries: int = 8,
+    backoff_s: float = 2.0,
+) -> DownloadResult:
     """1-minute candles of ``pair`` for the last ``days`` into ``out``, built from Trades.
 
     Resumes an interrupted run, skips ranges ``out`` already covers, fetches only what is
@@ -410,8 +431,9 @@ async def download_candles(rest: KrakenPublicRest, pair: str, days: float, out: 
     claimed = [*state.covered, *([(job.start_s, job.end_s)] if job else [])]
     gaps = _missing(start_s, end_s, claimed)
     total = sum(b - a for a, b in gaps) + (job.end_s - job.start_s if job else 0)
-    pager = TradesPager(rest, pair, max(1, min(PAGE_SIZE, page_size)), pause_s, max_retries,
-                   backoff_s)
+    pager = TradesPager(
+        rest, pair, max(1, min(PAGE_SIZE, page_size)), pause_s, max_retries, backoff_s
+    )
     fetched = 0
     try:
         with _Bar(progress and total > 0, pair, total) as bar:
@@ -424,8 +446,17 @@ async def download_candles(rest: KrakenPublicRest, pair: str, days: float, out: 
     except DownloadError:
         _forget_if_empty(out, state)
         raise
-    return DownloadResult(out, pair, start_s, end_s, _count_rows(out), pager.requests, fetched,
-                          resumed=job is not None, up_to_date=job is None and not gaps)
+    return DownloadResult(
+        out,
+        pair,
+        start_s,
+        end_s,
+        _count_rows(out),
+        pager.requests,
+        fetched,
+        resumed=job is not None,
+        up_to_date=job is None and not gaps,
+    )
 
 
 # --- import -------------------------------------------------------------------------------------
@@ -447,8 +478,10 @@ def _scan(path: Path, kind: str, interval_min: int) -> tuple[int, int, int]:
     """Validate the whole file before touching the output: (input rows, first, last time)."""
     counter = _Counted()
     rows: Iterator[CandleRow] = (
-        aggregate_trades(counter.through(read_trades(path))) if kind == "trades"
-        else counter.through(read_ohlcvt(path, interval_min)))
+        aggregate_trades(counter.through(read_trades(path)))
+        if kind == "trades"
+        else counter.through(read_ohlcvt(path, interval_min))
+    )
     first = last = None
     for row in rows:
         first = row[0] if first is None else first
@@ -458,8 +491,15 @@ def _scan(path: Path, kind: str, interval_min: int) -> tuple[int, int, int]:
     return counter.n, first, last
 
 
-def import_history(path: Path, pair: str, data_dir: Path, *, kind: Kind = "auto",
-                   interval_min: int | None = None, out: Path | None = None) -> ImportResult:
+def import_history(
+    path: Path,
+    pair: str,
+    data_dir: Path,
+    *,
+    kind: Kind = "auto",
+    interval_min: int | None = None,
+    out: Path | None = None,
+) -> ImportResult:
     """Import a Kraken downloadable history file for ``pair`` into the data directory.
 
     OHLCVT files are validated and normalised into ``{ALTNAME}_{interval}.csv``; trades files
@@ -477,8 +517,7 @@ def import_history(path: Path, pair: str, data_dir: Path, *, kind: Kind = "auto"
     rows_in, first, last = _scan(path, found, interval)
     state = _load_state(target, pair, interval)
     hi = last + interval * MINUTE
-    new = (aggregate_trades(read_trades(path)) if found == "trades"
-           else read_ohlcvt(path, interval))
+    new = aggregate_trades(read_trades(path)) if found == "trades" else read_ohlcvt(path, interval)
     candles = _merge_into(target, new, first, hi, interval)
     state.covered = _cover(state.covered, first, hi)
     _save_state(target, state)

@@ -68,24 +68,35 @@ async def open_venue(settings: Settings) -> AsyncIterator[Venue]:
     freshly generated API key registered, so live order routing needs no real keys there)."""
     k = settings.kraken
     if settings.exchange == "kraken":
-        yield Venue("kraken", k.ws_public_url, k.rest_url, k.ws_private_url,
-                    settings.credentials)
+        yield Venue("kraken", k.ws_public_url, k.rest_url, k.ws_private_url, settings.credentials)
         return
     from gal_friday.sim.server import open_sim_exchange
 
-    async with open_sim_exchange(settings.sim, settings.pairs,
-                                 maker_fee_pct=settings.fees.maker_pct,
-                                 taker_fee_pct=settings.fees.taker_pct) as sim:
-        key, secret = f"sim-{secrets.token_hex(8)}", base64.b64encode(
-            secrets.token_bytes(64)).decode()
+    async with open_sim_exchange(
+        settings.sim,
+        settings.pairs,
+        maker_fee_pct=settings.fees.maker_pct,
+        taker_fee_pct=settings.fees.taker_pct,
+    ) as sim:
+        key, secret = (
+            f"sim-{secrets.token_hex(8)}",
+            base64.b64encode(secrets.token_bytes(64)).decode(),
+        )
         sim.private.add_key(key, secret)
         log.info("simulator started", extra={"ws_url": sim.ws_url, "rest_url": sim.rest_url})
-        yield Venue("sim", sim.ws_url, sim.rest_url, sim.ws_auth_url, Credentials(
-            api_key=SecretStr(key), api_secret=SecretStr(secret)))
+        yield Venue(
+            "sim",
+            sim.ws_url,
+            sim.rest_url,
+            sim.ws_auth_url,
+            Credentials(api_key=SecretStr(key), api_secret=SecretStr(secret)),
+        )
 
 
-_NO_KEYS = ("--mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the environment (a key "
-            "with the trading and WebSocket permissions); refusing to start")
+_NO_KEYS = (
+    "--mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the environment (a key "
+    "with the trading and WebSocket permissions); refusing to start"
+)
 
 
 class LiveModeError(Exception):
@@ -95,10 +106,14 @@ class LiveModeError(Exception):
 class Engine:
     """Owns the bus and the running modules."""
 
-    def __init__(self, settings: Settings, *, raw_sink: RawSink | None = None,
-                 predict: bool = True) -> None:
-        if settings.mode == "live" and settings.exchange == "kraken" \
-                and not settings.credentials.present:
+    def __init__(
+        self, settings: Settings, *, raw_sink: RawSink | None = None, predict: bool = True
+    ) -> None:
+        if (
+            settings.mode == "live"
+            and settings.exchange == "kraken"
+            and not settings.credentials.present
+        ):
             raise LiveModeError(_NO_KEYS)
         self.settings = settings
         self.bus = EventBus()
@@ -128,7 +143,10 @@ class Engine:
     async def _run(self, stop: asyncio.Event) -> None:
         async with open_venue(self.settings) as venue:
             self.ingestor = DataIngestor(
-                self.settings, self.bus, ws_url=venue.ws_public_url, rest_url=venue.rest_url,
+                self.settings,
+                self.bus,
+                ws_url=venue.ws_public_url,
+                rest_url=venue.rest_url,
                 raw_sink=self.raw_sink,
             )
             try:
@@ -163,13 +181,15 @@ class Engine:
             if isinstance(result, Exception):
                 raise result
 
-    async def _start_prediction(self, venue: Venue, features: tuple[str, ...]
-                                ) -> PredictionService:
+    async def _start_prediction(self, venue: Venue, features: tuple[str, ...]) -> PredictionService:
         """Load the configured models; on the simulator with none trained, a demo model."""
         cfg = self.settings.prediction
         dirs = [Path(d) for d in cfg.models]
-        if venue.name == "sim" and cfg.sim_demo_model and not any(
-                (d / "model.json").is_file() for d in dirs):
+        if (
+            venue.name == "sim"
+            and cfg.sim_demo_model
+            and not any((d / "model.json").is_file() for d in dirs)
+        ):
             dirs = [await ensure_demo_model(self.settings, venue.rest_url)]
             weights: tuple[float, ...] = ()
         else:
@@ -206,8 +226,15 @@ class Engine:
         await self._start_monitoring()
         if s.mode == "live":
             await recover(s, self.store, trading, self.execution, self.bus)
-        log.info("trading", extra={"mode": s.mode.upper(), "venue": trading.name,
-                                   "exchange": venue.name, "cash_usd": str(cash)})
+        log.info(
+            "trading",
+            extra={
+                "mode": s.mode.upper(),
+                "venue": trading.name,
+                "exchange": venue.name,
+                "cash_usd": str(cash),
+            },
+        )
         if s.mode == "live":
             where = "the SIMULATOR" if venue.name == "sim" else "KRAKEN, WITH REAL MONEY"
             log.warning(f"LIVE TRADING: orders go to {where}", extra={"mode": "LIVE"})
@@ -250,10 +277,17 @@ class Engine:
         nonce_state = Path(s.paths.data_dir) / f"nonce-{venue.name}.state"
         nonce_state.parent.mkdir(parents=True, exist_ok=True)
         return KrakenTradingVenue(
-            s.kraken, venue.credentials, pairs=s.pairs, nonce=NonceSource(nonce_state),
-            ws_url=venue.ws_private_url, rest_url=venue.rest_url,
-            breaker_fail_max=x.breaker_failures, breaker_reset_s=x.breaker_reset_s,
-            dms_timeout_s=x.dead_man_switch_s, dms_interval_s=x.dead_man_interval_s)
+            s.kraken,
+            venue.credentials,
+            pairs=s.pairs,
+            nonce=NonceSource(nonce_state),
+            ws_url=venue.ws_private_url,
+            rest_url=venue.rest_url,
+            breaker_fail_max=x.breaker_failures,
+            breaker_reset_s=x.breaker_reset_s,
+            dms_timeout_s=x.dead_man_switch_s,
+            dms_interval_s=x.dead_man_interval_s,
+        )
 
     async def _publish_portfolio(self, interval_s: float = 0.25) -> None:
         """Publish the portfolio for display and monitoring when it changed, at most every
@@ -274,5 +308,7 @@ class Engine:
             try:
                 features.prime(pair, await ingestor.recent_candles(pair))
             except KrakenError as exc:
-                log.warning("could not warm features from history; they warm up live",
-                            extra={"pair": pair, "error": str(exc)})
+                log.warning(
+                    "could not warm features from history; they warm up live",
+                    extra={"pair": pair, "error": str(exc)},
+                )

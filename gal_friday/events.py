@@ -230,8 +230,15 @@ class OrderStatus(enum.StrEnum):
         return self not in _TERMINAL_STATUSES
 
 
-_TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
-                                OrderStatus.EXPIRED, OrderStatus.ERROR})
+_TERMINAL_STATUSES = frozenset(
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELLED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.ERROR,
+    }
+)
 
 
 class ExecutionReportEvent(Event, frozen=True):

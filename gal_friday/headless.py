@@ -45,12 +45,24 @@ class StatusReporter:
         self.connection = ComponentState.STARTING
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe((BookEvent, BookInvalidatedEvent, FeedStatsEvent, SystemStatusEvent,
-                       PredictionEvent),
-                      self.on_event, name="status-line", policy=Policy.CONFLATE, maxsize=64)
-        bus.subscribe((TradeSignalProposedEvent, TradeSignalApprovedEvent,
-                       TradeSignalRejectedEvent, ExecutionReportEvent),
-                      self.on_trading, name="status-counts", maxsize=1024)
+        bus.subscribe(
+            (BookEvent, BookInvalidatedEvent, FeedStatsEvent, SystemStatusEvent, PredictionEvent),
+            self.on_event,
+            name="status-line",
+            policy=Policy.CONFLATE,
+            maxsize=64,
+        )
+        bus.subscribe(
+            (
+                TradeSignalProposedEvent,
+                TradeSignalApprovedEvent,
+                TradeSignalRejectedEvent,
+                ExecutionReportEvent,
+            ),
+            self.on_trading,
+            name="status-counts",
+            maxsize=1024,
+        )
 
     def on_event(self, event: object) -> None:
         if isinstance(event, BookEvent):
@@ -87,10 +99,16 @@ class StatusReporter:
         if stats is not None:
             ages = ",".join(f"{p}:{a:.1f}s" for p, a in stats.data_age_s)
             counts = self.signals
-            parts.append(f"signals={counts['proposed']} approved={counts['approved']} "
-                         f"rejected={counts['rejected']} fills={counts['fills']}")
-            parts += [f"msg/s={stats.frames_per_s:.0f}", f"checksum_fail={stats.checksum_failures}",
-                      f"reconnects={stats.reconnects}", f"age={ages or '-'}"]
+            parts.append(
+                f"signals={counts['proposed']} approved={counts['approved']} "
+                f"rejected={counts['rejected']} fills={counts['fills']}"
+            )
+            parts += [
+                f"msg/s={stats.frames_per_s:.0f}",
+                f"checksum_fail={stats.checksum_failures}",
+                f"reconnects={stats.reconnects}",
+                f"age={ages or '-'}",
+            ]
         return " | ".join(parts)
 
     async def report_every(self, interval_s: float) -> None:
@@ -104,7 +122,10 @@ def _fmt(value: Decimal | None) -> str:
 
 
 async def run_headless(
-    settings: Settings, *, duration_s: float | None = None, raw_sink: RawSink | None = None,
+    settings: Settings,
+    *,
+    duration_s: float | None = None,
+    raw_sink: RawSink | None = None,
     predict: bool = True,
 ) -> None:
     """Run the engine until SIGINT/SIGTERM or ``duration_s``, printing status lines."""
@@ -117,8 +138,9 @@ async def run_headless(
     reporter.attach(engine.bus)
     status = asyncio.create_task(reporter.report_every(settings.monitoring.status_interval_s))
     timer = loop.call_later(duration_s, stop.set) if duration_s else None
-    log.info("gal-friday started", extra={"exchange": settings.exchange,
-                                          "pairs": list(settings.pairs)})
+    log.info(
+        "gal-friday started", extra={"exchange": settings.exchange, "pairs": list(settings.pairs)}
+    )
     try:
         await engine.run(stop)
     finally:

@@ -40,7 +40,10 @@ class DataIngestor:
         self.settings = settings
         self.bus = bus
         self.feed = KrakenPublicFeed(
-            settings.kraken, settings.pairs, self._publish, raw_sink=raw_sink,
+            settings.kraken,
+            settings.pairs,
+            self._publish,
+            raw_sink=raw_sink,
             url=ws_url or settings.kraken.ws_public_url,
         )
         self.rest = KrakenPublicRest(
@@ -85,19 +88,27 @@ class DataIngestor:
                 if not exc.retryable:
                     raise FatalFeedError(f"Kraken AssetPairs: {exc}") from None
                 k = self.settings.kraken
-                delay = backoff_delay(attempt, k.reconnect_initial_s, k.reconnect_max_s,
-                                      k.reconnect_jitter, rng)
-                log.warning("AssetPairs unavailable, retrying",
-                            extra={"error": str(exc), "retry_in_s": round(delay, 3)})
+                delay = backoff_delay(
+                    attempt, k.reconnect_initial_s, k.reconnect_max_s, k.reconnect_jitter, rng
+                )
+                log.warning(
+                    "AssetPairs unavailable, retrying",
+                    extra={"error": str(exc), "retry_in_s": round(delay, 3)},
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
         for pair, spec in specs.items():
             self.instruments[pair] = spec
-            log.info("instrument", extra={
-                "pair": pair, "tick": format(spec.price_increment, "f"),
-                "lot_decimals": spec.qty_precision, "ordermin": format(spec.qty_min, "f"),
-                "costmin": format(spec.cost_min, "f"),
-            })
+            log.info(
+                "instrument",
+                extra={
+                    "pair": pair,
+                    "tick": format(spec.price_increment, "f"),
+                    "lot_decimals": spec.qty_precision,
+                    "ordermin": format(spec.qty_min, "f"),
+                    "costmin": format(spec.cost_min, "f"),
+                },
+            )
             await self._publish(InstrumentEvent(pair, spec))
 
     async def _publish_stats(self) -> None:
@@ -108,17 +119,19 @@ class DataIngestor:
             stats = self.feed.decoder.stats
             rate = (stats.frames - last_frames) / max(now - last_t, 1e-9)
             last_frames, last_t = stats.frames, now
-            await self._publish(FeedStatsEvent(
-                state=self.feed.state,
-                frames=stats.frames,
-                frames_per_s=rate,
-                book_messages=stats.book_messages,
-                checksum_failures=stats.checksum_failures,
-                malformed=stats.malformed,
-                reconnects=self.feed.reconnects,
-                last_disconnect_reason=self.feed.last_disconnect_reason,
-                data_age_s=self.data_ages(now),
-            ))
+            await self._publish(
+                FeedStatsEvent(
+                    state=self.feed.state,
+                    frames=stats.frames,
+                    frames_per_s=rate,
+                    book_messages=stats.book_messages,
+                    checksum_failures=stats.checksum_failures,
+                    malformed=stats.malformed,
+                    reconnects=self.feed.reconnects,
+                    last_disconnect_reason=self.feed.last_disconnect_reason,
+                    data_age_s=self.data_ages(now),
+                )
+            )
 
     async def recent_candles(self, pair: str) -> CandleSeries:
         """Closed 1-min candles from REST, to warm indicators up before live data."""

@@ -85,8 +85,7 @@ class SizeAndDayRotatingFileHandler(logging.handlers.RotatingFileHandler):
     later UTC day than the file (a restart on a new day rolls the old file too)."""
 
     def __init__(self, filename: Path, *, maxBytes: int, backupCount: int) -> None:
-        super().__init__(filename, maxBytes=maxBytes, backupCount=backupCount,
-                         encoding="utf-8")
+        super().__init__(filename, maxBytes=maxBytes, backupCount=backupCount, encoding="utf-8")
         path = Path(self.baseFilename)
         self.day = _utc_day(path.stat().st_mtime if path.exists() else time.time())
 
@@ -154,7 +153,8 @@ def setup_logging(
         path = Path(settings.file)
         path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = SizeAndDayRotatingFileHandler(
-            path, maxBytes=settings.max_bytes, backupCount=settings.backup_count)
+            path, maxBytes=settings.max_bytes, backupCount=settings.backup_count
+        )
         file_handler.setFormatter(formatter)
         file_handler.addFilter(signal_ids)
         root.addHandler(file_handler)

@@ -79,15 +79,23 @@ FEED_COMPONENT = "kraken.ws.public (feed)"
 DOWN = frozenset({ComponentState.DISCONNECTED, ComponentState.DEGRADED})
 UP = frozenset({ComponentState.CONNECTED, ComponentState.STOPPED})
 # Lower-cased fragments of Kraken's auth errors and of VenueAuthError / KrakenAuthError texts.
-AUTH_MARKERS = ("invalid key", "invalid signature", "permission denied", "eauth",
-                "rejected the api key", "websocket token")
+AUTH_MARKERS = (
+    "invalid key",
+    "invalid signature",
+    "permission denied",
+    "eauth",
+    "rejected the api key",
+    "websocket token",
+)
 FAILED = frozenset({OrderStatus.REJECTED, OrderStatus.ERROR})
 MID_SAMPLE_NS = NS  # one price a second and pair is plenty for a minutes-long window
 
 
-_DISPLAY = {TradingState.ACTIVE: ComponentState.CONNECTED,
-            TradingState.REDUCING: ComponentState.DEGRADED,
-            TradingState.HALTED: ComponentState.STOPPED}
+_DISPLAY = {
+    TradingState.ACTIVE: ComponentState.CONNECTED,
+    TradingState.REDUCING: ComponentState.DEGRADED,
+    TradingState.HALTED: ComponentState.STOPPED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +119,9 @@ class PsutilProbe:
     def __call__(self) -> HostSample:
         disk = psutil.disk_usage(self.path)
         free_pct = 100.0 * disk.free / disk.total if disk.total else 100.0
-        return HostSample(float(psutil.cpu_percent(None)),
-                          float(psutil.virtual_memory().percent), free_pct)
+        return HostSample(
+            float(psutil.cpu_percent(None)), float(psutil.virtual_memory().percent), free_pct
+        )
 
 
 Breach = tuple[str, str, str]  # (key, source, reason)
@@ -181,11 +190,21 @@ class MonitoringService:
             return
         self._subs = [
             self._bus.subscribe(
-                (TradingStateChangedEvent, ExecutionReportEvent, PortfolioEvent,
-                 SystemStatusEvent, FeedStatsEvent, CandleEvent),
-                self.on_event, name=self.NAME, policy=Policy.BLOCK),
-            self._bus.subscribe(BookEvent, self.on_book, name=f"{self.NAME}.book",
-                                policy=Policy.CONFLATE),
+                (
+                    TradingStateChangedEvent,
+                    ExecutionReportEvent,
+                    PortfolioEvent,
+                    SystemStatusEvent,
+                    FeedStatsEvent,
+                    CandleEvent,
+                ),
+                self.on_event,
+                name=self.NAME,
+                policy=Policy.BLOCK,
+            ),
+            self._bus.subscribe(
+                BookEvent, self.on_book, name=f"{self.NAME}.book", policy=Policy.CONFLATE
+            ),
         ]
 
     async def start(self) -> None:
@@ -224,8 +243,13 @@ class MonitoringService:
             }
         except Exception as exc:
             log.exception("health check failed")
-            await self._breach(("monitoring:failure", "monitoring",
-                                f"health check failed: {type(exc).__name__}: {exc}"))
+            await self._breach(
+                (
+                    "monitoring:failure",
+                    "monitoring",
+                    f"health check failed: {type(exc).__name__}: {exc}",
+                )
+            )
             return
         self._clear_if_absent("monitoring", ())
         for domain, breaches_now in found.items():
@@ -237,8 +261,13 @@ class MonitoringService:
         for component, (since, detail) in self._down_since.items():
             down_s = (now - since) / NS
             if down_s > limit:
-                out.append((f"connection:{component}", "connection",
-                            f"{component} down for {down_s:.0f}s (limit {limit:g}s): {detail}"))
+                out.append(
+                    (
+                        f"connection:{component}",
+                        "connection",
+                        f"{component} down for {down_s:.0f}s (limit {limit:g}s): {detail}",
+                    )
+                )
         return out
 
     def _stale_breaches(self, now: int) -> list[Breach]:
@@ -247,8 +276,13 @@ class MonitoringService:
         for pair, seen in self._last_seen.items():
             age_s = (now - seen) / NS
             if age_s > limit:
-                out.append((f"stale:{pair}", "stale_data",
-                            f"no market data for {pair} for {age_s:.0f}s (limit {limit:g}s)"))
+                out.append(
+                    (
+                        f"stale:{pair}",
+                        "stale_data",
+                        f"no market data for {pair} for {age_s:.0f}s (limit {limit:g}s)",
+                    )
+                )
         return out
 
     def _host_breaches(self, now: int) -> list[Breach]:
@@ -257,8 +291,11 @@ class MonitoringService:
         readings = (
             ("cpu", sample.cpu_pct > cpu, f"CPU {sample.cpu_pct:.0f}% > {cpu:g}%"),
             ("ram", sample.ram_pct > ram, f"RAM {sample.ram_pct:.0f}% > {ram:g}%"),
-            ("disk", sample.disk_free_pct < disk,
-             f"free disk {sample.disk_free_pct:.1f}% < {disk:g}%"),
+            (
+                "disk",
+                sample.disk_free_pct < disk,
+                f"free disk {sample.disk_free_pct:.1f}% < {disk:g}%",
+            ),
         )
         out = []
         for name, over, text in readings:
@@ -285,9 +322,14 @@ class MonitoringService:
             high = max(p for _, p in samples)
             move = (high - low) / low * 100 if low > 0 else 0.0
             if move > limit:
-                out.append((f"volatility:{pair}", "volatility",
-                            f"{pair} moved {move:.2f}% ({low:g}..{high:g}) within {window} min "
-                            f"(limit {limit:g}%)"))
+                out.append(
+                    (
+                        f"volatility:{pair}",
+                        "volatility",
+                        f"{pair} moved {move:.2f}% ({low:g}..{high:g}) within {window} min "
+                        f"(limit {limit:g}%)",
+                    )
+                )
         return out
 
     # --- events ----------------------------------------------------------------------------
@@ -307,8 +349,9 @@ class MonitoringService:
         elif isinstance(event, CandleEvent):
             self._seen(event.pair)
             # a forming candle updates on every trade: one close a second is plenty
-            self._sample(event.pair, float(event.close),
-                         every_ns=0 if event.closed else MID_SAMPLE_NS)
+            self._sample(
+                event.pair, float(event.close), every_ns=0 if event.closed else MID_SAMPLE_NS
+            )
 
     def on_book(self, event: BookEvent) -> None:
         self._seen(event.pair)
@@ -345,8 +388,10 @@ class MonitoringService:
                 self._last_seen[pair] = max(self._last_seen[pair], now - int(age_s * NS))
 
     async def _on_portfolio(self, snap: PortfolioSnapshot) -> None:
-        found = [(f"risk:{kind}", "drawdown" if kind.endswith("drawdown") else kind, reason)
-                 for kind, reason in breaches(snap, self.risk_settings)]
+        found = [
+            (f"risk:{kind}", "drawdown" if kind.endswith("drawdown") else kind, reason)
+            for kind, reason in breaches(snap, self.risk_settings)
+        ]
         await self._apply("risk", found)
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
@@ -358,14 +403,18 @@ class MonitoringService:
         self.failed_in_a_row += 1
         reason = r.reason or r.status.value
         if any(marker in reason.lower() for marker in AUTH_MARKERS):
-            await self._trigger("auth", f"authentication failure on {r.pair} order "
-                                f"{r.client_order_id}: {reason}")
+            await self._trigger(
+                "auth", f"authentication failure on {r.pair} order {r.client_order_id}: {reason}"
+            )
             return
         limit = self.settings.max_failed_placements
         if self.failed_in_a_row >= limit:
             count, self.failed_in_a_row = self.failed_in_a_row, 0
-            await self._trigger("api_errors", f"{count} failed order placements in a row "
-                                f"(limit {limit}); last: {r.status.value} {reason}")
+            await self._trigger(
+                "api_errors",
+                f"{count} failed order placements in a row "
+                f"(limit {limit}); last: {r.status.value} {reason}",
+            )
 
     async def _on_state(self, event: TradingStateChangedEvent) -> None:
         self.trading = event
@@ -399,20 +448,32 @@ class MonitoringService:
     async def _trigger(self, source: str, reason: str, key: str = "") -> None:
         """Ask for a HALT for ``reason`` unless already halted (then only log it)."""
         if self.halted:
-            log.warning("HALT condition while already halted: %s", reason, extra={
-                "halt_source": source, "halt_reason": reason, "breach": key})
+            log.warning(
+                "HALT condition while already halted: %s",
+                reason,
+                extra={"halt_source": source, "halt_reason": reason, "breach": key},
+            )
             return
         self._halt_requested = True
         self.halts += 1
-        log.error("HALT: %s", reason, extra={
-            "halt_source": source, "halt_reason": reason, "breach": key,
-            "halt_policy": self.settings.halt_policy})
+        log.error(
+            "HALT: %s",
+            reason,
+            extra={
+                "halt_source": source,
+                "halt_reason": reason,
+                "breach": key,
+                "halt_policy": self.settings.halt_policy,
+            },
+        )
         await self._bus.publish(HaltEvent(reason, source, self._clock()))
 
     async def _apply_policy(self, source: str) -> None:
         if self.settings.halt_policy == "close":
-            log.warning("HALT policy close: flattening every position at market",
-                        extra={"halt_source": source})
+            log.warning(
+                "HALT policy close: flattening every position at market",
+                extra={"halt_source": source},
+            )
             await self._bus.publish(FlattenEvent(f"halt:{source}", self._clock()))
 
     def status_detail(self) -> str:
@@ -424,5 +485,6 @@ class MonitoringService:
         return "ACTIVE"
 
     async def _publish_status(self) -> None:
-        await self._bus.publish(SystemStatusEvent(
-            self.NAME, _DISPLAY[self.state], self.status_detail(), self._clock()))
+        await self._bus.publish(
+            SystemStatusEvent(self.NAME, _DISPLAY[self.state], self.status_detail(), self._clock())
+        )

@@ -241,10 +241,15 @@ class PortfolioManager:
         elif isinstance(event, TradeSignalApprovedEvent) and event.limit_price is not None:
             self._signal_prices[event.signal_id] = event.limit_price
         elif isinstance(event, ReconciliationEvent):
-            self.reconcile(dict(event.balances), [
-                OpenOrder(o.client_order_id, o.pair, o.side, o.remaining_qty, o.limit_price)
-                for o in event.open_orders], ts_ns=event.ts_ns,
-                entry_prices=dict(event.entry_prices))
+            self.reconcile(
+                dict(event.balances),
+                [
+                    OpenOrder(o.client_order_id, o.pair, o.side, o.remaining_qty, o.limit_price)
+                    for o in event.open_orders
+                ],
+                ts_ns=event.ts_ns,
+                entry_prices=dict(event.entry_prices),
+            )
 
     def note_order_price(self, client_order_id: str, limit_price: Decimal) -> None:
         """Tell the portfolio an order's limit price (reports do not carry it)."""
@@ -267,8 +272,10 @@ class PortfolioManager:
         self._marks[event.pair] = mid
         if event.pair in self._holdings:
             self._changed()
-        elif any(self._orders[c].pair == event.pair and self._orders[c].limit_price is None
-                 for c in self._open_ids):
+        elif any(
+            self._orders[c].pair == event.pair and self._orders[c].limit_price is None
+            for c in self._open_ids
+        ):
             self._snapshot = None  # market-order reserve follows the ask
 
     def set_mark(self, pair: str, price: Decimal, ts_ns: int) -> None:
@@ -304,13 +311,21 @@ class PortfolioManager:
             order.booked_notional += delta * price
         elif r.last_fill_qty:
             self.duplicates += 1
-            log.debug("duplicate fill report ignored", extra={
-                "client_order_id": r.client_order_id, "filled_qty": str(r.filled_qty),
-                "booked_qty": str(order.booked_qty)})
+            log.debug(
+                "duplicate fill report ignored",
+                extra={
+                    "client_order_id": r.client_order_id,
+                    "filled_qty": str(r.filled_qty),
+                    "booked_qty": str(order.booked_qty),
+                },
+            )
 
         was_open = order.open
-        self._set_open(r.client_order_id, order,
-                       r.status in _OPEN_STATUSES and order.booked_qty < order.order_qty)
+        self._set_open(
+            r.client_order_id,
+            order,
+            r.status in _OPEN_STATUSES and order.booked_qty < order.order_qty,
+        )
         if not order.open:
             self._signal_prices.pop(r.signal_id or "", None)
             self._order_prices.pop(r.client_order_id, None)
@@ -326,18 +341,30 @@ class PortfolioManager:
             price = r.last_fill_price
         else:
             raise ValueError(f"fill of {r.client_order_id} carries no price")
-        log.warning("fill quantity gap; price derived from the cumulative report", extra={
-            "client_order_id": r.client_order_id, "delta": str(delta),
-            "last_fill_qty": str(r.last_fill_qty), "price": str(price)})
+        log.warning(
+            "fill quantity gap; price derived from the cumulative report",
+            extra={
+                "client_order_id": r.client_order_id,
+                "delta": str(delta),
+                "last_fill_qty": str(r.last_fill_qty),
+                "price": str(price),
+            },
+        )
         return price
 
     def _fee_in_quote(self, r: ExecutionReportEvent, price: Decimal) -> Decimal:
         if not r.fee or r.fee_asset in (self.quote, ""):
             return r.fee
         fee = r.fee * price
-        log.warning("fee not in the quote currency; converted at the fill price", extra={
-            "client_order_id": r.client_order_id, "fee": str(r.fee),
-            "fee_asset": r.fee_asset, "fee_quote": str(fee)})
+        log.warning(
+            "fee not in the quote currency; converted at the fill price",
+            extra={
+                "client_order_id": r.client_order_id,
+                "fee": str(r.fee),
+                "fee_asset": r.fee_asset,
+                "fee_quote": str(fee),
+            },
+        )
         return fee
 
     def _book_buy(self, pair: str, qty: Decimal, price: Decimal, fee: Decimal, ts: int) -> None:
@@ -357,8 +384,10 @@ class PortfolioManager:
         self._fees += fee
         h = self._holdings.get(pair)
         if h is None or qty > h.qty:
-            log.error("sell exceeds the position; realising only the held quantity", extra={
-                "pair": pair, "sell_qty": str(qty), "held_qty": str(h.qty if h else ZERO)})
+            log.error(
+                "sell exceeds the position; realising only the held quantity",
+                extra={"pair": pair, "sell_qty": str(qty), "held_qty": str(h.qty if h else ZERO)},
+            )
         if h is None:
             self._realised -= fee
             return
@@ -380,8 +409,10 @@ class PortfolioManager:
         else:
             self._losses = 0
         if log.isEnabledFor(logging.INFO):
-            log.info("round trip closed", extra={
-                "pair": pair, "pnl": str(h.trip_pnl), "consecutive_losses": self._losses})
+            log.info(
+                "round trip closed",
+                extra={"pair": pair, "pnl": str(h.trip_pnl), "consecutive_losses": self._losses},
+            )
 
     # --- reconciliation -------------------------------------------------------------------
 
@@ -442,14 +473,27 @@ class PortfolioManager:
                     continue
                 diffs.append(Discrepancy("unknown_open_order", coid, ZERO, o.remaining_qty))
                 self._orders[coid] = _Order(
-                    o.pair, o.side, o.remaining_qty, ZERO, ZERO, o.limit_price,
-                    OrderType.LIMIT if o.limit_price is not None else OrderType.MARKET, True)
+                    o.pair,
+                    o.side,
+                    o.remaining_qty,
+                    ZERO,
+                    ZERO,
+                    o.limit_price,
+                    OrderType.LIMIT if o.limit_price is not None else OrderType.MARKET,
+                    True,
+                )
                 self._open_ids.add(coid)
 
         for d in diffs:
-            log.warning("reconciliation difference corrected", extra={
-                "kind": d.kind, "key": d.key, "internal": str(d.internal),
-                "exchange": str(d.exchange)})
+            log.warning(
+                "reconciliation difference corrected",
+                extra={
+                    "kind": d.kind,
+                    "key": d.key,
+                    "internal": str(d.internal),
+                    "exchange": str(d.exchange),
+                },
+            )
         if diffs:
             self._changed()
         else:

@@ -60,8 +60,12 @@ from gal_friday.trading_state import TRADING_COMMANDS, TradingStateMachine
 from gal_friday.wiring import build_trading
 
 log = logging.getLogger(__name__)
-_DECISIONS = (TradeSignalProposedEvent, TradeSignalApprovedEvent, TradeSignalRejectedEvent,
-              OrderRequestEvent)
+_DECISIONS = (
+    TradeSignalProposedEvent,
+    TradeSignalApprovedEvent,
+    TradeSignalRejectedEvent,
+    OrderRequestEvent,
+)
 _VERDICTS = (OrderStatus.REJECTED, OrderStatus.ERROR)
 
 
@@ -110,8 +114,11 @@ class ReplayVenue(NullVenue):
 
     name = "replay"
 
-    def __init__(self, reports_by_coid: dict[str, list[ExecutionReportEvent]],
-                 recorded_requests: list[OrderRequestEvent]) -> None:
+    def __init__(
+        self,
+        reports_by_coid: dict[str, list[ExecutionReportEvent]],
+        recorded_requests: list[OrderRequestEvent],
+    ) -> None:
         self._reports = reports_by_coid
         self._recorded: dict[OrderKey, deque[OrderRequestEvent]] = defaultdict(deque)
         for r in recorded_requests:
@@ -168,8 +175,9 @@ class _SplitBus(EventBus):
 
 
 class _Replayer:
-    def __init__(self, settings: Settings, events: list[Event], session: str, *,
-                 truncated: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, events: list[Event], session: str, *, truncated: bool = False
+    ) -> None:
         self.settings = settings
         self.events = events
         self.result = ReplayResult(session, truncated=truncated)
@@ -191,8 +199,14 @@ class _Replayer:
     def _wire(self) -> None:
         s = self.settings
         x = s.execution.model_copy(update={"busy_retries": 0, "reconcile_interval_s": 0})
-        modules = build_trading(s, self.bus, self.venue, cash=_initial_cash(s, self.events),
-                                clock=self.clock, execution=x)
+        modules = build_trading(
+            s,
+            self.bus,
+            self.venue,
+            cash=_initial_cash(s, self.events),
+            clock=self.clock,
+            execution=x,
+        )
         self.portfolio, self.handler = modules.portfolio, modules.execution
 
     async def run(self) -> ReplayResult:
@@ -215,7 +229,7 @@ class _Replayer:
                 await self.bus.feed(event)
                 if self._derive_states and isinstance(event, TRADING_COMMANDS):
                     changed = self._states.apply(event)  # a journal from before they were
-                    if changed is not None:              # recorded: derive what was announced
+                    if changed is not None:  # recorded: derive what was announced
                         await self.bus.feed(changed)
                 if isinstance(event, PairRestoredEvent):
                     restore_pair(self.handler, event)
@@ -274,8 +288,9 @@ class _Replayer:
 
         recorded, replayed = by_key(want), by_key(got)
         for key in sorted(set(recorded) | set(replayed)):
-            self._compare_sequence(f"OrderRequestEvent {'/'.join(key)}",
-                                   recorded.get(key, []), replayed.get(key, []))
+            self._compare_sequence(
+                f"OrderRequestEvent {'/'.join(key)}", recorded.get(key, []), replayed.get(key, [])
+            )
 
 
 _IGNORED = {"ts_ns", "client_order_id"}  # clock readings and ids minted at run time
@@ -285,8 +300,11 @@ def _comparable(event: Event) -> dict[str, Any]:
     """The fields a decision is judged by; a NaN (an exit's missing probability) compares
     equal to a NaN, as the same decision must."""
     fields = msgspec.structs.asdict(event)
-    return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v
-            for k, v in fields.items() if k not in _IGNORED}
+    return {
+        k: "NaN" if isinstance(v, float) and math.isnan(v) else v
+        for k, v in fields.items()
+        if k not in _IGNORED
+    }
 
 
 def _ts(event: Event) -> int:
@@ -321,5 +339,6 @@ async def replay_session(path: str | Path) -> ReplayResult:
         first = str(exc).splitlines()[0]
         raise SessionError(f"{path}: the journal's configuration is unusable ({first})") from None
     events = list(stream)
-    return await _Replayer(settings, events, str(header["session"]),
-                           truncated=stream.truncated).run()
+    return await _Replayer(
+        settings, events, str(header["session"]), truncated=stream.truncated
+    ).run()

@@ -122,11 +122,13 @@ def breaches(portfolio: PortfolioSnapshot, settings: RiskSettings) -> list[tuple
         if limit > 0 and pct >= limit:
             found.append((kind, f"{kind.replace('_', ' ')} {pct:.2f}% >= limit {limit}%"))
     if portfolio.consecutive_losses >= settings.max_consecutive_losses:
-        found.append((
-            "consecutive_losses",
-            f"consecutive losses {portfolio.consecutive_losses} >= limit "
-            f"{settings.max_consecutive_losses}",
-        ))
+        found.append(
+            (
+                "consecutive_losses",
+                f"consecutive losses {portfolio.consecutive_losses} >= limit "
+                f"{settings.max_consecutive_losses}",
+            )
+        )
     return found
 
 
@@ -145,8 +147,9 @@ class _Run:
     def ok(self, name: str, detail: str = "ok") -> None:
         self.checks.append(CheckResult(name, True, detail))
 
-    def reject(self, name: str, detail: str, qty: Decimal = ZERO,
-               price: Decimal | None = None) -> RiskVerdict:
+    def reject(
+        self, name: str, detail: str, qty: Decimal = ZERO, price: Decimal | None = None
+    ) -> RiskVerdict:
         self.checks.append(CheckResult(name, False, detail))
         return RiskVerdict(False, qty, price, tuple(self.checks), f"{name}: {detail}")
 
@@ -154,22 +157,32 @@ class _Run:
         return RiskVerdict(True, qty, price, tuple(self.checks), None)
 
 
-def _check_minimums(run: _Run, qty: Decimal, price: Decimal,
-                    instrument: InstrumentSpec) -> RiskVerdict | None:
+def _check_minimums(
+    run: _Run, qty: Decimal, price: Decimal, instrument: InstrumentSpec
+) -> RiskVerdict | None:
     if qty <= 0 or qty < instrument.qty_min:
-        return run.reject("min_qty", f"qty {qty} below exchange minimum {instrument.qty_min}",
-                          qty, price)
+        return run.reject(
+            "min_qty", f"qty {qty} below exchange minimum {instrument.qty_min}", qty, price
+        )
     run.ok("min_qty", f"qty {qty} >= {instrument.qty_min}")
     notional = qty * price
     if notional < instrument.cost_min:
-        return run.reject("min_cost", f"notional {notional} below exchange minimum "
-                          f"{instrument.cost_min}", qty, price)
+        return run.reject(
+            "min_cost",
+            f"notional {notional} below exchange minimum {instrument.cost_min}",
+            qty,
+            price,
+        )
     run.ok("min_cost", f"notional {notional} >= {instrument.cost_min}")
     return None
 
 
-def _check_exit(signal: TradeSignalProposedEvent, portfolio: PortfolioSnapshot,
-                instrument: InstrumentSpec | None, halted: bool) -> RiskVerdict:
+def _check_exit(
+    signal: TradeSignalProposedEvent,
+    portfolio: PortfolioSnapshot,
+    instrument: InstrumentSpec | None,
+    halted: bool,
+) -> RiskVerdict:
     run = _Run()
     run.ok("halt", "exit allowed while halted" if halted else "not halted")
     if instrument is None:
@@ -215,8 +228,9 @@ def check_signal(
     if halted:
         return run.reject("halt", "trading is HALTED: no new entries")
     if reducing is not None:
-        return run.reject("reducing", f"trading is REDUCING ({reducing}): exits only, no new "
-                          "entries")
+        return run.reject(
+            "reducing", f"trading is REDUCING ({reducing}): exits only, no new entries"
+        )
     run.ok("halt", "not halted")
     breach = evaluate_halt(portfolio, settings)
     if breach is not None:
@@ -239,14 +253,21 @@ def check_signal(
     stop = signal.stop_loss
     if (side is Side.BUY and stop >= price) or (side is Side.SELL and stop <= price):
         where = "below" if side is Side.BUY else "above"
-        return run.reject("stop_side", f"stop {stop} must be {where} the entry {price} for a "
-                          f"{side.value}", price=price)
+        return run.reject(
+            "stop_side",
+            f"stop {stop} must be {where} the entry {price} for a {side.value}",
+            price=price,
+        )
     run.ok("stop_side", f"stop {stop} vs entry {price}")
 
     deviation = abs(price - market_price) / market_price * HUNDRED
     if deviation > settings.fat_finger_pct:
-        return run.reject("fat_finger", f"entry {price} is {deviation:.2f}% from market "
-                          f"{market_price} (limit {settings.fat_finger_pct}%)", price=price)
+        return run.reject(
+            "fat_finger",
+            f"entry {price} is {deviation:.2f}% from market "
+            f"{market_price} (limit {settings.fat_finger_pct}%)",
+            price=price,
+        )
     run.ok("fat_finger", f"{deviation:.2f}% from market")
 
     equity = portfolio.equity
@@ -268,8 +289,11 @@ def check_signal(
             run.ok(name, f"within {limit_desc}")
         return None
 
-    failed = shrink("max_order_value", f"max order value {settings.max_order_value_usd} USD",
-                    settings.max_order_value_usd / price)
+    failed = shrink(
+        "max_order_value",
+        f"max order value {settings.max_order_value_usd} USD",
+        settings.max_order_value_usd / price,
+    )
     if failed is not None:
         return failed
 
@@ -277,28 +301,40 @@ def check_signal(
         position = portfolio.position(signal.pair)
         held_value = position.value if position is not None else ZERO
         asset_cap = equity * settings.max_asset_exposure_pct / HUNDRED
-        failed = shrink("asset_exposure", f"{signal.pair} {held_value} of cap {asset_cap} "
-                        f"({settings.max_asset_exposure_pct}% of equity)",
-                        (asset_cap - held_value) / price)
+        failed = shrink(
+            "asset_exposure",
+            f"{signal.pair} {held_value} of cap {asset_cap} "
+            f"({settings.max_asset_exposure_pct}% of equity)",
+            (asset_cap - held_value) / price,
+        )
         if failed is not None:
             return failed
         exposure = portfolio.exposure
         total_cap = equity * settings.max_total_exposure_pct / HUNDRED
-        failed = shrink("total_exposure", f"exposure {exposure} of cap {total_cap} "
-                        f"({settings.max_total_exposure_pct}% of equity)",
-                        (total_cap - exposure) / price)
+        failed = shrink(
+            "total_exposure",
+            f"exposure {exposure} of cap {total_cap} "
+            f"({settings.max_total_exposure_pct}% of equity)",
+            (total_cap - exposure) / price,
+        )
         if failed is not None:
             return failed
         cost_per_unit = price * (1 + fee_pct / HUNDRED)
-        failed = shrink("free_balance", f"free cash {portfolio.free_cash} with "
-                        f"{fee_pct}% taker fee", portfolio.free_cash / cost_per_unit)
+        failed = shrink(
+            "free_balance",
+            f"free cash {portfolio.free_cash} with {fee_pct}% taker fee",
+            portfolio.free_cash / cost_per_unit,
+        )
         if failed is not None:
             return failed
     else:
         position = portfolio.position(signal.pair)
         if position is None or position.qty <= 0:
-            return run.reject("position_held", f"no {signal.pair} position to sell (spot, "
-                              "long only: cannot open a short)", price=price)
+            return run.reject(
+                "position_held",
+                f"no {signal.pair} position to sell (spot, long only: cannot open a short)",
+                price=price,
+            )
         failed = shrink("position_held", f"holding {position.qty}", position.qty)
         if failed is not None:
             return failed
@@ -346,9 +382,16 @@ class RiskManager:
         """One BLOCK subscription for every type it needs, so HALT, book and signal events
         are handled in the order they were published."""
         self._bus.subscribe(
-            (TradeSignalProposedEvent, InstrumentEvent, BookEvent, BookInvalidatedEvent,
-             *TRADING_COMMANDS),
-            self.handle, name=self.NAME, policy=Policy.BLOCK,
+            (
+                TradeSignalProposedEvent,
+                InstrumentEvent,
+                BookEvent,
+                BookInvalidatedEvent,
+                *TRADING_COMMANDS,
+            ),
+            self.handle,
+            name=self.NAME,
+            policy=Policy.BLOCK,
         )
 
     async def start(self) -> None:
@@ -379,9 +422,16 @@ class RiskManager:
         market_price: Decimal | None,
         halted: bool,
     ) -> RiskVerdict:
-        return check_signal(signal, portfolio, instrument, market_price, halted,
-                            settings=self.settings, fee_pct=self.taker_fee_pct,
-                            reducing=self.reducing)
+        return check_signal(
+            signal,
+            portfolio,
+            instrument,
+            market_price,
+            halted,
+            settings=self.settings,
+            fee_pct=self.taker_fee_pct,
+            reducing=self.reducing,
+        )
 
     def evaluate_halt(self, portfolio: PortfolioSnapshot) -> str | None:
         return evaluate_halt(portfolio, self.settings)
@@ -409,31 +459,63 @@ class RiskManager:
             log.exception("portfolio unavailable", extra={"signal_id": signal.signal_id})
             portfolio = None
         if portfolio is None:
-            verdict = RiskVerdict(False, ZERO, None, (
-                CheckResult("portfolio", False, "portfolio state unavailable"),),
-                "portfolio: portfolio state unavailable")
+            verdict = RiskVerdict(
+                False,
+                ZERO,
+                None,
+                (CheckResult("portfolio", False, "portfolio state unavailable"),),
+                "portfolio: portfolio state unavailable",
+            )
         else:
-            verdict = self.check(signal, portfolio, self.instruments.get(signal.pair),
-                                 self.market_prices.get(signal.pair), self.halted)
+            verdict = self.check(
+                signal,
+                portfolio,
+                self.instruments.get(signal.pair),
+                self.market_prices.get(signal.pair),
+                self.halted,
+            )
         ts = self._clock()
         if verdict.approved:
             self.approved += 1
             limit = verdict.limit_price if signal.order_type is OrderType.LIMIT else None
             if log.isEnabledFor(logging.INFO):
-                log.info("signal approved", extra={
-                    "signal_id": signal.signal_id, "pair": signal.pair,
-                    "qty": str(verdict.qty), "limit_price": str(limit)})
-            await self._bus.publish(TradeSignalApprovedEvent(
-                signal.signal_id, signal.pair, signal.side, signal.order_type, verdict.qty,
-                limit, signal.stop_loss, signal.take_profit, ts, signal.is_exit,
-                _checks(verdict)))
+                log.info(
+                    "signal approved",
+                    extra={
+                        "signal_id": signal.signal_id,
+                        "pair": signal.pair,
+                        "qty": str(verdict.qty),
+                        "limit_price": str(limit),
+                    },
+                )
+            await self._bus.publish(
+                TradeSignalApprovedEvent(
+                    signal.signal_id,
+                    signal.pair,
+                    signal.side,
+                    signal.order_type,
+                    verdict.qty,
+                    limit,
+                    signal.stop_loss,
+                    signal.take_profit,
+                    ts,
+                    signal.is_exit,
+                    _checks(verdict),
+                )
+            )
         else:
             self.rejected += 1
             reason = verdict.reason or "rejected"
-            log.warning("signal rejected: %s", reason, extra={
-                "signal_id": signal.signal_id, "pair": signal.pair, "reason": reason})
-            await self._bus.publish(TradeSignalRejectedEvent(
-                signal.signal_id, signal.pair, reason, ts, _checks(verdict)))
+            log.warning(
+                "signal rejected: %s",
+                reason,
+                extra={"signal_id": signal.signal_id, "pair": signal.pair, "reason": reason},
+            )
+            await self._bus.publish(
+                TradeSignalRejectedEvent(
+                    signal.signal_id, signal.pair, reason, ts, _checks(verdict)
+                )
+            )
         if portfolio is not None:
             await self._check_halt(portfolio)
 
@@ -454,8 +536,16 @@ class RiskManager:
     async def _announce(self, changed: TradingStateChangedEvent | None) -> None:
         if changed is None:
             return
-        log.info("trading state %s -> %s", changed.previous, changed.state, extra={
-            "state": changed.state.value, "source": changed.source, "reason": changed.reason})
+        log.info(
+            "trading state %s -> %s",
+            changed.previous,
+            changed.state,
+            extra={
+                "state": changed.state.value,
+                "source": changed.source,
+                "reason": changed.reason,
+            },
+        )
         await self._bus.publish(changed)
 
 

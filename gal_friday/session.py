@@ -56,11 +56,27 @@ from gal_friday.events import (
 log = logging.getLogger(__name__)
 
 RECORDED: tuple[type[Event], ...] = (
-    BookEvent, BookInvalidatedEvent, TradeEvent, CandleEvent, InstrumentEvent, FeatureEvent,
-    PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
-    TradeSignalRejectedEvent, OrderRequestEvent, ExecutionReportEvent, HaltEvent, ResumeEvent,
-    FlattenEvent, ReduceEvent, ReconciliationEvent, TradingStartedEvent, OrderAdoptedEvent,
-    PairRestoredEvent, TradingStateChangedEvent,
+    BookEvent,
+    BookInvalidatedEvent,
+    TradeEvent,
+    CandleEvent,
+    InstrumentEvent,
+    FeatureEvent,
+    PredictionEvent,
+    TradeSignalProposedEvent,
+    TradeSignalApprovedEvent,
+    TradeSignalRejectedEvent,
+    OrderRequestEvent,
+    ExecutionReportEvent,
+    HaltEvent,
+    ResumeEvent,
+    FlattenEvent,
+    ReduceEvent,
+    ReconciliationEvent,
+    TradingStartedEvent,
+    OrderAdoptedEvent,
+    PairRestoredEvent,
+    TradingStateChangedEvent,
 )
 _TYPES = {t.__name__: t for t in RECORDED}
 _encoder = msgspec.json.Encoder()
@@ -75,7 +91,8 @@ def _float_fields(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if isinstance(f.type, msgspec.inspect.FloatType):
             scalars.append(f.encode_name)
         elif isinstance(f.type, msgspec.inspect.VarTupleType) and isinstance(
-                f.type.item_type, msgspec.inspect.FloatType):
+            f.type.item_type, msgspec.inspect.FloatType
+        ):
             tuples.append(f.encode_name)
     return tuple(scalars), tuple(tuples)
 
@@ -91,7 +108,8 @@ def _encode(event: Event) -> bytes:
     both): a non-finite float is written as the string "NaN", "Infinity" or "-Infinity"."""
     scalars, tuples = _FLOATS[type(event).__name__]
     if not any(not math.isfinite(getattr(event, k)) for k in scalars) and not any(
-            not math.isfinite(v) for k in tuples for v in getattr(event, k)):
+        not math.isfinite(v) for k in tuples for v in getattr(event, k)
+    ):
         return _encoder.encode(event)
     fields = msgspec.to_builtins(event)
     for key in scalars:
@@ -122,8 +140,9 @@ def _non_finite(fields: Any, cls: type[Event]) -> Any:
     for key in tuples:
         values = fields.get(key)
         if isinstance(values, list) and not all(isinstance(v, int | float) for v in values):
-            fields[key] = [v if isinstance(v, int | float) else _NON_FINITE.get(v, v)
-                           for v in values]
+            fields[key] = [
+                v if isinstance(v, int | float) else _NON_FINITE.get(v, v) for v in values
+            ]
     return fields
 
 
@@ -134,16 +153,21 @@ class SessionError(Exception):
 class SessionRecorder:
     """Writes the session journal of one run."""
 
-    def __init__(self, settings: Settings, *, models: tuple[str, ...] = (),
-                 clock_ns: Any = time.time_ns) -> None:
+    def __init__(
+        self, settings: Settings, *, models: tuple[str, ...] = (), clock_ns: Any = time.time_ns
+    ) -> None:
         started = clock_ns()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started / 1e9))
         self.directory = Path(settings.paths.data_dir) / "sessions"
         self.path = self.directory / f"{stamp}-{settings.exchange}-{settings.mode}.jsonl.gz"
         self.header = {
-            "session": self.path.name.removesuffix(".jsonl.gz"), "started_ns": started,
-            "mode": settings.mode, "exchange": settings.exchange, "pairs": list(settings.pairs),
-            "models": list(models), "config": settings.model_dump(mode="json"),
+            "session": self.path.name.removesuffix(".jsonl.gz"),
+            "started_ns": started,
+            "mode": settings.mode,
+            "exchange": settings.exchange,
+            "pairs": list(settings.pairs),
+            "models": list(models),
+            "config": settings.model_dump(mode="json"),
         }
         self._file: gzip.GzipFile | None = None
         self.subscription: Subscription | None = None
@@ -159,22 +183,21 @@ class SessionRecorder:
         handle = gzip.GzipFile(self.path, "xb", compresslevel=1)
         handle.write(json.dumps(self.header).encode() + b"\n")
         self._file = handle
-        self.subscription = bus.subscribe(RECORDED, self.on_event, name="session",
-                                          policy=Policy.BLOCK, maxsize=100_000)
+        self.subscription = bus.subscribe(
+            RECORDED, self.on_event, name="session", policy=Policy.BLOCK, maxsize=100_000
+        )
         log.info("recording the session", extra={"path": str(self.path)})
 
     def on_event(self, event: Event) -> None:
         assert self._file is not None
-        self._file.write(b'["' + type(event).__name__.encode() + b'",' + _encode(event)
-                         + b"]\n")
+        self._file.write(b'["' + type(event).__name__.encode() + b'",' + _encode(event) + b"]\n")
         self.recorded += 1
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-            log.info("session recorded", extra={"path": str(self.path),
-                                                "events": self.recorded})
+            log.info("session recorded", extra={"path": str(self.path), "events": self.recorded})
 
 
 def read_session(path: str | Path) -> tuple[dict[str, Any], JournalEvents]:

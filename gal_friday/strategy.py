@@ -96,8 +96,15 @@ class PairState:
 class StrategyArbitrator:
     """Per-pair trading rules; publishes TradeSignalProposedEvent."""
 
-    def __init__(self, settings: StrategySettings, fees: FeeSettings, bus: EventBus, *,
-                 venue_brackets: bool = True, pairs: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        settings: StrategySettings,
+        fees: FeeSettings,
+        bus: EventBus,
+        *,
+        venue_brackets: bool = True,
+        pairs: tuple[str, ...] = (),
+    ) -> None:
         self.s = settings
         self.venue_brackets = venue_brackets
         self.fees = fees
@@ -110,17 +117,31 @@ class StrategyArbitrator:
         # the gates and the holding limit depend only on the settings: built once, since the
         # backtester asks for them at every step
         self._entry_gate = ProbabilityGate(Intent.ENTER, above=settings.buy_threshold)
-        self._exit_gate = (ProbabilityGate(Intent.EXIT, below=settings.sell_threshold)
-                           if settings.exit_on_reversal else NO_ACTION)
+        self._exit_gate = (
+            ProbabilityGate(Intent.EXIT, below=settings.sell_threshold)
+            if settings.exit_on_reversal
+            else NO_ACTION
+        )
         self._hold_ns = int(settings.max_holding_min * 60 * 1_000_000_000)
         for pair in pairs:
             self._state(pair)
 
     def attach(self) -> None:
         self.bus.subscribe(
-            (PredictionEvent, FeatureEvent, BookEvent, ExecutionReportEvent,
-             TradeSignalRejectedEvent, FlattenEvent, ReconciliationEvent),
-            self.on_event, name="strategy", policy=Policy.BLOCK, maxsize=4096)
+            (
+                PredictionEvent,
+                FeatureEvent,
+                BookEvent,
+                ExecutionReportEvent,
+                TradeSignalRejectedEvent,
+                FlattenEvent,
+                ReconciliationEvent,
+            ),
+            self.on_event,
+            name="strategy",
+            policy=Policy.BLOCK,
+            maxsize=4096,
+        )
 
     async def start(self) -> None:
         """Nothing of its own to run: the strategy answers events."""
@@ -199,12 +220,12 @@ class StrategyArbitrator:
         if not gate.admits(pred.prob_up) or state.bid is None:
             return None
         if gate.intent is Intent.EXIT:
-            return self._exit(pred.pair, state, "prediction reversal", pred.ts_ns,
-                              pred.prob_up, pred.model_id)
+            return self._exit(
+                pred.pair, state, "prediction reversal", pred.ts_ns, pred.prob_up, pred.model_id
+            )
         return self._enter(pred, state)
 
-    def _enter(self, pred: PredictionEvent, state: PairState
-               ) -> TradeSignalProposedEvent | None:
+    def _enter(self, pred: PredictionEvent, state: PairState) -> TradeSignalProposedEvent | None:
         """A limit buy joining the bid, when confirmed and worth its fees."""
         assert state.bid is not None
         if self.s.confirm_momentum and not self._momentum_up(state):
@@ -223,11 +244,27 @@ class StrategyArbitrator:
             return None
         return self._propose_entry(pred, state, OrderType.LIMIT, entry, stop, target)
 
-    def _propose_entry(self, pred: PredictionEvent, state: PairState, order_type: OrderType,
-                       entry: Decimal, stop: Decimal, target: Decimal
-                       ) -> TradeSignalProposedEvent:
-        signal = self._signal(pred.pair, Side.BUY, order_type, entry, stop, target,
-                              pred.prob_up, pred.model_id, pred.ts_ns, is_exit=False)
+    def _propose_entry(
+        self,
+        pred: PredictionEvent,
+        state: PairState,
+        order_type: OrderType,
+        entry: Decimal,
+        stop: Decimal,
+        target: Decimal,
+    ) -> TradeSignalProposedEvent:
+        signal = self._signal(
+            pred.pair,
+            Side.BUY,
+            order_type,
+            entry,
+            stop,
+            target,
+            pred.prob_up,
+            pred.model_id,
+            pred.ts_ns,
+            is_exit=False,
+        )
         self._brackets[signal.signal_id] = (stop, target)
         state.pending = signal.signal_id
         return signal
@@ -249,8 +286,7 @@ class StrategyArbitrator:
             stop = entry * (1 - self.s.stop_loss_pct / _HUNDRED)
             target = entry * (1 + self.s.take_profit_pct / _HUNDRED)
         quantum = Decimal(1).scaleb(-state.price_precision)
-        return (stop.quantize(quantum, ROUND_HALF_EVEN),
-                target.quantize(quantum, ROUND_HALF_EVEN))
+        return (stop.quantize(quantum, ROUND_HALF_EVEN), target.quantize(quantum, ROUND_HALF_EVEN))
 
     def _skip(self, reason: str) -> None:
         """Count why an entry was not proposed (visible in monitoring and tests)."""
@@ -276,25 +312,63 @@ class StrategyArbitrator:
             return self._exit(book.pair, state, "max holding time", now)
         return None
 
-    def _exit(self, pair: str, state: PairState, reason: str, ts_ns: int,
-              prob_up: float = float("nan"), model_id: str = "") -> TradeSignalProposedEvent:
+    def _exit(
+        self,
+        pair: str,
+        state: PairState,
+        reason: str,
+        ts_ns: int,
+        prob_up: float = float("nan"),
+        model_id: str = "",
+    ) -> TradeSignalProposedEvent:
         assert state.bid is not None
-        signal = self._signal(pair, Side.SELL, OrderType.MARKET, state.bid, state.stop,
-                              state.target, prob_up, model_id or reason, ts_ns, is_exit=True)
+        signal = self._signal(
+            pair,
+            Side.SELL,
+            OrderType.MARKET,
+            state.bid,
+            state.stop,
+            state.target,
+            prob_up,
+            model_id or reason,
+            ts_ns,
+            is_exit=True,
+        )
         state.pending = signal.signal_id
         self._exit_ids.add(signal.signal_id)
-        log.info("exit proposed", extra={"pair": pair, "reason": reason,
-                                         "signal_id": signal.signal_id})
+        log.info(
+            "exit proposed", extra={"pair": pair, "reason": reason, "signal_id": signal.signal_id}
+        )
         return signal
 
-    def _signal(self, pair: str, side: Side, order_type: OrderType, price: Decimal,
-                stop: Decimal, target: Decimal, prob: float, model_id: str, ts_ns: int, *,
-                is_exit: bool) -> TradeSignalProposedEvent:
+    def _signal(
+        self,
+        pair: str,
+        side: Side,
+        order_type: OrderType,
+        price: Decimal,
+        stop: Decimal,
+        target: Decimal,
+        prob: float,
+        model_id: str,
+        ts_ns: int,
+        *,
+        is_exit: bool,
+    ) -> TradeSignalProposedEvent:
         signal_id = f"sig-{pair.replace('/', '')}-{ts_ns}-{next(self._ids)}"
         return TradeSignalProposedEvent(
-            signal_id=signal_id, pair=pair, side=side, order_type=order_type,
-            entry_price=price, stop_loss=stop, take_profit=target, prob_up=prob,
-            model_id=model_id, ts_ns=ts_ns, is_exit=is_exit)
+            signal_id=signal_id,
+            pair=pair,
+            side=side,
+            order_type=order_type,
+            entry_price=price,
+            stop_loss=stop,
+            take_profit=target,
+            prob_up=prob,
+            model_id=model_id,
+            ts_ns=ts_ns,
+            is_exit=is_exit,
+        )
 
     # --- positions from execution reports --------------------------------------------------
 
@@ -305,8 +379,10 @@ class StrategyArbitrator:
             held = balances.get(pair.split("/")[0], Decimal(0))
             if held == state.qty:
                 continue
-            log.warning("position corrected to the exchange's balance", extra={
-                "pair": pair, "was": str(state.qty), "now": str(held)})
+            log.warning(
+                "position corrected to the exchange's balance",
+                extra={"pair": pair, "was": str(state.qty), "now": str(held)},
+            )
             if state.qty == 0 and held > 0:
                 state.opened_ns = event.ts_ns
             state.qty = held

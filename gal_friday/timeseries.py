@@ -61,7 +61,13 @@ log = logging.getLogger(__name__)
 
 # Features worth a chart, by name prefix (names carry their parameters, e.g. ``rsi_14``).
 DEFAULT_FEATURE_PREFIXES: tuple[str, ...] = (
-    "rsi_", "macd_hist_", "roc_", "atr_", "volatility_", "book_spread_pct", "book_imbalance_",
+    "rsi_",
+    "macd_hist_",
+    "roc_",
+    "atr_",
+    "volatility_",
+    "book_spread_pct",
+    "book_imbalance_",
     "volume_delta_ratio",
 )
 BOOK_INTERVAL_S = 0.25  # at most four book-top points per second and pair
@@ -119,9 +125,13 @@ def portfolio_points(snap: PortfolioSnapshot, base: Tags, ts_ns: int) -> list[st
     exposure = snap.exposure
     exposure_pct = exposure / equity * 100 if equity > 0 else Decimal(0)
     fields = [
-        ("equity", _f(equity)), ("cash", _f(snap.cash)), ("free_cash", _f(snap.free_cash)),
-        ("exposure", _f(exposure)), ("exposure_pct", _f(exposure_pct)),
-        ("realised_pnl", _f(snap.realised_pnl)), ("fees_paid", _f(snap.fees_paid)),
+        ("equity", _f(equity)),
+        ("cash", _f(snap.cash)),
+        ("free_cash", _f(snap.free_cash)),
+        ("exposure", _f(exposure)),
+        ("exposure_pct", _f(exposure_pct)),
+        ("realised_pnl", _f(snap.realised_pnl)),
+        ("fees_paid", _f(snap.fees_paid)),
         ("drawdown_total_pct", _f(snap.total_drawdown * 100)),
         ("drawdown_daily_pct", _f(snap.daily_drawdown * 100)),
         ("drawdown_weekly_pct", _f(snap.weekly_drawdown * 100)),
@@ -130,10 +140,19 @@ def portfolio_points(snap: PortfolioSnapshot, base: Tags, ts_ns: int) -> list[st
     ]
     points = [line("portfolio", base, fields, ts_ns)]
     for pos in snap.positions:
-        points.append(line("position", (*base, ("pair", pos.pair)), [
-            ("qty", _f(pos.qty)), ("value", _f(pos.value)),
-            ("unrealised_pnl", _f(pos.unrealised_pnl)), ("mark", _f(pos.mark)),
-        ], ts_ns))
+        points.append(
+            line(
+                "position",
+                (*base, ("pair", pos.pair)),
+                [
+                    ("qty", _f(pos.qty)),
+                    ("value", _f(pos.value)),
+                    ("unrealised_pnl", _f(pos.unrealised_pnl)),
+                    ("mark", _f(pos.mark)),
+                ],
+                ts_ns,
+            )
+        )
     return points
 
 
@@ -143,20 +162,37 @@ def book_point(event: BookEvent, base: Tags) -> str | None:
         return None
     mid = (bid + ask) / 2
     spread = ask - bid
-    return line("book", (*base, ("pair", event.pair)), [
-        ("bid", _f(bid)), ("ask", _f(ask)), ("mid", _f(mid)), ("spread", _f(spread)),
-        ("spread_bps", _f(spread / mid * 10_000) if mid > 0 else math.nan),
-    ], event.received_ts_ns)
+    return line(
+        "book",
+        (*base, ("pair", event.pair)),
+        [
+            ("bid", _f(bid)),
+            ("ask", _f(ask)),
+            ("mid", _f(mid)),
+            ("spread", _f(spread)),
+            ("spread_bps", _f(spread / mid * 10_000) if mid > 0 else math.nan),
+        ],
+        event.received_ts_ns,
+    )
 
 
 def feed_points(event: FeedStatsEvent, base: Tags, ts_ns: int) -> list[str | None]:
-    points = [line("feed", base, [
-        ("frames_per_s", event.frames_per_s), ("frames", float(event.frames)),
-        ("book_messages", float(event.book_messages)),
-        ("checksum_failures", float(event.checksum_failures)),
-        ("malformed", float(event.malformed)), ("reconnects", float(event.reconnects)),
-        ("connected", 1.0 if event.state is ComponentState.CONNECTED else 0.0),
-    ], ts_ns)]
+    points = [
+        line(
+            "feed",
+            base,
+            [
+                ("frames_per_s", event.frames_per_s),
+                ("frames", float(event.frames)),
+                ("book_messages", float(event.book_messages)),
+                ("checksum_failures", float(event.checksum_failures)),
+                ("malformed", float(event.malformed)),
+                ("reconnects", float(event.reconnects)),
+                ("connected", 1.0 if event.state is ComponentState.CONNECTED else 0.0),
+            ],
+            ts_ns,
+        )
+    ]
     for pair, age in event.data_age_s:
         points.append(line("market_data", (*base, ("pair", pair)), [("age_s", age)], ts_ns))
     return points
@@ -216,9 +252,17 @@ class TimeSeriesWriter:
         """Subscribe (CONFLATE: the publisher never waits for the time series)."""
         if self._sub is None:
             self._sub = self._bus.subscribe(
-                (PortfolioEvent, PredictionEvent, FeatureEvent, BookEvent, FeedStatsEvent,
-                 TradingStateChangedEvent),
-                self.on_event, name=self.NAME, policy=Policy.CONFLATE,
+                (
+                    PortfolioEvent,
+                    PredictionEvent,
+                    FeatureEvent,
+                    BookEvent,
+                    FeedStatsEvent,
+                    TradingStateChangedEvent,
+                ),
+                self.on_event,
+                name=self.NAME,
+                policy=Policy.CONFLATE,
             )
         return self._sub
 
@@ -227,7 +271,9 @@ class TimeSeriesWriter:
             return
         s = self.settings
         self._client = InfluxDBClientAsync(
-            url=s.url, token=self._token, org=s.org,  # empty token: no auth header
+            url=s.url,
+            token=self._token,
+            org=s.org,  # empty token: no auth header
             timeout=int(WRITE_TIMEOUT_S * 1000),
         )
         self._api = self._client.write_api()
@@ -274,16 +320,27 @@ class TimeSeriesWriter:
         if isinstance(event, PortfolioEvent):
             return portfolio_points(event.snapshot, base, event.snapshot.ts_ns or self._clock())
         if isinstance(event, PredictionEvent):
-            return [line("prediction", (*base, ("pair", event.pair), ("model", event.model_id)),
-                         [("prob_up", event.prob_up), ("latency_ms", event.latency_ns / 1e6)],
-                         event.ts_ns)]
+            return [
+                line(
+                    "prediction",
+                    (*base, ("pair", event.pair), ("model", event.model_id)),
+                    [("prob_up", event.prob_up), ("latency_ms", event.latency_ns / 1e6)],
+                    event.ts_ns,
+                )
+            ]
         if isinstance(event, FeatureEvent):
             return [self._features(event)]
         if isinstance(event, FeedStatsEvent):
             return feed_points(event, base, event.ts_ns)
         if isinstance(event, TradingStateChangedEvent):
-            return [line("control", base, [("halted", float(event.halted)),
-                                           ("reducing", float(event.reducing))], event.ts_ns)]
+            return [
+                line(
+                    "control",
+                    base,
+                    [("halted", float(event.halted)), ("reducing", float(event.reducing))],
+                    event.ts_ns,
+                )
+            ]
         return []
 
     def _book(self, event: BookEvent) -> list[str | None]:
@@ -296,8 +353,9 @@ class TimeSeriesWriter:
     def _features(self, event: FeatureEvent) -> str | None:
         index = self._feature_index.get(event.names)
         if index is None:
-            index = tuple(i for i, name in enumerate(event.names)
-                          if name.startswith(self._prefixes))
+            index = tuple(
+                i for i, name in enumerate(event.names) if name.startswith(self._prefixes)
+            )
             self._feature_index[event.names] = index
         fields = [(event.names[i], event.values[i]) for i in index]
         return line("features", (*self._base, ("pair", event.pair)), fields, event.ts_ns)
@@ -316,7 +374,7 @@ class TimeSeriesWriter:
         interval = self.settings.flush_interval_s
         while True:
             if self._failing:
-                await asyncio.sleep(min(interval * 2 ** self._failing, MAX_BACKOFF_S))
+                await asyncio.sleep(min(interval * 2**self._failing, MAX_BACKOFF_S))
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
@@ -338,8 +396,9 @@ class TimeSeriesWriter:
             if api is None:
                 raise RuntimeError("writer not started")
             # the default precision is nanoseconds, as the points are stamped
-            await asyncio.wait_for(api.write(bucket=s.bucket, org=s.org, record=batch),
-                                   WRITE_TIMEOUT_S)
+            await asyncio.wait_for(
+                api.write(bucket=s.bucket, org=s.org, record=batch), WRITE_TIMEOUT_S
+            )
         except asyncio.CancelledError:
             self.dropped += len(batch)
             raise
@@ -357,9 +416,14 @@ class TimeSeriesWriter:
         self.dropped += len(batch)
         self._failing += 1
         if self._failing == 1:  # once per outage, not once per batch
-            log.warning("time series write failed; dropping points until it recovers",
-                        extra={"url": self.settings.url, "error": self._describe(exc),
-                               "dropped": len(batch)})
+            log.warning(
+                "time series write failed; dropping points until it recovers",
+                extra={
+                    "url": self.settings.url,
+                    "error": self._describe(exc),
+                    "dropped": len(batch),
+                },
+            )
 
     def _describe(self, exc: Exception) -> str:
         """A one-line cause without the token (or response headers) in it."""

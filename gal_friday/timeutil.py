@@ -30,4 +30,3 @@ def parse_ts_ns(text: str) -> int:
     if rest not in ("Z", "", "+00:00"):
         raise ValueError(f"bad timestamp {text!r}")
     return base
-

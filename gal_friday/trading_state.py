@@ -63,8 +63,9 @@ class TradingStateMachine:
         """HALT for ``reason`` (the owner's own breaches come here directly)."""
         return self._to(TradingState.HALTED, reason, source, ts_ns)
 
-    def _to(self, state: TradingState, reason: str, source: str, ts_ns: int
-            ) -> TradingStateChangedEvent | None:
+    def _to(
+        self, state: TradingState, reason: str, source: str, ts_ns: int
+    ) -> TradingStateChangedEvent | None:
         if state is self.state:
             return None
         self.current = TradingStateChangedEvent(state, self.state, reason, source, ts_ns)

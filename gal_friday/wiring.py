@@ -48,8 +48,13 @@ class Component(Protocol):
 
 def default_strategy(settings: Settings, bus: EventBus) -> StrategyArbitrator:
     """The configured StrategyArbitrator (limit entries joining the bid)."""
-    return StrategyArbitrator(settings.strategy, settings.fees, bus, pairs=settings.pairs,
-                              venue_brackets=settings.execution.protective_orders)
+    return StrategyArbitrator(
+        settings.strategy,
+        settings.fees,
+        bus,
+        pairs=settings.pairs,
+        venue_brackets=settings.execution.protective_orders,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +83,34 @@ class TradingModules:
             await component.stop()
 
 
-def build_trading(settings: Settings, bus: EventBus, venue: TradingVenue, *, cash: Decimal,
-                  clock: Callable[[], int] = now_ns, start_ts_ns: int = 0,
-                  pairs: tuple[str, ...] | None = None,
-                  strategy: StrategyFactory = default_strategy,
-                  execution: ExecutionSettings | None = None,
-                  journal: OrderJournal | None = None) -> TradingModules:
+def build_trading(
+    settings: Settings,
+    bus: EventBus,
+    venue: TradingVenue,
+    *,
+    cash: Decimal,
+    clock: Callable[[], int] = now_ns,
+    start_ts_ns: int = 0,
+    pairs: tuple[str, ...] | None = None,
+    strategy: StrategyFactory = default_strategy,
+    execution: ExecutionSettings | None = None,
+    journal: OrderJournal | None = None,
+) -> TradingModules:
     """Portfolio, risk, strategy and execution handler on ``bus`` for ``venue``, all attached
     (see the module doc); ``await modules.start()`` starts them."""
-    portfolio = PortfolioManager(cash, pairs=pairs or settings.pairs, start_ts_ns=start_ts_ns,
-                                 bus=bus)
-    risk = RiskManager(settings.risk, bus, portfolio.snapshot,
-                       taker_fee_pct=settings.fees.taker_pct, clock=clock)
+    portfolio = PortfolioManager(
+        cash, pairs=pairs or settings.pairs, start_ts_ns=start_ts_ns, bus=bus
+    )
+    risk = RiskManager(
+        settings.risk, bus, portfolio.snapshot, taker_fee_pct=settings.fees.taker_pct, clock=clock
+    )
     modules = TradingModules(
-        portfolio, risk, strategy(settings, bus),
-        ExecutionHandler(execution or settings.execution, venue, bus, clock_ns=clock,
-                         journal=journal))
+        portfolio,
+        risk,
+        strategy(settings, bus),
+        ExecutionHandler(
+            execution or settings.execution, venue, bus, clock_ns=clock, journal=journal
+        ),
+    )
     modules.attach()
     return modules

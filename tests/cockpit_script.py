@@ -53,12 +53,15 @@ def book(pair: str, seq: int = 1, *, depth: int = 10, ts_ns: int = T0) -> BookEv
     mid, pp, qp, base = MARKETS.get(pair, (10_000, 4, 2, 1_000))
     mid += seq % 7 - 3
     scale = 10**qp
-    bids = tuple((mid - 1 - i, (base + (i * 3_917 + seq * 131) % base) * scale // 10)
-                 for i in range(depth))
-    asks = tuple((mid + 1 + i, (base + (i * 5_113 + seq * 97) % base) * scale // 10)
-                 for i in range(depth))
-    return BookEvent(pair, bids, asks, pp, qp, (seq * 2_654_435_761) % 2**32, seq,
-                     seq == 1, "", ts_ns)
+    bids = tuple(
+        (mid - 1 - i, (base + (i * 3_917 + seq * 131) % base) * scale // 10) for i in range(depth)
+    )
+    asks = tuple(
+        (mid + 1 + i, (base + (i * 5_113 + seq * 97) % base) * scale // 10) for i in range(depth)
+    )
+    return BookEvent(
+        pair, bids, asks, pp, qp, (seq * 2_654_435_761) % 2**32, seq, seq == 1, "", ts_ns
+    )
 
 
 def candles(pair: str, minutes: int = 90) -> list[CandleEvent]:
@@ -68,44 +71,153 @@ def candles(pair: str, minutes: int = 90) -> list[CandleEvent]:
         wave = (m * 37) % 23 - 11 + (m // 9) * 2 - ((m * m) % 13)
         close = D(mid + wave * 3).scaleb(-pp)
         ts = T0 - (minutes - m) * MINUTE
-        out.append(CandleEvent(pair, 60, ts, close, close, close, close, D(1000), close, 10,
-                               m < minutes - 1, ts + MINUTE))
+        out.append(
+            CandleEvent(
+                pair,
+                60,
+                ts,
+                close,
+                close,
+                close,
+                close,
+                D(1000),
+                close,
+                10,
+                m < minutes - 1,
+                ts + MINUTE,
+            )
+        )
     return out
 
 
-def report(coid: str, pair: str, side: Side, kind: OrderType, status: OrderStatus, qty: str,
-           filled: str, *, price: str | None = None, trigger: str | None = None,
-           avg: str | None = None, ts_ns: int = T0) -> ExecutionReportEvent:
+def report(
+    coid: str,
+    pair: str,
+    side: Side,
+    kind: OrderType,
+    status: OrderStatus,
+    qty: str,
+    filled: str,
+    *,
+    price: str | None = None,
+    trigger: str | None = None,
+    avg: str | None = None,
+    ts_ns: int = T0,
+) -> ExecutionReportEvent:
     return ExecutionReportEvent(
-        coid, None, None, pair, side, kind, status, D(qty), D(filled), D(avg) if avg else None,
-        None, None, D(0), "USD", None, ts_ns, D(price) if price else None,
-        D(trigger) if trigger else None)
+        coid,
+        None,
+        None,
+        pair,
+        side,
+        kind,
+        status,
+        D(qty),
+        D(filled),
+        D(avg) if avg else None,
+        None,
+        None,
+        D(0),
+        "USD",
+        None,
+        ts_ns,
+        D(price) if price else None,
+        D(trigger) if trigger else None,
+    )
 
 
 def portfolio(ts_ns: int = T0) -> PortfolioSnapshot:
-    positions = (Position("XRP/USD", D("1000"), D("2.3310"), D("2.3405"), T0 - 20 * MINUTE),
-                 Position("DOGE/USD", D("5000"), D("0.143950"), D("0.143200"), T0 - 9 * MINUTE))
+    positions = (
+        Position("XRP/USD", D("1000"), D("2.3310"), D("2.3405"), T0 - 20 * MINUTE),
+        Position("DOGE/USD", D("5000"), D("0.143950"), D("0.143200"), T0 - 9 * MINUTE),
+    )
     return PortfolioSnapshot(
-        ts_ns, D("7004.20"), D("6400.00"), positions, D("10060.70"), D("10250.00"),
-        D("10120.00"), D("10300.00"), D("60.70"), D("11.30"), 2)
+        ts_ns,
+        D("7004.20"),
+        D("6400.00"),
+        positions,
+        D("10060.70"),
+        D("10250.00"),
+        D("10120.00"),
+        D("10300.00"),
+        D("60.70"),
+        D("11.30"),
+        2,
+    )
 
 
 def trading_events(ts_ns: int = T0) -> list[Event]:
     """A filled XRP entry with its stop-loss and take-profit working, a DOGE entry waiting."""
     buy = Side.BUY
     return [
-        TradeSignalProposedEvent("s1", "XRP/USD", buy, OrderType.LIMIT, D("2.3310"),
-                                 D("2.3193"), D("2.3543"), 0.712, "sim-demo", ts_ns),
-        TradeSignalApprovedEvent("s1", "XRP/USD", buy, OrderType.LIMIT, D("1000"),
-                                 D("2.3310"), D("2.3193"), D("2.3543"), ts_ns),
-        report("e1", "XRP/USD", buy, OrderType.LIMIT, OrderStatus.FILLED, "1000", "1000",
-               price="2.3310", avg="2.3310", ts_ns=ts_ns),
-        report("sl1", "XRP/USD", Side.SELL, OrderType.STOP_LOSS, OrderStatus.ACKNOWLEDGED,
-               "1000", "0", trigger="2.3193", ts_ns=ts_ns),
-        report("tp1", "XRP/USD", Side.SELL, OrderType.TAKE_PROFIT, OrderStatus.ACKNOWLEDGED,
-               "1000", "0", trigger="2.3543", ts_ns=ts_ns),
-        report("e2", "DOGE/USD", buy, OrderType.LIMIT, OrderStatus.ACKNOWLEDGED, "2500", "0",
-               price="0.143100", ts_ns=ts_ns),
+        TradeSignalProposedEvent(
+            "s1",
+            "XRP/USD",
+            buy,
+            OrderType.LIMIT,
+            D("2.3310"),
+            D("2.3193"),
+            D("2.3543"),
+            0.712,
+            "sim-demo",
+            ts_ns,
+        ),
+        TradeSignalApprovedEvent(
+            "s1",
+            "XRP/USD",
+            buy,
+            OrderType.LIMIT,
+            D("1000"),
+            D("2.3310"),
+            D("2.3193"),
+            D("2.3543"),
+            ts_ns,
+        ),
+        report(
+            "e1",
+            "XRP/USD",
+            buy,
+            OrderType.LIMIT,
+            OrderStatus.FILLED,
+            "1000",
+            "1000",
+            price="2.3310",
+            avg="2.3310",
+            ts_ns=ts_ns,
+        ),
+        report(
+            "sl1",
+            "XRP/USD",
+            Side.SELL,
+            OrderType.STOP_LOSS,
+            OrderStatus.ACKNOWLEDGED,
+            "1000",
+            "0",
+            trigger="2.3193",
+            ts_ns=ts_ns,
+        ),
+        report(
+            "tp1",
+            "XRP/USD",
+            Side.SELL,
+            OrderType.TAKE_PROFIT,
+            OrderStatus.ACKNOWLEDGED,
+            "1000",
+            "0",
+            trigger="2.3543",
+            ts_ns=ts_ns,
+        ),
+        report(
+            "e2",
+            "DOGE/USD",
+            buy,
+            OrderType.LIMIT,
+            OrderStatus.ACKNOWLEDGED,
+            "2500",
+            "0",
+            price="0.143100",
+            ts_ns=ts_ns,
+        ),
     ]
 
 
@@ -119,12 +231,32 @@ def scripted_events(pairs: tuple[str, ...]) -> list[Event]:
         events.append(book(pair, seq=1200))
     probs = {"XRP/USD": 0.712, "DOGE/USD": 0.468}
     for pair in pairs:
-        events.append(PredictionEvent(pair, T0 - 3_000_000_000, "sim-demo",
-                                      probs.get(pair, 0.5), T0 - 3_100_000_000, 4_200_000))
+        events.append(
+            PredictionEvent(
+                pair,
+                T0 - 3_000_000_000,
+                "sim-demo",
+                probs.get(pair, 0.5),
+                T0 - 3_100_000_000,
+                4_200_000,
+            )
+        )
     events += trading_events(T0 - 1_000_000_000)
     events.append(PortfolioEvent(portfolio()))
-    events.append(FeedStatsEvent(ComponentState.CONNECTED, 5000, 40.0, 4800, 0, 0, 0, "",
-                                 tuple((p, 0.3) for p in pairs), T0))
+    events.append(
+        FeedStatsEvent(
+            ComponentState.CONNECTED,
+            5000,
+            40.0,
+            4800,
+            0,
+            0,
+            0,
+            "",
+            tuple((p, 0.3) for p in pairs),
+            T0,
+        )
+    )
     return events
 
 
@@ -162,9 +294,14 @@ class ScriptedRunner:
             await self.bus.stop()
 
 
-def scripted_app(settings: Settings | None = None, *, events: list[Event] | None = None,
-                 clock: Callable[[], int] = frozen_clock, bus: EventBus | None = None,
-                 owner: bool = True) -> tuple[CockpitApp, ScriptedRunner]:
+def scripted_app(
+    settings: Settings | None = None,
+    *,
+    events: list[Event] | None = None,
+    clock: Callable[[], int] = frozen_clock,
+    bus: EventBus | None = None,
+    owner: bool = True,
+) -> tuple[CockpitApp, ScriptedRunner]:
     """A cockpit on a scripted bus with a frozen clock and no animation (deterministic);
     ``owner=False`` when the caller puts a RiskManager (the real owner) on the bus."""
     settings = settings or Settings(exchange="sim")

@@ -85,12 +85,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests marked ``needs_server(NAME)`` talk to a real server. When one that the selected
     tests need does not answer, stop before the first test with one line that says how to
     start it: never a skip, and never dozens of connection errors."""
-    needed = sorted({str(mark.args[0]) for item in items
-                     for mark in item.iter_markers("needs_server")})
+    needed = sorted(
+        {str(mark.args[0]) for item in items for mark in item.iter_markers("needs_server")}
+    )
     unknown = [name for name in needed if name not in SERVERS]
     if unknown:
-        raise pytest.UsageError(f"needs_server: unknown server(s) {unknown}; known: "
-                                f"{sorted(SERVERS)}")
+        raise pytest.UsageError(
+            f"needs_server: unknown server(s) {unknown}; known: {sorted(SERVERS)}"
+        )
     down = []
     for name in needed:
         what, check = SERVERS[name]
@@ -99,5 +101,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except Exception as exc:
             down.append(f"{what} does not answer ({type(exc).__name__}: {exc})")
     if down:
-        pytest.exit(f"{'; '.join(down)}. `bash scripts/test` starts the servers and runs the "
-                    "tests (see README.md)", returncode=pytest.ExitCode.TESTS_FAILED)
+        pytest.exit(
+            f"{'; '.join(down)}. `bash scripts/test` starts the servers and runs the "
+            "tests (see README.md)",
+            returncode=pytest.ExitCode.TESTS_FAILED,
+        )

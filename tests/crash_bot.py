@@ -34,16 +34,23 @@ PAIR = "XRP/USD"
 
 
 def settings(data_dir: str, ws_auth_url: str, rest_url: str) -> Settings:
-    return Settings.model_validate({
-        "exchange": "kraken", "mode": "live", "pairs": [PAIR],
-        "paths": {"data_dir": data_dir},
-        "kraken": {"ws_private_url": ws_auth_url, "rest_url": rest_url,
-                   "request_timeout_s": 3.0, "reconnect_initial_s": 0.1,
-                   "reconnect_max_s": 0.5},
-        "execution": {"busy_retry_s": 0.05, "reconcile_interval_s": 0,
-                      "dead_man_switch_s": 0},
-        "store": {"retry_s": 0.5},
-    })
+    return Settings.model_validate(
+        {
+            "exchange": "kraken",
+            "mode": "live",
+            "pairs": [PAIR],
+            "paths": {"data_dir": data_dir},
+            "kraken": {
+                "ws_private_url": ws_auth_url,
+                "rest_url": rest_url,
+                "request_timeout_s": 3.0,
+                "reconnect_initial_s": 0.1,
+                "reconnect_max_s": 0.5,
+            },
+            "execution": {"busy_retry_s": 0.05, "reconcile_interval_s": 0, "dead_man_switch_s": 0},
+            "store": {"retry_s": 0.5},
+        }
+    )
 
 
 async def main(data_dir: str, ws_auth_url: str, rest_url: str, recover_only: bool) -> None:
@@ -54,9 +61,13 @@ async def main(data_dir: str, ws_auth_url: str, rest_url: str, recover_only: boo
     audit = AuditWriter(store, s, bus)
     audit.attach()
     await audit.start()
-    venue = KrakenTradingVenue(s.kraken, Credentials(), pairs=(PAIR,),
-                               nonce=NonceSource(Path(data_dir) / "nonce.state"),
-                               dms_timeout_s=0)
+    venue = KrakenTradingVenue(
+        s.kraken,
+        Credentials(),
+        pairs=(PAIR,),
+        nonce=NonceSource(Path(data_dir) / "nonce.state"),
+        dms_timeout_s=0,
+    )
     handler = ExecutionHandler(s.execution, venue, bus, journal=audit)
     await handler.start()
     portfolio = PortfolioManager((await venue.balances()).get("USD", Decimal(0)), pairs=(PAIR,))
@@ -67,10 +78,19 @@ async def main(data_dir: str, ws_auth_url: str, rest_url: str, recover_only: boo
     await bus.drain()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(json.dumps({"recovered": result.ok, "reason": result.reason,
-                      "adopted": result.adopted, "resolved": result.resolved,
-                      "never_sent": result.never_sent, "fills": result.fills_reported}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "recovered": result.ok,
+                "reason": result.reason,
+                "adopted": result.adopted,
+                "resolved": result.resolved,
+                "never_sent": result.never_sent,
+                "fills": result.fills_reported,
+            }
+        ),
+        flush=True,
+    )
     if not recover_only:
         trader = asyncio.create_task(trade(bus, handler))
         await stop.wait()
@@ -90,11 +110,20 @@ async def trade(bus: EventBus, handler: ExecutionHandler) -> None:
         await asyncio.sleep(0.15)
         held = handler.pairs[PAIR].held if PAIR in handler.pairs else Decimal(0)
         exiting = held > 0
-        await bus.publish(TradeSignalApprovedEvent(
-            signal_id=f"sig-{os.getpid()}-{n}", pair=PAIR,
-            side=Side.SELL if exiting else Side.BUY, order_type=OrderType.MARKET,
-            qty=held if exiting else Decimal(20), limit_price=None,
-            stop_loss=Decimal("2.17"), take_profit=Decimal("2.23"), ts_ns=0, is_exit=exiting))
+        await bus.publish(
+            TradeSignalApprovedEvent(
+                signal_id=f"sig-{os.getpid()}-{n}",
+                pair=PAIR,
+                side=Side.SELL if exiting else Side.BUY,
+                order_type=OrderType.MARKET,
+                qty=held if exiting else Decimal(20),
+                limit_price=None,
+                stop_loss=Decimal("2.17"),
+                take_profit=Decimal("2.23"),
+                ts_ns=0,
+                is_exit=exiting,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,7 @@ SECRET = "TUFSS0VSLVNFQ1JFVC03ZjNhOWMtbWFya2VyLXNlY3JldA=="  # base64 of a marke
 
 
 def halted(reason: str, source: str, ts_ns: int = T0) -> TradingStateChangedEvent:
-    return TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, reason, source,
-                                    ts_ns)
+    return TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, reason, source, ts_ns)
 
 
 def halts(n: int, start: int = 0) -> list[Event]:
@@ -96,8 +95,10 @@ async def test_an_outage_loses_no_record_and_replay_keeps_order(backend: Backend
 
 
 async def test_a_full_queue_spills_instead_of_blocking(backend: Backend) -> None:
-    settings = Settings(paths=backend.settings.paths.model_dump(),
-                        store={**backend.settings.store.model_dump(), "queue_size": 100})
+    settings = Settings(
+        paths=backend.settings.paths.model_dump(),
+        store={**backend.settings.store.model_dump(), "queue_size": 100},
+    )
     store = await backend.store()
     writer = AuditWriter(store, settings)
     await writer.start()
@@ -135,9 +136,17 @@ async def test_a_crash_while_spilling_is_replayed_at_the_next_start(backend: Bac
 async def test_daily_summary_at_the_utc_day_roll(backend: Backend) -> None:
     store = await backend.store()
     day2 = (T0 // NS_PER_DAY + 1) * NS_PER_DAY
-    await run_writer(store, backend.settings, [
-        snapshot(T0, "1000"), *entry_events(), *trade_reports(),
-        snapshot(T0 + 40, "1000.173"), snapshot(day2 + 5, "1000.173")])
+    await run_writer(
+        store,
+        backend.settings,
+        [
+            snapshot(T0, "1000"),
+            *entry_events(),
+            *trade_reports(),
+            snapshot(T0 + 40, "1000.173"),
+            snapshot(day2 + 5, "1000.173"),
+        ],
+    )
     rows = await store.fetch("SELECT * FROM daily_summaries ORDER BY day")
     assert [r["day"] for r in rows] == ["2023-11-14", "2023-11-15"]
     first = rows[0]
@@ -145,7 +154,9 @@ async def test_daily_summary_at_the_utc_day_roll(backend: Backend) -> None:
     assert money(first["realised_pnl"]) == Decimal("0.173")
     assert money(first["fees"]) == Decimal("0.327")
     assert (money(first["start_equity"]), money(first["end_equity"])) == (
-        Decimal("1000"), Decimal("1000.173"))
+        Decimal("1000"),
+        Decimal("1000.173"),
+    )
     assert money(rows[1]["start_equity"]) == Decimal("1000.173")
     assert await count(store, "equity_snapshots") == 2  # T0+40 is within 10 s of T0
 
@@ -167,7 +178,9 @@ async def test_attached_to_the_bus_with_block_policy(backend: Backend) -> None:
 
 
 async def test_secrets_never_reach_a_table_or_a_log_file(
-    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    backend: Backend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KRAKEN_API_KEY", KEY)
     monkeypatch.setenv("KRAKEN_API_SECRET", SECRET)
@@ -177,16 +190,20 @@ async def test_secrets_never_reach_a_table_or_a_log_file(
     assert creds.api_key is not None and creds.api_secret is not None
     backend.settings._credentials = creds
     logs = tmp_path / "logs" / "bot.jsonl"
-    setup_logging(LoggingSettings(file=str(logs), stdout=False, level="DEBUG"),
-                  secrets=[creds.api_key.get_secret_value(),
-                           creds.api_secret.get_secret_value()])
+    setup_logging(
+        LoggingSettings(file=str(logs), stdout=False, level="DEBUG"),
+        secrets=[creds.api_key.get_secret_value(), creds.api_secret.get_secret_value()],
+    )
     try:
         log = logging.getLogger("gal_friday.test")
         log.error("auth failed for key %s", KEY, extra={"api_secret": SECRET})
         store = await backend.store()
-        await run_writer(store, backend.settings, [
-            *entry_events(), *trade_reports(), halted(f"auth failed {KEY}", "execution")],
-            intents=(ENTRY,))
+        await run_writer(
+            store,
+            backend.settings,
+            [*entry_events(), *trade_reports(), halted(f"auth failed {KEY}", "execution")],
+            intents=(ENTRY,),
+        )
         backend.fail()
         writer = await run_writer(store, backend.settings, halts(3))  # spills, logs errors
         backend.restore()

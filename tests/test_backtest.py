@@ -46,8 +46,15 @@ NAN = math.nan
 def series(rows: list[tuple[float, float, float, float]], volume: float = 1e6) -> CandleSeries:
     n = len(rows)
     o, h, low, c = (np.array(col, dtype=np.float64) for col in zip(*rows, strict=True))
-    return CandleSeries(np.arange(n, dtype=np.int64) * 60 + T0, o, h, low, c,
-                        np.full(n, volume), np.ones(n, dtype=np.int64))
+    return CandleSeries(
+        np.arange(n, dtype=np.int64) * 60 + T0,
+        o,
+        h,
+        low,
+        c,
+        np.full(n, volume),
+        np.ones(n, dtype=np.int64),
+    )
 
 
 def settings(**sections: dict[str, Any]) -> Settings:
@@ -56,26 +63,45 @@ def settings(**sections: dict[str, Any]) -> Settings:
         "strategy": {"confirm_momentum": False, "max_holding_min": 0, "min_edge_pct": 0},
         "paper": {"latency_ms": 1, "slippage_bps": 0},
         "fees": {"maker_pct": 0, "taker_pct": 0},
-        "risk": {"max_consecutive_losses": 1000, "max_daily_drawdown_pct": 100,
-                 "max_weekly_drawdown_pct": 100, "max_total_drawdown_pct": 100},
+        "risk": {
+            "max_consecutive_losses": 1000,
+            "max_daily_drawdown_pct": 100,
+            "max_weekly_drawdown_pct": 100,
+            "max_total_drawdown_pct": 100,
+        },
     }
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
     return load_settings(None, base)
 
 
-def run(s: Settings, candles: CandleSeries, prob: list[float], *, market: bool = False,
-        depth: str = "unlimited") -> BacktestResult:
+def run(
+    s: Settings,
+    candles: CandleSeries,
+    prob: list[float],
+    *,
+    market: bool = False,
+    depth: str = "unlimited",
+) -> BacktestResult:
     data = [PairData("XRP/USD", candles, instrument_for("XRP/USD", candles), 60)]
     signals = {"XRP/USD": PairSignals(np.array(prob), (), np.empty((len(prob), 0)), "m")}
 
     def strat(st: Settings, bus: Any) -> MarketStrategy:
-        return MarketStrategy(st.strategy, st.fees, bus,
-                              venue_brackets=st.execution.protective_orders)
+        return MarketStrategy(
+            st.strategy, st.fees, bus, venue_brackets=st.execution.protective_orders
+        )
 
     kwargs: dict[str, Any] = {"strategy": strat} if market else {}
-    return asyncio.run(run_backtest(s, data, signals, capital=D(10000), depth=depth,  # type: ignore[arg-type]
-                                    **kwargs))
+    return asyncio.run(
+        run_backtest(
+            s,
+            data,
+            signals,
+            capital=D(10000),
+            depth=depth,  # type: ignore[arg-type]
+            **kwargs,
+        )
+    )
 
 
 # --- no look-ahead -------------------------------------------------------------------------
@@ -88,8 +114,9 @@ def test_a_feature_reading_the_next_candle_is_caught() -> None:
     def peeking(s: CandleSeries) -> FeatureTable:
         table = batch_candle_features(s, fs)
         nxt = np.r_[s.close[1:], np.nan][(s.volume > 0) & (s.low > 0)]
-        return FeatureTable(table.time_s, (*table.names, "next_close"),
-                            np.column_stack([table.values, nxt]))
+        return FeatureTable(
+            table.time_s, (*table.names, "next_close"), np.column_stack([table.values, nxt])
+        )
 
     with pytest.raises(LookAheadError, match="next_close"):
         checked_features(candles, peeking)
@@ -99,8 +126,9 @@ def test_a_feature_reading_the_next_candle_is_caught() -> None:
 
 def test_orders_fill_only_after_the_decision_candle() -> None:
     # decision at candle 1's close (price 1.0); candle 1 itself dipped to 0.5 before closing
-    candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 0.5, 1.0), (1.2, 1.3, 1.2, 1.25),
-                      (1.25, 1.3, 1.2, 1.25)])
+    candles = series(
+        [(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 0.5, 1.0), (1.2, 1.3, 1.2, 1.25), (1.25, 1.3, 1.2, 1.25)]
+    )
     result = run(settings(), candles, [NAN, 0.9, NAN, NAN], market=True)
     fill = result.fills[0]
     assert fill.price == D("1.2")  # the next candle's open, not anything of candle 1
@@ -111,10 +139,14 @@ def test_orders_fill_only_after_the_decision_candle() -> None:
 
 
 def test_market_fill_fee_and_slippage_arithmetic() -> None:
-    s = settings(paper={"slippage_bps": 10}, fees={"taker_pct": "0.4", "maker_pct": "0.1"},
-                 strategy={"stop_loss_pct": "49", "take_profit_pct": "99"})  # a market exit
-    candles = series([(2.0, 2.0, 2.0, 2.0), (2.0, 2.1, 2.0, 2.05), (2.1, 2.2, 2.05, 2.1),
-                      (2.1, 2.1, 2.1, 2.1)])
+    s = settings(
+        paper={"slippage_bps": 10},
+        fees={"taker_pct": "0.4", "maker_pct": "0.1"},
+        strategy={"stop_loss_pct": "49", "take_profit_pct": "99"},
+    )  # a market exit
+    candles = series(
+        [(2.0, 2.0, 2.0, 2.0), (2.0, 2.1, 2.0, 2.05), (2.1, 2.2, 2.05, 2.1), (2.1, 2.1, 2.1, 2.1)]
+    )
     result = run(s, candles, [0.9, NAN, 0.1, NAN], market=True)
     buy, sell = result.fills
     assert buy.price == D("2.0") * D("1.001") and sell.price == D("2.1") * D("0.999")
@@ -128,17 +160,19 @@ def test_market_fill_fee_and_slippage_arithmetic() -> None:
 
 def test_limit_entry_does_not_fill_when_price_stays_above() -> None:
     s = settings(execution={"entry_timeout_s": 30})
-    candles = series([(1.0, 1.0, 1.0, 1.0), (1.001, 1.01, 1.00001, 1.005),
-                      (1.005, 1.01, 1.001, 1.005)])
+    candles = series(
+        [(1.0, 1.0, 1.0, 1.0), (1.001, 1.01, 1.00001, 1.005), (1.005, 1.01, 1.001, 1.005)]
+    )
     result = run(s, candles, [0.9, NAN, NAN])
     assert result.fills == [] and result.stats["orders"] == 1  # sent, never filled
 
 
 def test_limit_entry_fills_on_touch_at_its_price_as_maker() -> None:
-    s = settings(fees={"maker_pct": "0.25", "taker_pct": "0.4"}, execution={
-        "entry_timeout_s": 30, "protective_orders": False})
-    candles = series([(1.0, 1.0, 1.0, 1.0), (1.002, 1.01, 1.0, 1.005),
-                      (1.005, 1.01, 1.001, 1.005)])
+    s = settings(
+        fees={"maker_pct": "0.25", "taker_pct": "0.4"},
+        execution={"entry_timeout_s": 30, "protective_orders": False},
+    )
+    candles = series([(1.0, 1.0, 1.0, 1.0), (1.002, 1.01, 1.0, 1.005), (1.005, 1.01, 1.001, 1.005)])
     result = run(s, candles, [0.9, NAN, NAN])
     fill = result.fills[0]  # (the strategy's own take-profit at 1.01 sells it later)
     assert fill.price == D("1.0") and fill.side is Side.BUY  # at the limit, never better
@@ -147,8 +181,14 @@ def test_limit_entry_fills_on_touch_at_its_price_as_maker() -> None:
 
 def test_stop_loss_fills_at_its_trigger_on_the_intrabar_path() -> None:
     s = settings(strategy={"stop_loss_pct": "1", "take_profit_pct": "5"})
-    candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 0.95, 0.96),
-                      (0.96, 0.96, 0.96, 0.96)])
+    candles = series(
+        [
+            (1.0, 1.0, 1.0, 1.0),
+            (1.0, 1.0, 1.0, 1.0),
+            (1.0, 1.0, 0.95, 0.96),
+            (0.96, 0.96, 0.96, 0.96),
+        ]
+    )
     result = run(s, candles, [0.9, NAN, NAN, NAN])
     (trade,) = result.trades
     assert trade.exit_type == str(OrderType.STOP_LOSS)
@@ -158,11 +198,14 @@ def test_stop_loss_fills_at_its_trigger_on_the_intrabar_path() -> None:
 @pytest.mark.parametrize("protective", [True, False])
 def test_a_stop_or_target_exactly_at_the_candles_low_or_high_fills(protective: bool) -> None:
     # 1.1 * 1e5 is 110000.00000000001 in floats: prices compare on the pair's integer grid
-    s = settings(strategy={"stop_loss_pct": "8.33", "take_profit_pct": "10"},
-                 execution={"protective_orders": protective})
+    s = settings(
+        strategy={"stop_loss_pct": "8.33", "take_profit_pct": "10"},
+        execution={"protective_orders": protective},
+    )
     flat = (1.0, 1.0, 1.0, 1.0)
-    up = run(s, series([flat, flat, flat, (1.0, 1.1, 1.0, 1.0), flat]), [0.9] + [NAN] * 4,
-             market=True)
+    up = run(
+        s, series([flat, flat, flat, (1.0, 1.1, 1.0, 1.0), flat]), [0.9] + [NAN] * 4, market=True
+    )
     (trade,) = up.trades
     assert trade.exit_price == D("1.10000")  # the target, exactly the high
     stop = D("1.2") * (1 - D("8.33") / 100)  # 1.10004 on the grid
@@ -175,8 +218,9 @@ def test_a_stop_or_target_exactly_at_the_candles_low_or_high_fills(protective: b
 def test_a_position_opened_after_a_flat_midnight_is_not_marked_at_its_old_price() -> None:
     # flat across midnight at 2.0, then buy at 1.0: marking the new position at midnight's
     # 2.0 would fake a 9 % drawdown and HALT (limit 5 %)
-    s = settings(risk={"max_total_drawdown_pct": 5},
-                 strategy={"stop_loss_pct": "5", "take_profit_pct": "50"})
+    s = settings(
+        risk={"max_total_drawdown_pct": 5}, strategy={"stop_loss_pct": "5", "take_profit_pct": "50"}
+    )
     rows = [(2.0, 2.0, 2.0, 2.0)] * 106 + [(1.0, 1.0, 1.0, 1.0)] * 100  # midnight after 106
     prob = [NAN] * len(rows)
     prob[150], prob[160], prob[170] = 0.9, 0.1, 0.9
@@ -186,12 +230,13 @@ def test_a_position_opened_after_a_flat_midnight_is_not_marked_at_its_old_price(
 
 
 @pytest.mark.parametrize("protective", [True, False])
-def test_an_entry_filled_at_the_open_is_protected_before_the_candle_falls(
-        protective: bool) -> None:
+def test_an_entry_filled_at_the_open_is_protected_before_the_candle_falls(protective: bool) -> None:
     # the market entry takes effect at open + 1 ms; its stop (10 % below: 1.08) must be in
     # place then, so the candle falling to 1.0 sells at the stop, not at the low
-    s = settings(strategy={"stop_loss_pct": "10", "take_profit_pct": "50"},
-                 execution={"protective_orders": protective})
+    s = settings(
+        strategy={"stop_loss_pct": "10", "take_profit_pct": "50"},
+        execution={"protective_orders": protective},
+    )
     candles = series([(1.2, 1.2, 1.2, 1.2), (1.2, 1.2, 1.0, 1.2), (1.2, 1.2, 1.2, 1.2)])
     result = run(s, candles, [0.9, NAN, NAN], market=True)
     buy, sell = result.fills
@@ -200,14 +245,15 @@ def test_an_entry_filled_at_the_open_is_protected_before_the_candle_falls(
 
 
 @pytest.mark.parametrize("order", [("DOGE/USD", "XRP/USD"), ("XRP/USD", "DOGE/USD")])
-def test_two_pairs_fill_on_their_own_candles_whatever_their_order(
-        order: tuple[str, str]) -> None:
+def test_two_pairs_fill_on_their_own_candles_whatever_their_order(order: tuple[str, str]) -> None:
     # XRP decides at candle 0 (close 1.0) and gaps to 1.2 at candle 1; DOGE decides at the
     # end of candle 1. XRP's entry fills at its candle 1 open (1.2), never at its stale 1.0
     s = settings(strategy={"stop_loss_pct": "10", "take_profit_pct": "50"})
     s = s.model_copy(update={"pairs": tuple(order)})
-    rows = {"XRP/USD": [(1.0, 1.0, 1.0, 1.0), (1.2, 1.25, 1.15, 1.2)] + [(1.2,) * 4] * 2,
-            "DOGE/USD": [(0.1,) * 4] * 4}
+    rows = {
+        "XRP/USD": [(1.0, 1.0, 1.0, 1.0), (1.2, 1.25, 1.15, 1.2)] + [(1.2,) * 4] * 2,
+        "DOGE/USD": [(0.1,) * 4] * 4,
+    }
     probs = {"XRP/USD": [0.9, NAN, NAN, NAN], "DOGE/USD": [NAN, 0.9, NAN, NAN]}
     data = [PairData(p, series(rows[p]), instrument_for(p, series(rows[p])), 60) for p in order]
     signals = {p: PairSignals(np.array(probs[p]), (), np.empty((4, 0)), "m") for p in order}
@@ -215,27 +261,39 @@ def test_two_pairs_fill_on_their_own_candles_whatever_their_order(
     def strat(st: Settings, bus: Any) -> MarketStrategy:
         return MarketStrategy(st.strategy, st.fees, bus)
 
-    result = asyncio.run(run_backtest(s, data, signals, capital=D(10000), strategy=strat,
-                                      depth="unlimited"))
+    result = asyncio.run(
+        run_backtest(s, data, signals, capital=D(10000), strategy=strat, depth="unlimited")
+    )
     prices = {f.pair: f.price for f in result.fills}
     assert prices == {"XRP/USD": D("1.2"), "DOGE/USD": D("0.1")}
 
 
 def test_partial_fills_when_the_candle_volume_is_small() -> None:
-    candles = series([(1.0, 1.0, 1.0, 1.0), (1.0, 1.01, 0.99, 1.0), (1.0, 1.0, 1.0, 1.0),
-                      (1.0, 1.0, 1.0, 1.0)], volume=40.0)
-    result = run(settings(execution={"protective_orders": False}), candles,
-                 [0.9, NAN, NAN, NAN], market=True, depth="volume")
+    candles = series(
+        [(1.0, 1.0, 1.0, 1.0), (1.0, 1.01, 0.99, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0)],
+        volume=40.0,
+    )
+    result = run(
+        settings(execution={"protective_orders": False}),
+        candles,
+        [0.9, NAN, NAN, NAN],
+        market=True,
+        depth="volume",
+    )
     assert result.fills[0].side is Side.BUY and result.fills[0].qty == D(10)  # 40 / 4
 
 
 def test_a_resting_limit_the_price_moves_through_fills_no_more_than_the_volume() -> None:
     # a limit buy of ~10,000 XRP at 1.0 rests; the candle (volume 40, so 10 a point) falls
     # through it to 0.99: each point gives at most its share, never the whole order
-    s = settings(execution={"entry_timeout_s": 30, "protective_orders": False},
-                 strategy={"stop_loss_pct": "1", "take_profit_pct": "50"})
-    candles = series([(1.0, 1.0, 1.0, 1.0), (1.002, 1.01, 0.99, 1.005),
-                      (1.005, 1.005, 1.005, 1.005)], volume=40.0)
+    s = settings(
+        execution={"entry_timeout_s": 30, "protective_orders": False},
+        strategy={"stop_loss_pct": "1", "take_profit_pct": "50"},
+    )
+    candles = series(
+        [(1.0, 1.0, 1.0, 1.0), (1.002, 1.01, 0.99, 1.005), (1.005, 1.005, 1.005, 1.005)],
+        volume=40.0,
+    )
     result = run(s, candles, [0.9, NAN, NAN], depth="volume")
     assert result.fills and all(f.qty <= 10 for f in result.fills)
     assert sum(f.qty for f in result.fills) <= 40
@@ -260,7 +318,7 @@ def test_vectorised_calibration_equals_the_workers() -> None:
 def test_sma_and_crossover_match_backtrader_formulas() -> None:
     close = np.round(1 + np.cumsum(np.random.default_rng(2).normal(0, 0.01, 400)), 4)
     fast = sma(close, 10)
-    assert fast[9:].tolist() == [math.fsum(close[i - 9:i + 1]) / 10 for i in range(9, 400)]
+    assert fast[9:].tolist() == [math.fsum(close[i - 9 : i + 1]) / 10 for i in range(9, 400)]
     cross = crossover(np.array([1, 2, 2, 3, 1.0]), np.array([2, 2, 2, 2, 2.0]))
     assert cross.tolist() == [0, 0, 0, 1, -1]  # the zero differences carry the last sign
     sig = sma_cross_signals(series([(c, c, c, c) for c in close]))
@@ -278,16 +336,21 @@ def test_metrics_against_hand_computed_values() -> None:
     hour = 3600 * 10**9
     times = np.arange(5, dtype=np.int64) * hour
     equity = np.array([100.0, 110.0, 99.0, 105.0, 120.0])
-    fills = [_fill(0, Side.BUY, "10", "1", "0.1"), _fill(1, Side.SELL, "10", "2", "0.1"),
-             _fill(2, Side.BUY, "10", "2"), _fill(3, Side.SELL, "10", "1.5"),
-             _fill(4, Side.BUY, "5", "1"), _fill(5, Side.SELL, "5", "1.4")]
+    fills = [
+        _fill(0, Side.BUY, "10", "1", "0.1"),
+        _fill(1, Side.SELL, "10", "2", "0.1"),
+        _fill(2, Side.BUY, "10", "2"),
+        _fill(3, Side.SELL, "10", "1.5"),
+        _fill(4, Side.BUY, "5", "1"),
+        _fill(5, Side.SELL, "5", "1.4"),
+    ]
     trades = round_trips(fills)
     assert [t.pnl for t in trades] == [D("9.8"), D("-5"), D("2")]
-    m = compute_metrics(times, equity, trades, capital=D(100), final_equity=D(120),
-                        fees=D("0.2"), exposure=0.5)
+    m = compute_metrics(
+        times, equity, trades, capital=D(100), final_equity=D(120), fees=D("0.2"), exposure=0.5
+    )
     assert m["total_return_pct"] == pytest.approx(20.0)
-    assert m["max_drawdown"] == pytest.approx(11.0) and m["max_drawdown_pct"] == pytest.approx(
-        10.0)
+    assert m["max_drawdown"] == pytest.approx(11.0) and m["max_drawdown_pct"] == pytest.approx(10.0)
     assert m["win_rate_pct"] == pytest.approx(200 / 3)
     assert m["profit_factor"] == pytest.approx(11.8 / 5)
     assert m["avg_pnl_per_trade"] == pytest.approx(6.8 / 3)
@@ -295,7 +358,8 @@ def test_metrics_against_hand_computed_values() -> None:
     scale = math.sqrt(365 * 24)
     assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * scale)
     assert m["sortino"] == pytest.approx(
-        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * scale)
+        r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * scale
+    )
     assert drawdown(np.array([1.0, 2.0, 1.0, 3.0])) == (1.0, 50.0)
 
 
@@ -303,14 +367,24 @@ def test_a_position_closed_by_partial_fills_leaves_a_flat_curve() -> None:
     # 0.1 + 0.2 - 0.3 is 5.5e-17 in floats: held exactly, the closed position is worth
     # nothing at any later price, the curve stays flat and has no Sharpe ratio
     hour = 3600 * 10**9
-    fills = [_fill(1, Side.BUY, "0.1", "100000"), _fill(2, Side.BUY, "0.2", "100000"),
-             _fill(3, Side.SELL, "0.3", "100000")]
+    fills = [
+        _fill(1, Side.BUY, "0.1", "100000"),
+        _fill(2, Side.BUY, "0.2", "100000"),
+        _fill(3, Side.SELL, "0.3", "100000"),
+    ]
     times = np.arange(49, dtype=np.int64) * hour
     closes = {"XRP/USD": (times[1:], 1e5 + np.arange(48) * 37.0)}
     equity = equity_curve(times, D(10000), fills, closes)
     assert set(equity.tolist()) == {10000.0}
-    m = compute_metrics(times, equity, round_trips(fills), capital=D(10000),
-                        final_equity=D(10000), fees=D(0), exposure=0.0)
+    m = compute_metrics(
+        times,
+        equity,
+        round_trips(fills),
+        capital=D(10000),
+        final_equity=D(10000),
+        fees=D(0),
+        exposure=0.0,
+    )
     assert m["sharpe"] is None and m["total_return_pct"] == 0.0
 
 
@@ -318,14 +392,16 @@ def test_a_position_closed_by_partial_fills_leaves_a_flat_curve() -> None:
 
 
 def test_same_inputs_give_an_identical_report(tmp_path: Any) -> None:
-    s = load_settings(None, {
-        "strategy": {"confirm_momentum": False, "buy_threshold": 0.6, "sell_threshold": 0.4}})
+    s = load_settings(
+        None, {"strategy": {"confirm_momentum": False, "buy_threshold": 0.6, "sell_threshold": 0.4}}
+    )
     data = synthetic_pairs(["XRP/USD", "DOGE/USD"], seed=5, days=1)
     signals = {d.pair: sma_cross_signals(d.candles, 5, 20) for d in data}
 
     def once(out: str) -> tuple[BacktestResult, str]:
         def strat(st: Settings, bus: Any) -> MarketStrategy:
             return MarketStrategy(st.strategy, st.fees, bus)
+
         result = asyncio.run(run_backtest(s, data, signals, capital=D(10000), strategy=strat))
         paths = write_report(result, tmp_path / out, chart=out == "a")
         return result, paths["trades"].read_text() + paths["metrics"].read_text()
@@ -337,14 +413,15 @@ def test_same_inputs_give_an_identical_report(tmp_path: Any) -> None:
     assert terminal_chart(first.equity).count("\n") == 9
 
 
-def test_a_risk_halt_is_reported_with_its_time_reason_and_skipped_entries(
-        tmp_path: Any) -> None:
+def test_a_risk_halt_is_reported_with_its_time_reason_and_skipped_entries(tmp_path: Any) -> None:
     # two losing round trips against a limit of two consecutive losses: the third entry
     # signal finds the limit reached (rejected, HALT), the fourth is skipped while HALTED,
     # and the report says so instead of going quiet
-    s = settings(risk={"max_consecutive_losses": 2},
-                 strategy={"stop_loss_pct": "49", "take_profit_pct": "99"},
-                 execution={"protective_orders": False})
+    s = settings(
+        risk={"max_consecutive_losses": 2},
+        strategy={"stop_loss_pct": "49", "take_profit_pct": "99"},
+        execution={"protective_orders": False},
+    )
     rows = [(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (0.9, 0.9, 0.9, 0.9)] * 4
     prob = [1.0, 0.0, NAN] * 4  # buy at the next open (1.0), sell at the one after (0.9)
     result = run(s, series(rows), prob, market=True)
@@ -357,8 +434,13 @@ def test_a_risk_halt_is_reported_with_its_time_reason_and_skipped_entries(
     assert "risk_limits 1" in (rejection_line(result) or "")
     assert result.stats["entries_skipped_halted"] == 1
     doc = metrics_document(result)
-    assert doc["halts"] == [{"time": doc["halts"][0]["time"], "source": "risk",
-                             "reason": "consecutive losses 2 >= limit 2"}]
+    assert doc["halts"] == [
+        {
+            "time": doc["halts"][0]["time"],
+            "source": "risk",
+            "reason": "consecutive losses 2 >= limit 2",
+        }
+    ]
     lines = halt_lines(result)
     assert lines[0].startswith("HALTED at ") and "consecutive losses 2 >= limit 2" in lines[0]
     assert "1 entry signals skipped" in lines[1] and "[risk]" in lines[1]
@@ -379,11 +461,12 @@ def test_the_terminal_chart_shows_a_drop_inside_a_bucket() -> None:
 
 
 def test_trade_money_in_the_csv_is_rounded_to_1e_8(tmp_path: Any) -> None:
-    s = settings(fees={"taker_pct": "0.26"}, strategy={"stop_loss_pct": "49",
-                                                        "take_profit_pct": "99"},
-                 execution={"protective_orders": False})
-    rows = [(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.1, 1.1, 1.1, 1.1),
-            (1.1, 1.1, 1.1, 1.1)]
+    s = settings(
+        fees={"taker_pct": "0.26"},
+        strategy={"stop_loss_pct": "49", "take_profit_pct": "99"},
+        execution={"protective_orders": False},
+    )
+    rows = [(1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.1, 1.1, 1.1, 1.1), (1.1, 1.1, 1.1, 1.1)]
     result = run(s, series(rows), [1.0, NAN, 0.0, NAN], market=True)
     (trade,) = result.trades
     text = write_report(result, tmp_path, chart=False)["trades"].read_text()
@@ -400,31 +483,61 @@ def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> Non
 
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
-    args = parser.parse_args(["backtest", "--synthetic", "0.5", "--strategy", "sma",
-                              "--no-progress", "--out", str(tmp_path / "r"),
-                              "--pairs", "XRP/USD"])
+    args = parser.parse_args(
+        [
+            "backtest",
+            "--synthetic",
+            "0.5",
+            "--strategy",
+            "sma",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r"),
+            "--pairs",
+            "XRP/USD",
+        ]
+    )
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 0
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert names == ["equity.csv", "equity.png", "metrics.json", "trades.csv"]
 
 
-@pytest.mark.parametrize(("options", "code", "message"), [
-    (["--candles", "{tmp}/missing.csv"], 1, "candle file not found: {tmp}/missing.csv"),
-    (["--candles", "{tmp}/bad.csv"], 1, "bad.csv:1: expected 7 columns"),
-    (["--candles", "{tmp}/bad.csv", "--candles", "{tmp}/bad.csv", "--candles", "{tmp}/x.csv"],
-     1, "3 candle files for 1 pairs"),
-    (["--synthetic", "1", "--capital", "abc"], 2, "--capital must be an amount of USD, got "
-                                                  "'abc'"),
-    (["--synthetic", "1", "--capital", "-5"], 2, "--capital must be positive"),
-    (["--synthetic", "-1"], 2, "--synthetic needs a positive number of days, got -1"),
-    (["--synthetic", "1", "--start", "2025-01-01"], 2, "do not apply to --synthetic"),
-    (["--candles", "{tmp}/bad.csv", "--start", "2025-13-01"], 2, "not a date: '2025-13-01'"),
-    (["--candles", "{tmp}/bad.csv", "--start", "2025-02-01", "--end", "2025-01-01"], 2,
-     "--end (2025-01-01) must be after --start (2025-02-01)"),
-])
+@pytest.mark.parametrize(
+    ("options", "code", "message"),
+    [
+        (["--candles", "{tmp}/missing.csv"], 1, "candle file not found: {tmp}/missing.csv"),
+        (["--candles", "{tmp}/bad.csv"], 1, "bad.csv:1: expected 7 columns"),
+        (
+            [
+                "--candles",
+                "{tmp}/bad.csv",
+                "--candles",
+                "{tmp}/bad.csv",
+                "--candles",
+                "{tmp}/x.csv",
+            ],
+            1,
+            "3 candle files for 1 pairs",
+        ),
+        (
+            ["--synthetic", "1", "--capital", "abc"],
+            2,
+            "--capital must be an amount of USD, got 'abc'",
+        ),
+        (["--synthetic", "1", "--capital", "-5"], 2, "--capital must be positive"),
+        (["--synthetic", "-1"], 2, "--synthetic needs a positive number of days, got -1"),
+        (["--synthetic", "1", "--start", "2025-01-01"], 2, "do not apply to --synthetic"),
+        (["--candles", "{tmp}/bad.csv", "--start", "2025-13-01"], 2, "not a date: '2025-13-01'"),
+        (
+            ["--candles", "{tmp}/bad.csv", "--start", "2025-02-01", "--end", "2025-01-01"],
+            2,
+            "--end (2025-01-01) must be after --start (2025-02-01)",
+        ),
+    ],
+)
 def test_bad_options_and_files_get_one_line_and_an_exit_code(
-        tmp_path: Any, in_tmp: Any, capsys: Any, options: list[str], code: int,
-        message: str) -> None:
+    tmp_path: Any, in_tmp: Any, capsys: Any, options: list[str], code: int, message: str
+) -> None:
     import argparse
 
     from gal_friday.backtest import cli as backtest_cli
@@ -433,9 +546,19 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
     (tmp_path / "bad.csv").write_text("1700000040,1,2\n")
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
-    args = parser.parse_args(["backtest", "--strategy", "sma", "--no-progress", "--pairs",
-                              "XRP/USD", "--out", str(tmp_path / "r"),
-                              *(o.format(tmp=tmp_path) for o in options)])
+    args = parser.parse_args(
+        [
+            "backtest",
+            "--strategy",
+            "sma",
+            "--no-progress",
+            "--pairs",
+            "XRP/USD",
+            "--out",
+            str(tmp_path / "r"),
+            *(o.format(tmp=tmp_path) for o in options),
+        ]
+    )
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == code
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("gal-friday: ")
@@ -444,7 +567,8 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
 
 
 def test_pairs_with_candles_of_different_intervals_are_refused(
-        tmp_path: Any, in_tmp: Any, capsys: Any) -> None:
+    tmp_path: Any, in_tmp: Any, capsys: Any
+) -> None:
     import argparse
 
     from gal_friday.backtest import cli as backtest_cli
@@ -455,24 +579,43 @@ def test_pairs_with_candles_of_different_intervals_are_refused(
         (tmp_path / name).write_text("\n".join(rows) + "\n")
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
-    args = parser.parse_args(["backtest", "--strategy", "sma", "--no-progress",
-                              "--pairs", "XRP/USD,DOGE/USD", "--out", str(tmp_path / "r"),
-                              "--candles", f"XRP/USD={tmp_path / 'xrp.csv'}",
-                              "--candles", f"DOGE/USD={tmp_path / 'doge.csv'}"])
+    args = parser.parse_args(
+        [
+            "backtest",
+            "--strategy",
+            "sma",
+            "--no-progress",
+            "--pairs",
+            "XRP/USD,DOGE/USD",
+            "--out",
+            str(tmp_path / "r"),
+            "--candles",
+            f"XRP/USD={tmp_path / 'xrp.csv'}",
+            "--candles",
+            f"DOGE/USD={tmp_path / 'doge.csv'}",
+        ]
+    )
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 1
     out = capsys.readouterr().out
     assert "different intervals (XRP/USD 60 s, DOGE/USD 300 s)" in out and out.count("\n") == 1
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("1700000040000,1,1,1,1,5,1\n", "bad.csv:1: time is not unix seconds (milliseconds?)"),
-    ("1700000040,1,1,1,1,5,1\n1700000100,nan,1,1,1,5,1\n",
-     "bad.csv:2: prices must be finite and positive"),
-    ("1700000040,1,1,1,1,5,1\n1700000100,1,1,1,1,-5,1\n", "bad.csv:2: volume must be finite"),
-    ("1700000040,1,1,1,1,5,1\n1700000040,1,1,1,1,5,1\n",
-     "bad.csv:2: rows are not in strictly increasing time order"),
-    ("1700000040,1,1,1,1,5,1\n1700000100,one,1,1,1,5,1\n", "bad.csv:2: not a number"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1700000040000,1,1,1,1,5,1\n", "bad.csv:1: time is not unix seconds (milliseconds?)"),
+        (
+            "1700000040,1,1,1,1,5,1\n1700000100,nan,1,1,1,5,1\n",
+            "bad.csv:2: prices must be finite and positive",
+        ),
+        ("1700000040,1,1,1,1,5,1\n1700000100,1,1,1,1,-5,1\n", "bad.csv:2: volume must be finite"),
+        (
+            "1700000040,1,1,1,1,5,1\n1700000040,1,1,1,1,5,1\n",
+            "bad.csv:2: rows are not in strictly increasing time order",
+        ),
+        ("1700000040,1,1,1,1,5,1\n1700000100,one,1,1,1,5,1\n", "bad.csv:2: not a number"),
+    ],
+)
 def test_a_bad_candle_row_is_named_by_its_line(tmp_path: Any, text: str, message: str) -> None:
     from gal_friday.candles import CandleFileError, read_candles
 
@@ -482,13 +625,13 @@ def test_a_bad_candle_row_is_named_by_its_line(tmp_path: Any, text: str, message
     assert str(caught.value).endswith(message) or message in str(caught.value)
 
 
-def test_a_header_line_and_an_excel_bom_are_fine_and_a_directory_is_refused(
-        tmp_path: Any) -> None:
+def test_a_header_line_and_an_excel_bom_are_fine_and_a_directory_is_refused(tmp_path: Any) -> None:
     from gal_friday.candles import CandleFileError, read_candles
 
     (tmp_path / "excel.csv").write_bytes(
         "\ufefftime,open,high,low,close,volume,count\r\n"
-        "1700000040,1.5,1.6,1.4,1.55,10,3\r\n".encode())
+        "1700000040,1.5,1.6,1.4,1.55,10,3\r\n".encode()
+    )
     series = read_candles(tmp_path / "excel.csv")
     assert series.time_s.tolist() == [1700000040] and series.close.tolist() == [1.55]
     with pytest.raises(CandleFileError, match="cannot be read"):
@@ -497,7 +640,8 @@ def test_a_header_line_and_an_excel_bom_are_fine_and_a_directory_is_refused(
 
 @pytest.mark.parametrize("strategy", ["sma", "model"])
 def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
-        tmp_path: Any, in_tmp: Any, strategy: str) -> None:
+    tmp_path: Any, in_tmp: Any, strategy: str
+) -> None:
     # live, the indicators start warm (REST OHLC); a backtest from --start reads the
     # candles before it as history, so its signals equal those of the whole file
     import argparse
@@ -507,23 +651,47 @@ def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
 
     (data,) = synthetic_pairs(["XRP/USD"], seed=3, days=1)
     c = data.candles
-    rows = [f"{t},{o},{h},{lo},{cl},{v},{n}" for t, o, h, lo, cl, v, n in zip(
-        c.time_s.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-        c.volume.tolist(), c.trades.tolist(), strict=True)]
+    rows = [
+        f"{t},{o},{h},{lo},{cl},{v},{n}"
+        for t, o, h, lo, cl, v, n in zip(
+            c.time_s.tolist(),
+            c.open.tolist(),
+            c.high.tolist(),
+            c.low.tolist(),
+            c.close.tolist(),
+            c.volume.tolist(),
+            c.trades.tolist(),
+            strict=True,
+        )
+    ]
     (tmp_path / "xrp.csv").write_text("\n".join(rows) + "\n")
     start = int(c.time_s[1000])
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
-    base = ["backtest", "--strategy", "sma", "--sma", "5,20", "--pairs", "XRP/USD",
-            "--candles", f"XRP/USD={tmp_path / 'xrp.csv'}"]
+    base = [
+        "backtest",
+        "--strategy",
+        "sma",
+        "--sma",
+        "5,20",
+        "--pairs",
+        "XRP/USD",
+        "--candles",
+        f"XRP/USD={tmp_path / 'xrp.csv'}",
+    ]
     if strategy == "model":
         base = [*base[:2], "model", *base[5:]]
         from gal_friday.prediction.pipeline import train_from_candles
         from gal_friday.prediction.training import TrainSpec
 
-        train_from_candles(load_settings(None, {}), c.slice(0, 800), tmp_path / "model",
-                           spec=TrainSpec(min_auc=0.0, max_brier=1.0, rounds=20, folds=2),
-                           model_id="warm", progress=False)
+        train_from_candles(
+            load_settings(None, {}),
+            c.slice(0, 800),
+            tmp_path / "model",
+            spec=TrainSpec(min_auc=0.0, max_brier=1.0, rounds=20, folds=2),
+            model_id="warm",
+            progress=False,
+        )
         base += ["--set", f'prediction.models=["{tmp_path / "model"}"]']
 
     def inputs(*extra: str) -> tuple[list[PairData], dict[str, PairSignals]]:
@@ -533,8 +701,10 @@ def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
 
     _, whole_signals = inputs()
     from datetime import UTC, datetime
-    (period,), period_signals = inputs("--start", datetime.fromtimestamp(start, UTC)
-                                       .strftime("%Y-%m-%dT%H:%M"))
+
+    (period,), period_signals = inputs(
+        "--start", datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M")
+    )
     assert int(period.candles.time_s[0]) == start and len(period.candles) == len(c) - 1000
     got, want = period_signals["XRP/USD"].prob, whole_signals["XRP/USD"].prob[1000:]
     np.testing.assert_array_equal(got, want)

@@ -27,22 +27,28 @@ def random_settings(rng: random.Random) -> dict[str, Any]:
     return {
         "pairs": list(rng.choice([PAIRS, PAIRS[:1]])),
         "strategy": {
-            "confirm_momentum": False, "min_edge_pct": 0,
+            "confirm_momentum": False,
+            "min_edge_pct": 0,
             "buy_threshold": rng.choice([0.55, 0.6, 0.7]),
             "sell_threshold": rng.choice([0.3, 0.4, 0.45]),
-            "stop_loss_pct": sl, "take_profit_pct": rng.choice(["0.8", "1", "2", "5"]),
+            "stop_loss_pct": sl,
+            "take_profit_pct": rng.choice(["0.8", "1", "2", "5"]),
             "max_holding_min": rng.choice([0, 5, 30, 240]),
             "exit_on_reversal": rng.random() < 0.7,
         },
-        "execution": {"protective_orders": rng.random() < 0.7,
-                      "entry_timeout_s": rng.choice([30, 90, 600]),
-                      "entry_timeout_action": rng.choice(["cancel", "market"])},
-        "paper": {"latency_ms": rng.choice([1, 250, 2000]),
-                  "slippage_bps": rng.choice([0, 2])},
+        "execution": {
+            "protective_orders": rng.random() < 0.7,
+            "entry_timeout_s": rng.choice([30, 90, 600]),
+            "entry_timeout_action": rng.choice(["cancel", "market"]),
+        },
+        "paper": {"latency_ms": rng.choice([1, 250, 2000]), "slippage_bps": rng.choice([0, 2])},
         "fees": {"maker_pct": "0.25", "taker_pct": "0.40"},
-        "risk": {"max_consecutive_losses": rng.choice([2, 3, 1000]),
-                 "max_daily_drawdown_pct": rng.choice([1, 100]),
-                 "max_weekly_drawdown_pct": 100, "max_total_drawdown_pct": 100},
+        "risk": {
+            "max_consecutive_losses": rng.choice([2, 3, 1000]),
+            "max_daily_drawdown_pct": rng.choice([1, 100]),
+            "max_weekly_drawdown_pct": 100,
+            "max_total_drawdown_pct": 100,
+        },
     }
 
 
@@ -56,17 +62,32 @@ def random_signals(rng: random.Random, data: list[PairData]) -> dict[str, PairSi
     return out
 
 
-def run(settings: Settings, data: list[PairData], signals: dict[str, PairSignals],
-        strategy: Any, *, exhaustive: bool, depth: str) -> RunOutput:
+def run(
+    settings: Settings,
+    data: list[PairData],
+    signals: dict[str, PairSignals],
+    strategy: Any,
+    *,
+    exhaustive: bool,
+    depth: str,
+) -> RunOutput:
     kwargs = {"strategy": strategy} if strategy is not None else {}
-    engine = BacktestEngine(settings, data, signals, capital=D(10000), depth=depth,  # type: ignore[arg-type]
-                            exhaustive=exhaustive, **kwargs)
+    engine = BacktestEngine(
+        settings,
+        data,
+        signals,
+        capital=D(10000),
+        depth=depth,  # type: ignore[arg-type]
+        exhaustive=exhaustive,
+        **kwargs,
+    )
     return asyncio.run(engine.run())
 
 
 def market(st: Settings, bus: Any) -> MarketStrategy:
-    return MarketStrategy(st.strategy, st.fees, bus, pairs=st.pairs,
-                          venue_brackets=st.execution.protective_orders)
+    return MarketStrategy(
+        st.strategy, st.fees, bus, pairs=st.pairs, venue_brackets=st.execution.protective_orders
+    )
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -80,10 +101,14 @@ def test_skipping_candles_changes_nothing(seed: int) -> None:
     fast = run(s, data, signals, strategy, exhaustive=False, depth=depth)
     every = run(s, data, signals, strategy, exhaustive=True, depth=depth)
     assert fast.fills, "a configuration that trades, or the comparison proves little"
-    assert [(f.ts_ns, f.pair, f.side, f.qty, f.price, f.fee, f.order_type)
-            for f in fast.fills] == [(f.ts_ns, f.pair, f.side, f.qty, f.price, f.fee,
-                                      f.order_type) for f in every.fills]
+    assert [(f.ts_ns, f.pair, f.side, f.qty, f.price, f.fee, f.order_type) for f in fast.fills] == [
+        (f.ts_ns, f.pair, f.side, f.qty, f.price, f.fee, f.order_type) for f in every.fills
+    ]
     assert (fast.final_cash, fast.final_equity, fast.fees_paid, fast.held) == (
-        every.final_cash, every.final_equity, every.fees_paid, every.held)
+        every.final_cash,
+        every.final_equity,
+        every.fees_paid,
+        every.held,
+    )
     assert fast.halts == every.halts
     assert fast.stats["entries_skipped_halted"] == every.stats["entries_skipped_halted"]

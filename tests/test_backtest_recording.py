@@ -54,8 +54,12 @@ def settings(**sections: dict[str, Any]) -> Settings:
         "strategy": {"confirm_momentum": False, "min_edge_pct": 0, "max_holding_min": 10},
         "paper": {"latency_ms": 50, "slippage_bps": 2},
         "fees": {"maker_pct": "0.25", "taker_pct": "0.40"},
-        "risk": {"max_consecutive_losses": 1000, "max_daily_drawdown_pct": 100,
-                 "max_weekly_drawdown_pct": 100, "max_total_drawdown_pct": 100},
+        "risk": {
+            "max_consecutive_losses": 1000,
+            "max_daily_drawdown_pct": 100,
+            "max_weekly_drawdown_pct": 100,
+            "max_total_drawdown_pct": 100,
+        },
     }
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
@@ -73,11 +77,11 @@ def run_sma(s: Settings, paths: list[Path]) -> tuple[RecordingBacktest, Recordin
     from gal_friday.backtest.classic import MarketStrategy
 
     def strat(st: Settings, bus: Any) -> MarketStrategy:
-        return MarketStrategy(st.strategy, st.fees, bus,
-                              venue_brackets=st.execution.protective_orders)
+        return MarketStrategy(
+            st.strategy, st.fees, bus, venue_brackets=st.execution.protective_orders
+        )
 
-    bt = RecordingBacktest(s, paths, capital=D(10000), predictor=SmaPredictor(*SMA),
-                           strategy=strat)
+    bt = RecordingBacktest(s, paths, capital=D(10000), predictor=SmaPredictor(*SMA), strategy=strat)
     return bt, asyncio.run(bt.run())
 
 
@@ -146,8 +150,15 @@ def test_incremental_sma_cross_equals_the_batch_signals() -> None:
     close = np.round(2.0 + np.cumsum(rng.normal(0, 0.002, 400)), 4)
     close[100:110] = close[99]  # flat stretch: zero differences carry the last sign
     n = len(close)
-    series = CandleSeries(np.arange(n, dtype=np.int64) * 60, close, close, close, close,
-                          np.ones(n), np.ones(n, dtype=np.int64))
+    series = CandleSeries(
+        np.arange(n, dtype=np.int64) * 60,
+        close,
+        close,
+        close,
+        close,
+        np.ones(n),
+        np.ones(n, dtype=np.int64),
+    )
     batch = sma_cross_signals(series, 5, 20).prob
     cross = SmaCross(5, 20)
     live = np.array([cross.push(float(c)) for c in close])
@@ -171,22 +182,24 @@ def test_sma_on_a_recording_fills_only_against_the_recorded_market(recording: Pa
     assert min(f.ts_ns for f in out.fills) >= first_approval + 50_000_000
     # the portfolio's cash is the fills' arithmetic
     snap = bt.portfolio.snapshot()
-    cash = D(10000) + sum((-f.qty * f.price if f.side is Side.BUY else f.qty * f.price) - f.fee
-                          for f in out.fills)
+    cash = D(10000) + sum(
+        (-f.qty * f.price if f.side is Side.BUY else f.qty * f.price) - f.fee for f in out.fills
+    )
     assert snap.cash == cash
     assert snap.fees_paid == sum(f.fee for f in out.fills)
 
 
 def test_model_strategy_on_a_recording_uses_live_features_and_limit_fills(
-        recording: Path, tmp_path: Path) -> None:
+    recording: Path, tmp_path: Path
+) -> None:
     """A model trained quickly on the simulator's history; thresholds low so it trades. Its
     limit entries join the bid and fill only when the recorded market reaches them."""
-    s = settings(strategy={"buy_threshold": 0.51, "sell_threshold": 0.49},
-                 execution={"entry_timeout_s": 30})
+    s = settings(
+        strategy={"buy_threshold": 0.51, "sell_threshold": 0.49}, execution={"entry_timeout_s": 30}
+    )
     history = synthetic_pairs(["XRP/USD"], seed=11, days=1)[0].candles
     spec = replace(TrainSpec(), min_auc=0.0, max_brier=1.0, rounds=20, folds=2)
-    train_from_candles(s, history, tmp_path / "m", spec=spec, model_id="test-model",
-                       progress=False)
+    train_from_candles(s, history, tmp_path / "m", spec=spec, model_id="test-model", progress=False)
     models = load_models([tmp_path / "m"], None, feature_names(s.features))
     predictor = ModelPredictor(models, "mean")
     bt = RecordingBacktest(s, [recording], capital=D(10000), predictor=predictor)
@@ -209,17 +222,24 @@ def test_same_recording_gives_the_same_report(recording: Path, tmp_path: Path) -
     s = settings()
     texts = []
     for name in ("a", "b"):
-        result = asyncio.run(run_recording_backtest(s, [recording], capital=D(10000),
-                                                    predictor=SmaPredictor(*SMA),
-                                                    strategy=backtest_cli.market_strategy))
+        result = asyncio.run(
+            run_recording_backtest(
+                s,
+                [recording],
+                capital=D(10000),
+                predictor=SmaPredictor(*SMA),
+                strategy=backtest_cli.market_strategy,
+            )
+        )
         paths = write_report(result, tmp_path / name, chart=False, extra={"x": 1})
         texts.append("".join(paths[k].read_text() for k in ("trades", "equity", "metrics")))
         assert result.fills
     assert texts[0] == texts[1]
 
 
-def test_a_corrupted_checksum_stops_trading_on_the_invalid_book(recording: Path,
-                                                                tmp_path: Path) -> None:
+def test_a_corrupted_checksum_stops_trading_on_the_invalid_book(
+    recording: Path, tmp_path: Path
+) -> None:
     """Corrupt the book update just before the first entry's decision: the book is discarded
     (BookInvalidatedEvent), the prediction at that candle finds no market price, and no order
     is sent until a fresh snapshot."""
@@ -231,8 +251,9 @@ def test_a_corrupted_checksum_stops_trading_on_the_invalid_book(recording: Path,
     # the pair's book updates before the decision (its first book is the snapshot)
     n = sum(1 for b in market.books[pair][1:] if b.received_ts_ns < t_entry - 500_000_000)
     bad = tmp_path / "bad.jsonl.gz"
-    write_sim_recording(bad, pairs=PAIRS, seed=11, minutes=30, rate=4, corrupt=[(pair, n)],
-                        resnapshot_s=3.0)
+    write_sim_recording(
+        bad, pairs=PAIRS, seed=11, minutes=30, rate=4, corrupt=[(pair, n)], resnapshot_s=3.0
+    )
     _, out = run_sma(s, [bad])
     assert out.stats["checksum_failures"] == 1
     assert out.stats["predictions_on_invalid_book"] >= 1
@@ -249,15 +270,35 @@ def test_a_corrupted_checksum_stops_trading_on_the_invalid_book(recording: Path,
 def test_the_command_on_recordings(recording: Path, tmp_path: Path, in_tmp: Any) -> None:
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
-    args = parser.parse_args(["backtest", "--recording", str(recording), "--strategy", "sma",
-                              "--sma", f"{SMA[0]},{SMA[1]}", "--out", str(tmp_path / "r")])
+    args = parser.parse_args(
+        [
+            "backtest",
+            "--recording",
+            str(recording),
+            "--strategy",
+            "sma",
+            "--sma",
+            f"{SMA[0]},{SMA[1]}",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 0
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
     assert names == ["equity.csv", "equity.png", "metrics.json", "trades.csv"]
     bad = parser.parse_args(["backtest", "--recording", str(recording), "--synthetic", "1"])
     assert asyncio.run(backtest_cli.run(settings_from_args(bad), bad)) == 2
-    missing = parser.parse_args(["backtest", "--recording", str(tmp_path / "nope.gz"),
-                                 "--strategy", "sma", "--out", str(tmp_path / "x")])
+    missing = parser.parse_args(
+        [
+            "backtest",
+            "--recording",
+            str(tmp_path / "nope.gz"),
+            "--strategy",
+            "sma",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert asyncio.run(backtest_cli.run(settings_from_args(missing), missing)) == 1
 
 
@@ -272,8 +313,9 @@ def test_damaged_and_empty_recordings(recording: Path, tmp_path: Path) -> None:
     # damaged lines inside the file are skipped and counted; the rest of the file still runs
     damaged = tmp_path / "damaged.jsonl.gz"
     with gzip.open(damaged, "wt") as fh:
-        fh.writelines([*lines[:3000], '{"t": 1, "raw"\n', "[1, 2]\n", '{"t": null}\n',
-                       *lines[3000:]])
+        fh.writelines(
+            [*lines[:3000], '{"t": 1, "raw"\n', "[1, 2]\n", '{"t": null}\n', *lines[3000:]]
+        )
     _, out = run_sma(s, [damaged])
     assert out.stats["unreadable_lines"] == 3 and out.stats["truncated_files"] == 0
     assert out.stats["frames"] == clean.stats["frames"]
@@ -293,13 +335,26 @@ def test_damaged_and_empty_recordings(recording: Path, tmp_path: Path) -> None:
             run_sma(s, [bad])
 
 
-@pytest.mark.parametrize("option", [["--synthetic", "0"], ["--retrain-every", "0"],
-                                    ["--depth", "unlimited"], ["--seed", "3"]])
+@pytest.mark.parametrize(
+    "option",
+    [["--synthetic", "0"], ["--retrain-every", "0"], ["--depth", "unlimited"], ["--seed", "3"]],
+)
 def test_options_that_do_not_apply_to_recordings_are_refused(
-        recording: Path, tmp_path: Path, in_tmp: Any, option: list[str]) -> None:
+    recording: Path, tmp_path: Path, in_tmp: Any, option: list[str]
+) -> None:
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
-    args = parser.parse_args(["backtest", "--recording", str(recording), "--strategy", "sma",
-                              "--out", str(tmp_path / "r"), *option])
+    args = parser.parse_args(
+        [
+            "backtest",
+            "--recording",
+            str(recording),
+            "--strategy",
+            "sma",
+            "--out",
+            str(tmp_path / "r"),
+            *option,
+        ]
+    )
     assert asyncio.run(backtest_cli.run(settings_from_args(args), args)) == 2
     assert not (tmp_path / "r").exists()

@@ -36,27 +36,41 @@ NS = 10**9
 # lenient floors (a synthetic random walk has little to learn), few rounds (speed), and a
 # strategy that trades on the calibrated probabilities these models give
 TRAINING = {"rounds": 25, "folds": 2, "min_auc": 0.0, "max_brier": 1.0}
-STRATEGY = {"confirm_momentum": False, "min_edge_pct": 0, "buy_threshold": 0.56,
-            "sell_threshold": 0.45}
+STRATEGY = {
+    "confirm_momentum": False,
+    "min_edge_pct": 0,
+    "buy_threshold": 0.56,
+    "sell_threshold": 0.45,
+}
 SETS = [f"training.{k}={v}" for k, v in TRAINING.items()] + [
-    f"strategy.{k}={str(v).lower()}" for k, v in STRATEGY.items()]
+    f"strategy.{k}={str(v).lower()}" for k, v in STRATEGY.items()
+]
 
 
 def settings(**training: Any) -> Settings:
-    return load_settings(None, {"pairs": ["XRP/USD"], "training": {**TRAINING, **training},
-                                "strategy": STRATEGY})
+    return load_settings(
+        None, {"pairs": ["XRP/USD"], "training": {**TRAINING, **training}, "strategy": STRATEGY}
+    )
 
 
 def history() -> list[PairData]:
     return synthetic_pairs(["XRP/USD"], seed=11, days=3)  # day 1: history; days 2, 3: blocks
 
 
-def run_wf(s: Settings, data: list[PairData], models_dir: Path, **kwargs: Any
-           ) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
+def run_wf(
+    s: Settings, data: list[PairData], models_dir: Path, **kwargs: Any
+) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
     start = int(data[0].candles.time_s[0]) + DAY_S
-    return walk_forward_signals(s, data, start_s=start, every_days=1, window_days=1,
-                                models_dir=models_dir, build=default_builder(s.features),
-                                **kwargs)
+    return walk_forward_signals(
+        s,
+        data,
+        start_s=start,
+        every_days=1,
+        window_days=1,
+        models_dir=models_dir,
+        build=default_builder(s.features),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +86,23 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     models_dir = tmp_path_factory.mktemp("wf") / "models"
     period, signals, notes = run_wf(s, data, models_dir, trainer=recording)
-    return {"settings": s, "data": data, "period": period, "signals": signals,
-            "notes": notes, "seen": seen, "models_dir": models_dir}
+    return {
+        "settings": s,
+        "data": data,
+        "period": period,
+        "signals": signals,
+        "notes": notes,
+        "seen": seen,
+        "models_dir": models_dir,
+    }
 
 
 # --- no look-ahead -------------------------------------------------------------------------
 
 
 def test_blocks_cover_the_period_and_the_training_windows_end_before_each_block(
-        clean: dict[str, Any]) -> None:
+    clean: dict[str, Any],
+) -> None:
     wf = clean["notes"]["walk_forward"]
     data, period = clean["data"], clean["period"]
     start = int(data[0].candles.time_s[0]) + DAY_S
@@ -110,11 +132,15 @@ def test_training_window_slice_is_strictly_before_the_block() -> None:
     window = training_candles(candles, t0 + 600, 300)
     assert window.time_s.tolist() == [t0 + 300 + 60 * k for k in range(5)]
     assert make_blocks(0, 5 * DAY_S, 2 * DAY_S) == [
-        Block(0, 0, 2 * DAY_S), Block(1, 2 * DAY_S, 4 * DAY_S), Block(2, 4 * DAY_S, 5 * DAY_S)]
+        Block(0, 0, 2 * DAY_S),
+        Block(1, 2 * DAY_S, 4 * DAY_S),
+        Block(2, 4 * DAY_S, 5 * DAY_S),
+    ]
 
 
 def test_a_tampered_candle_after_a_block_start_does_not_change_that_blocks_model(
-        clean: dict[str, Any], tmp_path: Path) -> None:
+    clean: dict[str, Any], tmp_path: Path
+) -> None:
     data = clean["data"][0]
     c = data.candles
     start = int(c.time_s[0]) + DAY_S
@@ -122,11 +148,12 @@ def test_a_tampered_candle_after_a_block_start_does_not_change_that_blocks_model
     hi = lo + 120  # ... for two hours: prices 30 % up
     scale = np.ones(len(c))
     scale[lo:hi] = 1.3
-    tampered = CandleSeries(c.time_s, c.open * scale, c.high * scale, c.low * scale,
-                            c.close * scale, c.volume, c.trades)
-    _, signals, notes = run_wf(clean["settings"], [PairData(data.pair, tampered,
-                                                            data.instrument, 60)],
-                               tmp_path / "models")
+    tampered = CandleSeries(
+        c.time_s, c.open * scale, c.high * scale, c.low * scale, c.close * scale, c.volume, c.trades
+    )
+    _, signals, notes = run_wf(
+        clean["settings"], [PairData(data.pair, tampered, data.instrument, 60)], tmp_path / "models"
+    )
     ids = [b["model_id"] for b in notes["walk_forward"]["blocks"]]
     before, after = clean["models_dir"], tmp_path / "models"
     assert (after / ids[0] / "model.txt").read_text() == (before / ids[0] / "model.txt").read_text()
@@ -140,19 +167,21 @@ def test_a_tampered_candle_after_a_block_start_does_not_change_that_blocks_model
 
 
 def test_block_probabilities_are_the_block_models_calibrated_like_live(
-        clean: dict[str, Any]) -> None:
+    clean: dict[str, Any],
+) -> None:
     from gal_friday.features import candle_feature_names
     from gal_friday.prediction.service import load_models
 
     s, data = clean["settings"], clean["data"][0]
     block = clean["notes"]["walk_forward"]["blocks"][0]
-    models = load_models([clean["models_dir"] / block["model_id"]], None,
-                         candle_feature_names(s.features))
+    models = load_models(
+        [clean["models_dir"] / block["model_id"]], None, candle_feature_names(s.features)
+    )
     full = model_signals(data.candles, models, s.prediction.combine, default_builder(s.features))
     lo = int(np.searchsorted(data.candles.time_s, block["train_window"]["end_s"]))
     n = int(np.searchsorted(data.candles.time_s, block["train_window"]["end_s"] + DAY_S)) - lo
     prob = clean["signals"][data.pair].prob
-    np.testing.assert_array_equal(prob[:n], full.prob[lo:lo + n])
+    np.testing.assert_array_equal(prob[:n], full.prob[lo : lo + n])
     assert not np.isnan(prob).any()  # features are warm: history came before the period
 
 
@@ -168,8 +197,7 @@ def test_a_rejected_block_trades_nothing(clean: dict[str, Any], tmp_path: Path) 
             raise ModelRejected("model rejected: mean AUC 0.5000 is below the floor 0.52")
         return real(candles, out, model_id)
 
-    period, signals, notes = run_wf(s, clean["data"], tmp_path / "models",
-                                    trainer=reject_second)
+    period, signals, notes = run_wf(s, clean["data"], tmp_path / "models", trainer=reject_second)
     wf = notes["walk_forward"]
     assert wf["rejected_blocks"] == [1]
     second = wf["blocks"][1]
@@ -216,9 +244,11 @@ def test_the_configured_models_window_against_the_period() -> None:
     assert describe("m", {}, 100, 200)["relation"] == "overlaps"
     # the last labelled row's horizon reaches into the period: in-sample
     assert describe("m", {"start_s": 0, "end_s": 90}, 100, 200, horizon_s=10)["relation"] == (
-        "overlaps")
+        "overlaps"
+    )
     assert describe("m", {"start_s": 0, "end_s": 89}, 100, 200, horizon_s=10)["relation"] == (
-        "before")
+        "before"
+    )
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -235,13 +265,20 @@ def parse(*argv: str) -> argparse.Namespace:
 def command(*argv: str) -> int:
     from gal_friday.cli import settings_from_args
 
-    args = parse(*argv, "--pairs", "XRP/USD", "--no-progress", "--no-chart",
-                 *(x for item in SETS for x in ("--set", item)))
+    args = parse(
+        *argv,
+        "--pairs",
+        "XRP/USD",
+        "--no-progress",
+        "--no-chart",
+        *(x for item in SETS for x in ("--set", item)),
+    )
     return asyncio.run(backtest_cli.run(settings_from_args(args), args))
 
 
-def test_the_command_end_to_end_and_deterministic(tmp_path: Path, in_tmp: Any,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_end_to_end_and_deterministic(
+    tmp_path: Path, in_tmp: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ("--synthetic", "6", "--retrain-every", "2", "--train-window", "3")
     assert command(*argv, "--out", str(tmp_path / "a")) == 0
     printed = capsys.readouterr().out
@@ -256,7 +293,8 @@ def test_the_command_end_to_end_and_deterministic(tmp_path: Path, in_tmp: Any,
     assert (wf["retrain_every_days"], wf["train_window_days"]) == (2, 3)
     assert [(x["start"], x["end"]) for x in wf["blocks"]] == [
         ("2025-12-29T00:00:00Z", "2025-12-31T00:00:00Z"),
-        ("2025-12-31T00:00:00Z", "2026-01-01T00:00:00Z")]
+        ("2025-12-31T00:00:00Z", "2026-01-01T00:00:00Z"),
+    ]
     assert doc["start"].startswith("2025-12-29T00:00")  # the first 3 days are history only
     for x in wf["blocks"]:
         assert x["train_window"]["end_s"] - x["train_window"]["start_s"] == 3 * DAY_S
@@ -278,5 +316,7 @@ def test_the_command_refuses_bad_walk_forward_options(tmp_path: Path, in_tmp: An
 def test_the_default_train_window_is_the_training_history() -> None:
     s = load_settings(None, {"training": {"history_days": 30}})
     assert backtest_cli.train_window_days(s, parse("--retrain-every", "7")) == 30.0
-    assert backtest_cli.train_window_days(s, parse("--retrain-every", "7",
-                                                   "--train-window", "5")) == 5.0
+    assert (
+        backtest_cli.train_window_days(s, parse("--retrain-every", "7", "--train-window", "5"))
+        == 5.0
+    )

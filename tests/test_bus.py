@@ -81,8 +81,13 @@ async def _publish_many(bus: EventBus, n: int) -> None:
 async def test_display_subscriber_conflates_to_latest_per_pair() -> None:
     bus = EventBus()
     seen: list[tuple[str, int]] = []
-    sub = bus.subscribe(BookEvent, lambda e: seen.append((e.pair, e.sequence)), name="screen",
-                        policy=Policy.CONFLATE, maxsize=8)
+    sub = bus.subscribe(
+        BookEvent,
+        lambda e: seen.append((e.pair, e.sequence)),
+        name="screen",
+        policy=Policy.CONFLATE,
+        maxsize=8,
+    )
     bus.start()
     for i in range(100):  # no await between publishes: the screen cannot keep up
         await bus.publish(book("XRP/USD", i))

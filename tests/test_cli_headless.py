@@ -24,16 +24,23 @@ def gal_friday(*args: str, cwd: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GAL_FRIDAY_", "KRAKEN_"))}
     env["KRAKEN_API_KEY"] = "TESTKEY-should-never-appear"
     env["KRAKEN_API_SECRET"] = "c2VjcmV0LXNob3VsZC1uZXZlci1hcHBlYXI="
-    return subprocess.Popen([sys.executable, "-m", "gal_friday", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gal_friday", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def read_until(proc: subprocess.Popen[str], needle: str, within_s: float,
-               times: int = 1) -> list[str]:
+def read_until(
+    proc: subprocess.Popen[str], needle: str, within_s: float, times: int = 1
+) -> list[str]:
     """Lines of stdout up to and including the first containing ``needle`` ``times`` times."""
     assert proc.stdout is not None
     lines: list[str] = []
@@ -50,14 +57,13 @@ def read_until(proc: subprocess.Popen[str], needle: str, within_s: float,
     pytest.fail(f"no {needle!r} in {within_s}s; last lines: {lines[-3:]}")
 
 
-def test_headless_sim_run_predicts_logs_status_and_stops_cleanly_on_sigterm(
-    in_tmp: Path
-) -> None:
+def test_headless_sim_run_predicts_logs_status_and_stops_cleanly_on_sigterm(in_tmp: Path) -> None:
     """The offline demo end to end: simulator, verified books, a demo model trained on first
     run, features and predictions for both pairs (at the next minute's close), status lines,
     clean SIGTERM, and no secret anywhere."""
-    proc = gal_friday("--no-ui", "--exchange", "sim", "--set", "monitoring.status_interval_s=0.5",
-                      cwd=in_tmp)
+    proc = gal_friday(
+        "--no-ui", "--exchange", "sim", "--set", "monitoring.status_interval_s=0.5", cwd=in_tmp
+    )
     try:
         lines = read_until(proc, "p_up=", within_s=90, times=2)
     finally:
@@ -103,8 +109,9 @@ def test_record_then_replay_through_the_simulator(in_tmp: Path) -> None:
     """Record the simulator's public stream, replay the file through a second simulator, and
     record that: both files hold books whose every checksum verifies."""
     first = in_tmp / "first.jsonl.gz"
-    rec = gal_friday("--exchange", "sim", "record", "--out", str(first), "--duration", "4",
-                     cwd=in_tmp)
+    rec = gal_friday(
+        "--exchange", "sim", "record", "--out", str(first), "--duration", "4", cwd=in_tmp
+    )
     _, err = rec.communicate(timeout=60)
     assert rec.returncode == 0, err
     header, frames = read_recording(first)
@@ -113,14 +120,24 @@ def test_record_then_replay_through_the_simulator(in_tmp: Path) -> None:
     assert verified_books(raws) > 20
 
     port = free_port()
-    sim = gal_friday("sim-exchange", "--port", str(port), "--replay", str(first), "--loop",
-                     cwd=in_tmp)
+    sim = gal_friday(
+        "sim-exchange", "--port", str(port), "--replay", str(first), "--loop", cwd=in_tmp
+    )
     try:
         wait_for_port(port)
         second = in_tmp / "second.jsonl.gz"
-        rec2 = gal_friday("record", "--out", str(second), "--duration", "3",
-                          "--set", f'kraken.ws_public_url="ws://127.0.0.1:{port}/v2"',
-                          "--set", f'kraken.rest_url="http://127.0.0.1:{port}"', cwd=in_tmp)
+        rec2 = gal_friday(
+            "record",
+            "--out",
+            str(second),
+            "--duration",
+            "3",
+            "--set",
+            f'kraken.ws_public_url="ws://127.0.0.1:{port}/v2"',
+            "--set",
+            f'kraken.rest_url="http://127.0.0.1:{port}"',
+            cwd=in_tmp,
+        )
         _, err2 = rec2.communicate(timeout=60)
         assert rec2.returncode == 0, err2
     finally:
@@ -153,8 +170,9 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 def test_recording_is_gzip_json_lines_with_a_header(in_tmp: Path) -> None:
     out = in_tmp / "r.jsonl.gz"
-    proc = gal_friday("--exchange", "sim", "record", "--out", str(out), "--duration", "2",
-                      cwd=in_tmp)
+    proc = gal_friday(
+        "--exchange", "sim", "record", "--out", str(out), "--duration", "2", cwd=in_tmp
+    )
     proc.communicate(timeout=60)
     with gzip.open(out, "rt") as fh:
         header = json.loads(fh.readline())
@@ -165,10 +183,17 @@ def test_recording_is_gzip_json_lines_with_a_header(in_tmp: Path) -> None:
 
 def test_live_mode_refuses_to_start_without_keys(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")}
-    proc = subprocess.run([sys.executable, "-m", "gal_friday", "--no-ui", "--mode", "live"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gal_friday", "--no-ui", "--mode", "live"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "gal-friday: --mode live needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the environment "
-        "(a key with the trading and WebSocket permissions); refusing to start")
+        "(a key with the trading and WebSocket permissions); refusing to start"
+    )
     assert "Traceback" not in proc.stderr

@@ -27,8 +27,10 @@ def test_defaults_without_any_file(in_tmp: Path) -> None:
 def test_file_then_env_then_cli_each_override_the_one_before(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = write(in_tmp / "c.toml", '[kraken]\nbook_depth = 25\nws_public_url = "ws://file"\n'
-                                   'rest_url = "http://file"\n')
+    cfg = write(
+        in_tmp / "c.toml",
+        '[kraken]\nbook_depth = 25\nws_public_url = "ws://file"\nrest_url = "http://file"\n',
+    )
     monkeypatch.setenv("GAL_FRIDAY_KRAKEN__WS_PUBLIC_URL", "ws://env")
     monkeypatch.setenv("GAL_FRIDAY_KRAKEN__REST_URL", "http://env")
     settings = load_settings(cfg, merge_overrides(("kraken.rest_url", "http://cli")))
@@ -64,8 +66,8 @@ def test_every_setting_in_config_toml_has_a_comment() -> None:
     [
         ("[kraken]\nbook_depht = 10\n", "kraken.book_depht: unknown setting"),
         ("[kraken]\nbook_depth = 7\n", "kraken.book_depth: Input should be 10, 25"),
-        ("[risk]\nmax_daily_drawdown_pct = \"lots\"\n", "risk.max_daily_drawdown_pct"),
-        ("pairs = [\"XRPUSD\"]\n", "'XRPUSD' is not a pair"),
+        ('[risk]\nmax_daily_drawdown_pct = "lots"\n', "risk.max_daily_drawdown_pct"),
+        ('pairs = ["XRPUSD"]\n', "'XRPUSD' is not a pair"),
         ("[kraken\n", "is not valid TOML"),
     ],
 )
@@ -101,8 +103,12 @@ def test_credentials_come_only_from_environment_and_never_show(
     assert settings.credentials.present
     assert settings.credentials.api_key is not None
     assert settings.credentials.api_key.get_secret_value() == "key-abcdef123"
-    for text in (repr(settings), str(settings), repr(settings.credentials),
-                 str(settings.model_dump())):
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(settings.credentials),
+        str(settings.model_dump()),
+    ):
         assert "key-abcdef123" not in text
         assert "c2VjcmV0LXNob3VsZC1uZXZlci1zaG93" not in text
 
@@ -124,12 +130,17 @@ def test_secret_that_is_not_base64_is_a_clear_error(
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gal_friday", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gal_friday", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_bad_config_exits_2_with_one_line_and_no_traceback(in_tmp: Path) -> None:
-    write(in_tmp / "bad.toml", "[kraken]\nbook_depth = \"deep\"\n")
+    write(in_tmp / "bad.toml", '[kraken]\nbook_depth = "deep"\n')
     result = run_cli("--config", "bad.toml", "--no-ui", cwd=in_tmp)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
@@ -145,7 +156,7 @@ def test_cli_flags_override_environment(in_tmp: Path, monkeypatch: pytest.Monkey
     assert 'exchange = "sim"' in result.stdout
     assert "kraken.book_depth = 25" in result.stdout
     assert "key-xyz-777" not in result.stdout
-    assert "KRAKEN_API_KEY = \"set (hidden)\"" in result.stdout
+    assert 'KRAKEN_API_KEY = "set (hidden)"' in result.stdout
 
 
 def test_cli_bad_set_syntax_exits_2(in_tmp: Path) -> None:

@@ -35,8 +35,9 @@ async def started(tmp_path: Path) -> tuple[EventBus, ControlServer, list[Event]]
     bus.subscribe((HaltEvent, ResumeEvent, FlattenEvent), seen.append, name="sink")
     settings = settings_in(tmp_path)
     # the trading state's owner, as in a run: the replies show the state it announces
-    RiskManager(settings.risk, bus, script.portfolio, taker_fee_pct=settings.fees.taker_pct
-                ).attach()
+    RiskManager(
+        settings.risk, bus, script.portfolio, taker_fee_pct=settings.fees.taker_pct
+    ).attach()
     server = ControlServer(bus, settings)
     await server.start()
     bus.start()
@@ -108,19 +109,25 @@ async def test_client_without_a_running_instance_says_so(tmp_path: Path) -> None
 
 
 def test_cli_command_without_instance_is_one_line_and_exit_1(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_command(settings_in(tmp_path), "halt") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("gal-friday: no running gal-friday found")
 
 
 def test_cli_subcommands_parse_and_report_no_instance(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from gal_friday.cli import main
 
-    data = f"paths.data_dir=\"{tmp_path}/d\""
-    for argv in (["status", "--json"], ["halt", "--reason", "x"], ["resume", "--yes"],
-                 ["flatten", "--yes"]):
+    data = f'paths.data_dir="{tmp_path}/d"'
+    for argv in (
+        ["status", "--json"],
+        ["halt", "--reason", "x"],
+        ["resume", "--yes"],
+        ["flatten", "--yes"],
+    ):
         assert main([*argv, "--set", data]) == 1
     assert capsys.readouterr().err.count("no running gal-friday found") == 4
 

@@ -41,15 +41,36 @@ def free_port() -> int:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "KRAKEN_API_KEY": KEY, "KRAKEN_API_SECRET": SECRET,
-            "PYTHONPATH": str(HERE)}
+    return {
+        **os.environ,
+        "KRAKEN_API_KEY": KEY,
+        "KRAKEN_API_SECRET": SECRET,
+        "PYTHONPATH": str(HERE),
+    }
 
 
 def start_sim(port: int, cwd: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gal_friday", "sim-exchange", "--port", str(port), "--seed", "5",
-         "--rate", "60", "--log-level", "WARNING"],
-        cwd=cwd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "gal_friday",
+            "sim-exchange",
+            "--port",
+            str(port),
+            "--seed",
+            "5",
+            "--rate",
+            "60",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -63,9 +84,19 @@ def start_sim(port: int, cwd: Path) -> subprocess.Popen[str]:
 
 def start_bot(data: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(HERE / "crash_bot.py"), str(data), f"ws://127.0.0.1:{port}/auth/v2",
-         f"http://127.0.0.1:{port}", *extra],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(HERE / "crash_bot.py"),
+            str(data),
+            f"ws://127.0.0.1:{port}/auth/v2",
+            f"http://127.0.0.1:{port}",
+            *extra,
+        ],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def recovered_line(bot: subprocess.Popen[str]) -> dict[str, object]:
@@ -81,8 +112,11 @@ def recovered_line(bot: subprocess.Popen[str]) -> dict[str, object]:
 
 async def exchange_view(port: int) -> tuple[dict[str, Decimal], dict[str, Decimal], list[str]]:
     """Balances, filled quantity per client order id, and every client order id sent."""
-    rest = KrakenPrivateRest(f"http://127.0.0.1:{port}", Credentials(
-        api_key=SecretStr(KEY), api_secret=SecretStr(SECRET)), NonceSource())
+    rest = KrakenPrivateRest(
+        f"http://127.0.0.1:{port}",
+        Credentials(api_key=SecretStr(KEY), api_secret=SecretStr(SECRET)),
+        NonceSource(),
+    )
     try:
         await rest.cancel_all()
         balances = await rest.balance()
@@ -102,8 +136,11 @@ async def exchange_view(port: int) -> tuple[dict[str, Decimal], dict[str, Decima
 
 
 async def wait_for_working_orders(port: int, within_s: float = 5.0) -> None:
-    rest = KrakenPrivateRest(f"http://127.0.0.1:{port}", Credentials(
-        api_key=SecretStr(KEY), api_secret=SecretStr(SECRET)), NonceSource())
+    rest = KrakenPrivateRest(
+        f"http://127.0.0.1:{port}",
+        Credentials(api_key=SecretStr(KEY), api_secret=SecretStr(SECRET)),
+        NonceSource(),
+    )
     try:
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline and not await rest.open_orders():  # noqa: ASYNC110

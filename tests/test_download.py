@@ -49,16 +49,16 @@ class ScriptedRest(KrakenPublicRest):
     """The real client, plus injected trouble: a crash or a hang at call ``n``, pages that
     repeat the tail of the previous page. ``calls`` records each ``since``."""
 
-    def __init__(self, url: str, *, fail_at: int = 0, hang_at: int = 0, overlap: int = 0
-                 ) -> None:
+    def __init__(self, url: str, *, fail_at: int = 0, hang_at: int = 0, overlap: int = 0) -> None:
         super().__init__(url)
         self.fail_at, self.hang_at, self.overlap = fail_at, hang_at, overlap
         self.calls: list[int | None] = []
         self.hanging = asyncio.Event()
         self._prev: list[list[Any]] = []
 
-    async def trades(self, pair: str, since: int | None = None, count: int = 1000
-                     ) -> tuple[list[list[Any]], int]:
+    async def trades(
+        self, pair: str, since: int | None = None, count: int = 1000
+    ) -> tuple[list[list[Any]], int]:
         self.calls.append(since)
         if len(self.calls) == self.fail_at:
             raise RuntimeError("injected crash")
@@ -67,7 +67,7 @@ class ScriptedRest(KrakenPublicRest):
             await asyncio.Event().wait()
         rows, last = await super().trades(pair, since, count)
         if self.overlap and self._prev:
-            rows = self._prev[-self.overlap:] + rows
+            rows = self._prev[-self.overlap :] + rows
         self._prev = rows
         return rows, last
 
@@ -89,9 +89,18 @@ def expected(market: SyntheticMarket, pair: str, start_s: int, end_s: int) -> li
             c[4] += qty
             c[5] += 1
     pp, qp = inst.price_precision, inst.qty_precision
-    return [(m, format_scaled(o, pp), format_scaled(h, pp), format_scaled(lo, pp),
-             format_scaled(c, pp), format_scaled(v, qp), n)
-            for m, (o, h, lo, c, v, n) in sorted(minutes.items())]
+    return [
+        (
+            m,
+            format_scaled(o, pp),
+            format_scaled(h, pp),
+            format_scaled(lo, pp),
+            format_scaled(c, pp),
+            format_scaled(v, qp),
+            n,
+        )
+        for m, (o, h, lo, c, v, n) in sorted(minutes.items())
+    ]
 
 
 def rows_of(path: Path) -> list[Row]:
@@ -103,12 +112,26 @@ def files_in(directory: Path) -> list[Path]:
     return list(directory.iterdir())
 
 
-async def fetch(url: str, out: Path, days: float = 2 * HOUR_DAYS, pair: str = "XRP/USD",
-                now_s: float = NOW_S, rest: KrakenPublicRest | None = None, **kw: Any) -> Any:
+async def fetch(
+    url: str,
+    out: Path,
+    days: float = 2 * HOUR_DAYS,
+    pair: str = "XRP/USD",
+    now_s: float = NOW_S,
+    rest: KrakenPublicRest | None = None,
+    **kw: Any,
+) -> Any:
     client = rest if rest is not None else KrakenPublicRest(url)
     async with client:
-        return await download_candles(client, pair, days, out, progress=False, now_s=now_s,
-                                      **{"page_size": 97, "pause_s": 0, **kw})
+        return await download_candles(
+            client,
+            pair,
+            days,
+            out,
+            progress=False,
+            now_s=now_s,
+            **{"page_size": 97, "pause_s": 0, **kw},
+        )
 
 
 # --- candles from trades ------------------------------------------------------------------------
@@ -116,7 +139,8 @@ async def fetch(url: str, out: Path, days: float = 2 * HOUR_DAYS, pair: str = "X
 
 @pytest.mark.parametrize("pair", PAIRS)
 async def test_candles_equal_independent_aggregation_across_pages(
-        sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path, pair: str) -> None:
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path, pair: str
+) -> None:
     exchange, market = sim
     out = default_output(tmp_path, pair)
     result = await fetch(exchange.rest_url, out, pair=pair)
@@ -134,19 +158,22 @@ async def test_candles_equal_independent_aggregation_across_pages(
 
 
 async def test_overlapping_pages_are_deduplicated(
-        sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path) -> None:
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, market = sim
     rest = ScriptedRest(exchange.rest_url, overlap=7)  # each page repeats 7 earlier prints
     result = await fetch(exchange.rest_url, tmp_path / "XRPUSD_1.csv", rest=rest)
-    assert rows_of(tmp_path / "XRPUSD_1.csv") == expected(market, "XRP/USD", result.start_s,
-                                                          result.end_s)
+    assert rows_of(tmp_path / "XRPUSD_1.csv") == expected(
+        market, "XRP/USD", result.start_s, result.end_s
+    )
 
 
 # --- resume -------------------------------------------------------------------------------------
 
 
 async def test_crash_resumes_where_it_stopped(
-        sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path) -> None:
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, _ = sim
     clean = await fetch(exchange.rest_url, tmp_path / "a" / "XRPUSD_1.csv")
     out = tmp_path / "b" / "XRPUSD_1.csv"
@@ -169,7 +196,8 @@ async def test_crash_resumes_where_it_stopped(
 
 
 async def test_cancelled_download_resumes_and_is_not_repeated(
-        sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path) -> None:
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, _ = sim
     clean = await fetch(exchange.rest_url, tmp_path / "a" / "XRPUSD_1.csv")
     out = tmp_path / "b" / "XRPUSD_1.csv"
@@ -188,7 +216,8 @@ async def test_cancelled_download_resumes_and_is_not_repeated(
 
 
 async def test_extending_fetches_only_what_is_new(
-        sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path) -> None:
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, market = sim
     out = tmp_path / "XRPUSD_1.csv"
     first = await fetch(exchange.rest_url, out, days=HOUR_DAYS, now_s=NOW_S - 2400)
@@ -201,8 +230,9 @@ async def test_extending_fetches_only_what_is_new(
     assert rest.calls[0] == (wider.start_s - 1) * NS
     assert all(c is not None and c < later.start_s * NS for c in rest.calls)
     assert rows_of(out) == expected(market, "XRP/USD", wider.start_s, wider.end_s)
-    fresh = await fetch(exchange.rest_url, tmp_path / "fresh" / "XRPUSD_1.csv",
-                        days=2.5 * HOUR_DAYS)
+    fresh = await fetch(
+        exchange.rest_url, tmp_path / "fresh" / "XRPUSD_1.csv", days=2.5 * HOUR_DAYS
+    )
     assert out.read_bytes() == fresh.out.read_bytes()
 
 
@@ -210,8 +240,10 @@ async def test_extending_fetches_only_what_is_new(
 
 END_S = 1_700_000_160
 STUB_TRADES = [  # price, volume, time, id: two minutes and one print past the window
-    ("0.50000", "10.00000000", 1700000041.5, 1), ("0.60000", "5.00000000", 1700000042.25, 2),
-    ("0.55000", "1.00000000", 1700000100.0, 3), ("0.70000", "1.00000000", 1700000170.0, 4),
+    ("0.50000", "10.00000000", 1700000041.5, 1),
+    ("0.60000", "5.00000000", 1700000042.25, 2),
+    ("0.55000", "1.00000000", 1700000100.0, 3),
+    ("0.70000", "1.00000000", 1700000170.0, 4),
 ]
 
 
@@ -235,8 +267,9 @@ class KrakenStub:
         if request.query.get("pair") != "XRPUSD":
             return web.json_response({"error": ["EQuery:Unknown asset pair"]})
         since = int(request.query["since"])
-        rows: list[list[Any]] = [[p, v, t, "b", "l", "", i]
-                                 for p, v, t, i in STUB_TRADES if t * NS > since]
+        rows: list[list[Any]] = [
+            [p, v, t, "b", "l", "", i] for p, v, t, i in STUB_TRADES if t * NS > since
+        ]
         last = str(int(rows[-1][2] * NS)) if rows else str(since)
         return web.json_response({"error": [], "result": {"XXRPZUSD": rows, "last": last}})
 
@@ -256,11 +289,16 @@ class KrakenStub:
 
 
 async def test_rate_limits_and_outages_are_retried(tmp_path: Path) -> None:
-    script: list[list[str] | int] = [["EGeneral:Too many requests"], 503, 429,
-                                     ["EAPI:Rate limit exceeded"]]
+    script: list[list[str] | int] = [
+        ["EGeneral:Too many requests"],
+        503,
+        429,
+        ["EAPI:Rate limit exceeded"],
+    ]
     async with KrakenStub(script) as stub:
-        result = await fetch(stub.url, tmp_path / "XRPUSD_1.csv", days=3 / 1440, now_s=END_S,
-                             backoff_s=0.01)
+        result = await fetch(
+            stub.url, tmp_path / "XRPUSD_1.csv", days=3 / 1440, now_s=END_S, backoff_s=0.01
+        )
     assert stub.requests == 5 and result.requests == 5
     assert rows_of(tmp_path / "XRPUSD_1.csv") == [
         (1700000040, "0.50000", "0.60000", "0.50000", "0.60000", "15.00000000", 2),
@@ -278,8 +316,14 @@ def test_throttled_waits_until_the_time_kraken_names() -> None:
 async def test_persistent_rate_limit_fails_with_one_line(tmp_path: Path) -> None:
     async with KrakenStub([["EGeneral:Too many requests"]] * 10) as stub:
         with pytest.raises(DownloadError) as info:
-            await fetch(stub.url, tmp_path / "XRPUSD_1.csv", days=3 / 1440, now_s=END_S,
-                        backoff_s=0.001, max_retries=2)
+            await fetch(
+                stub.url,
+                tmp_path / "XRPUSD_1.csv",
+                days=3 / 1440,
+                now_s=END_S,
+                backoff_s=0.001,
+                max_retries=2,
+            )
     assert stub.requests == 3
     message = str(info.value)
     assert "rate-limiting" in message and "run the same download again" in message
@@ -287,18 +331,25 @@ async def test_persistent_rate_limit_fails_with_one_line(tmp_path: Path) -> None
     assert files_in(tmp_path) == []  # nothing fetched, nothing left behind
 
 
-async def test_pause_between_calls(sim: tuple[SimExchange, SyntheticMarket],
-                                   tmp_path: Path) -> None:
+async def test_pause_between_calls(
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, _ = sim
     began = time.monotonic()
-    result = await fetch(exchange.rest_url, tmp_path / "XRPUSD_1.csv", days=0.25 * HOUR_DAYS,
-                         pause_s=0.05, page_size=150)
+    result = await fetch(
+        exchange.rest_url,
+        tmp_path / "XRPUSD_1.csv",
+        days=0.25 * HOUR_DAYS,
+        pause_s=0.05,
+        page_size=150,
+    )
     assert result.requests >= 3
     assert time.monotonic() - began >= 0.05 * (result.requests - 1)
 
 
-async def test_unknown_pair_is_a_clear_error(sim: tuple[SimExchange, SyntheticMarket],
-                                             tmp_path: Path) -> None:
+async def test_unknown_pair_is_a_clear_error(
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, _ = sim
     out = default_output(tmp_path, "FOO/USD")
     with pytest.raises(DownloadError) as info:
@@ -308,8 +359,9 @@ async def test_unknown_pair_is_a_clear_error(sim: tuple[SimExchange, SyntheticMa
     assert files_in(tmp_path) == []
 
 
-async def test_a_file_of_another_pair_is_refused(sim: tuple[SimExchange, SyntheticMarket],
-                                                 tmp_path: Path) -> None:
+async def test_a_file_of_another_pair_is_refused(
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, _ = sim
     out = tmp_path / "candles.csv"
     await fetch(exchange.rest_url, out, days=0.25 * HOUR_DAYS)
@@ -328,18 +380,19 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-OHLCVT = ("1700000040,0.5500,0.5520,0.5490,0.5510,1234.5,12\n"
-          "1700000100,0.5510,0.5510,0.5500,0.5500,1E-5,1\n"
-          "\n"
-          "1700000220,0.5500,0.5600,0.5400,0.5450,10,3\n")
+OHLCVT = (
+    "1700000040,0.5500,0.5520,0.5490,0.5510,1234.5,12\n"
+    "1700000100,0.5510,0.5510,0.5500,0.5500,1E-5,1\n"
+    "\n"
+    "1700000220,0.5500,0.5600,0.5400,0.5450,10,3\n"
+)
 
 
 def test_import_ohlcvt_is_validated_and_normalised(tmp_path: Path) -> None:
     src = write(tmp_path / "dl" / "XRPUSD_1.csv", OHLCVT)
     result = import_history(src, "XRP/USD", tmp_path / "data")
     assert result.out == tmp_path / "data" / "XRPUSD_1.csv"
-    assert (result.kind, result.interval_min, result.rows_in, result.candles) == (
-        "ohlcvt", 1, 3, 3)
+    assert (result.kind, result.interval_min, result.rows_in, result.candles) == ("ohlcvt", 1, 3, 3)
     assert rows_of(result.out) == [
         (1700000040, "0.5500", "0.5520", "0.5490", "0.5510", "1234.5", 12),
         (1700000100, "0.5510", "0.5510", "0.5500", "0.5500", "0.00001", 1),
@@ -349,32 +402,38 @@ def test_import_ohlcvt_is_validated_and_normalised(tmp_path: Path) -> None:
 
 
 def test_import_ohlcvt_interval_from_name_or_rows(tmp_path: Path) -> None:
-    hourly = ("1699999200,1,2,0.5,1.5,10,3\n1700002800,1.5,1.5,1.5,1.5,1,1\n"
-              "1700006400,1.5,1.6,1.5,1.6,2,2\n")
-    named = import_history(write(tmp_path / "XRPUSD_60.csv", hourly), "XRP/USD",
-                           tmp_path / "data")
+    hourly = (
+        "1699999200,1,2,0.5,1.5,10,3\n1700002800,1.5,1.5,1.5,1.5,1,1\n"
+        "1700006400,1.5,1.6,1.5,1.6,2,2\n"
+    )
+    named = import_history(write(tmp_path / "XRPUSD_60.csv", hourly), "XRP/USD", tmp_path / "data")
     assert named.interval_min == 60 and named.out.name == "XRPUSD_60.csv"
-    guessed = import_history(write(tmp_path / "history.csv", hourly), "DOGE/USD",
-                             tmp_path / "data")
+    guessed = import_history(write(tmp_path / "history.csv", hourly), "DOGE/USD", tmp_path / "data")
     assert guessed.interval_min == 60 and guessed.out.name == "XDGUSD_60.csv"
     with pytest.raises(DownloadError, match="XBTUSD"):
         import_history(write(tmp_path / "XBTUSD_60.csv", hourly), "XRP/USD", tmp_path / "data")
     with pytest.raises(HistoryFileError, match=r"line 1: .*not on a 60-minute boundary"):
-        import_history(write(tmp_path / "XRPUSD_60.csv", "1700000040,1,1,1,1,1,1\n"),
-                       "XRP/USD", tmp_path / "data")
+        import_history(
+            write(tmp_path / "XRPUSD_60.csv", "1700000040,1,1,1,1,1,1\n"),
+            "XRP/USD",
+            tmp_path / "data",
+        )
 
 
-TRADES = ("1700000040,0.5000,100\n"
-          "1700000055,0.5100,50.5\n"
-          "1700000055,0.4900,0.25\n"
-          "1700000099,0.5050,10\n"
-          "1700000100,0.5060,1\n"
-          "1700000230,0.5000,2.5\n")
+TRADES = (
+    "1700000040,0.5000,100\n"
+    "1700000055,0.5100,50.5\n"
+    "1700000055,0.4900,0.25\n"
+    "1700000099,0.5050,10\n"
+    "1700000100,0.5060,1\n"
+    "1700000230,0.5000,2.5\n"
+)
 
 
 def test_import_trades_builds_minute_candles(tmp_path: Path) -> None:
-    result = import_history(write(tmp_path / "XRPUSD.csv", TRADES), "XRP/USD",
-                            tmp_path / "data", kind="trades")
+    result = import_history(
+        write(tmp_path / "XRPUSD.csv", TRADES), "XRP/USD", tmp_path / "data", kind="trades"
+    )
     assert (result.kind, result.interval_min, result.rows_in) == ("trades", 1, 6)
     assert (result.first_s, result.last_s) == (1700000040, 1700000220)
     assert rows_of(result.out) == [
@@ -384,22 +443,36 @@ def test_import_trades_builds_minute_candles(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("name", "text", "kind", "line", "what"), [
-    ("t.csv", "1700000040,0.5,1\n1700000041,0.5,1\n1700000042,abc,1\n", "trades", 3,
-     "price 'abc'"),
-    ("t.csv", "1700000040,0.5,1\n1700000030,0.5,1\n", "trades", 2, "earlier"),
-    ("t.csv", "1700000040,0.5,1\n1700000041,0.5\n", "auto", 2, "expected 3 columns"),
-    ("XRPUSD_1.csv", OHLCVT.replace("0.5510,0.5510", "0.5510,-0.5510"), "auto", 2,
-     "high '-0.5510'"),
-    ("XRPUSD_1.csv", OHLCVT.replace(",3\n", ",3.5\n"), "ohlcvt", 4, "count '3.5'"),
-    ("XRPUSD_1.csv", OHLCVT.replace(",12\n", ",-12\n"), "ohlcvt", 1, "count '-12'"),
-    ("XRPUSD_1.csv", OHLCVT + "1700000160,1,1,1,1,1,1\n", "ohlcvt", 5, "not after"),
-    ("XRPUSD_1.csv", "time,open,high,low,close,volume,count\n", "auto", 1, "time 'time'"),
-    ("XRPUSD_1.csv", "1700000040,1,2,1.5,1.9,1,1\n", "auto", 1, "do not enclose"),
-    ("odd.csv", "1,2,3,4\n", "auto", 1, "4 columns"),
-])
-def test_malformed_files_name_the_line(tmp_path: Path, name: str, text: str, kind: Any,
-                                       line: int, what: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "kind", "line", "what"),
+    [
+        (
+            "t.csv",
+            "1700000040,0.5,1\n1700000041,0.5,1\n1700000042,abc,1\n",
+            "trades",
+            3,
+            "price 'abc'",
+        ),
+        ("t.csv", "1700000040,0.5,1\n1700000030,0.5,1\n", "trades", 2, "earlier"),
+        ("t.csv", "1700000040,0.5,1\n1700000041,0.5\n", "auto", 2, "expected 3 columns"),
+        (
+            "XRPUSD_1.csv",
+            OHLCVT.replace("0.5510,0.5510", "0.5510,-0.5510"),
+            "auto",
+            2,
+            "high '-0.5510'",
+        ),
+        ("XRPUSD_1.csv", OHLCVT.replace(",3\n", ",3.5\n"), "ohlcvt", 4, "count '3.5'"),
+        ("XRPUSD_1.csv", OHLCVT.replace(",12\n", ",-12\n"), "ohlcvt", 1, "count '-12'"),
+        ("XRPUSD_1.csv", OHLCVT + "1700000160,1,1,1,1,1,1\n", "ohlcvt", 5, "not after"),
+        ("XRPUSD_1.csv", "time,open,high,low,close,volume,count\n", "auto", 1, "time 'time'"),
+        ("XRPUSD_1.csv", "1700000040,1,2,1.5,1.9,1,1\n", "auto", 1, "do not enclose"),
+        ("odd.csv", "1,2,3,4\n", "auto", 1, "4 columns"),
+    ],
+)
+def test_malformed_files_name_the_line(
+    tmp_path: Path, name: str, text: str, kind: Any, line: int, what: str
+) -> None:
     src = write(tmp_path / name, text)
     with pytest.raises(HistoryFileError) as info:
         import_history(src, "XRP/USD", tmp_path / "data", kind=kind)
@@ -409,7 +482,8 @@ def test_malformed_files_name_the_line(tmp_path: Path, name: str, text: str, kin
 
 
 async def test_trades_import_matches_download_and_download_extends_it(
-        sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path) -> None:
+    sim: tuple[SimExchange, SyntheticMarket], tmp_path: Path
+) -> None:
     exchange, market = sim
     downloaded = await fetch(exchange.rest_url, tmp_path / "rest" / "XRPUSD_1.csv")
     tape = market.tapes["XRP/USD"]

@@ -59,22 +59,37 @@ def trade(price: str, qty: str, t: int) -> TradeEvent:
 
 def entry(qty: str = "100", limit: str = "2.00000", sig: str = "sig-1") -> TradeSignalApprovedEvent:
     return TradeSignalApprovedEvent(
-        signal_id=sig, pair=PAIR, side=Side.BUY, order_type=OrderType.LIMIT, qty=D(qty),
-        limit_price=D(limit), stop_loss=D("1.90000"), take_profit=D("2.20000"), ts_ns=0)
+        signal_id=sig,
+        pair=PAIR,
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        qty=D(qty),
+        limit_price=D(limit),
+        stop_loss=D("1.90000"),
+        take_profit=D("2.20000"),
+        ts_ns=0,
+    )
 
 
 def exit_signal(qty: str, sig: str = "sig-x") -> TradeSignalApprovedEvent:
     return TradeSignalApprovedEvent(
-        signal_id=sig, pair=PAIR, side=Side.SELL, order_type=OrderType.MARKET, qty=D(qty),
-        limit_price=None, stop_loss=D("1.90000"), take_profit=D("2.20000"), ts_ns=0,
-        is_exit=True)
+        signal_id=sig,
+        pair=PAIR,
+        side=Side.SELL,
+        order_type=OrderType.MARKET,
+        qty=D(qty),
+        limit_price=None,
+        stop_loss=D("1.90000"),
+        take_profit=D("2.20000"),
+        ts_ns=0,
+        is_exit=True,
+    )
 
 
 class Rig:
     """A handler on a paper venue with a manual clock; reports collected from the bus."""
 
-    def __init__(self, venue_wrapper: type[PaperVenue] | None = None, **execution: object
-                 ) -> None:
+    def __init__(self, venue_wrapper: type[PaperVenue] | None = None, **execution: object) -> None:
         self.clock = Clock()
         self.bus = EventBus()
         settings = PaperSettings(latency_ms=0, slippage_bps=D(0))
@@ -82,11 +97,15 @@ class Rig:
         defaults: dict[str, object] = {"busy_retry_s": 0.001, "reconcile_interval_s": 0}
         self.handler = ExecutionHandler(
             ExecutionSettings(**{**defaults, **execution}),  # type: ignore[arg-type]
-            self.venue, self.bus, clock_ns=self.clock)
+            self.venue,
+            self.bus,
+            clock_ns=self.clock,
+        )
         self.reports: list[ExecutionReportEvent] = []
         self.events: list[Event] = []
-        self.bus.subscribe((ExecutionReportEvent, ReconciliationEvent), self._collect,
-                           name="collector")
+        self.bus.subscribe(
+            (ExecutionReportEvent, ReconciliationEvent), self._collect, name="collector"
+        )
 
     async def _collect(self, event: Event) -> None:
         self.events.append(event)
@@ -114,8 +133,7 @@ class Rig:
         return [r for r in self.reports if r.client_order_id in coids]
 
 
-async def started_rig(venue_wrapper: type[PaperVenue] | None = None,
-                      **execution: object) -> Rig:
+async def started_rig(venue_wrapper: type[PaperVenue] | None = None, **execution: object) -> Rig:
     """A rig with its bus and venue running and a first book (bid 2.00000, ask 2.00010)."""
     r = Rig(venue_wrapper, **execution)
     r.bus.start()
@@ -138,17 +156,18 @@ async def fill_entry(rig: Rig, qty: str = "100") -> None:
     await rig.market(book("1.99990", "1.99995", t))  # the ask crosses the bid we joined
 
 
-async def test_limit_entry_fills_and_gets_a_stop_and_a_target_for_the_filled_qty(rig: Rig
-                                                                                  ) -> None:
+async def test_limit_entry_fills_and_gets_a_stop_and_a_target_for_the_filled_qty(rig: Rig) -> None:
     await fill_entry(rig)
     entry_reports = rig.of_role(Role.ENTRY)
     assert entry_reports[-1].status is OrderStatus.FILLED
     assert all(r.signal_id == "sig-1" for r in rig.reports)
     (stop,), (target,) = rig.working(Role.STOP), rig.working(Role.TARGET)
-    assert (stop.type, stop.qty, stop.trigger_price) == (OrderType.STOP_LOSS, D(100),
-                                                         D("1.90000"))
-    assert (target.type, target.qty, target.trigger_price) == (OrderType.TAKE_PROFIT, D(100),
-                                                               D("2.20000"))
+    assert (stop.type, stop.qty, stop.trigger_price) == (OrderType.STOP_LOSS, D(100), D("1.90000"))
+    assert (target.type, target.qty, target.trigger_price) == (
+        OrderType.TAKE_PROFIT,
+        D(100),
+        D("2.20000"),
+    )
     assert all(len(o.client_order_id) <= 18 for o in (stop, target))
 
 
@@ -178,7 +197,8 @@ async def test_target_fill_cancels_the_stop(rig: Rig) -> None:
     assert rig.of_role(Role.TARGET)[-1].status is OrderStatus.FILLED
     assert rig.of_role(Role.STOP)[-1].status is OrderStatus.CANCELLED
     assert await rig.venue.balances() == {
-        "USD": D(10000) - D(200) - D("0.5") + D(220) - D("0.88")}  # maker in, taker out
+        "USD": D(10000) - D(200) - D("0.5") + D(220) - D("0.88")
+    }  # maker in, taker out
 
 
 async def test_an_entry_not_filled_in_time_is_cancelled() -> None:
@@ -352,7 +372,8 @@ async def test_reconciliation_brings_the_portfolio_to_the_venue(rig: Rig) -> Non
     await rig.settle()
     assert event is not None and dict(event.balances)["XRP"] == D(100)
     assert {o.client_order_id for o in event.open_orders} == {
-        o.client_order_id for o in rig.handler.working_orders()}
+        o.client_order_id for o in rig.handler.working_orders()
+    }
     snap = portfolio.snapshot()
     assert snap.cash == dict(event.balances)["USD"]
     assert [p.qty for p in snap.positions] == [D(100)]
@@ -408,7 +429,8 @@ async def test_after_a_resume_a_timed_out_entry_converts_to_market_again(resumed
 
 
 async def test_a_refused_stop_is_not_retried_in_a_loop_and_waits_for_the_next_fill(
-        flaky: Rig) -> None:
+    flaky: Rig,
+) -> None:
     venue(flaky).script = ["ok", "minimum"]  # the entry goes, its stop is refused
     await flaky.handler.on_approved(entry("100"))
     await flaky.settle()
@@ -455,10 +477,12 @@ async def test_flatten_from_an_operator_closes_the_position_through_the_whole_pa
     r = Rig()
     portfolio = PortfolioManager(D(10000), pairs=[PAIR])
     portfolio.attach(r.bus)
-    RiskManager(RiskSettings(), r.bus, portfolio.snapshot, taker_fee_pct=D("0.4"),
-                clock=r.clock).attach()
-    StrategyArbitrator(StrategySettings(confirm_momentum=False), FeeSettings(), r.bus,
-                       pairs=(PAIR,)).attach()
+    RiskManager(
+        RiskSettings(), r.bus, portfolio.snapshot, taker_fee_pct=D("0.4"), clock=r.clock
+    ).attach()
+    StrategyArbitrator(
+        StrategySettings(confirm_momentum=False), FeeSettings(), r.bus, pairs=(PAIR,)
+    ).attach()
     r.handler.attach()
     r.bus.start()
     await r.venue.start(r.handler.on_venue_report)
@@ -467,8 +491,11 @@ async def test_flatten_from_an_operator_closes_the_position_through_the_whole_pa
         await r.bus.publish(event)  # strategy, risk and portfolio see it
         await r.market(event)  # and the venue
 
-    await r.bus.publish(InstrumentEvent(PAIR, InstrumentSpec(
-        PAIR, 5, 8, D("0.00001"), D("0.00000001"), D("10"), D("0.5"))))
+    await r.bus.publish(
+        InstrumentEvent(
+            PAIR, InstrumentSpec(PAIR, 5, 8, D("0.00001"), D("0.00000001"), D("10"), D("0.5"))
+        )
+    )
     await market(book("2.00000", "2.00010", r.clock.now))
     await r.bus.publish(PredictionEvent(PAIR, r.clock.now, "m", 0.9, r.clock.now, 0))
     await r.settle()
@@ -511,7 +538,8 @@ async def waiting_exit() -> AsyncIterator[Rig]:
 
 
 async def test_an_exit_whose_cancels_never_come_back_goes_after_cancel_wait_s(
-        waiting_exit: Rig) -> None:
+    waiting_exit: Rig,
+) -> None:
     r = waiting_exit
     await r.handler.tick(r.clock.now + 4 * S)  # the timer, before cancel_wait_s
     await turns()
@@ -522,7 +550,8 @@ async def test_an_exit_whose_cancels_never_come_back_goes_after_cancel_wait_s(
 
 
 async def test_an_exit_waiting_for_cancels_goes_at_once_when_the_clock_steps_back(
-        waiting_exit: Rig) -> None:
+    waiting_exit: Rig,
+) -> None:
     # NTP stepping the wall clock back an hour must not keep the position unsold an hour
     r = waiting_exit
     await r.handler.tick(r.clock.now - 3600 * S)

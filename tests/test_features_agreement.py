@@ -34,23 +34,31 @@ def random_walk(n: int, start: float, seed: int, decimals: int) -> CandleSeries:
     long flat stretch (every close equal), and some empty minutes (no row in Kraken's files)."""
     rng = np.random.default_rng(seed)
     close = np.round(start * np.exp(np.cumsum(rng.normal(0.0, 1e-3, n))), decimals)
-    close[n // 5: n // 5 + 80] = close[n // 5]
+    close[n // 5 : n // 5 + 80] = close[n // 5]
     open_ = np.concatenate(([close[0]], close[:-1]))
     high = np.round(np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 3e-4, n))), decimals)
     low = np.round(np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 3e-4, n))), decimals)
     volume = np.round(rng.lognormal(10.0, 1.5, n), 8)
     minutes = np.cumsum(1 + (rng.random(n) < 0.05) * rng.integers(1, 10, n))
-    return CandleSeries(minutes.astype(np.int64) * 60, open_, high, low, close, volume,
-                        rng.integers(1, 50, n))
+    return CandleSeries(
+        minutes.astype(np.int64) * 60, open_, high, low, close, volume, rng.integers(1, 50, n)
+    )
 
 
 def incremental_table(series: CandleSeries, settings: FeatureSettings) -> np.ndarray:
     state = CandleFeatureState(settings)
-    return np.array([
-        state.update(h, lo, c, v) for h, lo, c, v in zip(
-            series.high.tolist(), series.low.tolist(), series.close.tolist(),
-            series.volume.tolist(), strict=True)
-    ])
+    return np.array(
+        [
+            state.update(h, lo, c, v)
+            for h, lo, c, v in zip(
+                series.high.tolist(),
+                series.low.tolist(),
+                series.close.tolist(),
+                series.volume.tolist(),
+                strict=True,
+            )
+        ]
+    )
 
 
 def assert_same_features(live: np.ndarray, batch: FeatureTable) -> None:
@@ -60,12 +68,14 @@ def assert_same_features(live: np.ndarray, batch: FeatureTable) -> None:
         assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: warm-up differs"
         valid = ~np.isnan(want)
         scale = float(np.median(np.abs(want[valid]))) if valid.any() else 0.0
-        np.testing.assert_allclose(got[valid], want[valid], rtol=1e-9, atol=1e-9 * scale,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            got[valid], want[valid], rtol=1e-9, atol=1e-9 * scale, err_msg=name
+        )
 
 
-@pytest.mark.parametrize(("start", "decimals"), [(0.1, 7), (0.5, 6), (3.0, 5)],
-                         ids=["doge-like", "mid", "xrp-like"])
+@pytest.mark.parametrize(
+    ("start", "decimals"), [(0.1, 7), (0.5, 6), (3.0, 5)], ids=["doge-like", "mid", "xrp-like"]
+)
 def test_incremental_and_batch_agree_on_long_series(start: float, decimals: int) -> None:
     series = random_walk(22_000, start, seed=int(start * 10), decimals=decimals)
     settings = FeatureSettings()
@@ -75,12 +85,22 @@ def test_incremental_and_batch_agree_on_long_series(start: float, decimals: int)
 
 
 def test_agreement_holds_for_other_parameters_too() -> None:
-    settings = FeatureSettings(rsi_period=3, macd_fast=2, macd_slow=5, macd_signal=4,
-                               bb_period=7, bb_k=1.5, vwap_window=2, roc_lookbacks=(2, 60),
-                               atr_period=1, volatility_window=2)
+    settings = FeatureSettings(
+        rsi_period=3,
+        macd_fast=2,
+        macd_slow=5,
+        macd_signal=4,
+        bb_period=7,
+        bb_k=1.5,
+        vwap_window=2,
+        roc_lookbacks=(2, 60),
+        atr_period=1,
+        volatility_window=2,
+    )
     series = random_walk(5_000, 0.8, seed=3, decimals=5)
-    assert_same_features(incremental_table(series, settings),
-                         batch_candle_features(series, settings))
+    assert_same_features(
+        incremental_table(series, settings), batch_candle_features(series, settings)
+    )
 
 
 def test_warm_up_is_nan_until_each_feature_has_its_history_then_never() -> None:
@@ -108,12 +128,19 @@ def test_rows_without_volume_or_with_a_corrupt_price_are_skipped_by_both_paths()
     volume[[50, 51]] = 0.0
     low = series.low.copy()
     low[200] = 0.0
-    with_gaps = CandleSeries(series.time_s, series.open, series.high, low,
-                             series.close, volume, series.trades)
+    with_gaps = CandleSeries(
+        series.time_s, series.open, series.high, low, series.close, volume, series.trades
+    )
     keep = (volume > 0) & (low > 0)
-    trimmed = CandleSeries(series.time_s[keep], series.open[keep], series.high[keep],
-                           low[keep], series.close[keep], volume[keep],
-                           series.trades[keep])
+    trimmed = CandleSeries(
+        series.time_s[keep],
+        series.open[keep],
+        series.high[keep],
+        low[keep],
+        series.close[keep],
+        volume[keep],
+        series.trades[keep],
+    )
     settings = FeatureSettings()
     batch = batch_candle_features(with_gaps, settings)
     assert len(batch) == 397
@@ -128,9 +155,18 @@ def candle_event(series: CandleSeries, i: int, *, closed: bool = True) -> Candle
         return Decimal(repr(float(x)))
 
     return CandleEvent(
-        "XRP/USD", 60, t, dec(series.open[i]), dec(series.high[i]), dec(series.low[i]),
-        dec(series.close[i]), dec(series.volume[i]), dec(series.close[i]),
-        int(series.trades[i]), closed, t + 61 * NS,
+        "XRP/USD",
+        60,
+        t,
+        dec(series.open[i]),
+        dec(series.high[i]),
+        dec(series.low[i]),
+        dec(series.close[i]),
+        dec(series.volume[i]),
+        dec(series.close[i]),
+        int(series.trades[i]),
+        closed,
+        t + 61 * NS,
     )
 
 
@@ -147,8 +183,9 @@ def test_live_candle_events_with_repeats_and_updates_give_the_batch_table() -> N
         assert row is not None
         rows.append(row[: len(candle_feature_names(settings))])
         if i % 500 == 499:  # reconnect: the snapshot repeats the last 100 closed candles
-            assert all(state.on_candle(candle_event(series, k)) is None
-                       for k in range(i - 99, i + 1))
+            assert all(
+                state.on_candle(candle_event(series, k)) is None for k in range(i - 99, i + 1)
+            )
     assert state.repeats == 600
     assert_same_features(np.array(rows), batch_candle_features(series, settings))
 

@@ -16,14 +16,17 @@ NS = 1_000_000_000
 T0 = 1_700_000_040 * NS  # a candle's open time
 
 
-def book(bids: list[tuple[int, int]], asks: list[tuple[int, int]], *,
-         snapshot: bool = False) -> BookEvent:
+def book(
+    bids: list[tuple[int, int]], asks: list[tuple[int, int]], *, snapshot: bool = False
+) -> BookEvent:
     """Prices with 4 decimals, quantities with 2 (Kraken-style scaled integers)."""
     return BookEvent("DOGE/USD", tuple(bids), tuple(asks), 4, 2, 0, 1, snapshot, "", 0)
 
 
-SAMPLE = book(bids=[(5000, 100), (4999, 300), (4998, 600)],  # 0.5000 x 1, 0.4999 x 3, ...
-              asks=[(5002, 200), (5003, 200), (5005, 1000)])
+SAMPLE = book(
+    bids=[(5000, 100), (4999, 300), (4998, 600)],  # 0.5000 x 1, 0.4999 x 3, ...
+    asks=[(5002, 200), (5003, 200), (5005, 1000)],
+)
 
 
 def test_book_features_by_hand() -> None:
@@ -63,8 +66,16 @@ def test_no_book_or_a_one_sided_book_gives_nan_features() -> None:
 
 
 def trade(trade_id: int, side: Side, qty: str, seconds: float) -> TradeEvent:
-    return TradeEvent("DOGE/USD", trade_id, side, Decimal("0.5"), Decimal(qty), "market",
-                      T0 + int(seconds * NS), 0)
+    return TradeEvent(
+        "DOGE/USD",
+        trade_id,
+        side,
+        Decimal("0.5"),
+        Decimal(qty),
+        "market",
+        T0 + int(seconds * NS),
+        0,
+    )
 
 
 def test_volume_delta_sums_taker_sides_within_the_candle_interval() -> None:
@@ -83,8 +94,12 @@ def test_volume_delta_sums_taker_sides_within_the_candle_interval() -> None:
 
 def test_repeated_trades_are_counted_once() -> None:
     flow = TradeFlow()
-    for t in [trade(1, Side.SELL, "1", -5), trade(2, Side.BUY, "4", 10),
-              trade(2, Side.BUY, "4", 10), trade(1, Side.SELL, "1", -5)]:
+    for t in [
+        trade(1, Side.SELL, "1", -5),
+        trade(2, Side.BUY, "4", 10),
+        trade(2, Side.BUY, "4", 10),
+        trade(1, Side.SELL, "1", -5),
+    ]:
         flow.add(t)
     assert flow.close(T0, T0 + 60 * NS) == (4.0, 1.0)
     assert flow.duplicates == 2

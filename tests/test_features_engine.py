@@ -33,13 +33,31 @@ PAIR = "XRP/USD"
 SETTINGS = FeatureSettings()
 
 
-def candle(minute: int, close: str, *, closed: bool = True, volume: str = "100",
-           late_s: float = 1.0, pair: str = PAIR) -> CandleEvent:
+def candle(
+    minute: int,
+    close: str,
+    *,
+    closed: bool = True,
+    volume: str = "100",
+    late_s: float = 1.0,
+    pair: str = PAIR,
+) -> CandleEvent:
     open_ns = minute * 60 * NS
     price = Decimal(close)
-    return CandleEvent(pair, 60, open_ns, price, price + Decimal("0.001"),
-                       price - Decimal("0.001"), price, Decimal(volume), price, 5, closed,
-                       open_ns + int((60 + late_s) * NS))
+    return CandleEvent(
+        pair,
+        60,
+        open_ns,
+        price,
+        price + Decimal("0.001"),
+        price - Decimal("0.001"),
+        price,
+        Decimal(volume),
+        price,
+        5,
+        closed,
+        open_ns + int((60 + late_s) * NS),
+    )
 
 
 def book(*, snapshot: bool = False) -> BookEvent:
@@ -78,8 +96,13 @@ async def test_one_feature_event_per_closed_candle_in_the_engines_order(
     running: tuple[EventBus, FeatureEngine, Collected],
 ) -> None:
     bus, engine, out = running
-    await feed(bus, candle(1, "0.5", closed=False), candle(1, "0.51", closed=False),
-               candle(1, "0.52"), candle(2, "0.53", closed=False))
+    await feed(
+        bus,
+        candle(1, "0.5", closed=False),
+        candle(1, "0.51", closed=False),
+        candle(1, "0.52"),
+        candle(2, "0.53", closed=False),
+    )
     assert len(out.events) == 1
     event = out.events[0]
     assert (event.pair, event.ts_ns) == (PAIR, 60 * NS)  # the candle's open time
@@ -92,8 +115,14 @@ async def test_repeated_and_older_closed_candles_are_ignored(
     running: tuple[EventBus, FeatureEngine, Collected],
 ) -> None:
     bus, engine, out = running
-    await feed(bus, candle(1, "0.5"), candle(2, "0.6"), candle(1, "0.5"), candle(2, "0.6"),
-               candle(3, "0.7"))
+    await feed(
+        bus,
+        candle(1, "0.5"),
+        candle(2, "0.6"),
+        candle(1, "0.5"),
+        candle(2, "0.6"),
+        candle(3, "0.7"),
+    )
     assert [e.ts_ns // (60 * NS) for e in out.events] == [1, 2, 3]
     roc_1 = feature_names(SETTINGS).index("roc_1_pct")
     assert out.events[2].values[roc_1] == pytest.approx(100 * (0.7 / 0.6 - 1))
@@ -114,8 +143,9 @@ async def test_old_candles_from_a_snapshot_warm_up_but_publish_nothing(
     running: tuple[EventBus, FeatureEngine, Collected],
 ) -> None:
     bus, engine, out = running
-    await feed(bus, *(candle(m, "0.5", late_s=3600 - 60 * m) for m in range(1, 40)),
-               candle(40, "0.5"))
+    await feed(
+        bus, *(candle(m, "0.5", late_s=3600 - 60 * m) for m in range(1, 40)), candle(40, "0.5")
+    )
     assert [e.ts_ns // (60 * NS) for e in out.events] == [40]
     assert engine.withheld_stale == 39
     candle_values = out.events[0].values[: len(candle_feature_names(SETTINGS))]
@@ -146,11 +176,18 @@ async def test_volume_delta_comes_from_the_trades_of_the_candles_interval(
     delta = feature_names(SETTINGS).index("volume_delta")
 
     def trade(trade_id: int, side: Side, qty: str, at_s: float) -> TradeEvent:
-        return TradeEvent(PAIR, trade_id, side, Decimal("0.5"), Decimal(qty), "limit",
-                          int(at_s * NS), 0)
+        return TradeEvent(
+            PAIR, trade_id, side, Decimal("0.5"), Decimal(qty), "limit", int(at_s * NS), 0
+        )
 
-    await feed(bus, trade(1, Side.BUY, "1", 59), trade(2, Side.BUY, "8", 61),
-               trade(3, Side.SELL, "3", 100), trade(4, Side.BUY, "50", 121), candle(1, "0.5"))
+    await feed(
+        bus,
+        trade(1, Side.BUY, "1", 59),
+        trade(2, Side.BUY, "8", 61),
+        trade(3, Side.SELL, "3", 100),
+        trade(4, Side.BUY, "50", 121),
+        candle(1, "0.5"),
+    )
     assert out.events[-1].values[delta] == 5.0
     await feed(bus, trade(4, Side.BUY, "50", 121), candle(2, "0.5"))  # a repeat: once only
     assert out.events[-1].values[delta] == 50.0
@@ -160,8 +197,13 @@ async def test_pairs_are_independent(
     running: tuple[EventBus, FeatureEngine, Collected],
 ) -> None:
     bus, _, out = running
-    await feed(bus, candle(1, "0.5"), candle(1, "0.1", pair="DOGE/USD"),
-               candle(2, "0.2", pair="DOGE/USD"), candle(2, "0.55"))
+    await feed(
+        bus,
+        candle(1, "0.5"),
+        candle(1, "0.1", pair="DOGE/USD"),
+        candle(2, "0.2", pair="DOGE/USD"),
+        candle(2, "0.55"),
+    )
     roc_1 = feature_names(SETTINGS).index("roc_1_pct")
     by_pair = {(e.pair, e.ts_ns // (60 * NS)): e.values[roc_1] for e in out.events}
     assert by_pair[("DOGE/USD", 2)] == pytest.approx(100.0)

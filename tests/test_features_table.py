@@ -21,11 +21,29 @@ from tests.test_features_agreement import random_walk
 
 def candle_file(path: Path, n: int) -> Path:
     series = random_walk(n, 0.5, seed=4, decimals=6)
-    rows = [(int(t), repr(float(o)), repr(float(h)), repr(float(lo)), repr(float(c)),
-             "0" if i == 100 else repr(float(v)), int(k))
-            for i, (t, o, h, lo, c, v, k) in enumerate(zip(
-                series.time_s, series.open, series.high, series.low, series.close,
-                series.volume, series.trades, strict=True))]
+    rows = [
+        (
+            int(t),
+            repr(float(o)),
+            repr(float(h)),
+            repr(float(lo)),
+            repr(float(c)),
+            "0" if i == 100 else repr(float(v)),
+            int(k),
+        )
+        for i, (t, o, h, lo, c, v, k) in enumerate(
+            zip(
+                series.time_s,
+                series.open,
+                series.high,
+                series.low,
+                series.close,
+                series.volume,
+                series.trades,
+                strict=True,
+            )
+        )
+    ]
     write_candles(path, rows)
     return path
 

@@ -18,8 +18,9 @@ WATCHED = ("execution", "sim", "kraken")
 def _loaded_after(statement: str) -> list[str]:
     """Every module in ``sys.modules`` after ``statement`` in a fresh interpreter."""
     code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    )
     loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
     return loaded
 
@@ -29,8 +30,9 @@ def test_paper_venue_loads_no_simulator_and_no_http_server() -> None:
     assert "gal_friday.execution.paper" in loaded
     assert "gal_friday.execution.matching" in loaded
     assert [m for m in loaded if m == "gal_friday.sim" or m.startswith("gal_friday.sim.")] == []
-    assert [m for m in loaded if m == "gal_friday.kraken" or m.startswith("gal_friday.kraken.")
-            ] == []
+    assert [
+        m for m in loaded if m == "gal_friday.kraken" or m.startswith("gal_friday.kraken.")
+    ] == []
     assert [m for m in loaded if m == "aiohttp.web" or m.startswith("aiohttp.web_")] == []
 
 
@@ -55,8 +57,12 @@ def _package_imports() -> dict[str, set[str]]:
                     names = [a.name for a in node.names]
                 for name in names:
                     parts = name.split(".")
-                    if len(parts) > 1 and parts[0] == "gal_friday" and parts[1] in WATCHED \
-                            and parts[1] != pkg:
+                    if (
+                        len(parts) > 1
+                        and parts[0] == "gal_friday"
+                        and parts[1] in WATCHED
+                        and parts[1] != pkg
+                    ):
                         edges[pkg].add(parts[1])
     return edges
 
@@ -69,7 +75,9 @@ def test_no_cycle_between_execution_sim_and_kraken() -> None:
     edges = _package_imports()
 
     def reaches(start: str, goal: str, seen: frozenset[str] = frozenset()) -> bool:
-        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
-                   for nxt in edges[start])
+        return any(
+            nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt}))
+            for nxt in edges[start]
+        )
 
     assert [p for p in WATCHED if reaches(p, p)] == [], edges

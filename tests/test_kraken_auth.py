@@ -24,13 +24,15 @@ from gal_friday.kraken.rest import KrakenError, KrakenRateLimited, KrakenUnavail
 from gal_friday.sim.server import SimExchange
 
 # Kraken docs, guides/spot-rest-auth, "Examples" table.
-DOC_SECRET = ("kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99H"
-              "AZtuZuj6F1huXg==")
+DOC_SECRET = (
+    "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+)
 DOC_NONCE = "1616492376594"
 DOC_BODY = b"nonce=1616492376594&ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25"
 DOC_PATH = "/0/private/AddOrder"
-DOC_SIGN = ("4/dpxb3iT4tp/ZCVEwSnEsLxx0bqyhLpdfOpc6fn7OR8+UClSV5n9E6aSS8MPtnRfp32bAb0nmbRn6H8"
-            "ndwLUQ==")
+DOC_SIGN = (
+    "4/dpxb3iT4tp/ZCVEwSnEsLxx0bqyhLpdfOpc6fn7OR8+UClSV5n9E6aSS8MPtnRfp32bAb0nmbRn6H8ndwLUQ=="
+)
 
 KEY = "sim-public-key"
 SECRET = base64.b64encode(b"gal-friday simulator secret, for tests only").decode()
@@ -68,6 +70,7 @@ def test_nonce_unique_and_ordered_across_threads_and_tasks() -> None:
         async def one() -> int:
             await asyncio.sleep(0)
             return source.next_int()
+
         return list(await asyncio.gather(*(one() for _ in range(10_000))))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -136,16 +139,20 @@ async def sim() -> AsyncIterator[SimExchange]:
         yield exchange
 
 
-def _client(sim: SimExchange, key: str = KEY, secret: str = SECRET,
-            nonce: NonceSource | None = None) -> KrakenPrivateRest:
+def _client(
+    sim: SimExchange, key: str = KEY, secret: str = SECRET, nonce: NonceSource | None = None
+) -> KrakenPrivateRest:
     creds = Credentials(api_key=key, api_secret=secret)
     return KrakenPrivateRest(sim.rest_url, creds, nonce or NonceSource(), timeout_s=5)
 
 
 async def test_balance_and_token(sim: SimExchange) -> None:
     async with _client(sim) as client:
-        assert await client.balance() == {"ZUSD": "10000.0000", "XXRP": "0.00000000",
-                                          "XXDG": "0.00000000"}
+        assert await client.balance() == {
+            "ZUSD": "10000.0000",
+            "XXRP": "0.00000000",
+            "XXDG": "0.00000000",
+        }
         token = await client.websocket_token()
         assert token in sim.private.tokens
         # concurrent calls on one client: serialised, so no nonce arrives out of order
@@ -189,15 +196,22 @@ async def test_token_permission_denied_message(sim: SimExchange) -> None:
     assert '"WebSocket interface" permission' in str(info.value)
 
 
-async def test_secret_never_in_repr_errors_or_logs(sim: SimExchange,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_secret_never_in_repr_errors_or_logs(
+    sim: SimExchange, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
     nonce = NonceSource()
     creds = Credentials(api_key=KEY, api_secret=WRONG_SECRET)
     async with KrakenPrivateRest(sim.rest_url, creds, nonce) as client:
-        texts += [repr(client), str(client), repr(creds), str(creds), repr(nonce),
-                  repr(sim.private._keys)]
+        texts += [
+            repr(client),
+            str(client),
+            repr(creds),
+            str(creds),
+            repr(nonce),
+            repr(sim.private._keys),
+        ]
         for call in (client.balance, client.websocket_token):
             with pytest.raises(KrakenError) as info:
                 await call()

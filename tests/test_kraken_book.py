@@ -44,8 +44,9 @@ def prices(levels: list[tuple[int, int]]) -> list[int]:
 
 def test_snapshot_sorts_bids_down_and_asks_up() -> None:
     book = OrderBook("XRP/USD", 10, 5, 8)
-    book.apply_snapshot([lv("2.0", "1"), lv("2.1", "1"), lv("1.9", "1")],
-                        [lv("2.3", "1"), lv("2.2", "1")])
+    book.apply_snapshot(
+        [lv("2.0", "1"), lv("2.1", "1"), lv("1.9", "1")], [lv("2.3", "1"), lv("2.2", "1")]
+    )
     assert prices(book.bids.levels) == [210000, 200000, 190000]
     assert prices(book.asks.levels) == [220000, 230000]
 
@@ -105,8 +106,14 @@ def test_bad_wire_numbers_are_refused(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "precision", "scaled"),
-    [("0.5", 8, 50000000), ("2.10000", 5, 210000), (3, 2, 300), ("1e-5", 5, 1),
-     ("1.50000000000", 5, 150000), ("0", 8, 0)],
+    [
+        ("0.5", 8, 50000000),
+        ("2.10000", 5, 210000),
+        (3, 2, 300),
+        ("1e-5", 5, 1),
+        ("1.50000000000", 5, 150000),
+        ("0", 8, 0),
+    ],
 )
 def test_wire_numbers_scale_exactly(raw: object, precision: int, scaled: int) -> None:
     assert to_scaled(raw, precision) == scaled
@@ -120,8 +127,10 @@ def test_format_scaled_round_trips() -> None:
 level_st = st.tuples(st.booleans(), st.integers(1, 60), st.integers(0, 5))
 
 
-@given(messages=st.lists(st.lists(level_st, max_size=6), min_size=1, max_size=60),
-       depth=st.sampled_from([3, 10]))
+@given(
+    messages=st.lists(st.lists(level_st, max_size=6), min_size=1, max_size=60),
+    depth=st.sampled_from([3, 10]),
+)
 def test_incremental_book_equals_a_book_rebuilt_from_scratch(
     messages: list[list[tuple[bool, int, int]]], depth: int
 ) -> None:
@@ -131,8 +140,11 @@ def test_incremental_book_equals_a_book_rebuilt_from_scratch(
     model: dict[bool, dict[int, int]] = {True: {}, False: {}}
     for message in messages:
         bids = [lv(format_scaled(p * 7, 2), format_scaled(q * 1000, 3)) for b, p, q in message if b]
-        asks = [lv(format_scaled(1000 + p * 7, 2), format_scaled(q * 1000, 3))
-                for b, p, q in message if not b]
+        asks = [
+            lv(format_scaled(1000 + p * 7, 2), format_scaled(q * 1000, 3))
+            for b, p, q in message
+            if not b
+        ]
         book.apply_update(bids, asks)
         for is_bid, rows in ((True, bids), (False, asks)):
             for row in rows:
@@ -154,22 +166,25 @@ def test_incremental_book_equals_a_book_rebuilt_from_scratch(
 
 wire_number = st.one_of(
     st.integers(-5, 10**20),
-    st.decimals(min_value=-1, max_value=10**12, allow_nan=False, allow_infinity=False,
-                places=12).map(lambda d: format(d, "f")),
+    st.decimals(
+        min_value=-1, max_value=10**12, allow_nan=False, allow_infinity=False, places=12
+    ).map(lambda d: format(d, "f")),
     st.sampled_from(["1e-5", "1E3", "00.10", "5.", ".5", "+1", "1_0", "", "abc", "1.0000000000"]),
 )
 
 
 @given(levels=st.lists(st.tuples(st.booleans(), wire_number, wire_number), max_size=8))
 def test_c_and_python_sides_accept_and_refuse_the_same_input(
-    levels: list[tuple[bool, object, object]]
+    levels: list[tuple[bool, object, object]],
 ) -> None:
     books = [OrderBook("T/USD", 10, 4, 8, accelerated=flag) for flag in (False, True)]
     outcomes = []
     for book in books:
         try:
-            book.apply_update([lv(p, q) for b, p, q in levels if b],  # type: ignore[arg-type]
-                              [lv(p, q) for b, p, q in levels if not b])  # type: ignore[arg-type]
+            book.apply_update(
+                [lv(p, q) for b, p, q in levels if b],  # type: ignore[arg-type]
+                [lv(p, q) for b, p, q in levels if not b],
+            )  # type: ignore[arg-type]
             outcomes.append(("ok", book.bids.levels, book.asks.levels, book.checksum()))
         except WireNumberError:
             outcomes.append(("refused",))

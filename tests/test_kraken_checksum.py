@@ -13,15 +13,28 @@ from gal_friday.kraken.public import decode
 # docs.kraken.com "spot-ws-book-v2", Checksum Steps with Example (BTC/USD, precisions 1 and 8),
 # written as Kraken's JSON prints it (trailing zeros lost), which is why precision matters.
 DOC_ASKS = [
-    ("45285.2", "0.001"), ("45286.4", "1.54571953"), ("45286.6", "1.54571109"),
-    ("45289.6", "1.54560911"), ("45290.2", "0.1589066"), ("45291.8", "1.54553491"),
-    ("45294.7", "0.04454749"), ("45296.1", "0.3538"), ("45297.5", "0.09945542"),
+    ("45285.2", "0.001"),
+    ("45286.4", "1.54571953"),
+    ("45286.6", "1.54571109"),
+    ("45289.6", "1.54560911"),
+    ("45290.2", "0.1589066"),
+    ("45291.8", "1.54553491"),
+    ("45294.7", "0.04454749"),
+    ("45296.1", "0.3538"),
+    ("45297.5", "0.09945542"),
     ("45299.5", "0.18772827"),
 ]
 DOC_BIDS = [
-    ("45283.5", "0.1"), ("45283.4", "1.54582015"), ("45282.1", "0.1"), ("45281.0", "0.1"),
-    ("45280.3", "1.54592586"), ("45279.0", "0.0799"), ("45277.6", "0.03310103"),
-    ("45277.5", "0.3"), ("45277.3", "1.54602737"), ("45276.6", "0.15445238"),
+    ("45283.5", "0.1"),
+    ("45283.4", "1.54582015"),
+    ("45282.1", "0.1"),
+    ("45281.0", "0.1"),
+    ("45280.3", "1.54592586"),
+    ("45279.0", "0.0799"),
+    ("45277.6", "0.03310103"),
+    ("45277.5", "0.3"),
+    ("45277.3", "1.54602737"),
+    ("45276.6", "0.15445238"),
 ]
 DOC_CHECKSUM = 3310070434
 DOC_ASK_TEXT = (
@@ -54,9 +67,13 @@ def test_documented_example_checksum_matches() -> None:
 def test_float_parsing_would_give_the_documented_wrong_value() -> None:
     """Kraken documents 1604409348 as what you get when trailing zeros are lost."""
     parsed = json.loads(doc_message())["data"][0]  # floats: '0.10000000' becomes 0.1
+
     def naive(rows: list[dict[str, float]]) -> list[tuple[int, int]]:
-        return [(int(str(r["price"]).replace(".", "")), int(str(r["qty"]).replace(".", "")))
-                for r in rows]
+        return [
+            (int(str(r["price"]).replace(".", "")), int(str(r["qty"]).replace(".", "")))
+            for r in rows
+        ]
+
     assert book_checksum(naive(parsed["asks"]), naive(parsed["bids"])) == 1604409348
 
 

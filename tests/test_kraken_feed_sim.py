@@ -34,8 +34,11 @@ PAIRS = ("XRP/USD", "DOGE/USD")
 
 def fast_settings(**overrides: object) -> KrakenSettings:
     base: dict[str, object] = dict(
-        reconnect_initial_s=0.05, reconnect_max_s=0.5, silence_limit_s=3.0,
-        request_timeout_s=5.0, staleness_s=StalenessSettings(book=3.0, ohlc=0, trade=0),
+        reconnect_initial_s=0.05,
+        reconnect_max_s=0.5,
+        silence_limit_s=3.0,
+        request_timeout_s=5.0,
+        staleness_s=StalenessSettings(book=3.0, ohlc=0, trade=0),
     )
     base.update(overrides)
     return KrakenSettings(**base)  # type: ignore[arg-type]
@@ -59,13 +62,17 @@ class Run:
         deadline = asyncio.get_running_loop().time() + within_s
         while not predicate():
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out; feed state {self.feed.state}, "
-                                     f"stats {self.feed.decoder.stats}")
+                raise AssertionError(
+                    f"timed out; feed state {self.feed.state}, stats {self.feed.decoder.stats}"
+                )
             await asyncio.sleep(0.02)
 
     def of(self, kind: type[Event], pair: str | None = None) -> list[Event]:
-        return [e for e in self.events if isinstance(e, kind)
-                and (pair is None or getattr(e, "pair", None) == pair)]
+        return [
+            e
+            for e in self.events
+            if isinstance(e, kind) and (pair is None or getattr(e, "pair", None) == pair)
+        ]
 
     def books_ready(self) -> bool:
         return all(self.of(BookEvent, p) for p in PAIRS)
@@ -81,8 +88,9 @@ async def run(sim: SimExchange) -> AsyncIterator[Callable[..., Run]]:
         async def sink(event: Event) -> None:
             events.append(event)
 
-        feed = KrakenPublicFeed(settings or fast_settings(), pairs, sink, url=sim.ws_url,
-                                rng=random.Random(1))
+        feed = KrakenPublicFeed(
+            settings or fast_settings(), pairs, sink, url=sim.ws_url, rng=random.Random(1)
+        )
         tasks.append(asyncio.create_task(feed.run()))
         return Run(feed, events)
 
@@ -93,7 +101,7 @@ async def run(sim: SimExchange) -> AsyncIterator[Callable[..., Run]]:
 
 
 async def test_streams_verified_books_candles_and_trades_for_both_pairs(
-    run: Callable[..., Run]
+    run: Callable[..., Run],
 ) -> None:
     r = run()
     await r.until(lambda: r.books_ready() and len(r.of(BookEvent)) > 40)
@@ -116,8 +124,12 @@ async def test_reconnects_and_rebuilds_after_the_connection_drops(
     assert sim.drop_connections() == 1
     await r.until(lambda: r.feed.connections == 2)
     mark = r.events.index(r.of(BookInvalidatedEvent)[0])
-    await r.until(lambda: all(any(isinstance(e, BookEvent) and e.pair == p and e.is_snapshot
-                                  for e in r.events[mark:]) for p in PAIRS))
+    await r.until(
+        lambda: all(
+            any(isinstance(e, BookEvent) and e.pair == p and e.is_snapshot for e in r.events[mark:])
+            for p in PAIRS
+        )
+    )
     invalidated = {e.pair for e in r.of(BookInvalidatedEvent)}  # type: ignore[attr-defined]
     assert invalidated == set(PAIRS)
     states = [e.state for e in r.of(SystemStatusEvent)]
@@ -133,8 +145,9 @@ async def test_corrupted_checksum_discards_the_book_and_resubscribes(
     sim.corrupt_next_checksum("XRP/USD")
     await r.until(lambda: bool(r.of(BookInvalidatedEvent, "XRP/USD")))
     bad = r.events.index(r.of(BookInvalidatedEvent, "XRP/USD")[0])
-    await r.until(lambda: any(isinstance(e, BookEvent) and e.pair == "XRP/USD"
-                              for e in r.events[bad:]))
+    await r.until(
+        lambda: any(isinstance(e, BookEvent) and e.pair == "XRP/USD" for e in r.events[bad:])
+    )
     after = [e for e in r.events[bad:] if isinstance(e, BookEvent) and e.pair == "XRP/USD"]
     assert after[0].is_snapshot  # nothing was published from the bad state
     assert r.feed.decoder.stats.checksum_failures == 1
@@ -152,8 +165,9 @@ async def test_a_channel_that_goes_silent_for_one_pair_recycles_the_connection(
     await r.until(lambda: r.feed.connections == 2)
     assert "no book data for XRP/USD" in r.feed.last_disconnect_reason
     mark = r.events.index(r.of(BookInvalidatedEvent, "XRP/USD")[0])
-    await r.until(lambda: any(isinstance(e, BookEvent) and e.pair == "XRP/USD"
-                              for e in r.events[mark:]))
+    await r.until(
+        lambda: any(isinstance(e, BookEvent) and e.pair == "XRP/USD" for e in r.events[mark:])
+    )
 
 
 async def test_a_socket_that_goes_completely_silent_is_recycled(
@@ -175,14 +189,15 @@ async def test_hostile_frames_are_counted_and_streaming_continues(
         sim.send_hostile(kind, "DOGE/USD")
     await r.until(lambda: r.feed.decoder.stats.malformed >= 5)
     mark = len(r.events)
-    await r.until(lambda: all(any(isinstance(e, BookEvent) and e.pair == p
-                                  for e in r.events[mark:]) for p in PAIRS))
+    await r.until(
+        lambda: all(
+            any(isinstance(e, BookEvent) and e.pair == p for e in r.events[mark:]) for p in PAIRS
+        )
+    )
     assert r.feed.connections == 1
 
 
-async def test_a_pair_the_exchange_does_not_list_is_a_clear_fatal_error(
-    sim: SimExchange
-) -> None:
+async def test_a_pair_the_exchange_does_not_list_is_a_clear_fatal_error(sim: SimExchange) -> None:
     async def sink(event: Event) -> None:
         pass
 
@@ -238,8 +253,9 @@ async def test_ingestor_puts_market_data_and_trading_rules_on_the_bus(sim: SimEx
     bus = EventBus()
     seen: list[Event] = []
     bus.subscribe(Event, seen.append, name="recorder")
-    ingestor = DataIngestor(settings, bus, ws_url=sim.ws_url, rest_url=sim.rest_url,
-                            stats_interval_s=0.2)
+    ingestor = DataIngestor(
+        settings, bus, ws_url=sim.ws_url, rest_url=sim.rest_url, stats_interval_s=0.2
+    )
     bus.start()
     task = asyncio.create_task(ingestor.run())
     try:

@@ -32,8 +32,10 @@ def test_default_output_uses_krakens_file_naming(tmp_path: Path) -> None:
 
 
 def test_ohlcvt_rows_come_out_exact_and_checked(tmp_path: Path) -> None:
-    path = write(tmp_path / "XRPUSD_1.csv",
-                 "1700000040,0.5,0.6,0.5,0.6,15,2\n1700000100,1E-5,1E-5,1E-5,1E-5,1\n")
+    path = write(
+        tmp_path / "XRPUSD_1.csv",
+        "1700000040,0.5,0.6,0.5,0.6,15,2\n1700000100,1E-5,1E-5,1E-5,1E-5,1\n",
+    )
     assert list(read_ohlcvt(path, 1)) == [
         (1700000040, "0.5", "0.6", "0.5", "0.6", "15", 2),
         (1700000100, "0.00001", "0.00001", "0.00001", "0.00001", "1", 0),
@@ -48,8 +50,11 @@ def test_ohlcvt_rows_come_out_exact_and_checked(tmp_path: Path) -> None:
 
 def test_trades_file_skips_repeated_ids_and_refuses_time_going_back(tmp_path: Path) -> None:
     path = write(tmp_path / "work.csv", "10.5,0.5,100,7\n11,0.6,5,8\n11,0.6,5,8\n12,0.7,1,9\n")
-    assert list(read_trades(path)) == [(D("10.5"), D("0.5"), D(100)), (D(11), D("0.6"), D(5)),
-                                       (D(12), D("0.7"), D(1))]
+    assert list(read_trades(path)) == [
+        (D("10.5"), D("0.5"), D(100)),
+        (D(11), D("0.6"), D(5)),
+        (D(12), D("0.7"), D(1)),
+    ]
     back = write(tmp_path / "XRPUSD.csv", "12,0.5,1\n11,0.5,1\n")
     with pytest.raises(HistoryFileError, match="line 2: time 11 is earlier"):
         list(read_trades(back))
@@ -68,10 +73,13 @@ def test_kind_pair_and_interval_from_shape_and_name(tmp_path: Path) -> None:
 
 
 def test_page_rows_after_the_last_id_only() -> None:
-    rows = [["0.5", "10", 1700000000.1, "b", "l", "", 41],
-            ["0.6", "1.5", 1700000001.25, "s", "m", "", 42]]
+    rows = [
+        ["0.5", "10", 1700000000.1, "b", "l", "", 41],
+        ["0.6", "1.5", 1700000001.25, "s", "m", "", 42],
+    ]
     fresh = new_prints(rows, 41)
     assert [(p.when, p.trade_id, p.line) for p in fresh] == [
-        (D("1700000001.25"), 42, "1700000001.25,0.6,1.5,42\n")]
+        (D("1700000001.25"), 42, "1700000001.25,0.6,1.5,42\n")
+    ]
     with pytest.raises(DownloadError, match="cannot read"):
         new_prints([["0", "1", 1700000000, "b", "l", "", 1]], None)

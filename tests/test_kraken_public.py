@@ -17,10 +17,31 @@ from gal_friday.kraken.numbers import format_scaled
 from gal_friday.kraken.public import PublicStreamDecoder
 
 PAIR = "XRP/USD"
-INSTRUMENT = json.dumps({"channel": "instrument", "type": "snapshot", "data": {"pairs": [
-    {"symbol": PAIR, "base": "XRP", "quote": "USD", "status": "online", "qty_precision": 8,
-     "qty_increment": 1e-08, "qty_min": 1.65, "price_precision": 5, "price_increment": 1e-05,
-     "cost_precision": 5, "cost_min": 0.5, "marginable": False, "has_index": True}]}})
+INSTRUMENT = json.dumps(
+    {
+        "channel": "instrument",
+        "type": "snapshot",
+        "data": {
+            "pairs": [
+                {
+                    "symbol": PAIR,
+                    "base": "XRP",
+                    "quote": "USD",
+                    "status": "online",
+                    "qty_precision": 8,
+                    "qty_increment": 1e-08,
+                    "qty_min": 1.65,
+                    "price_precision": 5,
+                    "price_increment": 1e-05,
+                    "cost_precision": 5,
+                    "cost_min": 0.5,
+                    "marginable": False,
+                    "has_index": True,
+                }
+            ]
+        },
+    }
+)
 
 
 class Exchange:
@@ -31,31 +52,40 @@ class Exchange:
         self.asks: dict[int, int] = {}
 
     def _levels(self, rows: dict[int, int]) -> str:
-        return ",".join(f'{{"price":{format_scaled(p, 5)},"qty":{format_scaled(q, 8)}}}'
-                        for p, q in rows.items())
+        return ",".join(
+            f'{{"price":{format_scaled(p, 5)},"qty":{format_scaled(q, 8)}}}'
+            for p, q in rows.items()
+        )
 
-    def message(self, kind: str, bids: dict[int, int], asks: dict[int, int],
-                checksum: int | None = None) -> str:
+    def message(
+        self, kind: str, bids: dict[int, int], asks: dict[int, int], checksum: int | None = None
+    ) -> str:
         for side, rows in ((self.bids, bids), (self.asks, asks)):
             for p, q in rows.items():
                 if q:
                     side[p] = q
                 else:
                     side.pop(p, None)
-        true = book_checksum(sorted(self.asks.items())[:10],
-                             sorted(self.bids.items(), reverse=True)[:10])
+        true = book_checksum(
+            sorted(self.asks.items())[:10], sorted(self.bids.items(), reverse=True)[:10]
+        )
         crc = true if checksum is None else checksum
-        return (f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{PAIR}",'
-                f'"bids":[{self._levels(bids)}],"asks":[{self._levels(asks)}],"checksum":{crc},'
-                '"timestamp":"2026-11-25T10:00:00.123456Z"}]}')
+        return (
+            f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{PAIR}",'
+            f'"bids":[{self._levels(bids)}],"asks":[{self._levels(asks)}],"checksum":{crc},'
+            '"timestamp":"2026-11-25T10:00:00.123456Z"}]}'
+        )
 
 
 def ready_decoder() -> tuple[PublicStreamDecoder, Exchange]:
     dec = PublicStreamDecoder([PAIR], depth=10)
     dec.feed(INSTRUMENT)
     ex = Exchange()
-    events = dec.feed(ex.message("snapshot", {210000: 10**9, 209990: 5 * 10**8},
-                                 {210010: 7 * 10**8, 210020: 10**8}))
+    events = dec.feed(
+        ex.message(
+            "snapshot", {210000: 10**9, 209990: 5 * 10**8}, {210010: 7 * 10**8, 210020: 10**8}
+        )
+    )
     assert len(events) == 1 and isinstance(events[0], BookEvent)
     return dec, ex
 
@@ -103,38 +133,89 @@ def test_candles_close_when_the_next_interval_begins() -> None:
     dec, _ = ready_decoder()
 
     def ohlc(begin: str, close: float) -> str:
-        return json.dumps({"channel": "ohlc", "type": "update", "data": [{
-            "symbol": PAIR, "open": 2.1, "high": 2.2, "low": 2.0, "close": close, "trades": 3,
-            "volume": 12.5, "vwap": 2.15, "interval_begin": begin, "interval": 1,
-            "timestamp": begin}]})
+        return json.dumps(
+            {
+                "channel": "ohlc",
+                "type": "update",
+                "data": [
+                    {
+                        "symbol": PAIR,
+                        "open": 2.1,
+                        "high": 2.2,
+                        "low": 2.0,
+                        "close": close,
+                        "trades": 3,
+                        "volume": 12.5,
+                        "vwap": 2.15,
+                        "interval_begin": begin,
+                        "interval": 1,
+                        "timestamp": begin,
+                    }
+                ],
+            }
+        )
 
     first = dec.feed(ohlc("2026-11-25T10:00:00.000000000Z", 2.11))
     again = dec.feed(ohlc("2026-11-25T10:00:00.000000000Z", 2.12))
     rolled = dec.feed(ohlc("2026-11-25T10:01:00.000000000Z", 2.13))
     assert [c.closed for c in first + again] == [False, False]
     assert [(c.closed, c.close) for c in rolled if isinstance(c, CandleEvent)] == [
-        (True, Decimal("2.12")), (False, Decimal("2.13"))]
+        (True, Decimal("2.12")),
+        (False, Decimal("2.13")),
+    ]
 
 
 def test_trades_become_trade_events() -> None:
     dec, _ = ready_decoder()
-    (trade,) = dec.feed(json.dumps({"channel": "trade", "type": "update", "data": [{
-        "symbol": PAIR, "side": "sell", "price": 2.1, "qty": 40.0, "ord_type": "market",
-        "trade_id": 4665906, "timestamp": "2026-11-25T10:00:01.708706Z"}]}))
+    (trade,) = dec.feed(
+        json.dumps(
+            {
+                "channel": "trade",
+                "type": "update",
+                "data": [
+                    {
+                        "symbol": PAIR,
+                        "side": "sell",
+                        "price": 2.1,
+                        "qty": 40.0,
+                        "ord_type": "market",
+                        "trade_id": 4665906,
+                        "timestamp": "2026-11-25T10:00:01.708706Z",
+                    }
+                ],
+            }
+        )
+    )
     assert isinstance(trade, TradeEvent)
     assert (trade.side, trade.price, trade.qty) == ("sell", Decimal("2.1"), Decimal("40.0"))
 
 
 def test_subscribe_errors_are_counted_and_kept() -> None:
     dec, _ = ready_decoder()
-    dec.feed(json.dumps({"error": "Currency pair not supported", "method": "subscribe",
-                         "success": False, "symbol": "FOO/USD", "req_id": 3}))
+    dec.feed(
+        json.dumps(
+            {
+                "error": "Currency pair not supported",
+                "method": "subscribe",
+                "success": False,
+                "symbol": "FOO/USD",
+                "req_id": 3,
+            }
+        )
+    )
     assert dec.stats.subscribe_errors == 1
     assert "Currency pair not supported" in dec.stats.errors[0]
 
 
 HOSTILE = [
-    "", "{", "null", "[]", "42", '"str"', '{"channel": null}', '{"channel": "book"}',
+    "",
+    "{",
+    "null",
+    "[]",
+    "42",
+    '"str"',
+    '{"channel": null}',
+    '{"channel": "book"}',
     '{"channel":"book","type":"update","data":"x"}',
     '{"channel":"book","type":"update","data":[{"symbol":"XRP/USD","bids":[{"price":"x"}]}]}',
     '{"channel":"book","type":"update","data":[{"symbol":"XRP/USD","bids":[{"price":-1,'
@@ -145,7 +226,9 @@ HOSTILE = [
     '{"channel":"trade","type":"update","data":[{"symbol":"XRP/USD","side":"up"}]}',
     '{"channel":"instrument","type":"snapshot","data":{"pairs":[{"symbol":"XRP/USD",'
     '"price_precision":"five","qty_precision":8}]}}',
-    '{"channel":"evil","data":[1,2,3]}', "\x00\xff", '{"method":"subscribe","success":false}',
+    '{"channel":"evil","data":[1,2,3]}',
+    "\x00\xff",
+    '{"method":"subscribe","success":false}',
 ]
 
 
@@ -161,11 +244,31 @@ def test_each_hostile_frame_is_counted_and_never_raises(frame: str) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["channel", "type", "data", "symbol", "bids", "asks",
-                                       "price", "qty", "checksum", "method", "success",
-                                       "timestamp", "interval_begin", "pairs"]), children,
-                      max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "channel",
+                    "type",
+                    "data",
+                    "symbol",
+                    "bids",
+                    "asks",
+                    "price",
+                    "qty",
+                    "checksum",
+                    "method",
+                    "success",
+                    "timestamp",
+                    "interval_begin",
+                    "pairs",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=20,
 )
 

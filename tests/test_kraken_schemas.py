@@ -34,11 +34,13 @@ PENDING_NEW = (
     '"time_in_force":"GTC","exec_type":"pending_new","side":"sell","order_type":"limit",'
     '"limit_price_type":"static","limit_price":26500.0,"stop_price":0.0,'
     '"order_status":"pending_new","fee_usd_equiv":0.0,"fee_ccy_pref":"fciq",'
-    '"timestamp":"2023-09-22T10:33:05.709950Z"}],"sequence":8}')
+    '"timestamp":"2023-09-22T10:33:05.709950Z"}],"sequence":8}'
+)
 SPARSE_NEW = (
     '{"channel":"executions","type":"update","data":[{"timestamp":"2023-09-22T10:33:05.709982Z",'
     '"order_status":"new","exec_type":"new","order_userref":3,'
-    '"order_id":"OK4GJX-KSTLS-7DZZO5"}],"sequence":9}')
+    '"order_id":"OK4GJX-KSTLS-7DZZO5"}],"sequence":9}'
+)
 TRADE = (
     '{"channel":"executions","type":"update","data":[{"order_id":"OK4GJX-KSTLS-7DZZO5",'
     '"order_userref":3,"exec_id":"TGBB7L-HT5LX-J3BZ4A","exec_type":"trade",'
@@ -46,19 +48,22 @@ TRADE = (
     '"last_price":26599.9,"liquidity_ind":"t","cost":132.9995,"order_type":"limit",'
     '"timestamp":"2023-09-22T10:33:05.709993Z","order_status":"partially_filled",'
     '"cum_qty":0.005,"cum_cost":132.9995,"avg_price":26599.9,"fee_usd_equiv":0.3458,'
-    '"fees":[{"asset":"USD","qty":0.3458}]}],"sequence":10}')
+    '"fees":[{"asset":"USD","qty":0.3458}]}],"sequence":10}'
+)
 BALANCES_SNAPSHOT = (
     '{"channel":"balances","type":"snapshot","sequence":1,"data":['
     '{"asset":"BTC","asset_class":"currency","balance":1.2,'
     '"wallets":[{"type":"spot","id":"main","balance":1.2}]},'
     '{"asset":"MATIC","asset_class":"currency","balance":500,'
     '"wallets":[{"type":"spot","id":"main","balance":300},'
-    '{"type":"earn","id":"flex","balance":200}]}]}')
+    '{"type":"earn","id":"flex","balance":200}]}]}'
+)
 BALANCES_UPDATE = (
     '{"channel":"balances","type":"update","sequence":10,"data":[{"ledger_id":"A5KS77",'
     '"ref_id":"AGBB7L","timestamp":"2023-09-22T10:33:05.710082Z","type":"trade",'
     '"asset":"USD","asset_class":"currency","category":"trade","wallet_type":"spot",'
-    '"wallet_id":"main","amount":132.9995,"fee":0.3458,"balance":500}]}')
+    '"wallet_id":"main","amount":132.9995,"fee":0.3458,"balance":500}]}'
+)
 
 
 def frame(text: str | bytes) -> PrivateFrame:
@@ -71,13 +76,16 @@ def frame(text: str | bytes) -> PrivateFrame:
 
 
 def test_method_responses_route_by_method_and_req_id() -> None:
-    ok = frame('{"method":"add_order","req_id":123456789,"result":{"order_id":'
-               '"AA5JGQ-SBMRC-SCJ7J7","order_userref":100054},"success":true,'
-               '"time_in":"2023-09-21T14:15:07.197274Z","time_out":"2023-09-21T14:15:07.205301Z"}')
+    ok = frame(
+        '{"method":"add_order","req_id":123456789,"result":{"order_id":'
+        '"AA5JGQ-SBMRC-SCJ7J7","order_userref":100054},"success":true,'
+        '"time_in":"2023-09-21T14:15:07.197274Z","time_out":"2023-09-21T14:15:07.205301Z"}'
+    )
     assert ok.is_response and ok.success is True and ok.req_id == 123456789
     assert method_result(ok, AddOrderResult).order_id == "AA5JGQ-SBMRC-SCJ7J7"
-    err = frame('{"error":"EOrder:Insufficient funds","method":"add_order","req_id":7,'
-                '"success":false}')
+    err = frame(
+        '{"error":"EOrder:Insufficient funds","method":"add_order","req_id":7,"success":false}'
+    )
     assert err.is_response and err.success is False
     assert err.error_text == "EOrder:Insufficient funds"
     assert method_result(err, AddOrderResult) == AddOrderResult()  # no result: empty
@@ -87,8 +95,11 @@ def test_method_responses_route_by_method_and_req_id() -> None:
 
 
 def test_the_simulators_responses_decode() -> None:
-    ack = frame(wire.ack("cancel_all", {"count": 3}, 42, 1_700_000_000_000_000_000,
-                         1_700_000_000_001_000_000))
+    ack = frame(
+        wire.ack(
+            "cancel_all", {"count": 3}, 42, 1_700_000_000_000_000_000, 1_700_000_000_001_000_000
+        )
+    )
     assert ack.is_response and ack.req_id == 42 and ack.success
     assert method_result(ack, CancelAllResult).count == 3
     refused = frame(wire.error("add_order", "EGeneral:Invalid arguments", 9, 0, 0))
@@ -102,19 +113,32 @@ def test_the_simulators_responses_decode() -> None:
 
 
 def test_other_method_results() -> None:
-    dms = frame('{"method":"cancel_all_orders_after","req_id":1,"success":true,"result":'
-                '{"currentTime":"2023-09-21T15:49:29Z","triggerTime":"2023-09-21T15:51:09Z"}}')
+    dms = frame(
+        '{"method":"cancel_all_orders_after","req_id":1,"success":true,"result":'
+        '{"currentTime":"2023-09-21T15:49:29Z","triggerTime":"2023-09-21T15:51:09Z"}}'
+    )
     after = method_result(dms, CancelAllOrdersAfterResult)
-    assert (after.current_time, after.trigger_time) == ("2023-09-21T15:49:29Z",
-                                                        "2023-09-21T15:51:09Z")
-    cancel = frame('{"method":"cancel_order","req_id":1,"success":true,"result":'
-                   '{"order_id":"OLUMT4-UTEGU-ZYM7E9"}}')
+    assert (after.current_time, after.trigger_time) == (
+        "2023-09-21T15:49:29Z",
+        "2023-09-21T15:51:09Z",
+    )
+    cancel = frame(
+        '{"method":"cancel_order","req_id":1,"success":true,"result":'
+        '{"order_id":"OLUMT4-UTEGU-ZYM7E9"}}'
+    )
     assert method_result(cancel, CancelOrderResult).order_id == "OLUMT4-UTEGU-ZYM7E9"
-    assert method_result(frame('{"method":"cancel_all","req_id":1,"success":true,'
-                               '"result":null}'), CancelAllResult).count == 0
+    assert (
+        method_result(
+            frame('{"method":"cancel_all","req_id":1,"success":true,"result":null}'),
+            CancelAllResult,
+        ).count
+        == 0
+    )
     with pytest.raises(PrivateMessageError, match=r"unreadable cancel_all result.*count"):
-        method_result(frame('{"method":"cancel_all","req_id":1,"success":true,'
-                            '"result":{"count":"many"}}'), CancelAllResult)
+        method_result(
+            frame('{"method":"cancel_all","req_id":1,"success":true,"result":{"count":"many"}}'),
+            CancelAllResult,
+        )
 
 
 def test_malformed_frames_raise_a_clear_error_and_non_objects_are_nothing() -> None:
@@ -135,17 +159,28 @@ def test_executions_keep_every_number_exact() -> None:
     msg = executions_message(frame(TRADE))
     assert not msg.snapshot and len(msg.data) == 1
     e = msg.data[0]
-    assert (e.order_id, e.exec_id, e.trade_id) == ("OK4GJX-KSTLS-7DZZO5",
-                                                   "TGBB7L-HT5LX-J3BZ4A", 62887576)
-    assert (e.exec_type, e.order_status, e.symbol, e.side) == ("trade", "partially_filled",
-                                                               "BTC/USD", "sell")
+    assert (e.order_id, e.exec_id, e.trade_id) == (
+        "OK4GJX-KSTLS-7DZZO5",
+        "TGBB7L-HT5LX-J3BZ4A",
+        62887576,
+    )
+    assert (e.exec_type, e.order_status, e.symbol, e.side) == (
+        "trade",
+        "partially_filled",
+        "BTC/USD",
+        "sell",
+    )
     assert e.last_qty == D("0.005") and str(e.last_price) == "26599.9"
     assert e.cum_cost == D("132.9995") and e.avg_price == D("26599.9")
     assert e.fees is not None and (e.fees[0].asset, e.fees[0].qty) == ("USD", D("0.3458"))
     assert e.timestamp == "2023-09-22T10:33:05.709993Z"
     # digits as written, never through a float
-    exact = executions_message(frame('{"channel":"executions","type":"update","data":'
-                                     '[{"last_qty":0.10000000,"last_price":"0.52340"}]}'))
+    exact = executions_message(
+        frame(
+            '{"channel":"executions","type":"update","data":'
+            '[{"last_qty":0.10000000,"last_price":"0.52340"}]}'
+        )
+    )
     assert str(exact.data[0].last_qty) == "0.10000000"
     assert str(exact.data[0].last_price) == "0.52340"
 
@@ -160,11 +195,14 @@ def test_sparse_updates_leave_absent_fields_none() -> None:
 
 
 def test_snapshot_triggers_and_missing_data() -> None:
-    snap = executions_message(frame(
-        '{"channel":"executions","type":"snapshot","data":[{"order_id":"O1","cl_ord_id":"c1",'
-        '"symbol":"XRP/USD","side":"sell","order_type":"stop-loss","order_qty":"30",'
-        '"triggers":{"reference":"last","price":0.48,"price_type":"static"},'
-        '"cum_qty":0,"order_status":"new"}]}'))
+    snap = executions_message(
+        frame(
+            '{"channel":"executions","type":"snapshot","data":[{"order_id":"O1","cl_ord_id":"c1",'
+            '"symbol":"XRP/USD","side":"sell","order_type":"stop-loss","order_qty":"30",'
+            '"triggers":{"reference":"last","price":0.48,"price_type":"static"},'
+            '"cum_qty":0,"order_status":"new"}]}'
+        )
+    )
     assert snap.snapshot and snap.data[0].triggers is not None
     assert snap.data[0].triggers.price == D("0.48") and snap.data[0].cum_qty == 0
     assert executions_message(frame('{"channel":"executions","type":"update"}')).data == []
@@ -196,26 +234,35 @@ def test_balances_snapshot_and_update() -> None:
     snap = balances_message(frame(BALANCES_SNAPSHOT))
     assert snap.snapshot
     wallets = {(e.asset, w.type, w.id): w.balance for e in snap.data for w in e.wallets or []}
-    assert wallets == {("BTC", "spot", "main"): D("1.2"), ("MATIC", "spot", "main"): D(300),
-                       ("MATIC", "earn", "flex"): D(200)}
+    assert wallets == {
+        ("BTC", "spot", "main"): D("1.2"),
+        ("MATIC", "spot", "main"): D(300),
+        ("MATIC", "earn", "flex"): D(200),
+    }
     update = balances_message(frame(BALANCES_UPDATE))
     assert not update.snapshot
     e = update.data[0]
     assert (e.asset, e.wallet_type, e.wallet_id, e.balance) == ("USD", "spot", "main", D(500))
     with pytest.raises(PrivateMessageError, match="unreadable balances message"):
-        balances_message(frame('{"channel":"balances","type":"update","data":'
-                               '[{"asset":"USD","balance":"much"}]}'))
+        balances_message(
+            frame(
+                '{"channel":"balances","type":"update","data":[{"asset":"USD","balance":"much"}]}'
+            )
+        )
 
 
 # --- requests ----------------------------------------------------------------------------------
 
 
 def test_requests_carry_exact_numbers() -> None:
-    text = encode_request("add_order", {"order_qty": json_number(D("12.50")),
-                                        "limit_price": json_number(D("-0"))}, 3).decode()
+    text = encode_request(
+        "add_order", {"order_qty": json_number(D("12.50")), "limit_price": json_number(D("-0"))}, 3
+    ).decode()
     assert '"order_qty":12.50' in text and '"limit_price":0' in text
-    assert json.loads(text) == {"method": "add_order", "params": {"order_qty": 12.5,
-                                                                  "limit_price": 0},
-                                "req_id": 3}
+    assert json.loads(text) == {
+        "method": "add_order",
+        "params": {"order_qty": 12.5, "limit_price": 0},
+        "req_id": 3,
+    }
     with pytest.raises(ValueError, match="not a finite amount"):
         json_number(D("Infinity"))

@@ -49,9 +49,15 @@ _DECODER = msgspec.json.Decoder(float_hook=str)  # as the venue decodes
 
 
 def test_json_number_is_exact_decimal_text() -> None:
-    frame = encode_request("add_order", {"order_qty": json_number(D("12.50")),
-                                         "limit_price": json_number(D("0.50001")),
-                                         "triggers": {"price": json_number(D("1E+1"))}}, 7)
+    frame = encode_request(
+        "add_order",
+        {
+            "order_qty": json_number(D("12.50")),
+            "limit_price": json_number(D("0.50001")),
+            "triggers": {"price": json_number(D("1E+1"))},
+        },
+        7,
+    )
     text = frame.decode()
     assert '"order_qty":12.50' in text and '"limit_price":0.50001' in text
     assert '"price":10' in text and json.loads(text)["req_id"] == 7
@@ -63,8 +69,7 @@ def test_json_number_is_exact_decimal_text() -> None:
 def test_incoming_numbers_decode_as_exact_text() -> None:
     tracker = ExecutionTracker(PAIRS)
     tracker.feed(_decode(_pending_new("c1", "O1", qty="100.10000000")))
-    reports, _ = tracker.feed(_decode(_trade("O1", "T1", 11, qty="0.10000000",
-                                             price="0.52340")))
+    reports, _ = tracker.feed(_decode(_trade("O1", "T1", 11, qty="0.10000000", price="0.52340")))
     assert reports[0].last_fill_price == D("0.52340")
     assert str(reports[0].last_fill_qty) == "0.10000000"
 
@@ -73,10 +78,24 @@ def test_incoming_numbers_decode_as_exact_text() -> None:
 
 
 def test_normalise_balances_codes_and_earn() -> None:
-    raw = {"ZUSD": "100.5", "XXRP": "10", "XRP.F": "5.5", "XXDG": "3", "XXBT": "0.1",
-           "XBT.F": "0.2", "DOT.S": "7", "USD.M": "1", "ETH.B": "2", "SOL.P": "1"}
-    assert normalise_balances(raw) == {"USD": D("100.5"), "XRP": D("15.5"), "DOGE": D("3"),
-                                       "BTC": D("0.3")}
+    raw = {
+        "ZUSD": "100.5",
+        "XXRP": "10",
+        "XRP.F": "5.5",
+        "XXDG": "3",
+        "XXBT": "0.1",
+        "XBT.F": "0.2",
+        "DOT.S": "7",
+        "USD.M": "1",
+        "ETH.B": "2",
+        "SOL.P": "1",
+    }
+    assert normalise_balances(raw) == {
+        "USD": D("100.5"),
+        "XRP": D("15.5"),
+        "DOGE": D("3"),
+        "BTC": D("0.3"),
+    }
 
 
 # --- execution decoding ----------------------------------------------------------------------
@@ -98,34 +117,94 @@ def _num(value: str) -> str:
     return f"#{value}#"
 
 
-def _pending_new(coid: str, oid: str, *, qty: str = "20", price: str = "0.5",
-                 symbol: str = "XRP/USD", side: str = "buy") -> dict[str, Any]:
+def _pending_new(
+    coid: str,
+    oid: str,
+    *,
+    qty: str = "20",
+    price: str = "0.5",
+    symbol: str = "XRP/USD",
+    side: str = "buy",
+) -> dict[str, Any]:
     # Shape of the docs' executions_pending_new example.
-    return {"channel": "executions", "type": "update", "sequence": 8, "data": [{
-        "order_id": oid, "cl_ord_id": coid, "symbol": symbol, "order_qty": _num(qty),
-        "cum_cost": _num("0.0"), "time_in_force": "GTC", "exec_type": "pending_new",
-        "side": side, "order_type": "limit", "limit_price_type": "static",
-        "limit_price": _num(price), "stop_price": _num("0.0"), "order_status": "pending_new",
-        "fee_usd_equiv": _num("0.0"), "fee_ccy_pref": "fciq",
-        "timestamp": "2023-09-22T10:33:05.709950Z"}]}
+    return {
+        "channel": "executions",
+        "type": "update",
+        "sequence": 8,
+        "data": [
+            {
+                "order_id": oid,
+                "cl_ord_id": coid,
+                "symbol": symbol,
+                "order_qty": _num(qty),
+                "cum_cost": _num("0.0"),
+                "time_in_force": "GTC",
+                "exec_type": "pending_new",
+                "side": side,
+                "order_type": "limit",
+                "limit_price_type": "static",
+                "limit_price": _num(price),
+                "stop_price": _num("0.0"),
+                "order_status": "pending_new",
+                "fee_usd_equiv": _num("0.0"),
+                "fee_ccy_pref": "fciq",
+                "timestamp": "2023-09-22T10:33:05.709950Z",
+            }
+        ],
+    }
 
 
 def _new(oid: str) -> dict[str, Any]:
     # The docs' sparse executions_new example: no symbol, no cl_ord_id.
-    return {"channel": "executions", "type": "update", "sequence": 9, "data": [{
-        "timestamp": "2023-09-22T10:33:05.709982Z", "order_status": "new", "exec_type": "new",
-        "order_userref": 3, "order_id": oid}]}
+    return {
+        "channel": "executions",
+        "type": "update",
+        "sequence": 9,
+        "data": [
+            {
+                "timestamp": "2023-09-22T10:33:05.709982Z",
+                "order_status": "new",
+                "exec_type": "new",
+                "order_userref": 3,
+                "order_id": oid,
+            }
+        ],
+    }
 
 
-def _trade(oid: str, exec_id: str, trade_id: int, *, qty: str, price: str,
-           fee: str = "0.01", status: str = "partially_filled") -> dict[str, Any]:
+def _trade(
+    oid: str,
+    exec_id: str,
+    trade_id: int,
+    *,
+    qty: str,
+    price: str,
+    fee: str = "0.01",
+    status: str = "partially_filled",
+) -> dict[str, Any]:
     # Shape of the docs' executions_trade example.
-    return {"channel": "executions", "type": "update", "sequence": 10, "data": [{
-        "order_id": oid, "exec_id": exec_id, "exec_type": "trade", "trade_id": trade_id,
-        "symbol": "XRP/USD", "side": "buy", "last_qty": _num(qty), "last_price": _num(price),
-        "liquidity_ind": "m", "order_type": "limit", "order_status": status,
-        "timestamp": "2023-09-22T10:33:05.709993Z",
-        "fees": [{"asset": "USD", "qty": _num(fee)}]}]}
+    return {
+        "channel": "executions",
+        "type": "update",
+        "sequence": 10,
+        "data": [
+            {
+                "order_id": oid,
+                "exec_id": exec_id,
+                "exec_type": "trade",
+                "trade_id": trade_id,
+                "symbol": "XRP/USD",
+                "side": "buy",
+                "last_qty": _num(qty),
+                "last_price": _num(price),
+                "liquidity_ind": "m",
+                "order_type": "limit",
+                "order_status": status,
+                "timestamp": "2023-09-22T10:33:05.709993Z",
+                "fees": [{"asset": "USD", "qty": _num(fee)}],
+            }
+        ],
+    }
 
 
 def test_order_lifecycle_from_docs_shapes() -> None:
@@ -133,13 +212,20 @@ def test_order_lifecycle_from_docs_shapes() -> None:
     r1, _ = tracker.feed(_decode(_pending_new("c1", "O1")))
     r2, _ = tracker.feed(_decode(_new("O1")))
     r3, _ = tracker.feed(_decode(_trade("O1", "T1", 1, qty="5", price="0.5")))
-    r4, _ = tracker.feed(_decode(_trade("O1", "T2", 2, qty="15", price="0.4",
-                                        status="filled")))
-    r5, _ = tracker.feed({"channel": "executions", "type": "update", "data": [
-        {"order_id": "O1", "exec_type": "filled", "order_status": "filled"}]})
+    r4, _ = tracker.feed(_decode(_trade("O1", "T2", 2, qty="15", price="0.4", status="filled")))
+    r5, _ = tracker.feed(
+        {
+            "channel": "executions",
+            "type": "update",
+            "data": [{"order_id": "O1", "exec_type": "filled", "order_status": "filled"}],
+        }
+    )
     assert [r.status for r in r1 + r2 + r3 + r4] == [
-        OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED, OrderStatus.PARTIALLY_FILLED,
-        OrderStatus.FILLED]
+        OrderStatus.SUBMITTED,
+        OrderStatus.ACKNOWLEDGED,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.FILLED,
+    ]
     assert r5 == []  # already FILLED: no second report
     ack, last = r2[0], r4[0]
     assert ack.client_order_id == "c1" and ack.pair == "XRP/USD" and ack.order_qty == D(20)
@@ -154,11 +240,27 @@ def test_cancel_and_expire_carry_reason() -> None:
     tracker = ExecutionTracker(PAIRS)
     tracker.feed(_decode(_pending_new("c1", "O1")))
     tracker.feed(_decode(_pending_new("c2", "O2")))
-    cancelled, _ = tracker.feed({"channel": "executions", "type": "update", "data": [
-        {"order_id": "O1", "exec_type": "canceled", "order_status": "canceled",
-         "reason": "User requested"}]})
-    expired, _ = tracker.feed({"channel": "executions", "type": "update", "data": [
-        {"order_id": "O2", "exec_type": "expired", "order_status": "expired"}]})
+    cancelled, _ = tracker.feed(
+        {
+            "channel": "executions",
+            "type": "update",
+            "data": [
+                {
+                    "order_id": "O1",
+                    "exec_type": "canceled",
+                    "order_status": "canceled",
+                    "reason": "User requested",
+                }
+            ],
+        }
+    )
+    expired, _ = tracker.feed(
+        {
+            "channel": "executions",
+            "type": "update",
+            "data": [{"order_id": "O2", "exec_type": "expired", "order_status": "expired"}],
+        }
+    )
     assert cancelled[0].status is OrderStatus.CANCELLED
     assert cancelled[0].reason == "User requested"
     assert expired[0].status is OrderStatus.EXPIRED
@@ -169,8 +271,9 @@ def test_fill_never_reported_twice() -> None:
     tracker.feed(_decode(_pending_new("c1", "O1")))
     first, _ = tracker.feed(_decode(_trade("O1", "T1", 1, qty="5", price="0.5")))
     again, _ = tracker.feed(_decode(_trade("O1", "T1", 1, qty="5", price="0.5")))
-    rest = tracker.apply_rest_trade("T1", {"ordertxid": "O1", "vol": "5", "price": "0.5",
-                                           "fee": "0.01", "time": "1695378785.7"})
+    rest = tracker.apply_rest_trade(
+        "T1", {"ordertxid": "O1", "vol": "5", "price": "0.5", "fee": "0.01", "time": "1695378785.7"}
+    )
     assert len(first) == 1 and again == [] and rest is None
     assert tracker.orders["c1"].filled == D(5)
 
@@ -181,28 +284,73 @@ def test_snapshot_names_suspects_and_adopts_unknown_orders() -> None:
     tracker.feed(_decode(_pending_new("more", "O2")))  # filled more than we saw
     tracker.feed(_decode(_pending_new("same", "O3")))
     tracker.feed(_decode(_new("O3")))
-    snap = {"channel": "executions", "type": "snapshot", "data": [
-        {"order_id": "O2", "cl_ord_id": "more", "symbol": "XRP/USD", "side": "buy",
-         "order_type": "limit", "order_qty": "20", "cum_qty": "4",
-         "order_status": "partially_filled"},
-        {"order_id": "O3", "cl_ord_id": "same", "symbol": "XRP/USD", "side": "buy",
-         "order_type": "limit", "order_qty": "20", "cum_qty": "0", "order_status": "new"},
-        {"order_id": "O9", "cl_ord_id": "old-run", "symbol": "DOGE/USD", "side": "sell",
-         "order_type": "limit", "order_qty": "100", "cum_qty": "0", "order_status": "new"},
-        {"order_id": "O8", "symbol": "BTC/USD", "side": "sell",  # not ours to trade
-         "order_type": "limit", "order_qty": "1", "cum_qty": "0", "order_status": "new"}]}
+    snap = {
+        "channel": "executions",
+        "type": "snapshot",
+        "data": [
+            {
+                "order_id": "O2",
+                "cl_ord_id": "more",
+                "symbol": "XRP/USD",
+                "side": "buy",
+                "order_type": "limit",
+                "order_qty": "20",
+                "cum_qty": "4",
+                "order_status": "partially_filled",
+            },
+            {
+                "order_id": "O3",
+                "cl_ord_id": "same",
+                "symbol": "XRP/USD",
+                "side": "buy",
+                "order_type": "limit",
+                "order_qty": "20",
+                "cum_qty": "0",
+                "order_status": "new",
+            },
+            {
+                "order_id": "O9",
+                "cl_ord_id": "old-run",
+                "symbol": "DOGE/USD",
+                "side": "sell",
+                "order_type": "limit",
+                "order_qty": "100",
+                "cum_qty": "0",
+                "order_status": "new",
+            },
+            {
+                "order_id": "O8",
+                "symbol": "BTC/USD",
+                "side": "sell",  # not ours to trade
+                "order_type": "limit",
+                "order_qty": "1",
+                "cum_qty": "0",
+                "order_status": "new",
+            },
+        ],
+    }
     reports, suspects = tracker.feed(snap)
     assert {o.client_order_id for o in suspects} == {"gone", "more"}
     assert [(r.client_order_id, r.status) for r in reports] == [
-        ("old-run", OrderStatus.ACKNOWLEDGED)]
+        ("old-run", OrderStatus.ACKNOWLEDGED)
+    ]
 
 
 def test_rest_reconciliation_reports_missed_fills_then_end() -> None:
     tracker = ExecutionTracker(PAIRS)
     tracker.feed(_decode(_pending_new("c1", "O1", qty="10")))
-    fill = tracker.apply_rest_trade("TX1", {"ordertxid": "O1", "pair": "XXRPZUSD",
-                                            "vol": "10", "price": "0.51", "fee": "0.02",
-                                            "time": "1700000000.5", "trade_id": 77})
+    fill = tracker.apply_rest_trade(
+        "TX1",
+        {
+            "ordertxid": "O1",
+            "pair": "XXRPZUSD",
+            "vol": "10",
+            "price": "0.51",
+            "fee": "0.02",
+            "time": "1700000000.5",
+            "trade_id": 77,
+        },
+    )
     end = tracker.apply_rest_order("O1", {"status": "closed", "vol_exec": "10"})
     assert fill is not None and fill.status is OrderStatus.FILLED
     assert fill.last_fill_price == D("0.51") and fill.ts_ns == 1700000000500000000
@@ -214,15 +362,24 @@ def test_rest_reconciliation_reports_missed_fills_then_end() -> None:
 def test_sparse_terminal_update_ahead_of_our_fills_is_a_suspect() -> None:
     tracker = ExecutionTracker(PAIRS)
     tracker.feed(_decode(_pending_new("c1", "O1")))
-    reports, suspects = tracker.feed({"channel": "executions", "type": "update", "data": [
-        {"order_id": "O1", "exec_type": "filled", "order_status": "filled"}]})
+    reports, suspects = tracker.feed(
+        {
+            "channel": "executions",
+            "type": "update",
+            "data": [{"order_id": "O1", "exec_type": "filled", "order_status": "filled"}],
+        }
+    )
     assert reports == [] and [o.client_order_id for o in suspects] == ["c1"]
 
 
 def test_venue_order_from_rest() -> None:
-    info = {"status": "open", "cl_ord_id": "c1", "vol": "30", "vol_exec": "0",
-            "descr": {"pair": "XDGUSD", "type": "sell", "ordertype": "stop-loss",
-                      "price": "0.08"}}
+    info = {
+        "status": "open",
+        "cl_ord_id": "c1",
+        "vol": "30",
+        "vol_exec": "0",
+        "descr": {"pair": "XDGUSD", "type": "sell", "ordertype": "stop-loss", "price": "0.08"},
+    }
     order = venue_order_from_rest("OX", info, PAIRS)
     assert order is not None and order.pair == "DOGE/USD" and order.type is OrderType.STOP_LOSS
     assert order.trigger_price == D("0.08") and order.limit_price is None and order.is_open
@@ -300,8 +457,9 @@ class FakeKraken:
         if method == "subscribe":
             await _send(ws, {**ok, "result": {"channel": params["channel"]}})
             if params["channel"] == "executions":
-                await _send(ws, {"channel": "executions", "type": "snapshot",
-                                    "data": self.snapshot})
+                await _send(
+                    ws, {"channel": "executions", "type": "snapshot", "data": self.snapshot}
+                )
         elif method == "add_order":
             return await self._add(ws, msg, ok)
         elif method == "cancel_order":
@@ -312,8 +470,9 @@ class FakeKraken:
             await _send(ws, {**ok, "result": {"currentTime": "x", "triggerTime": "y"}})
         return True
 
-    async def _add(self, ws: web.WebSocketResponse, msg: dict[str, Any],
-                   ok: dict[str, Any]) -> bool:
+    async def _add(
+        self, ws: web.WebSocketResponse, msg: dict[str, Any], ok: dict[str, Any]
+    ) -> bool:
         params = msg["params"]
         if self.silent_on_add:
             return True
@@ -322,13 +481,27 @@ class FakeKraken:
             self.open[oid] = _rest_order(params, oid)
             return False
         if self.add_error is not None:
-            await _send(ws, {"error": self.add_error, "method": "add_order",
-                                "req_id": msg["req_id"], "success": False})
+            await _send(
+                ws,
+                {
+                    "error": self.add_error,
+                    "method": "add_order",
+                    "req_id": msg["req_id"],
+                    "success": False,
+                },
+            )
             return True
         oid = f"O-{len(self.sent('add_order'))}"
         self.open[oid] = _rest_order(params, oid)
-        await _send(ws, _pending_new(params["cl_ord_id"], oid, qty=str(params["order_qty"]),
-                                        price=str(params.get("limit_price", 0))))
+        await _send(
+            ws,
+            _pending_new(
+                params["cl_ord_id"],
+                oid,
+                qty=str(params["order_qty"]),
+                price=str(params.get("limit_price", 0)),
+            ),
+        )
         await _send(ws, {**ok, "result": {"order_id": oid}})
         await _send(ws, _new(oid))
         return True
@@ -375,10 +548,19 @@ def _filter(orders: dict[str, dict[str, Any]], coid: str | None) -> dict[str, An
 
 
 def _rest_order(params: dict[str, Any], oid: str) -> dict[str, Any]:
-    return {"status": "open", "cl_ord_id": params["cl_ord_id"], "vol": str(params["order_qty"]),
-            "vol_exec": "0", "opentm": str(time.time()),
-            "descr": {"pair": "XRPUSD", "type": params["side"], "ordertype": "limit",
-                      "price": str(params.get("limit_price", "0"))}}
+    return {
+        "status": "open",
+        "cl_ord_id": params["cl_ord_id"],
+        "vol": str(params["order_qty"]),
+        "vol_exec": "0",
+        "opentm": str(time.time()),
+        "descr": {
+            "pair": "XRPUSD",
+            "type": params["side"],
+            "ordertype": "limit",
+            "price": str(params.get("limit_price", "0")),
+        },
+    }
 
 
 @pytest.fixture
@@ -390,17 +572,23 @@ async def fake() -> AsyncIterator[FakeKraken]:
 
 
 def _settings(fake: FakeKraken) -> KrakenSettings:
-    return KrakenSettings(ws_private_url=f"ws://127.0.0.1:{fake.port}/v2",
-                          rest_url=f"http://127.0.0.1:{fake.port}", request_timeout_s=0.3,
-                          connect_timeout_s=2.0, reconnect_initial_s=0.01,
-                          reconnect_max_s=0.05, reconnect_jitter=0.0)
+    return KrakenSettings(
+        ws_private_url=f"ws://127.0.0.1:{fake.port}/v2",
+        rest_url=f"http://127.0.0.1:{fake.port}",
+        request_timeout_s=0.3,
+        connect_timeout_s=2.0,
+        reconnect_initial_s=0.01,
+        reconnect_max_s=0.05,
+        reconnect_jitter=0.0,
+    )
 
 
 Reports = list[ExecutionReportEvent]
 
 
-async def _venue(fake: FakeKraken, **kw: Any
-                 ) -> tuple[KrakenTradingVenue, Reports, Callable[..., Awaitable[None]]]:
+async def _venue(
+    fake: FakeKraken, **kw: Any
+) -> tuple[KrakenTradingVenue, Reports, Callable[..., Awaitable[None]]]:
     reports: Reports = []
 
     async def on_report(report: ExecutionReportEvent) -> None:
@@ -429,8 +617,12 @@ async def test_start_subscribes_and_submit_acks(fake: FakeKraken) -> None:
     try:
         assert venue.connected
         subs = fake.sent("subscribe")
-        assert subs[0]["params"] == {"channel": "executions", "snap_orders": True,
-                                     "snap_trades": False, "token": "tok-1"}
+        assert subs[0]["params"] == {
+            "channel": "executions",
+            "snap_orders": True,
+            "snap_trades": False,
+            "token": "tok-1",
+        }
         assert subs[1]["params"]["channel"] == "balances"
         assert await venue.submit(_limit("c1")) == "O-1"
         add = next(f for f in fake.raw_frames if '"add_order"' in f)
@@ -451,24 +643,30 @@ async def test_start_subscribes_and_submit_acks(fake: FakeKraken) -> None:
 async def test_stop_loss_sends_triggers(fake: FakeKraken) -> None:
     venue, _, _ = await _venue(fake)
     try:
-        await venue.submit(OrderRequest("s1", "XRP/USD", Side.SELL, OrderType.STOP_LOSS,
-                                        D("5"), trigger_price=D("0.4500")))
+        await venue.submit(
+            OrderRequest(
+                "s1", "XRP/USD", Side.SELL, OrderType.STOP_LOSS, D("5"), trigger_price=D("0.4500")
+            )
+        )
         params = fake.sent("add_order")[0]["params"]
         assert params["order_type"] == "stop-loss" and "limit_price" not in params
-        assert params["triggers"] == {"reference": "last", "price_type": "static",
-                                      "price": 0.45}
+        assert params["triggers"] == {"reference": "last", "price_type": "static", "price": 0.45}
         assert '"price":0.4500' in next(f for f in fake.raw_frames if '"add_order"' in f)
     finally:
         await venue.stop()
 
 
-@pytest.mark.parametrize(("error", "cls", "text"), [
-    ("EOrder:Insufficient funds", OrderRejected, "Insufficient funds"),
-    ("EService:Throttled: 9999999999", VenueBusy, "Throttled"),
-    ("EGeneral:Permission denied", VenueAuthError, "Create & modify orders"),
-])
-async def test_add_order_errors(fake: FakeKraken, error: str, cls: type[Exception],
-                                text: str) -> None:
+@pytest.mark.parametrize(
+    ("error", "cls", "text"),
+    [
+        ("EOrder:Insufficient funds", OrderRejected, "Insufficient funds"),
+        ("EService:Throttled: 9999999999", VenueBusy, "Throttled"),
+        ("EGeneral:Permission denied", VenueAuthError, "Create & modify orders"),
+    ],
+)
+async def test_add_order_errors(
+    fake: FakeKraken, error: str, cls: type[Exception], text: str
+) -> None:
     venue, _, _ = await _venue(fake)
     fake.add_error = error
     try:
@@ -490,7 +688,8 @@ async def test_drop_in_flight_is_uncertain_then_lookup_finds_it(fake: FakeKraken
         found = await venue.lookup("u1")
         assert found is not None and found.exchange_order_id == "O-1" and found.is_open
         assert ("OpenOrders", {"cl_ord_id": "u1"}) in [
-            (m, {k: v for k, v in f.items() if k != "nonce"}) for m, f in fake.rest_log]
+            (m, {k: v for k, v in f.items() if k != "nonce"}) for m, f in fake.rest_log
+        ]
         fake.drop_on_add = False
         await _until(lambda: venue.connected)
         assert await venue.submit(_limit("u1")) == "O-1"  # looked up, not resent
@@ -516,8 +715,7 @@ async def test_breaker_opens_after_busy_and_stops_sending(fake: FakeKraken) -> N
         await venue.stop()
 
 
-async def test_no_response_in_time_is_uncertain_and_breaker_recovers(
-        fake: FakeKraken) -> None:
+async def test_no_response_in_time_is_uncertain_and_breaker_recovers(fake: FakeKraken) -> None:
     venue, _, _ = await _venue(fake, breaker_fail_max=1, breaker_reset_s=0.1)
     fake.silent_on_add = True
     try:
@@ -561,24 +759,37 @@ async def test_dead_mans_switch_is_rearmed_periodically(fake: FakeKraken) -> Non
     assert not any(m["params"]["timeout"] == 0 for m in fake.sent("cancel_all_orders_after"))
 
 
-async def test_reconnect_new_token_resubscribes_and_recovers_missed_fill(
-        fake: FakeKraken) -> None:
+async def test_reconnect_new_token_resubscribes_and_recovers_missed_fill(fake: FakeKraken) -> None:
     venue, reports, _ = await _venue(fake)
     try:
         await venue.submit(_limit("f1", qty="10", price="0.5"))
         await _until(lambda: len(reports) == 2)
         # While disconnected the order fills; the new snapshot no longer lists it.
-        fake.closed["O-1"] = {**fake.open.pop("O-1"), "status": "closed", "vol_exec": "10",
-                              "price": "0.5"}
-        fake.trades["TX-1"] = {"ordertxid": "O-1", "pair": "XXRPZUSD", "type": "buy",
-                               "vol": "10", "price": "0.5", "fee": "0.013",
-                               "time": str(time.time()), "trade_id": 5}
+        fake.closed["O-1"] = {
+            **fake.open.pop("O-1"),
+            "status": "closed",
+            "vol_exec": "10",
+            "price": "0.5",
+        }
+        fake.trades["TX-1"] = {
+            "ordertxid": "O-1",
+            "pair": "XXRPZUSD",
+            "type": "buy",
+            "vol": "10",
+            "price": "0.5",
+            "fee": "0.013",
+            "time": str(time.time()),
+            "trade_id": 5,
+        }
         await fake.drop()
         await _until(lambda: len(reports) >= 3)
         subs = [(conn, m["params"]) for conn, m in fake.ws_log if m["method"] == "subscribe"]
         assert [(c, p["channel"], p["token"]) for c, p in subs] == [
-            (1, "executions", "tok-1"), (1, "balances", "tok-1"),
-            (2, "executions", "tok-2"), (2, "balances", "tok-2")]
+            (1, "executions", "tok-1"),
+            (1, "balances", "tok-1"),
+            (2, "executions", "tok-2"),
+            (2, "balances", "tok-2"),
+        ]
         fill = reports[2]
         assert fill.status is OrderStatus.FILLED and fill.last_fill_qty == D(10)
         assert fill.fee == D("0.013") and fill.client_order_id == "f1"
@@ -586,7 +797,8 @@ async def test_reconnect_new_token_resubscribes_and_recovers_missed_fill(
         assert len(reports) == 3  # the closed order's REST state adds nothing new
         fills = await venue.fills_since(0)
         assert [(f.trade_id, f.client_order_id, f.pair) for f in fills] == [
-            ("TX-1", "f1", "XRP/USD")]
+            ("TX-1", "f1", "XRP/USD")
+        ]
     finally:
         await venue.stop()
 
@@ -605,8 +817,9 @@ async def test_dead_mans_switch_falls_back_to_rest(fake: FakeKraken) -> None:
         await venue.stop()
 
 
-async def test_no_secret_or_token_in_logs(fake: FakeKraken,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_secret_or_token_in_logs(
+    fake: FakeKraken, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     venue, _, _ = await _venue(fake)
     fake.add_error = "EAPI:Invalid signature"
@@ -726,9 +939,14 @@ async def _sim_venue(sim: Any, **kw: Any) -> tuple[KrakenTradingVenue, Reports]:
     async def on_report(report: ExecutionReportEvent) -> None:
         reports.append(report)
 
-    settings = KrakenSettings(ws_private_url=sim.ws_auth_url, rest_url=sim.rest_url,
-                              request_timeout_s=2.0, reconnect_initial_s=0.01,
-                              reconnect_max_s=0.05, reconnect_jitter=0.0)
+    settings = KrakenSettings(
+        ws_private_url=sim.ws_auth_url,
+        rest_url=sim.rest_url,
+        request_timeout_s=2.0,
+        reconnect_initial_s=0.01,
+        reconnect_max_s=0.05,
+        reconnect_jitter=0.0,
+    )
     creds = Credentials(api_key=SecretStr("sim-key"), api_secret=SecretStr(SECRET))
     venue = KrakenTradingVenue(settings, creds, pairs=PAIRS, nonce=NonceSource(), **kw)
     await venue.start(on_report)
@@ -738,8 +956,7 @@ async def _sim_venue(sim: Any, **kw: Any) -> tuple[KrakenTradingVenue, Reports]:
 async def test_sim_limit_order_then_cancel(sim: Any) -> None:
     venue, reports = await _sim_venue(sim, dms_interval_s=0.05)
     try:
-        order = OrderRequest("sim1", "XRP/USD", Side.BUY, OrderType.LIMIT, D("20"),
-                             D("0.10000"))
+        order = OrderRequest("sim1", "XRP/USD", Side.BUY, OrderType.LIMIT, D("20"), D("0.10000"))
         oid = await venue.submit(order)
         await _until(lambda: len(reports) >= 2)
         found = await venue.lookup("sim1")
@@ -747,8 +964,11 @@ async def test_sim_limit_order_then_cancel(sim: Any) -> None:
         assert [o.client_order_id for o in await venue.open_orders()] == ["sim1"]
         await venue.cancel("sim1")
         await _until(lambda: reports[-1].status is OrderStatus.CANCELLED)
-        assert [r.status for r in reports] == [OrderStatus.SUBMITTED, OrderStatus.ACKNOWLEDGED,
-                                               OrderStatus.CANCELLED]
+        assert [r.status for r in reports] == [
+            OrderStatus.SUBMITTED,
+            OrderStatus.ACKNOWLEDGED,
+            OrderStatus.CANCELLED,
+        ]
         assert all(r.exchange_order_id == oid and r.client_order_id == "sim1" for r in reports)
         await venue.cancel("sim1")  # finished: not an error
         await _until(lambda: venue.dms_armed >= 2)
@@ -786,8 +1006,9 @@ async def test_sim_drop_after_accept_is_uncertain_and_never_duplicated(sim: Any)
         assert [o.client_order_id for o in await venue.open_orders()] == ["sim3"]
         sim.reject_next_orders(1, "EOrder:Insufficient funds")
         with pytest.raises(OrderRejected, match="Insufficient funds"):
-            await venue.submit(OrderRequest("sim4", "XRP/USD", Side.BUY, OrderType.LIMIT,
-                                            D(20), D("0.1")))
+            await venue.submit(
+                OrderRequest("sim4", "XRP/USD", Side.BUY, OrderType.LIMIT, D(20), D("0.1"))
+            )
     finally:
         await venue.stop()
 
@@ -805,8 +1026,9 @@ async def test_sim_order_filled_while_disconnected_is_reconciled(sim: Any) -> No
         sim.drop_connections()
         await _until(lambda: not venue.connected)
         # Over the REST fallback; it fills at once while the stream is away.
-        oid = await venue.submit(OrderRequest("sim5", "XRP/USD", Side.BUY, OrderType.LIMIT,
-                                              D(20), D("3.00000")))
+        oid = await venue.submit(
+            OrderRequest("sim5", "XRP/USD", Side.BUY, OrderType.LIMIT, D(20), D("3.00000"))
+        )
         assert reports == []
         await _until(lambda: bool(reports) and reports[-1].status is OrderStatus.FILLED)
         assert venue.stats["reconnects"] == 1
@@ -826,8 +1048,15 @@ def test_tracker_forgets_old_finished_orders(monkeypatch: pytest.MonkeyPatch) ->
     tracker = ExecutionTracker(PAIRS)
     for i in range(6):
         tracker.feed(_decode(_pending_new(f"c{i}", f"O{i}")))
-        tracker.feed({"channel": "executions", "type": "update", "data": [
-            {"order_id": f"O{i}", "exec_type": "canceled", "order_status": "canceled"}]})
+        tracker.feed(
+            {
+                "channel": "executions",
+                "type": "update",
+                "data": [
+                    {"order_id": f"O{i}", "exec_type": "canceled", "order_status": "canceled"}
+                ],
+            }
+        )
     tracker.feed(_decode(_pending_new("live", "OL")))
     assert "live" in tracker.orders and "c0" not in tracker.orders
     assert tracker.by_order_id("O0") is None and len(tracker.orders) <= 5

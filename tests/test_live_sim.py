@@ -72,14 +72,22 @@ async def live(tmp_path: object) -> AsyncIterator[Live]:
     sim.private.add_key(KEY, SECRET)
     async with sim:
         creds = Credentials(api_key=SecretStr(KEY), api_secret=SecretStr(SECRET))
-        settings = KrakenSettings(request_timeout_s=2.0, reconnect_initial_s=0.05,
-                                  reconnect_max_s=0.2)
-        venue = KrakenTradingVenue(settings, creds, pairs=(PAIR, "DOGE/USD"),
-                                   nonce=NonceSource(), ws_url=sim.ws_auth_url,
-                                   rest_url=sim.rest_url, dms_interval_s=0.5)
+        settings = KrakenSettings(
+            request_timeout_s=2.0, reconnect_initial_s=0.05, reconnect_max_s=0.2
+        )
+        venue = KrakenTradingVenue(
+            settings,
+            creds,
+            pairs=(PAIR, "DOGE/USD"),
+            nonce=NonceSource(),
+            ws_url=sim.ws_auth_url,
+            rest_url=sim.rest_url,
+            dms_interval_s=0.5,
+        )
         bus = EventBus()
-        handler = ExecutionHandler(ExecutionSettings(busy_retry_s=0.01, reconcile_interval_s=0),
-                                   venue, bus)
+        handler = ExecutionHandler(
+            ExecutionSettings(busy_retry_s=0.01, reconcile_interval_s=0), venue, bus
+        )
         reports: list[ExecutionReportEvent] = []
         bus.subscribe(ExecutionReportEvent, reports.append, name="collector")
         await handler.start()
@@ -97,22 +105,42 @@ async def live(tmp_path: object) -> AsyncIterator[Live]:
 
 def entry(qty: str, limit: str, sig: str = "sig-e") -> TradeSignalApprovedEvent:
     return TradeSignalApprovedEvent(
-        signal_id=sig, pair=PAIR, side=Side.BUY, order_type=OrderType.LIMIT, qty=D(qty),
-        limit_price=D(limit), stop_loss=D("2.10000"), take_profit=D("2.30000"), ts_ns=0)
+        signal_id=sig,
+        pair=PAIR,
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        qty=D(qty),
+        limit_price=D(limit),
+        stop_loss=D("2.10000"),
+        take_profit=D("2.30000"),
+        ts_ns=0,
+    )
 
 
 def exit_all(qty: str, sig: str = "sig-x") -> TradeSignalApprovedEvent:
     return TradeSignalApprovedEvent(
-        signal_id=sig, pair=PAIR, side=Side.SELL, order_type=OrderType.MARKET, qty=D(qty),
-        limit_price=None, stop_loss=D("2.10000"), take_profit=D("2.30000"), ts_ns=0,
-        is_exit=True)
+        signal_id=sig,
+        pair=PAIR,
+        side=Side.SELL,
+        order_type=OrderType.MARKET,
+        qty=D(qty),
+        limit_price=None,
+        stop_loss=D("2.10000"),
+        take_profit=D("2.30000"),
+        ts_ns=0,
+        is_exit=True,
+    )
 
 
 async def buy_and_protect(live: Live, qty: str = "100") -> None:
     await live.bus.publish(entry(qty, "2.20000"))  # marketable: takes the 2.20000 ask
-    await live.until(lambda: len(live.working(Role.STOP)) == 1
-                     and len(live.working(Role.TARGET)) == 1
-                     and len(live.sim_orders()) == 2)
+    await live.until(
+        lambda: (
+            len(live.working(Role.STOP)) == 1
+            and len(live.working(Role.TARGET)) == 1
+            and len(live.sim_orders()) == 2
+        )
+    )
 
 
 async def test_entry_fill_puts_stop_and_target_at_the_exchange(live: Live) -> None:
@@ -138,8 +166,11 @@ async def test_stop_fill_cancels_the_target_and_books_the_loss(live: Live) -> No
 async def test_exit_cancels_protection_then_sells_and_reconciles_clean(live: Live) -> None:
     await buy_and_protect(live)
     await live.bus.publish(exit_all("100"))
-    await live.until(lambda: bool(live.roles(Role.EXIT))
-                     and live.roles(Role.EXIT)[-1].status is OrderStatus.FILLED)
+    await live.until(
+        lambda: (
+            bool(live.roles(Role.EXIT)) and live.roles(Role.EXIT)[-1].status is OrderStatus.FILLED
+        )
+    )
     assert live.sim_orders() == []
     # reconciliation waits for a quiet venue (2 s without a report): ask until it answers
     deadline = time.monotonic() + 20

@@ -30,7 +30,7 @@ def logged(tmp_path: Path) -> Iterator[tuple[io.StringIO, Path]]:
 
 
 def test_every_line_is_json_with_utc_millisecond_timestamp(
-    logged: tuple[io.StringIO, Path]
+    logged: tuple[io.StringIO, Path],
 ) -> None:
     stream, path = logged
     logging.getLogger("gal_friday.test").info("book ready", extra={"pair": "XRP/USD", "levels": 10})

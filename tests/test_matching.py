@@ -419,7 +419,8 @@ def test_a_stop_a_trade_reached_while_the_book_was_invalid_fires_at_the_next_boo
     assert fills(eng.on_trade(trade("98.00", "1", ts=3))) == []
     out = eng.on_book(book([("99.20", "5")], [("99.30", "5")], ts=4))
     assert [(u.client_order_id, u.last_fill_price) for u in out if u.is_fill] == [
-        ("sl", D("99.20"))]  # the take-profit, not triggered, still waits
+        ("sl", D("99.20"))
+    ]  # the take-profit, not triggered, still waits
     eng.cancel("tp", ts_ns=5)
 
 

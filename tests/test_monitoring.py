@@ -74,8 +74,9 @@ def book(pair: str, bid: int, ask: int) -> BookEvent:
     return BookEvent(pair, ((bid, 1000),), ((ask, 1000),), 4, 0, 0, 1, True, "", 0)
 
 
-def feed(state: ComponentState = ComponentState.CONNECTED, age: float = 0.2,
-         reason: str = "") -> FeedStatsEvent:
+def feed(
+    state: ComponentState = ComponentState.CONNECTED, age: float = 0.2, reason: str = ""
+) -> FeedStatsEvent:
     return FeedStatsEvent(state, 100, 20.0, 90, 0, 0, 0, reason, ((PAIR, age), (DOGE, age)))
 
 
@@ -84,23 +85,39 @@ def candle(close: str, minute: int) -> CandleEvent:
     return CandleEvent(PAIR, 60, T0 + minute * 60 * NS, c, c, c, c, D(1), c, 1, False, 0)
 
 
-def report(status: OrderStatus, reason: str | None = None, coid: str = "o1"
-           ) -> ExecutionReportEvent:
-    return ExecutionReportEvent(coid, None, None, PAIR, Side.BUY, OrderType.LIMIT, status,
-                                D(100), D(0), None, None, None, D(0), "USD", reason, T0)
+def report(
+    status: OrderStatus, reason: str | None = None, coid: str = "o1"
+) -> ExecutionReportEvent:
+    return ExecutionReportEvent(
+        coid,
+        None,
+        None,
+        PAIR,
+        Side.BUY,
+        OrderType.LIMIT,
+        status,
+        D(100),
+        D(0),
+        None,
+        None,
+        None,
+        D(0),
+        "USD",
+        reason,
+        T0,
+    )
 
 
-def snapshot(*, equity: str = "10000", day: str = "10000", losses: int = 0
-             ) -> PortfolioSnapshot:
+def snapshot(*, equity: str = "10000", day: str = "10000", losses: int = 0) -> PortfolioSnapshot:
     e = D(equity)
-    return PortfolioSnapshot(T0, e, e, (), e, D("10000"), D(day), D("10000"), D(0), D(0),
-                             losses)
+    return PortfolioSnapshot(T0, e, e, (), e, D("10000"), D(day), D("10000"), D(0), D(0), losses)
 
 
 def signal(sid: str, *, is_exit: bool = False) -> TradeSignalProposedEvent:
     side = Side.SELL if is_exit else Side.BUY
-    return TradeSignalProposedEvent(sid, PAIR, side, OrderType.LIMIT, D("0.5"), D("0.45"),
-                                    D("0.6"), 0.7, "m", T0, is_exit)
+    return TradeSignalProposedEvent(
+        sid, PAIR, side, OrderType.LIMIT, D("0.5"), D("0.45"), D("0.6"), 0.7, "m", T0, is_exit
+    )
 
 
 class Harness:
@@ -112,25 +129,39 @@ class Harness:
         self.clock, self.probe = Clock(), Probe()
         self.bus = EventBus()
         self.out: list[Event] = []
-        self.bus.subscribe((HaltEvent, FlattenEvent, ResumeEvent, SystemStatusEvent,
-                            TradeSignalApprovedEvent, TradeSignalRejectedEvent,
-                            TradingStateChangedEvent),
-                           self.out.append, name="sink")
+        self.bus.subscribe(
+            (
+                HaltEvent,
+                FlattenEvent,
+                ResumeEvent,
+                SystemStatusEvent,
+                TradeSignalApprovedEvent,
+                TradeSignalRejectedEvent,
+                TradingStateChangedEvent,
+            ),
+            self.out.append,
+            name="sink",
+        )
         self.portfolio = PortfolioManager(D("9950"), pairs=self.settings.pairs)
         self.portfolio.attach(self.bus)
-        self.risk = RiskManager(self.settings.risk, self.bus, self.portfolio.snapshot,
-                                taker_fee_pct=D("0.4"), clock=self.clock)
+        self.risk = RiskManager(
+            self.settings.risk,
+            self.bus,
+            self.portfolio.snapshot,
+            taker_fee_pct=D("0.4"),
+            clock=self.clock,
+        )
         self.risk.attach()
-        self.mon = MonitoringService(self.settings, self.bus, clock=self.clock,
-                                     host_probe=self.probe)
+        self.mon = MonitoringService(
+            self.settings, self.bus, clock=self.clock, host_probe=self.probe
+        )
         self.mon.attach()
         self.mark = 0
 
     async def open(self) -> Harness:
         self.bus.start()
         await self.mon.start()
-        await self.send(InstrumentEvent(PAIR, SPEC), book(PAIR, 4999, 5001),
-                        book(DOGE, 1000, 1002))
+        await self.send(InstrumentEvent(PAIR, SPEC), book(PAIR, 4999, 5001), book(DOGE, 1000, 1002))
         self.portfolio.reconcile({"USD": D("9950"), "XRP": D("100")}, ts_ns=T0)
         return self
 
@@ -170,20 +201,26 @@ class Harness:
 
     async def entry_verdict(self, sid: str, *, is_exit: bool = False) -> Event:
         await self.send(signal(sid, is_exit=is_exit))
-        return next(e for e in self.out if isinstance(
-            e, TradeSignalApprovedEvent | TradeSignalRejectedEvent) and e.signal_id == sid)
+        return next(
+            e
+            for e in self.out
+            if isinstance(e, TradeSignalApprovedEvent | TradeSignalRejectedEvent)
+            and e.signal_id == sid
+        )
 
 
 Fire = Callable[[Harness], Awaitable[None]]
 
 
 async def fire_connection(h: Harness) -> None:
-    await h.send(SystemStatusEvent("kraken.ws.private", ComponentState.DISCONNECTED, "reset",
-                                   h.clock()))
+    await h.send(
+        SystemStatusEvent("kraken.ws.private", ComponentState.DISCONNECTED, "reset", h.clock())
+    )
     await h.tick(29)
     assert h.new_halts() == 0  # 29 s < connection_down_s 30
-    await h.send(SystemStatusEvent("kraken.ws.private", ComponentState.CONNECTING, "",
-                                   h.clock()))  # still not back
+    await h.send(
+        SystemStatusEvent("kraken.ws.private", ComponentState.CONNECTING, "", h.clock())
+    )  # still not back
     await h.tick(2)
 
 
@@ -244,17 +281,25 @@ async def fire_losses(h: Harness) -> None:
 
 
 async def fire_failed_placements(h: Harness) -> None:
-    await h.send(report(OrderStatus.REJECTED, "Kraken AddOrder: EOrder:Insufficient funds"),
-                 report(OrderStatus.ERROR, "venue busy; gave up after retries"),
-                 report(OrderStatus.ACKNOWLEDGED))  # a success resets the count
+    await h.send(
+        report(OrderStatus.REJECTED, "Kraken AddOrder: EOrder:Insufficient funds"),
+        report(OrderStatus.ERROR, "venue busy; gave up after retries"),
+        report(OrderStatus.ACKNOWLEDGED),
+    )  # a success resets the count
     assert h.new_halts() == 0
-    await h.send(*(report(OrderStatus.ERROR, "venue busy; gave up after retries")
-                   for _ in range(3)))
+    await h.send(
+        *(report(OrderStatus.ERROR, "venue busy; gave up after retries") for _ in range(3))
+    )
 
 
 async def fire_auth(h: Harness) -> None:
-    await h.send(report(OrderStatus.ERROR, "Kraken rejected the API key (EAPI:Invalid key) on "
-                        "AddOrder: check that KRAKEN_API_KEY is the key's public part"))
+    await h.send(
+        report(
+            OrderStatus.ERROR,
+            "Kraken rejected the API key (EAPI:Invalid key) on "
+            "AddOrder: check that KRAKEN_API_KEY is the key's public part",
+        )
+    )
 
 
 async def fire_volatility_candles(h: Harness) -> None:
@@ -292,7 +337,8 @@ TRIGGERS: dict[str, tuple[Fire, str]] = {
 
 @pytest.mark.parametrize("name", list(TRIGGERS))
 async def test_trigger_halts_once_and_blocks_entries(
-        name: str, caplog: pytest.LogCaptureFixture) -> None:
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     fire, source = TRIGGERS[name]
     h = await Harness().open()
     try:

@@ -21,9 +21,24 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info",
-                                    "__pycache__", "*.so", ".*_cache", ".hypothesis", "data",
-                                    "logs", "models", "reports", "tests", "snapshots")
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "*.so",
+    ".*_cache",
+    ".hypothesis",
+    "data",
+    "logs",
+    "models",
+    "reports",
+    "tests",
+    "snapshots",
+)
 
 IN_THE_FRESH_VENV = """
 import asyncio, json, sys
@@ -53,23 +68,38 @@ print(json.dumps({"prefix": sys.prefix, "package": gal_friday.__file__, "css": s
 
 
 def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{args}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
 
-def test_an_installed_wheel_ships_the_stylesheet_and_its_cockpit_is_styled(
-        tmp_path: Path) -> None:
+def test_an_installed_wheel_ships_the_stylesheet_and_its_cockpit_is_styled(tmp_path: Path) -> None:
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=NOT_SOURCE)
     assert not (source / "gal_friday" / "tui" / "styles").exists()  # only styles/ has it
     dist = tmp_path / "dist"
-    run(sys.executable, "-c", f"from setuptools import build_meta; "
-        f"build_meta.build_sdist({str(dist)!r})", cwd=source)
+    run(
+        sys.executable,
+        "-c",
+        f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})",
+        cwd=source,
+    )
     (sdist,) = dist.glob("*.tar.gz")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-        "--no-index", "-w", dist, sdist, cwd=tmp_path)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        dist,
+        sdist,
+        cwd=tmp_path,
+    )
     (wheel,) = dist.glob("*.whl")
     with zipfile.ZipFile(wheel) as whl:
         assert "gal_friday/tui/styles/cockpit.tcss" in whl.namelist()
@@ -77,12 +107,26 @@ def test_an_installed_wheel_ships_the_stylesheet_and_its_cockpit_is_styled(
     fresh = tmp_path / "fresh"
     venv.create(fresh, with_pip=False)
     python = fresh / "bin" / "python"
-    purelib = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
-                       cwd=tmp_path).stdout.strip())
+    purelib = Path(
+        run(
+            python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp_path
+        ).stdout.strip()
+    )
     deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (purelib / "zz-dependencies.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
-    run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
-        "--no-compile", wheel, cwd=tmp_path)
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--no-compile",
+        wheel,
+        cwd=tmp_path,
+    )
 
     out = json.loads(run(python, "-c", IN_THE_FRESH_VENV, HERE, cwd=tmp_path).stdout)
     installed = purelib / "gal_friday"

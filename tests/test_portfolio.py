@@ -48,31 +48,64 @@ def report(
     order_type: OrderType = OrderType.LIMIT,
 ) -> ExecutionReportEvent:
     return ExecutionReportEvent(
-        client_order_id=coid, exchange_order_id=None, signal_id=signal_id, pair=pair, side=side,
-        order_type=order_type, status=status, order_qty=D(order_qty), filled_qty=D(filled),
+        client_order_id=coid,
+        exchange_order_id=None,
+        signal_id=signal_id,
+        pair=pair,
+        side=side,
+        order_type=order_type,
+        status=status,
+        order_qty=D(order_qty),
+        filled_qty=D(filled),
         avg_price=D(avg) if avg else (D(fill_price) if fill_price else None),
         last_fill_qty=D(fill_qty) if fill_qty else None,
         last_fill_price=D(fill_price) if fill_price else None,
-        fee=D(fee), fee_asset="USD", reason=None, ts_ns=t,
+        fee=D(fee),
+        fee_asset="USD",
+        reason=None,
+        ts_ns=t,
     )
 
 
 def fill(
-    coid: str, side: Side, qty: str, price: str, fee: str = "0", *, pair: str = XRP,
+    coid: str,
+    side: Side,
+    qty: str,
+    price: str,
+    fee: str = "0",
+    *,
+    pair: str = XRP,
     t: int = T0,
 ) -> ExecutionReportEvent:
     """A whole order filled in one go."""
-    return report(coid, OrderStatus.FILLED, side=side, pair=pair, order_qty=qty, filled=qty,
-                  fill_qty=qty, fill_price=price, fee=fee, t=t)
+    return report(
+        coid,
+        OrderStatus.FILLED,
+        side=side,
+        pair=pair,
+        order_qty=qty,
+        filled=qty,
+        fill_qty=qty,
+        fill_price=price,
+        fee=fee,
+        t=t,
+    )
 
 
 def book(pair: str, bid: str, ask: str, t: int = T0) -> BookEvent:
     pp = 5
     scale = 10**pp
     return BookEvent(
-        pair=pair, bids=((int(D(bid) * scale), 1000),), asks=((int(D(ask) * scale), 1000),),
-        price_precision=pp, qty_precision=0, checksum=0, sequence=1, is_snapshot=True,
-        exchange_ts="", received_ts_ns=t,
+        pair=pair,
+        bids=((int(D(bid) * scale), 1000),),
+        asks=((int(D(ask) * scale), 1000),),
+        price_precision=pp,
+        qty_precision=0,
+        checksum=0,
+        sequence=1,
+        is_snapshot=True,
+        exchange_ts="",
+        received_ts_ns=t,
     )
 
 
@@ -121,10 +154,27 @@ def test_partial_fills_average_correctly() -> None:
     p = pm()
     p.note_order_price("b1", D("0.55"))
     p.on_execution_report(report("b1", OrderStatus.ACKNOWLEDGED, order_qty="300"))
-    p.on_execution_report(report("b1", OrderStatus.PARTIALLY_FILLED, order_qty="300",
-                                 filled="100", fill_qty="100", fill_price="0.50"))
-    p.on_execution_report(report("b1", OrderStatus.FILLED, order_qty="300", filled="300",
-                                 fill_qty="200", fill_price="0.53", avg="0.52"))
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.PARTIALLY_FILLED,
+            order_qty="300",
+            filled="100",
+            fill_qty="100",
+            fill_price="0.50",
+        )
+    )
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.FILLED,
+            order_qty="300",
+            filled="300",
+            fill_qty="200",
+            fill_price="0.53",
+            avg="0.52",
+        )
+    )
     pos = p.snapshot().position(XRP)
     assert pos is not None and pos.qty == D(300) and pos.avg_entry == D("0.52")
     p.on_execution_report(fill("b2", Side.BUY, "100", "0.60"))
@@ -135,18 +185,45 @@ def test_partial_fills_average_correctly() -> None:
 
 def test_duplicate_and_stale_reports_are_ignored() -> None:
     p = pm()
-    first = report("b1", OrderStatus.PARTIALLY_FILLED, order_qty="200", filled="100",
-                   fill_qty="100", fill_price="0.50", fee="0.1")
+    first = report(
+        "b1",
+        OrderStatus.PARTIALLY_FILLED,
+        order_qty="200",
+        filled="100",
+        fill_qty="100",
+        fill_price="0.50",
+        fee="0.1",
+    )
     p.on_execution_report(first)
     after_first = p.snapshot()
     p.on_execution_report(first)  # same coid, same cumulative filled: a repeat
     assert p.snapshot() == after_first
-    p.on_execution_report(report("b1", OrderStatus.FILLED, order_qty="200", filled="200",
-                                 fill_qty="100", fill_price="0.60", avg="0.55", fee="0.1"))
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.FILLED,
+            order_qty="200",
+            filled="200",
+            fill_qty="100",
+            fill_price="0.60",
+            avg="0.55",
+            fee="0.1",
+        )
+    )
     final = p.snapshot()
     p.on_execution_report(first)  # late, out of order
-    p.on_execution_report(report("b1", OrderStatus.FILLED, order_qty="200", filled="200",
-                                 fill_qty="100", fill_price="0.60", avg="0.55", fee="0.1"))
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.FILLED,
+            order_qty="200",
+            filled="200",
+            fill_qty="100",
+            fill_price="0.60",
+            avg="0.55",
+            fee="0.1",
+        )
+    )
     assert p.snapshot() == final
     assert final.cash == D(1000) - D(110) - D("0.2")
     assert final.fees_paid == D("0.2")
@@ -155,11 +232,28 @@ def test_duplicate_and_stale_reports_are_ignored() -> None:
 
 def test_missed_fill_report_is_booked_from_the_cumulative_average() -> None:
     p = pm()
-    p.on_execution_report(report("b1", OrderStatus.PARTIALLY_FILLED, order_qty="300",
-                                 filled="100", fill_qty="100", fill_price="0.50"))
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.PARTIALLY_FILLED,
+            order_qty="300",
+            filled="100",
+            fill_qty="100",
+            fill_price="0.50",
+        )
+    )
     # the report for the second 100 @ 0.53 was lost; the third (100 @ 0.53) says 300 filled
-    p.on_execution_report(report("b1", OrderStatus.FILLED, order_qty="300", filled="300",
-                                 fill_qty="100", fill_price="0.53", avg="0.52"))
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.FILLED,
+            order_qty="300",
+            filled="300",
+            fill_qty="100",
+            fill_price="0.53",
+            avg="0.52",
+        )
+    )
     pos = p.snapshot().position(XRP)
     assert pos is not None and pos.qty == D(300) and pos.avg_entry == D("0.52")
     assert p.cash == D(1000) - D(156)
@@ -171,8 +265,16 @@ def test_open_buy_reserves_cash_and_cancel_releases_it() -> None:
     p.on_execution_report(report("b1", OrderStatus.ACKNOWLEDGED, order_qty="100"))
     s = p.snapshot()
     assert (s.cash, s.free_cash) == (D(1000), D(950))
-    p.on_execution_report(report("b1", OrderStatus.PARTIALLY_FILLED, order_qty="100",
-                                 filled="40", fill_qty="40", fill_price="0.50"))
+    p.on_execution_report(
+        report(
+            "b1",
+            OrderStatus.PARTIALLY_FILLED,
+            order_qty="100",
+            filled="40",
+            fill_qty="40",
+            fill_price="0.50",
+        )
+    )
     s = p.snapshot()
     assert (s.cash, s.free_cash) == (D(980), D(950))  # 60 left reserved at 0.50
     p.on_execution_report(report("b1", OrderStatus.CANCELLED, order_qty="100", filled="40"))
@@ -183,14 +285,25 @@ def test_open_buy_reserves_cash_and_cancel_releases_it() -> None:
 @pytest.mark.parametrize("end", [OrderStatus.REJECTED, OrderStatus.EXPIRED, OrderStatus.FILLED])
 def test_reserve_released_on_terminal_status(end: OrderStatus) -> None:
     p = pm()
-    p.on_event(TradeSignalApprovedEvent(
-        signal_id="sig", pair=XRP, side=Side.BUY, order_type=OrderType.LIMIT, qty=D(100),
-        limit_price=D("0.40"), stop_loss=D("0.38"), take_profit=D("0.44"), ts_ns=T0))
+    p.on_event(
+        TradeSignalApprovedEvent(
+            signal_id="sig",
+            pair=XRP,
+            side=Side.BUY,
+            order_type=OrderType.LIMIT,
+            qty=D(100),
+            limit_price=D("0.40"),
+            stop_loss=D("0.38"),
+            take_profit=D("0.44"),
+            ts_ns=T0,
+        )
+    )
     p.on_execution_report(report("b1", OrderStatus.SUBMITTED, signal_id="sig"))
     assert p.snapshot().free_cash == D(960)
     if end is OrderStatus.FILLED:
-        p.on_execution_report(report("b1", end, filled="100", fill_qty="100",
-                                     fill_price="0.40", signal_id="sig"))
+        p.on_execution_report(
+            report("b1", end, filled="100", fill_qty="100", fill_price="0.40", signal_id="sig")
+        )
         assert p.snapshot().free_cash == D(960) == p.snapshot().cash
     else:
         p.on_execution_report(report("b1", end, signal_id="sig"))
@@ -306,8 +419,10 @@ def test_reconcile_logs_and_corrects_differences(caplog: pytest.LogCaptureFixtur
     assert xrp is not None and xrp.qty == D("99.9") and xrp.avg_entry == D("0.50")
     assert doge is not None and doge.qty == D(10) and doge.avg_entry == D("0.10")
     # once corrected, the same balances reconcile clean
-    again = p.reconcile({"USD": D("949.00"), "XRP": D("99.9"), "DOGE": D("10")},
-                        [OpenOrder("x9", XRP, Side.BUY, D(20), D("0.40"))])
+    again = p.reconcile(
+        {"USD": D("949.00"), "XRP": D("99.9"), "DOGE": D("10")},
+        [OpenOrder("x9", XRP, Side.BUY, D(20), D("0.40"))],
+    )
     assert again == []
     # a position the exchange no longer holds is dropped
     assert p.reconcile({"USD": D("949.00"), "XRP": D(0), "DOGE": D("10")})[0].key == "XRP"
@@ -343,8 +458,9 @@ async def test_attach_books_events_from_the_bus() -> None:
 def test_a_holding_found_at_a_restart_keeps_its_recorded_entry_price() -> None:
     pm = PortfolioManager(D("1000"), pairs=["XRP/USD"])
     pm.set_mark("XRP/USD", D("2.5"), 1)
-    pm.reconcile({"USD": D("1000"), "XRP": D("100")}, [], ts_ns=2,
-                 entry_prices={"XRP/USD": D("2.0")})
+    pm.reconcile(
+        {"USD": D("1000"), "XRP": D("100")}, [], ts_ns=2, entry_prices={"XRP/USD": D("2.0")}
+    )
     (position,) = pm.snapshot().positions
     assert position.avg_entry == D("2.0") and position.unrealised_pnl == D("50.0")
     fresh = PortfolioManager(D("1000"), pairs=["XRP/USD"])

@@ -29,15 +29,29 @@ ENGINE = ("rsi_14", "macd_hist", "spread_pct", "imbalance_5", "roc_5")
 NO_CALIBRATION = Calibration()
 
 
-def train(directory: Path, model_id: str, features: tuple[str, ...], *, trees: int = 30,
-          leaves: int = 15, calibration: Calibration = NO_CALIBRATION) -> lightgbm.Booster:
+def train(
+    directory: Path,
+    model_id: str,
+    features: tuple[str, ...],
+    *,
+    trees: int = 30,
+    leaves: int = 15,
+    calibration: Calibration = NO_CALIBRATION,
+) -> lightgbm.Booster:
     rng = np.random.default_rng(len(model_id))
     x = rng.normal(size=(3000, len(features)))
     y = (x[:, 0] + 0.5 * rng.normal(size=3000) > 0).astype(int)
-    booster = lightgbm.train({"objective": "binary", "verbose": -1, "num_leaves": leaves,
-                              "num_threads": 1}, lightgbm.Dataset(x, y), trees)
-    meta = ModelMetadata(model_id=model_id, feature_names=features,
-                         label={"threshold_pct": 0.1, "horizon_min": 5}, calibration=calibration)
+    booster = lightgbm.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": leaves, "num_threads": 1},
+        lightgbm.Dataset(x, y),
+        trees,
+    )
+    meta = ModelMetadata(
+        model_id=model_id,
+        feature_names=features,
+        label={"threshold_pct": 0.1, "horizon_min": 5},
+        calibration=calibration,
+    )
     save_model_files(directory, booster.model_to_string(), meta)
     return booster
 
@@ -91,8 +105,7 @@ async def test_service_publishes_combined_calibrated_probabilities(tmp_path: Pat
     bus = EventBus()
     out: list[PredictionEvent] = []
     bus.subscribe(PredictionEvent, out.append, name="sink")
-    service = PredictionService(bus, load_models([tmp_path / "a", tmp_path / "b"], [1, 3],
-                                                 ENGINE))
+    service = PredictionService(bus, load_models([tmp_path / "a", tmp_path / "b"], [1, 3], ENGINE))
     bus.start()
     await service.start()
     try:

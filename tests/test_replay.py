@@ -53,15 +53,26 @@ from gal_friday.wiring import build_trading
 
 
 def session_settings(tmp_path: Path) -> Settings:
-    return Settings.model_validate({
-        "exchange": "sim", "pairs": ["XRP/USD", "DOGE/USD"],
-        "paths": {"data_dir": str(tmp_path / "data")},
-        "strategy": {"confirm_momentum": False, "buy_threshold": 0.6, "sell_threshold": 0.4,
-                     "take_profit_pct": 1.5, "stop_loss_pct": 1.0},
-        "paper": {"latency_ms": 0, "slippage_bps": 0},
-        "execution": {"entry_timeout_s": 2.0, "entry_timeout_action": "market",
-                      "reconcile_interval_s": 0},
-    })
+    return Settings.model_validate(
+        {
+            "exchange": "sim",
+            "pairs": ["XRP/USD", "DOGE/USD"],
+            "paths": {"data_dir": str(tmp_path / "data")},
+            "strategy": {
+                "confirm_momentum": False,
+                "buy_threshold": 0.6,
+                "sell_threshold": 0.4,
+                "take_profit_pct": 1.5,
+                "stop_loss_pct": 1.0,
+            },
+            "paper": {"latency_ms": 0, "slippage_bps": 0},
+            "execution": {
+                "entry_timeout_s": 2.0,
+                "entry_timeout_action": "market",
+                "reconcile_interval_s": 0,
+            },
+        }
+    )
 
 
 async def record_sim_session(settings: Settings, seconds: float) -> Path:
@@ -77,8 +88,9 @@ async def record_sim_session(settings: Settings, seconds: float) -> Path:
         handler = ExecutionHandler(settings.execution, venue, bus)
         portfolio = PortfolioManager(settings.paper.initial_cash_usd, pairs=settings.pairs)
         portfolio.attach(bus)
-        RiskManager(settings.risk, bus, portfolio.snapshot,
-                    taker_fee_pct=settings.fees.taker_pct).attach()
+        RiskManager(
+            settings.risk, bus, portfolio.snapshot, taker_fee_pct=settings.fees.taker_pct
+        ).attach()
         StrategyArbitrator(settings.strategy, settings.fees, bus).attach()
         handler.attach()
         ingestor = DataIngestor(settings, bus, ws_url=sim.ws_url, rest_url=sim.rest_url)
@@ -150,18 +162,31 @@ async def test_a_changed_decision_is_caught(tmp_path: Path) -> None:
     assert any("TradeSignalApprovedEvent" in m for m in result.mismatches)
 
 
-def test_nan_features_and_an_exit_without_probability_survive_the_journal(
-        tmp_path: Path) -> None:
+def test_nan_features_and_an_exit_without_probability_survive_the_journal(tmp_path: Path) -> None:
     # JSON has no NaN or infinity (the encoder writes null for both): a feature without data
     # yet, an infinite one and a stop's exit signal (no probability) must come back as they
     # were, not be skipped as unreadable, or a replay would run on other inputs
     recorder = SessionRecorder(session_settings(tmp_path))
     recorder.attach(EventBus())
-    features = FeatureEvent("XRP/USD", 1, ("rsi_14", "flow_imbalance_60s", "roc_5", "roc_15"),
-                            (55.0, math.nan, math.inf, -math.inf))
+    features = FeatureEvent(
+        "XRP/USD",
+        1,
+        ("rsi_14", "flow_imbalance_60s", "roc_5", "roc_15"),
+        (55.0, math.nan, math.inf, -math.inf),
+    )
     exit_signal = TradeSignalProposedEvent(
-        "s1", "XRP/USD", Side.SELL, OrderType.MARKET, Decimal("2.1"), Decimal("2.0"),
-        Decimal("2.3"), math.nan, "stop-loss", 2, is_exit=True)
+        "s1",
+        "XRP/USD",
+        Side.SELL,
+        OrderType.MARKET,
+        Decimal("2.1"),
+        Decimal("2.0"),
+        Decimal("2.3"),
+        math.nan,
+        "stop-loss",
+        2,
+        is_exit=True,
+    )
     recorder.on_event(features)
     recorder.on_event(exit_signal)
     recorder.close()
@@ -185,9 +210,19 @@ def test_an_exit_without_probability_compares_equal_to_itself() -> None:
     from gal_friday.replay import _comparable
 
     def exit_signal(ts: int) -> TradeSignalProposedEvent:
-        return TradeSignalProposedEvent("s1", "XRP/USD", Side.SELL, OrderType.MARKET,
-                                        Decimal("2.1"), Decimal("2.0"), Decimal("2.3"),
-                                        math.nan, "stop-loss", ts, is_exit=True)
+        return TradeSignalProposedEvent(
+            "s1",
+            "XRP/USD",
+            Side.SELL,
+            OrderType.MARKET,
+            Decimal("2.1"),
+            Decimal("2.0"),
+            Decimal("2.3"),
+            math.nan,
+            "stop-loss",
+            ts,
+            is_exit=True,
+        )
 
     assert _comparable(exit_signal(1)) == _comparable(exit_signal(2))  # clock ignored
 
@@ -196,10 +231,12 @@ def test_an_exit_without_probability_compares_equal_to_itself() -> None:
 
 T0 = 1_700_000_000_000_000_000
 SEC = 1_000_000_000
-XRP = InstrumentSpec("XRP/USD", 5, 8, Decimal("0.00001"), Decimal("1e-8"), Decimal(1),
-                     Decimal("0.5"))
-DOGE = InstrumentSpec("DOGE/USD", 7, 8, Decimal("1e-7"), Decimal("1e-8"), Decimal(1),
-                      Decimal("0.5"))
+XRP = InstrumentSpec(
+    "XRP/USD", 5, 8, Decimal("0.00001"), Decimal("1e-8"), Decimal(1), Decimal("0.5")
+)
+DOGE = InstrumentSpec(
+    "DOGE/USD", 7, 8, Decimal("1e-7"), Decimal("1e-8"), Decimal(1), Decimal("0.5")
+)
 
 
 class _Clock:
@@ -244,8 +281,9 @@ class _LiveLike:
         self.clock, self.bus, self.venue = _Clock(), EventBus(), _ScriptedVenue()
         self.recorder = SessionRecorder(s, clock_ns=self.clock)
         self.recorder.attach(self.bus)
-        self.modules = build_trading(s, self.bus, self.venue,
-                                     cash=cash or s.paper.initial_cash_usd, clock=self.clock)
+        self.modules = build_trading(
+            s, self.bus, self.venue, cash=cash or s.paper.initial_cash_usd, clock=self.clock
+        )
         self.handler = self.modules.execution
 
     async def start(self) -> None:
@@ -262,14 +300,36 @@ class _LiveLike:
         await self.bus.publish(event)
         await self.settle()
 
-    async def report(self, order: OrderRequest, status: OrderStatus, filled: Decimal,
-                     ts: int, price: Decimal | None = None) -> None:
+    async def report(
+        self,
+        order: OrderRequest,
+        status: OrderStatus,
+        filled: Decimal,
+        ts: int,
+        price: Decimal | None = None,
+    ) -> None:
         self.clock.now = max(self.clock.now, ts)
         price = (price or order.limit_price) if filled else None
-        await self.venue.on_report(ExecutionReportEvent(
-            order.client_order_id, "X" + order.client_order_id, order.signal_id, order.pair,
-            order.side, order.type, status, order.qty, filled, price, filled or None, price,
-            Decimal(0), "USD", None, ts))
+        await self.venue.on_report(
+            ExecutionReportEvent(
+                order.client_order_id,
+                "X" + order.client_order_id,
+                order.signal_id,
+                order.pair,
+                order.side,
+                order.type,
+                status,
+                order.qty,
+                filled,
+                price,
+                filled or None,
+                price,
+                Decimal(0),
+                "USD",
+                None,
+                ts,
+            )
+        )
         await self.settle()
 
     async def settle(self) -> None:
@@ -321,16 +381,19 @@ async def test_orders_interleaved_by_network_waits_replay(tmp_path: Path) -> Non
     live.venue.gate.set()
     await live.settle()
     sent = [(o.pair, o.type) for o in live.venue.sent]
-    assert sent == [("XRP/USD", OrderType.LIMIT), ("XRP/USD", OrderType.STOP_LOSS),
-                    ("DOGE/USD", OrderType.LIMIT), ("XRP/USD", OrderType.TAKE_PROFIT)]
+    assert sent == [
+        ("XRP/USD", OrderType.LIMIT),
+        ("XRP/USD", OrderType.STOP_LOSS),
+        ("DOGE/USD", OrderType.LIMIT),
+        ("XRP/USD", OrderType.TAKE_PROFIT),
+    ]
     result = await replay_session(await live.finish())
     assert result.ok, result.mismatches
     assert result.compared["OrderRequestEvent"] == 4
 
 
 @pytest.mark.parametrize("announced", [True, False])
-async def test_a_halt_and_resume_replay_from_the_journal(tmp_path: Path, announced: bool
-                                                         ) -> None:
+async def test_a_halt_and_resume_replay_from_the_journal(tmp_path: Path, announced: bool) -> None:
     # live: an entry is working when the operator HALTs; the handler cancels it as the state
     # changes, risk refuses the next entry, and after the resume the one after is approved.
     # A journal from before state changes were recorded (``announced`` False) replays too:
@@ -372,7 +435,7 @@ async def test_a_journal_cut_by_a_crash_checks_what_it_holds(tmp_path: Path) -> 
     cut_at = next(i for i, line in enumerate(lines) if line.startswith(b'["PredictionEvent"'))
     cut = tmp_path / "cut.jsonl.gz"
     with gzip.open(cut, "wb") as fh:  # the prediction was written, half the next line too
-        fh.write(b"".join(lines[:cut_at + 1]) + lines[cut_at + 1][:25])
+        fh.write(b"".join(lines[: cut_at + 1]) + lines[cut_at + 1][:25])
     cut.write_bytes(cut.read_bytes()[:-8])  # and no gzip trailer: the process was killed
     result = await replay_session(cut)
     assert result.truncated and result.ok, result.mismatches
@@ -422,38 +485,76 @@ async def test_what_crash_recovery_handed_over_replays(tmp_path: Path) -> None:
     cash = Decimal(2000)
     live = _LiveLike(tmp_path, cash)
     await live.bus.publish(TradingStartedEvent("live", cash, T0 - 10))
-    await live.bus.publish(ReconciliationEvent(
-        (("USD", cash), ("XRP", Decimal(100))), (), "sim", T0 - 9,
-        (("XRP/USD", Decimal("1.9")),)))
-    adopted = OrderAdoptedEvent("gfeold1", "DOGE/USD", Side.BUY, OrderType.LIMIT, Decimal(1000),
-                                Decimal("0.14"), None, OrderStatus.ACKNOWLEDGED, Decimal(0),
-                                "sig-old", None, T0 - 8)
+    await live.bus.publish(
+        ReconciliationEvent(
+            (("USD", cash), ("XRP", Decimal(100))),
+            (),
+            "sim",
+            T0 - 9,
+            (("XRP/USD", Decimal("1.9")),),
+        )
+    )
+    adopted = OrderAdoptedEvent(
+        "gfeold1",
+        "DOGE/USD",
+        Side.BUY,
+        OrderType.LIMIT,
+        Decimal(1000),
+        Decimal("0.14"),
+        None,
+        OrderStatus.ACKNOWLEDGED,
+        Decimal(0),
+        "sig-old",
+        None,
+        T0 - 8,
+    )
     live.clock.now = T0 - 8
     adopt_order(live.handler, adopted)
     await live.bus.publish(adopted)
-    restored = PairRestoredEvent("XRP/USD", Decimal(100), Decimal("1.8"), Decimal("2.2"),
-                                 Decimal(0), "recovered-XRP/USD", T0 - 7)
+    restored = PairRestoredEvent(
+        "XRP/USD",
+        Decimal(100),
+        Decimal("1.8"),
+        Decimal("2.2"),
+        Decimal(0),
+        "recovered-XRP/USD",
+        T0 - 7,
+    )
     await live.bus.publish(restored)
     restore_pair(live.handler, restored)
     await live.start()
     await live.publish(PredictionEvent("XRP/USD", T0 + 1000, "m", 0.1, T0, 0), at=T0 + 1000)
     (exit_order,) = live.venue.sent
     assert exit_order.side is Side.SELL and exit_order.qty == 100
-    await live.report(exit_order, OrderStatus.FILLED, exit_order.qty, T0 + 2000,
-                      Decimal("2.0"))
+    await live.report(exit_order, OrderStatus.FILLED, exit_order.qty, T0 + 2000, Decimal("2.0"))
     live.clock.now = T0 + 3 * SEC  # past the adopted entry's 2 s timeout
     await live.handler.tick(live.clock.now)
     await live.settle()
     assert live.venue.cancels == ["gfeold1"]
-    await live.venue.on_report(ExecutionReportEvent(
-        "gfeold1", "Xold", "sig-old", "DOGE/USD", Side.BUY, OrderType.LIMIT,
-        OrderStatus.CANCELLED, Decimal(1000), Decimal(0), None, None, None, Decimal(0), "USD",
-        None, T0 + 3 * SEC + 1000))
+    await live.venue.on_report(
+        ExecutionReportEvent(
+            "gfeold1",
+            "Xold",
+            "sig-old",
+            "DOGE/USD",
+            Side.BUY,
+            OrderType.LIMIT,
+            OrderStatus.CANCELLED,
+            Decimal(1000),
+            Decimal(0),
+            None,
+            None,
+            None,
+            Decimal(0),
+            "USD",
+            None,
+            T0 + 3 * SEC + 1000,
+        )
+    )
     await live.settle()
     rest = live.venue.sent[-1]
     assert (rest.pair, rest.type, rest.qty) == ("DOGE/USD", OrderType.MARKET, 1000)
-    await live.publish(PredictionEvent("XRP/USD", T0 + 5 * SEC, "m", 0.9, T0, 0),
-                       at=T0 + 5 * SEC)
+    await live.publish(PredictionEvent("XRP/USD", T0 + 5 * SEC, "m", 0.9, T0, 0), at=T0 + 5 * SEC)
     entry = live.venue.sent[-1]
     assert (entry.pair, entry.type) == ("XRP/USD", OrderType.LIMIT)
     assert entry.qty * entry.limit_price < cash  # sized on the exchange's cash, not paper's

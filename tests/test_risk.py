@@ -47,18 +47,29 @@ SETTINGS = RiskSettings()  # 0.5 % risk, 10 % asset, 25 % total, $10k order, 5 %
 
 
 def portfolio(
-    *, cash: str = "10000", free: str | None = None, positions: tuple[Position, ...] = (),
-    peak: str | None = None, day: str | None = None, week: str | None = None, losses: int = 0,
+    *,
+    cash: str = "10000",
+    free: str | None = None,
+    positions: tuple[Position, ...] = (),
+    peak: str | None = None,
+    day: str | None = None,
+    week: str | None = None,
+    losses: int = 0,
 ) -> PortfolioSnapshot:
     c = D(cash)
     equity = c + sum((p.value for p in positions), D(0))
     return PortfolioSnapshot(
-        ts_ns=0, cash=c, free_cash=D(free) if free is not None else c, positions=positions,
+        ts_ns=0,
+        cash=c,
+        free_cash=D(free) if free is not None else c,
+        positions=positions,
         equity=equity,
         peak_equity=D(peak) if peak is not None else equity,
         day_start_equity=D(day) if day is not None else equity,
         week_start_equity=D(week) if week is not None else equity,
-        realised_pnl=D(0), fees_paid=D(0), consecutive_losses=losses,
+        realised_pnl=D(0),
+        fees_paid=D(0),
+        consecutive_losses=losses,
     )
 
 
@@ -67,22 +78,47 @@ def pos(pair: str, qty: str, mark: str = "0.5") -> Position:
 
 
 def signal(
-    entry: str = "0.5", stop: str = "0.45", side: Side = Side.BUY, *, is_exit: bool = False,
-    order_type: OrderType = OrderType.LIMIT, sid: str = "s1",
+    entry: str = "0.5",
+    stop: str = "0.45",
+    side: Side = Side.BUY,
+    *,
+    is_exit: bool = False,
+    order_type: OrderType = OrderType.LIMIT,
+    sid: str = "s1",
 ) -> TradeSignalProposedEvent:
     return TradeSignalProposedEvent(
-        sid, PAIR, side, order_type, D(entry), D(stop), D("0.6"), 0.7, "m", 0, is_exit,
+        sid,
+        PAIR,
+        side,
+        order_type,
+        D(entry),
+        D(stop),
+        D("0.6"),
+        0.7,
+        "m",
+        0,
+        is_exit,
     )
 
 
 def check(
-    sig: TradeSignalProposedEvent | None = None, pf: PortfolioSnapshot | None = None, *,
-    spec: InstrumentSpec | None = SPEC, market: str | None = "0.5", halted: bool = False,
-    settings: RiskSettings = SETTINGS, fee: Decimal = FEE,
+    sig: TradeSignalProposedEvent | None = None,
+    pf: PortfolioSnapshot | None = None,
+    *,
+    spec: InstrumentSpec | None = SPEC,
+    market: str | None = "0.5",
+    halted: bool = False,
+    settings: RiskSettings = SETTINGS,
+    fee: Decimal = FEE,
 ) -> RiskVerdict:
     return check_signal(
-        sig or signal(), pf or portfolio(), spec, D(market) if market is not None else None,
-        halted, settings=settings, fee_pct=fee,
+        sig or signal(),
+        pf or portfolio(),
+        spec,
+        D(market) if market is not None else None,
+        halted,
+        settings=settings,
+        fee_pct=fee,
     )
 
 
@@ -108,9 +144,21 @@ def test_fixed_fractional_sizing_hand_computed() -> None:
     assert v.approved and v.reason is None
     assert v.qty == D("1000") and v.limit_price == D("0.5")
     assert passed_names(v) == [
-        "halt", "risk_limits", "instrument", "market_price", "price_tick", "stop_side",
-        "fat_finger", "sizing", "max_order_value", "asset_exposure", "total_exposure",
-        "free_balance", "lot_size", "min_qty", "min_cost",
+        "halt",
+        "risk_limits",
+        "instrument",
+        "market_price",
+        "price_tick",
+        "stop_side",
+        "fat_finger",
+        "sizing",
+        "max_order_value",
+        "asset_exposure",
+        "total_exposure",
+        "free_balance",
+        "lot_size",
+        "min_qty",
+        "min_cost",
     ]
 
 
@@ -242,8 +290,12 @@ def test_minimum_cost_rejected() -> None:
 
 def test_exit_allowed_while_halted_and_rounded() -> None:
     held = portfolio(cash="9000", positions=(pos(PAIR, "123.456"),))
-    v = check(signal(entry="0.50001", stop="0.45", side=Side.SELL, is_exit=True), held,
-              halted=True, market=None)
+    v = check(
+        signal(entry="0.50001", stop="0.45", side=Side.SELL, is_exit=True),
+        held,
+        halted=True,
+        market=None,
+    )
     assert v.approved
     assert v.qty == D("123.45") and v.limit_price == D("0.5001")
     assert v.checks[0].detail == "exit allowed while halted"
@@ -274,10 +326,14 @@ def test_rounding_never_exceeds_limits() -> None:
         entry = market * (1 + D(rng.randint(-400, 400)) / D(10000))
         stop = entry * (1 - D(rng.randint(10, 500)) / D(10000))
         held_qty = D(rng.randint(0, 3000))
-        pf = portfolio(cash=str(rng.randint(500, 20000)), free=str(rng.randint(0, 20000)),
-                       positions=(pos(PAIR, str(held_qty), str(market)),))
-        v = check_signal(signal(str(entry), str(stop)), pf, spec, market, False,
-                         settings=settings, fee_pct=FEE)
+        pf = portfolio(
+            cash=str(rng.randint(500, 20000)),
+            free=str(rng.randint(0, 20000)),
+            positions=(pos(PAIR, str(held_qty), str(market)),),
+        )
+        v = check_signal(
+            signal(str(entry), str(stop)), pf, spec, market, False, settings=settings, fee_pct=FEE
+        )
         if not v.approved:
             continue
         price, qty = v.limit_price, v.qty
@@ -327,12 +383,18 @@ class Harness:
         self.bus = EventBus()
         self.out: list[Event] = []
         self.bus.subscribe(
-            (TradeSignalApprovedEvent, TradeSignalRejectedEvent, HaltEvent,
-             TradingStateChangedEvent), self.out.append,
+            (
+                TradeSignalApprovedEvent,
+                TradeSignalRejectedEvent,
+                HaltEvent,
+                TradingStateChangedEvent,
+            ),
+            self.out.append,
             name="sink",
         )
-        self.risk = RiskManager(SETTINGS, self.bus, self.snapshot, taker_fee_pct=FEE,
-                                clock=lambda: 42)
+        self.risk = RiskManager(
+            SETTINGS, self.bus, self.snapshot, taker_fee_pct=FEE, clock=lambda: 42
+        )
         self.risk.attach()
 
     def halts(self) -> list[TradingStateChangedEvent]:
@@ -361,13 +423,18 @@ async def test_bus_round_trip_approves_with_rules_and_mid() -> None:
     rejected = h.of(TradeSignalRejectedEvent)
     approved = h.of(TradeSignalApprovedEvent)
     assert [(e.signal_id, e.reason.split(":")[0]) for e in rejected] == [
-        ("early", "instrument"), ("no-book", "market_price"), ("stale", "market_price")]
+        ("early", "instrument"),
+        ("no-book", "market_price"),
+        ("stale", "market_price"),
+    ]
     assert h.risk.market_prices == {}
     assert [msgspec.structs.replace(e, checks=()) for e in approved] == [
-        TradeSignalApprovedEvent("ok", PAIR, Side.BUY, OrderType.LIMIT, D("1000"), D("0.5"),
-                                 D("0.45"), D("0.6"), 42),
-        TradeSignalApprovedEvent("mkt", PAIR, Side.BUY, OrderType.MARKET, D("1000"), None,
-                                 D("0.45"), D("0.6"), 42),
+        TradeSignalApprovedEvent(
+            "ok", PAIR, Side.BUY, OrderType.LIMIT, D("1000"), D("0.5"), D("0.45"), D("0.6"), 42
+        ),
+        TradeSignalApprovedEvent(
+            "mkt", PAIR, Side.BUY, OrderType.MARKET, D("1000"), None, D("0.45"), D("0.6"), 42
+        ),
     ]
     assert all(passed for e in approved for _, passed, _ in e.checks)
     assert {name for name, _, _ in approved[0].checks} >= {"halt", "sizing", "fat_finger"}
@@ -386,7 +453,9 @@ async def test_bus_halt_blocks_entries_allows_exits_and_resume() -> None:
     assert [e.signal_id for e in h.of(TradeSignalRejectedEvent)] == ["entry"]
     exits = h.of(TradeSignalApprovedEvent)
     assert [(e.signal_id, e.qty, e.is_exit) for e in exits] == [
-        ("exit", D("100"), True), ("again", D("905"), False)]  # equity 9050 * 0.5 % / 0.05
+        ("exit", D("100"), True),
+        ("again", D("905"), False),
+    ]  # equity 9050 * 0.5 % / 0.05
 
 
 async def test_bus_breach_halts_once_per_breach(caplog: pytest.LogCaptureFixture) -> None:
@@ -405,8 +474,10 @@ async def test_bus_breach_halts_once_per_breach(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, "gal_friday.risk"):
         await h.send(signal(sid="d"), signal(sid="e"))
     assert len(h.halts()) == 1
-    assert any("daily drawdown" in r.getMessage() and "already HALTED" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "daily drawdown" in r.getMessage() and "already HALTED" in r.getMessage()
+        for r in caplog.records
+    )
     # operator resumes; limits recover, then breach again -> a new HALT
     h.pf = portfolio()
     await h.send(ResumeEvent("op"), signal(sid="f"))
@@ -438,19 +509,45 @@ async def test_bus_portfolio_failure_rejects() -> None:
 
 def test_reducing_blocks_entries_but_not_exits() -> None:
     held = portfolio(cash="9000", positions=(pos(PAIR, "100"),))
-    v = check_signal(signal(), held, SPEC, D("0.5"), False, settings=SETTINGS, fee_pct=FEE,
-                     reducing="operator: winding down")
+    v = check_signal(
+        signal(),
+        held,
+        SPEC,
+        D("0.5"),
+        False,
+        settings=SETTINGS,
+        fee_pct=FEE,
+        reducing="operator: winding down",
+    )
     assert failed(v) == "reducing"
-    assert v.reason == ("reducing: trading is REDUCING (operator: winding down): exits only, "
-                        "no new entries")
-    sell = check_signal(signal(side=Side.SELL, stop="0.55"), held, SPEC, D("0.5"), False,
-                        settings=SETTINGS, fee_pct=FEE, reducing="x")
+    assert v.reason == (
+        "reducing: trading is REDUCING (operator: winding down): exits only, no new entries"
+    )
+    sell = check_signal(
+        signal(side=Side.SELL, stop="0.55"),
+        held,
+        SPEC,
+        D("0.5"),
+        False,
+        settings=SETTINGS,
+        fee_pct=FEE,
+        reducing="x",
+    )
     assert failed(sell) == "reducing"  # a sell entry is still an entry
-    exit_ = check_signal(signal(side=Side.SELL, is_exit=True), held, SPEC, D("0.5"), False,
-                         settings=SETTINGS, fee_pct=FEE, reducing="x")
+    exit_ = check_signal(
+        signal(side=Side.SELL, is_exit=True),
+        held,
+        SPEC,
+        D("0.5"),
+        False,
+        settings=SETTINGS,
+        fee_pct=FEE,
+        reducing="x",
+    )
     assert exit_.approved and exit_.qty == D("100")
-    halted = check_signal(signal(), held, SPEC, D("0.5"), True, settings=SETTINGS, fee_pct=FEE,
-                          reducing="x")
+    halted = check_signal(
+        signal(), held, SPEC, D("0.5"), True, settings=SETTINGS, fee_pct=FEE, reducing="x"
+    )
     assert failed(halted) == "halt"  # HALT wins over REDUCING
 
 

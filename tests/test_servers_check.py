@@ -34,16 +34,24 @@ def run_pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     conftest = (HERE / "conftest.py").read_text()
     assert conftest.count("127.0.0.1:8428") == 1
     (tmp_path / "conftest.py").write_text(
-        conftest.replace("127.0.0.1:8428", f"127.0.0.1:{closed_port()}"))
+        conftest.replace("127.0.0.1:8428", f"127.0.0.1:{closed_port()}")
+    )
     (tmp_path / "test_vm.py").write_text(NEEDS_VM)
     (tmp_path / "pytest.ini").write_text(
-        "[pytest]\naddopts = --strict-markers\nmarkers =\n    needs_server(name): a server\n")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        "[pytest]\naddopts = --strict-markers\nmarkers =\n    needs_server(name): a server\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_missing_server_stops_the_run_with_one_line_saying_how_to_start_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     done = run_pytest(tmp_path)
     assert done.returncode == 1, done.stdout
     assert "passed" not in done.stdout and "skipped" not in done.stdout

@@ -27,8 +27,7 @@ class Recorder:
         self.calls.append(("hostile", kind, symbol))
         return 1
 
-    def stall(self, seconds: float, channel: str | None = None,
-              symbol: str | None = None) -> int:
+    def stall(self, seconds: float, channel: str | None = None, symbol: str | None = None) -> int:
         self.calls.append(("stall", seconds, channel, symbol))
         return 3
 
@@ -51,20 +50,33 @@ def test_fault_names_and_parameters() -> None:
     assert apply_fault(t, "corrupt_checksum", {"symbol": "XRP/USD"}) == {"symbol": "XRP/USD"}
     assert apply_fault(t, "hostile", {"kind": "binary"}) == {"kind": "binary", "connections": 1}
     assert apply_fault(t, "malformed", {"kind": "binary", "symbol": "DOGE/USD"}) == {
-        "kind": "malformed", "connections": 1}
+        "kind": "malformed",
+        "connections": 1,
+    }
     assert apply_fault(t, "stall", {"seconds": "1.5", "channel": "book", "symbol": ""}) == {
-        "connections": 3}
+        "connections": 3
+    }
     assert apply_fault(t, "clear", {}) == {}
     assert apply_fault(t, "reject_next_orders", {"error": "EOrder:Insufficient funds"}) == {
-        "n": 1, "error": "EOrder:Insufficient funds"}
+        "n": 1,
+        "error": "EOrder:Insufficient funds",
+    }
     assert apply_fault(t, "drop_after_accept", {"n": "2"}) == {"n": 2}
     assert apply_fault(t, "set_balance", {"asset": "USD", "amount": "12.50"}) == {
-        "asset": "USD", "amount": "12.50"}
+        "asset": "USD",
+        "amount": "12.50",
+    }
     assert t.calls == [
-        ("drop",), ("corrupt", "XRP/USD"), ("hostile", "binary", None),
-        ("hostile", "malformed", "DOGE/USD"), ("stall", 1.5, "book", None), ("clear",),
-        ("reject", 1, "EOrder:Insufficient funds"), ("drop_after_accept", 2),
-        ("set_balance", "USD", Decimal("12.50"))]
+        ("drop",),
+        ("corrupt", "XRP/USD"),
+        ("hostile", "binary", None),
+        ("hostile", "malformed", "DOGE/USD"),
+        ("stall", 1.5, "book", None),
+        ("clear",),
+        ("reject", 1, "EOrder:Insufficient funds"),
+        ("drop_after_accept", 2),
+        ("set_balance", "USD", Decimal("12.50")),
+    ]
 
 
 def test_unknown_names_and_bad_parameters() -> None:

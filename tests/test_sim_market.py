@@ -42,8 +42,9 @@ def replay_as_client(messages: list[bytes], symbol: str, depth: int) -> list[Ord
     return states
 
 
-@pytest.mark.parametrize(("symbol", "depth"), [("XRP/USD", 10), ("XRP/USD", 25),
-                                               ("DOGE/USD", 10), ("DOGE/USD", 25)])
+@pytest.mark.parametrize(
+    ("symbol", "depth"), [("XRP/USD", 10), ("XRP/USD", 25), ("DOGE/USD", 10), ("DOGE/USD", 25)]
+)
 def test_generated_stream_checksums_verify(symbol: str, depth: int) -> None:
     messages = generate_book_messages(11, 3000, symbol, depth)
     assert len(messages) == 3000
@@ -67,7 +68,7 @@ def test_amounts_are_written_at_full_precision() -> None:
         for level in item["bids"] + item["asks"]:
             assert len(level["price"].split(".")[1]) == pp
             assert len(level["qty"].split(".")[1]) == 8
-        assert '.00000000}' in text  # whole-unit sizes keep their zeros on the wire
+        assert ".00000000}" in text  # whole-unit sizes keep their zeros on the wire
 
 
 def test_generation_is_deterministic_per_seed() -> None:
@@ -83,8 +84,9 @@ def test_market_steps_do_not_depend_on_the_clock() -> None:
         for symbol in ("XRP/USD", "DOGE/USD"):
             ta = a.step(symbol, EPOCH + i * 50_000_000)
             tb = b.step(symbol, EPOCH + 10**12 + i * 7_000_000)
-            assert [(t.price, t.qty, t.side, t.ord_type) for t in ta] == \
-                   [(t.price, t.qty, t.side, t.ord_type) for t in tb]
+            assert [(t.price, t.qty, t.side, t.ord_type) for t in ta] == [
+                (t.price, t.qty, t.side, t.ord_type) for t in tb
+            ]
     for symbol in ("XRP/USD", "DOGE/USD"):
         assert a.books[symbol].bids.top(50) == b.books[symbol].bids.top(50)
         assert a.books[symbol].asks.top(50) == b.books[symbol].asks.top(50)
@@ -186,8 +188,10 @@ def test_candles_aggregate_to_longer_intervals() -> None:
     for minute, price in ((0, 100), (1, 120), (2, 90), (4, 110), (5, 130)):
         tape.add(base + minute * NS_PER_MIN + 1, price, 10, "buy", "market")
     five = tape.candles(5, base + 5 * NS_PER_MIN, 10)
-    assert [c[:5] for c in five] == [(base, 100, 120, 90, 110), (base + 5 * NS_PER_MIN,
-                                                                 130, 130, 130, 130)]
+    assert [c[:5] for c in five] == [
+        (base, 100, 120, 90, 110),
+        (base + 5 * NS_PER_MIN, 130, 130, 130, 130),
+    ]
     assert five[0][5] == 40 and five[0][7] == 4
     assert five[0][6] == (100 + 120 + 90 + 110) // 4
 

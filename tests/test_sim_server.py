@@ -84,8 +84,11 @@ async def client(sim: SimExchange) -> AsyncIterator[Client]:
 
 
 def is_book(symbol: str, kind: str | None = None) -> Callable[[Msg], bool]:
-    return lambda m: (m.get("channel") == "book" and m["data"][0]["symbol"] == symbol
-                      and (kind is None or m["type"] == kind))
+    return lambda m: (
+        m.get("channel") == "book"
+        and m["data"][0]["symbol"] == symbol
+        and (kind is None or m["type"] == kind)
+    )
 
 
 @pytest.fixture
@@ -115,8 +118,9 @@ async def test_status_on_connect_and_ping(sim: SimExchange) -> None:
 @pytest.mark.parametrize("depth", [10, 25])
 async def test_book_acks_snapshot_and_updates_verify(sim: SimExchange, depth: int) -> None:
     async with client(sim) as c:
-        req = await c.request("subscribe", channel="book", symbol=["XRP/USD", "DOGE/USD"],
-                              depth=depth)
+        req = await c.request(
+            "subscribe", channel="book", symbol=["XRP/USD", "DOGE/USD"], depth=depth
+        )
         books: dict[str, OrderBook] = {}
         acks, updates = [], 0
         while updates < 150:
@@ -131,8 +135,7 @@ async def test_book_acks_snapshot_and_updates_verify(sim: SimExchange, depth: in
             assert TS_RE.match(item["timestamp"])
             if msg["type"] == "snapshot":
                 inst = INSTRUMENTS[symbol]
-                books[symbol] = OrderBook(symbol, depth, inst.price_precision,
-                                          inst.qty_precision)
+                books[symbol] = OrderBook(symbol, depth, inst.price_precision, inst.qty_precision)
                 books[symbol].apply_snapshot(item["bids"], item["asks"])
                 assert len(item["bids"]) == depth == len(item["asks"])
             else:
@@ -143,7 +146,8 @@ async def test_book_acks_snapshot_and_updates_verify(sim: SimExchange, depth: in
             assert not books[symbol].is_crossed()
     assert [a["result"] for a in acks] == [
         {"channel": "book", "depth": depth, "snapshot": True, "symbol": s}
-        for s in ("XRP/USD", "DOGE/USD")]
+        for s in ("XRP/USD", "DOGE/USD")
+    ]
     assert all(a["success"] is True and a["req_id"] == req for a in acks)
     assert sim.stats.subscriptions == 2
 
@@ -163,9 +167,15 @@ async def test_subscribe_errors(sim: SimExchange) -> None:
     async with client(sim) as c:
         req = await c.request("subscribe", channel="book", symbol=["XYZ/USD", "XRP/USD"])
         err = await c.until(lambda m: m.get("success") is False)
-        assert err == {"error": "Currency pair not supported XYZ/USD", "method": "subscribe",
-                       "req_id": req, "success": False, "symbol": "XYZ/USD",
-                       "time_in": err["time_in"], "time_out": err["time_out"]}
+        assert err == {
+            "error": "Currency pair not supported XYZ/USD",
+            "method": "subscribe",
+            "req_id": req,
+            "success": False,
+            "symbol": "XYZ/USD",
+            "time_in": err["time_in"],
+            "time_out": err["time_out"],
+        }
         ok = await c.until(lambda m: m.get("method") == "subscribe")
         assert ok["success"] is True and ok["result"]["symbol"] == "XRP/USD"
         for params, text in (
@@ -201,8 +211,12 @@ async def test_unsubscribe_acks_and_stops_updates(sim: SimExchange) -> None:
         req = await c.request("unsubscribe", channel="book", symbol=["XRP/USD"], depth=25)
         ack = await c.until(lambda m: m.get("method") == "unsubscribe")
         assert ack["success"] is True and ack["req_id"] == req
-        assert ack["result"] == {"channel": "book", "depth": 25, "snapshot": True,
-                                 "symbol": "XRP/USD"}
+        assert ack["result"] == {
+            "channel": "book",
+            "depth": 25,
+            "snapshot": True,
+            "symbol": "XRP/USD",
+        }
         later = await c.collect(0.3)
         assert not [m for m in later if m.get("channel") == "book"]
     assert sim.stats.unsubscriptions == 1 and sim.stats.active_subscriptions == 0
@@ -218,8 +232,7 @@ async def test_trade_snapshot_and_updates(sim: SimExchange) -> None:
         update = await c.until(lambda m: m.get("channel") == "trade", within=5)
         assert update["type"] == "update"
         trade = update["data"][0]
-        assert set(trade) == {"symbol", "side", "price", "qty", "ord_type", "trade_id",
-                              "timestamp"}
+        assert set(trade) == {"symbol", "side", "price", "qty", "ord_type", "trade_id", "timestamp"}
         assert trade["side"] in ("buy", "sell") and trade["ord_type"] in ("market", "limit")
         assert trade["trade_id"] > snap["data"][-1]["trade_id"]
         assert TS_RE.match(trade["timestamp"])
@@ -240,16 +253,31 @@ async def test_ohlc_snapshot_and_updates(sim: SimExchange) -> None:
     async with client(sim) as c:
         await c.request("subscribe", channel="ohlc", symbol=["XRP/USD"], interval=1)
         ack = await c.until(lambda m: m.get("method") == "subscribe")
-        assert ack["result"] == {"channel": "ohlc", "interval": 1, "snapshot": True,
-                                 "symbol": "XRP/USD",
-                                 "warnings": ["timestamp is deprecated, use interval_begin"]}
+        assert ack["result"] == {
+            "channel": "ohlc",
+            "interval": 1,
+            "snapshot": True,
+            "symbol": "XRP/USD",
+            "warnings": ["timestamp is deprecated, use interval_begin"],
+        }
         snap = await c.until(lambda m: m.get("channel") == "ohlc")
         assert snap["type"] == "snapshot" and len(snap["data"]) == 10
         update = await c.until(lambda m: m.get("channel") == "ohlc", within=5)
         candle = update["data"][0]
         assert update["type"] == "update"
-        assert list(candle) == ["symbol", "open", "high", "low", "close", "trades", "volume",
-                                "vwap", "interval_begin", "interval", "timestamp"]
+        assert list(candle) == [
+            "symbol",
+            "open",
+            "high",
+            "low",
+            "close",
+            "trades",
+            "volume",
+            "vwap",
+            "interval_begin",
+            "interval",
+            "timestamp",
+        ]
         assert re.match(r"^\d{4}-.*T\d\d:\d\d:00\.000000000Z$", candle["interval_begin"])
         assert candle["interval_begin"] >= snap["data"][-1]["interval_begin"]
         assert candle["trades"] >= 1 and candle["interval"] == 1
@@ -279,7 +307,8 @@ async def test_heartbeats_only_on_idle_subscribed_connections(sim: SimExchange) 
         await quiet.request("subscribe", channel="instrument")
         await busy.request("subscribe", channel="book", symbol=["XRP/USD"])
         idle_msgs, quiet_msgs, busy_msgs = await asyncio.gather(
-            idle.collect(1.6), quiet.collect(2.2), busy.collect(1.6))
+            idle.collect(1.6), quiet.collect(2.2), busy.collect(1.6)
+        )
     assert idle_msgs == []
     beats = [m for m in quiet_msgs if m == {"channel": "heartbeat"}]
     assert 1 <= len(beats) <= 3
@@ -296,8 +325,10 @@ async def rest_sim() -> AsyncIterator[SimExchange]:
 
 
 async def rest(sim: SimExchange, method: str, **params: str) -> Msg:
-    async with aiohttp.ClientSession() as session, session.get(
-            f"{sim.rest_url}/0/public/{method}", params=params) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{sim.rest_url}/0/public/{method}", params=params) as resp,
+    ):
         assert resp.status == 200
         body = _decode(await resp.read())
         assert isinstance(body, dict)
@@ -313,7 +344,11 @@ async def test_rest_time_and_asset_pairs(rest_sim: SimExchange) -> None:
     pairs = (await rest(rest_sim, "AssetPairs"))["result"]
     xrp, doge = pairs["XXRPZUSD"], pairs["XDGUSD"]
     assert (xrp["altname"], xrp["wsname"], xrp["base"], xrp["quote"]) == (
-        "XRPUSD", "XRP/USD", "XXRP", "ZUSD")
+        "XRPUSD",
+        "XRP/USD",
+        "XXRP",
+        "ZUSD",
+    )
     assert (doge["altname"], doge["wsname"], doge["base"]) == ("XDGUSD", "XDG/USD", "XXDG")
     assert (xrp["pair_decimals"], xrp["lot_decimals"], doge["pair_decimals"]) == (5, 8, 7)
     assert xrp["ordermin"] == "10" and doge["ordermin"] == "50" and xrp["costmin"] == "0.5"
@@ -321,7 +356,8 @@ async def test_rest_time_and_asset_pairs(rest_sim: SimExchange) -> None:
     assert xrp["fees"][0] == [0, "0.4"] and xrp["fees_maker"][0] == [0, "0.25"]
     assert xrp["fee_volume_currency"] == "ZUSD" and xrp["lot_multiplier"] == 1
     assert (await rest(rest_sim, "AssetPairs", pair="XYZUSD")) == {
-        "error": ["EQuery:Unknown asset pair"]}
+        "error": ["EQuery:Unknown asset pair"]
+    }
 
 
 async def test_rest_ohlc(rest_sim: SimExchange) -> None:
@@ -365,8 +401,9 @@ async def test_rest_trades_paginate(rest_sim: SimExchange) -> None:
 
 async def test_rest_depth_post_and_unknown_method(rest_sim: SimExchange) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{rest_sim.rest_url}/0/public/Depth",
-                                data={"pair": "XRPUSD", "count": "7"}) as resp:
+        async with session.post(
+            f"{rest_sim.rest_url}/0/public/Depth", data={"pair": "XRPUSD", "count": "7"}
+        ) as resp:
             body = _decode(await resp.read())
         async with session.get(f"{rest_sim.rest_url}/0/public/Nope") as resp:
             assert resp.status == 404
@@ -427,10 +464,10 @@ async def test_corrupt_checksum_then_fresh_snapshot(sim: SimExchange) -> None:
             assert book.checksum() == item["checksum"]
 
 
-@pytest.mark.parametrize("kind", ["malformed", "wrong_types", "unknown_channel",
-                                  "not_object", "binary"])
-async def test_hostile_frames_arrive_and_connection_survives(sim: SimExchange,
-                                                             kind: str) -> None:
+@pytest.mark.parametrize(
+    "kind", ["malformed", "wrong_types", "unknown_channel", "not_object", "binary"]
+)
+async def test_hostile_frames_arrive_and_connection_survives(sim: SimExchange, kind: str) -> None:
     async with client(sim) as c:
         assert sim.send_hostile(kind, "DOGE/USD") == 1
         frame = await asyncio.wait_for(c.ws.recv(), 2)
@@ -496,7 +533,9 @@ async def test_channel_stall_stops_one_book_only(sim: SimExchange) -> None:
         for msg in after:
             track(msg)
         assert {m["data"][0]["symbol"] for m in after if m.get("channel") == "book"} == {
-            "XRP/USD", "DOGE/USD"}
+            "XRP/USD",
+            "DOGE/USD",
+        }
 
 
 async def test_http_fault_endpoints_and_stats(sim: SimExchange) -> None:
@@ -514,8 +553,9 @@ async def test_http_fault_endpoints_and_stats(sim: SimExchange) -> None:
         await c.until(lambda m: m.get("channel") == "nonsense")
         assert (await fault("malformed"))["ok"] is True
         assert (await fault("corrupt_checksum", symbol="XRP/USD"))["ok"] is True
-        async with session.post(f"{sim.rest_url}/sim/fault/stall",
-                                json={"seconds": 5, "channel": "book"}) as r:
+        async with session.post(
+            f"{sim.rest_url}/sim/fault/stall", json={"seconds": 5, "channel": "book"}
+        ) as r:
             assert (await r.json())["connections"] == 1
         assert (await fault("clear"))["ok"] is True
         assert (await fault("nope"))["ok"] is False
@@ -585,8 +625,10 @@ async def record_sim(sim: SimExchange, path: Path, seconds: float) -> dict[str, 
                 if msg.get("channel") == "book":
                     item = msg["data"][0]
                     inst = INSTRUMENTS[item["symbol"]]
-                    book = books.setdefault(item["symbol"], OrderBook(
-                        item["symbol"], 10, inst.price_precision, inst.qty_precision))
+                    book = books.setdefault(
+                        item["symbol"],
+                        OrderBook(item["symbol"], 10, inst.price_precision, inst.qty_precision),
+                    )
                     if msg["type"] == "snapshot":
                         book.apply_snapshot(item["bids"], item["asks"])
                     else:
@@ -596,8 +638,9 @@ async def record_sim(sim: SimExchange, path: Path, seconds: float) -> dict[str, 
     return books
 
 
-async def test_replay_of_a_recording_serves_its_own_depths(sim: SimExchange,
-                                                          tmp_path: Path) -> None:
+async def test_replay_of_a_recording_serves_its_own_depths(
+    sim: SimExchange, tmp_path: Path
+) -> None:
     path = tmp_path / "rec.jsonl.gz"
     recorded = await record_sim(sim, path, 1.0)
     market = ReplayMarket(path, speed=0, history_hours=1)
@@ -618,8 +661,7 @@ async def test_replay_of_a_recording_serves_its_own_depths(sim: SimExchange,
         assert body["error"] == [] and len(body["result"]["XXRPZUSD"]) >= 60
 
 
-async def _follow_books(c: Client, depth: int, done: Callable[[], bool]
-                        ) -> dict[str, OrderBook]:
+async def _follow_books(c: Client, depth: int, done: Callable[[], bool]) -> dict[str, OrderBook]:
     """Apply book messages (checking every checksum) until the replay is over and quiet."""
     books: dict[str, OrderBook] = {}
     while True:
@@ -633,8 +675,10 @@ async def _follow_books(c: Client, depth: int, done: Callable[[], bool]
             continue
         item = msg["data"][0]
         inst = INSTRUMENTS[item["symbol"]]
-        book = books.setdefault(item["symbol"], OrderBook(
-            item["symbol"], depth, inst.price_precision, inst.qty_precision))
+        book = books.setdefault(
+            item["symbol"],
+            OrderBook(item["symbol"], depth, inst.price_precision, inst.qty_precision),
+        )
         if msg["type"] == "snapshot":
             book.apply_snapshot(item["bids"], item["asks"])
         else:
@@ -665,8 +709,9 @@ async def test_replay_paces_and_loops(sim: SimExchange, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("style", ["arguments", "settings"])
-async def test_run_sim_exchange_logs_urls_and_serves(caplog: pytest.LogCaptureFixture,
-                                                     style: str) -> None:
+async def test_run_sim_exchange_logs_urls_and_serves(
+    caplog: pytest.LogCaptureFixture, style: str
+) -> None:
     caplog.set_level(logging.INFO, logger="gal_friday.sim")
     if style == "arguments":
         task = asyncio.create_task(run_sim_exchange("127.0.0.1", 0, seed=3, rate=10.0))
@@ -678,8 +723,10 @@ async def test_run_sim_exchange_logs_urls_and_serves(caplog: pytest.LogCaptureFi
         line = next(r.getMessage() for r in caplog.records if "ws://" in r.getMessage())
         rest_url = re.search(r"REST (http://\S+)", line)
         assert rest_url and re.search(r"WebSocket ws://127\.0\.0\.1:\d+/v2", line)
-        async with aiohttp.ClientSession() as session, session.get(
-                f"{rest_url.group(1)}/0/public/AssetPairs") as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{rest_url.group(1)}/0/public/AssetPairs") as resp,
+        ):
             pairs = (await resp.json())["result"]
         assert set(pairs) == ({"XXRPZUSD", "XDGUSD"} if style == "arguments" else {"XXRPZUSD"})
     finally:

@@ -52,10 +52,15 @@ async def rest(sim: SimExchange, method: str, **params: Any) -> Msg:
     path = f"/0/private/{method}"
     nonce = _nonce.next()
     body = urlencode({"nonce": nonce, **params}).encode()
-    headers = {"API-Key": KEY, "API-Sign": sign(path, nonce, body, SECRET),
-               "Content-Type": "application/x-www-form-urlencoded"}
-    async with aiohttp.ClientSession() as session, session.post(
-            sim.rest_url + path, data=body, headers=headers) as resp:
+    headers = {
+        "API-Key": KEY,
+        "API-Sign": sign(path, nonce, body, SECRET),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(sim.rest_url + path, data=body, headers=headers) as resp,
+    ):
         payload = json.loads(await resp.read(), parse_float=Decimal)
     assert isinstance(payload, dict)
     return payload
@@ -76,8 +81,11 @@ class WsClient:
 
     async def request(self, method: str, token: str | None = None, **params: Any) -> int:
         self.req += 1
-        body: Msg = {"method": method, "req_id": self.req,
-                     "params": {**params, "token": token or self.token}}
+        body: Msg = {
+            "method": method,
+            "req_id": self.req,
+            "params": {**params, "token": token or self.token},
+        }
         await self.ws.send(_encode(body).decode())  # Decimals as JSON numbers, as Kraken's
         return self.req
 
@@ -107,15 +115,24 @@ class WsClient:
         return await self.response(await self.request(method, **params))
 
     async def execution(self, exec_type: str, within: float = 3.0) -> Msg:
-        msg = await self.until(lambda m: m.get("channel") == "executions"
-                               and m["data"][0].get("exec_type") == exec_type, within)
+        msg = await self.until(
+            lambda m: (
+                m.get("channel") == "executions" and m["data"][0].get("exec_type") == exec_type
+            ),
+            within,
+        )
         item = msg["data"][0]
         assert isinstance(item, dict)
         return item
 
     async def ledger(self, asset: str) -> Msg:
-        msg = await self.until(lambda m: m.get("channel") == "balances"
-                               and m["type"] == "update" and m["data"][0]["asset"] == asset)
+        msg = await self.until(
+            lambda m: (
+                m.get("channel") == "balances"
+                and m["type"] == "update"
+                and m["data"][0]["asset"] == asset
+            )
+        )
         item = msg["data"][0]
         assert isinstance(item, dict)
         return item
@@ -136,8 +153,14 @@ async def ws_client(sim: SimExchange, *, subscribe: bool = True) -> AsyncIterato
 
 
 def limit_buy(qty: str = "100", price: str = "2.19000", **extra: Any) -> Msg:
-    return {"order_type": "limit", "side": "buy", "order_qty": D(qty),
-            "limit_price": D(price), "symbol": "XRP/USD", **extra}
+    return {
+        "order_type": "limit",
+        "side": "buy",
+        "order_qty": D(qty),
+        "limit_price": D(price),
+        "symbol": "XRP/USD",
+        **extra,
+    }
 
 
 # --- subscriptions ------------------------------------------------------------------------
@@ -149,8 +172,12 @@ async def test_subscribe_acks_and_snapshots(sim: SimExchange) -> None:
         assert pong["method"] == "pong"
         ack = await c.call("subscribe", channel="executions", snap_trades=True)
         assert ack["success"] is True and ack["method"] == "subscribe"
-        assert ack["result"] == {"channel": "executions", "maxratecount": 125,
-                                 "snap_orders": True, "snap_trades": True}
+        assert ack["result"] == {
+            "channel": "executions",
+            "maxratecount": 125,
+            "snap_orders": True,
+            "snap_trades": True,
+        }
         snap = await c.recv()
         assert (snap["channel"], snap["type"], snap["data"]) == ("executions", "snapshot", [])
         assert isinstance(snap["sequence"], int)
@@ -165,8 +192,11 @@ async def test_subscribe_acks_and_snapshots(sim: SimExchange) -> None:
 
 async def test_bad_or_expired_token_refused(sim: SimExchange) -> None:
     async with ws_client(sim, subscribe=False) as c:
-        for method, params in (("subscribe", {"channel": "executions"}),
-                               ("add_order", limit_buy()), ("cancel_all", {})):
+        for method, params in (
+            ("subscribe", {"channel": "executions"}),
+            ("add_order", limit_buy()),
+            ("cancel_all", {}),
+        ):
             err = await c.response(await c.request(method, token="nope", **params))
             assert err["success"] is False and err["error"] == "ESession:Invalid session"
             assert err["method"] == method and "time_in" in err and "time_out" in err
@@ -189,7 +219,10 @@ async def test_limit_buy_rests_then_fills_with_exact_balances(sim: SimExchange) 
         pending = await c.execution("pending_new")
         assert pending["order_id"] == order_id and pending["order_status"] == "pending_new"
         assert (pending["symbol"], pending["side"], pending["order_type"]) == (
-            "XRP/USD", "buy", "limit")
+            "XRP/USD",
+            "buy",
+            "limit",
+        )
         assert pending["order_qty"] == D("100") and pending["limit_price"] == D("2.19000")
         new = await c.execution("new")
         assert new["order_id"] == order_id and new["order_status"] == "new"
@@ -216,8 +249,14 @@ async def test_limit_buy_rests_then_fills_with_exact_balances(sim: SimExchange) 
 async def test_market_sell_takes_the_bid(sim: SimExchange) -> None:
     sim.set_balance("XRP", D(100))
     async with ws_client(sim) as c:
-        resp = await c.call("add_order", order_type="market", side="sell", order_qty=50,
-                            symbol="XRP/USD", order_userref=7)
+        resp = await c.call(
+            "add_order",
+            order_type="market",
+            side="sell",
+            order_qty=50,
+            symbol="XRP/USD",
+            order_userref=7,
+        )
         assert resp["result"]["order_userref"] == 7
         trade = await c.execution("trade")
         assert trade["liquidity_ind"] == "t" and trade["last_price"] == D("2.19000")
@@ -243,14 +282,17 @@ async def test_order_validation_errors(sim: SimExchange) -> None:
         for params, error in cases:
             resp = await c.call("add_order", **params)
             assert (resp["success"], resp["error"]) == (False, error), params
-        uuid = await c.call("add_order", **limit_buy(
-            "20", "2.10000", cl_ord_id="2c6be801-1f53-4f79-a0bb-4ea1c95dfae9"))
+        uuid = await c.call(
+            "add_order",
+            **limit_buy("20", "2.10000", cl_ord_id="2c6be801-1f53-4f79-a0bb-4ea1c95dfae9"),
+        )
         assert uuid["success"] is True
         valid = await c.call("add_order", **limit_buy(validate=True))
         assert valid["success"] is True and valid["result"]["order_id"] == ""
     assert len(sim.trading.open_orders()) == 2
-    body = await rest(sim, "AddOrder", pair="XRPUSD", type="buy", ordertype="limit",
-                      volume="5", price="2.1")
+    body = await rest(
+        sim, "AddOrder", pair="XRPUSD", type="buy", ordertype="limit", volume="5", price="2.1"
+    )
     assert body == {"error": ["EOrder:Order minimum not met"]}
 
 
@@ -269,7 +311,8 @@ async def test_cancel_order_by_cl_ord_id_and_unknown(sim: SimExchange) -> None:
         assert again["error"] == "EOrder:Unknown order"
         # the cl_ord_id is free again once its order is closed
         assert (await c.call("add_order", **limit_buy("20", "2.1", cl_ord_id="drop-me")))[
-            "success"] is True
+            "success"
+        ] is True
         count = await c.call("cancel_all")
         assert count["result"] == {"count": 2}
     assert sim.trading.open_orders() == [] and sim.trading.account.holds == {}
@@ -295,8 +338,16 @@ async def test_dead_mans_switch(sim: SimExchange) -> None:
 
 async def test_rest_order_visible_on_ws_and_in_queries(sim: SimExchange) -> None:
     async with ws_client(sim) as c:
-        added = await result(sim, "AddOrder", pair="XRPUSD", type="buy", ordertype="limit",
-                             volume="20", price="2.10000", cl_ord_id="rest-1")
+        added = await result(
+            sim,
+            "AddOrder",
+            pair="XRPUSD",
+            type="buy",
+            ordertype="limit",
+            volume="20",
+            price="2.10000",
+            cl_ord_id="rest-1",
+        )
         assert added["descr"] == {"order": "buy 20.00000000 XRPUSD @ limit 2.10000"}
         txid = added["txid"][0]
         assert (await c.execution("pending_new"))["order_id"] == txid
@@ -309,7 +360,9 @@ async def test_rest_order_visible_on_ws_and_in_queries(sim: SimExchange) -> None
         assert (await result(sim, "OpenOrders", cl_ord_id="other"))["open"] == {}
         assert set(await result(sim, "QueryOrders", txid=txid)) == {txid}
         assert await result(sim, "CancelOrder", cl_ord_id="rest-1") == {
-            "count": 1, "pending": False}
+            "count": 1,
+            "pending": False,
+        }
         assert (await c.execution("canceled"))["order_id"] == txid
     closed = await result(sim, "ClosedOrders", cl_ord_id="rest-1")
     assert closed["count"] == 1 and closed["closed"][txid]["status"] == "canceled"
@@ -322,8 +375,9 @@ async def test_rest_order_visible_on_ws_and_in_queries(sim: SimExchange) -> None
 
 
 async def test_rest_fill_in_trades_history(sim: SimExchange) -> None:
-    added = await result(sim, "AddOrder", pair="XRP/USD", type="buy", ordertype="market",
-                         volume="100")
+    added = await result(
+        sim, "AddOrder", pair="XRP/USD", type="buy", ordertype="market", volume="100"
+    )
     txid = added["txid"][0]
     assert added["descr"]["order"] == "buy 100.00000000 XRPUSD @ market"
     history = await result(sim, "TradesHistory")
@@ -331,7 +385,11 @@ async def test_rest_fill_in_trades_history(sim: SimExchange) -> None:
     (trade,) = history["trades"].values()
     assert trade["ordertxid"] == txid and trade["pair"] == "XXRPZUSD"
     assert (trade["price"], trade["vol"], trade["cost"], trade["fee"]) == (
-        "2.20000", "100.00000000", "220.00000", "0.88000")
+        "2.20000",
+        "100.00000000",
+        "220.00000",
+        "0.88000",
+    )
     assert trade["type"] == "buy" and trade["maker"] is False
     assert (await result(sim, "TradesHistory", ofs="1"))["trades"] == {}
     assert (await result(sim, "TradesHistory", start=str(time.time() + 60)))["count"] == 0
@@ -350,15 +408,20 @@ async def test_rest_fill_in_trades_history(sim: SimExchange) -> None:
 
 async def test_reject_next_orders(sim: SimExchange) -> None:
     sim.reject_next_orders(1, "EOrder:Rate limit exceeded")
-    async with aiohttp.ClientSession() as session, session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{sim.rest_url}/sim/fault/reject_next_orders",
-            params={"n": "1", "error": "EService:Unavailable"}) as resp:
+            params={"n": "1", "error": "EService:Unavailable"},
+        ) as resp,
+    ):
         assert (await resp.json())["ok"] is True
     async with ws_client(sim) as c:
         first = await c.call("add_order", **limit_buy("20", "2.1"))
         assert first["error"] == "EOrder:Rate limit exceeded"
-        body = await rest(sim, "AddOrder", pair="XRPUSD", type="buy", ordertype="limit",
-                          volume="20", price="2.1")
+        body = await rest(
+            sim, "AddOrder", pair="XRPUSD", type="buy", ordertype="limit", volume="20", price="2.1"
+        )
         assert body == {"error": ["EService:Unavailable"]}
         assert sim.trading.orders == {}
         ok = await c.call("add_order", **limit_buy("20", "2.1"))
@@ -382,20 +445,33 @@ async def test_drop_after_accept_ws_then_lookup(sim: SimExchange) -> None:
 
 
 async def test_drop_after_accept_rest(sim: SimExchange) -> None:
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{sim.rest_url}/sim/fault/drop_after_accept", params={"n": "1"}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.rest_url}/sim/fault/drop_after_accept", params={"n": "1"}) as resp,
+    ):
         assert (await resp.json())["ok"] is True
     with pytest.raises(aiohttp.ClientError):
-        await rest(sim, "AddOrder", pair="XRPUSD", type="buy", ordertype="limit",
-                   volume="20", price="2.1", cl_ord_id="lost-2")
+        await rest(
+            sim,
+            "AddOrder",
+            pair="XRPUSD",
+            type="buy",
+            ordertype="limit",
+            volume="20",
+            price="2.1",
+            cl_ord_id="lost-2",
+        )
     assert len((await result(sim, "OpenOrders", cl_ord_id="lost-2"))["open"]) == 1
 
 
 async def test_set_balance_fault_updates_balances_channel(sim: SimExchange) -> None:
     async with ws_client(sim) as c:
-        async with aiohttp.ClientSession() as session, session.post(
-                f"{sim.rest_url}/sim/fault/set_balance",
-                params={"asset": "USD", "amount": "50"}) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{sim.rest_url}/sim/fault/set_balance", params={"asset": "USD", "amount": "50"}
+            ) as resp,
+        ):
             assert (await resp.json())["ok"] is True
         entry = await c.ledger("USD")
         assert entry["amount"] == D(-9950) and entry["balance"] == D(50)
@@ -409,26 +485,38 @@ async def test_earn_balances_reported_under_dot_f() -> None:
     exchange.private.add_key(KEY, SECRET)
     async with exchange:
         assert await result(exchange, "Balance") == {
-            "ZUSD": "500.0000", "XXRP": "60.00000000", "XRP.F": "40.00000000",
-            "XXDG": "0.00000000"}
+            "ZUSD": "500.0000",
+            "XXRP": "60.00000000",
+            "XRP.F": "40.00000000",
+            "XXDG": "0.00000000",
+        }
         async with ws_client(exchange, subscribe=False) as c:
             await c.call("subscribe", channel="balances")
             snap = await c.until(lambda m: m.get("channel") == "balances")
             xrp = next(a for a in snap["data"] if a["asset"] == "XRP")
             assert xrp["balance"] == D(100)
             assert [(w["type"], w["balance"]) for w in xrp["wallets"]] == [
-                ("spot", D(60)), ("earn", D(40))]
+                ("spot", D(60)),
+                ("earn", D(40)),
+            ]
 
 
 # --- triggered orders (need the engine's trigger support) ----------------------------------
 
 
 async def test_triggered_sell_stop_loss_holds_nothing_then_fills_as_market(
-        sim: SimExchange) -> None:
+    sim: SimExchange,
+) -> None:
     sim.set_balance("XRP", D(100))
     async with ws_client(sim) as c:
-        resp = await c.call("add_order", order_type="stop-loss", side="sell", order_qty=50,
-                            symbol="XRP/USD", triggers={"price": D("2.15000")})
+        resp = await c.call(
+            "add_order",
+            order_type="stop-loss",
+            side="sell",
+            order_qty=50,
+            symbol="XRP/USD",
+            triggers={"price": D("2.15000")},
+        )
         assert resp["success"] is True
         await c.execution("new")
         assert sim.trading.account.available("XRP") == D(100)
@@ -444,8 +532,14 @@ async def test_triggered_sell_stop_loss_holds_nothing_then_fills_as_market(
 async def test_triggered_sell_take_profit_on_trade_print(sim: SimExchange) -> None:
     sim.set_balance("XRP", D(100))
     async with ws_client(sim) as c:
-        await c.call("add_order", order_type="take-profit", side="sell", order_qty=50,
-                     symbol="XRP/USD", triggers={"price": D("2.25000")})
+        await c.call(
+            "add_order",
+            order_type="take-profit",
+            side="sell",
+            order_qty=50,
+            symbol="XRP/USD",
+            triggers={"price": D("2.25000")},
+        )
         move_book(sim, "XRP/USD", [("2.24000", "1000")], [("2.26000", "1000")])
         print_trade(sim, "XRP/USD", "2.25000", "10", "buy")
         trade = await c.execution("trade")
@@ -456,8 +550,14 @@ async def test_triggered_sell_take_profit_on_trade_print(sim: SimExchange) -> No
 async def test_triggered_order_short_of_funds_is_cancelled(sim: SimExchange) -> None:
     sim.set_balance("XRP", D(100))
     async with ws_client(sim) as c:
-        await c.call("add_order", order_type="stop-loss", side="sell", order_qty=50,
-                     symbol="XRP/USD", triggers={"price": D("2.15000")})
+        await c.call(
+            "add_order",
+            order_type="stop-loss",
+            side="sell",
+            order_qty=50,
+            symbol="XRP/USD",
+            triggers={"price": D("2.15000")},
+        )
         sim.set_balance("XRP", D(10))
         move_book(sim, "XRP/USD", [("2.14000", "1000")], [("2.14500", "1000")])
         cancelled = await c.execution("canceled")

@@ -76,8 +76,9 @@ class Proxy:
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -124,8 +125,7 @@ class Backend:
 
 
 def _settings(tmp_path: Path, **store: Any) -> Settings:
-    return Settings(paths={"data_dir": str(tmp_path / "data")},
-                    store={"retry_s": 0.05, **store})
+    return Settings(paths={"data_dir": str(tmp_path / "data")}, store={"retry_s": 0.05, **store})
 
 
 @contextlib.asynccontextmanager
@@ -152,8 +152,9 @@ async def _sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
         finally:
             con.close()
 
-    backend = Backend("sqlite", settings, lambda: SqliteStore(path, busy_timeout_s=0.1),
-                      fail, restore, dump)
+    backend = Backend(
+        "sqlite", settings, lambda: SqliteStore(path, busy_timeout_s=0.1), fail, restore, dump
+    )
     yield backend
     restore()
 
@@ -169,16 +170,23 @@ async def _postgres_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     settings = _settings(tmp_path, backend="postgresql", postgres_dsn=dsn)
 
     async def dump() -> str:
-        tables = await admin.fetch("SELECT table_name FROM information_schema.tables "
-                                   "WHERE table_schema = $1", schema)
+        tables = await admin.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+        )
         out = []
         for t in tables:
             rows = await admin.fetch(f"SELECT * FROM {schema}.{t['table_name']}")
             out += [f"{t['table_name']}: {dict(r)}" for r in rows]
         return "\n".join(out)
 
-    backend = Backend("postgresql", settings, lambda: PostgresStore(dsn, timeout_s=2),
-                      proxy.cut, proxy.restore, dump)
+    backend = Backend(
+        "postgresql",
+        settings,
+        lambda: PostgresStore(dsn, timeout_s=2),
+        proxy.cut,
+        proxy.restore,
+        dump,
+    )
     try:
         yield backend
     finally:
@@ -189,8 +197,9 @@ async def _postgres_backend(tmp_path: Path) -> AsyncIterator[Backend]:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql",
-                                               marks=pytest.mark.needs_server("postgresql"))])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.needs_server("postgresql"))]
+)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     make = _sqlite_backend if request.param == "sqlite" else _postgres_backend
     async with make(tmp_path) as b:
@@ -204,25 +213,60 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 # --- events ---------------------------------------------------------------------------------
 
 
-def report(coid: str, signal: str | None, side: Side, otype: OrderType, status: OrderStatus,
-           ts: int, qty: str = "100", filled: str = "0", last: tuple[str, str] | None = None,
-           fee: str = "0", limit: str | None = None, trigger: str | None = None,
-           avg: str | None = None) -> ExecutionReportEvent:
+def report(
+    coid: str,
+    signal: str | None,
+    side: Side,
+    otype: OrderType,
+    status: OrderStatus,
+    ts: int,
+    qty: str = "100",
+    filled: str = "0",
+    last: tuple[str, str] | None = None,
+    fee: str = "0",
+    limit: str | None = None,
+    trigger: str | None = None,
+    avg: str | None = None,
+) -> ExecutionReportEvent:
     return ExecutionReportEvent(
-        client_order_id=coid, exchange_order_id=f"O-{coid}", signal_id=signal, pair=PAIR,
-        side=side, order_type=otype, status=status, order_qty=D(qty), filled_qty=D(filled),
+        client_order_id=coid,
+        exchange_order_id=f"O-{coid}",
+        signal_id=signal,
+        pair=PAIR,
+        side=side,
+        order_type=otype,
+        status=status,
+        order_qty=D(qty),
+        filled_qty=D(filled),
         avg_price=D(avg) if avg else (D(last[1]) if last else None),
-        last_fill_qty=D(last[0]) if last else None, last_fill_price=D(last[1]) if last else None,
-        fee=D(fee), fee_asset="USD", reason=None, ts_ns=ts,
-        limit_price=D(limit) if limit else None, trigger_price=D(trigger) if trigger else None)
+        last_fill_qty=D(last[0]) if last else None,
+        last_fill_price=D(last[1]) if last else None,
+        fee=D(fee),
+        fee_asset="USD",
+        reason=None,
+        ts_ns=ts,
+        limit_price=D(limit) if limit else None,
+        trigger_price=D(trigger) if trigger else None,
+    )
 
 
 def snapshot(ts: int, equity: str, qty: str = "0") -> PortfolioEvent:
     positions = (Position(PAIR, D(qty), D("0.5"), D("0.501"), T0),) if qty != "0" else ()
-    return PortfolioEvent(PortfolioSnapshot(
-        ts_ns=ts, cash=D(equity), free_cash=D(equity), positions=positions, equity=D(equity),
-        peak_equity=D(equity), day_start_equity=D("1000"), week_start_equity=D("1000"),
-        realised_pnl=D(0), fees_paid=D(0), consecutive_losses=0))
+    return PortfolioEvent(
+        PortfolioSnapshot(
+            ts_ns=ts,
+            cash=D(equity),
+            free_cash=D(equity),
+            positions=positions,
+            equity=D(equity),
+            peak_equity=D(equity),
+            day_start_equity=D("1000"),
+            week_start_equity=D("1000"),
+            realised_pnl=D(0),
+            fees_paid=D(0),
+            consecutive_losses=0,
+        )
+    )
 
 
 def entry_events(sig: str = "sig-1", t: int = T0) -> list[Event]:
@@ -230,12 +274,30 @@ def entry_events(sig: str = "sig-1", t: int = T0) -> list[Event]:
     return [
         FeatureEvent(PAIR, t, ("roc_5_pct", "atr_14"), (0.2, float("nan"))),
         PredictionEvent(PAIR, t + 1, "model-a", 0.72, t, 1000),
-        TradeSignalProposedEvent(sig, PAIR, Side.BUY, OrderType.LIMIT, D("0.5000"),
-                                 D("0.4975"), D("0.5050"), 0.72, "model-a", t + 2),
-        TradeSignalApprovedEvent(sig, PAIR, Side.BUY, OrderType.LIMIT, D("100"), D("0.5000"),
-                                 D("0.4975"), D("0.5050"), t + 3,
-                                 checks=(("daily_drawdown", True, "0% < 2%"),
-                                         ("exposure", True, "5% < 10%"))),
+        TradeSignalProposedEvent(
+            sig,
+            PAIR,
+            Side.BUY,
+            OrderType.LIMIT,
+            D("0.5000"),
+            D("0.4975"),
+            D("0.5050"),
+            0.72,
+            "model-a",
+            t + 2,
+        ),
+        TradeSignalApprovedEvent(
+            sig,
+            PAIR,
+            Side.BUY,
+            OrderType.LIMIT,
+            D("100"),
+            D("0.5000"),
+            D("0.4975"),
+            D("0.5050"),
+            t + 3,
+            checks=(("daily_drawdown", True, "0% < 2%"), ("exposure", True, "5% < 10%")),
+        ),
     ]
 
 
@@ -250,22 +312,53 @@ def trade_reports(sig: str = "sig-1", t: int = T0, p: str = "") -> list[Event]:
     return [
         report(e, sig, b, OrderType.LIMIT, OrderStatus.SUBMITTED, t + 10, limit="0.5"),
         report(e, sig, b, OrderType.LIMIT, OrderStatus.ACKNOWLEDGED, t + 11, limit="0.5"),
-        report(e, sig, b, OrderType.LIMIT, OrderStatus.PARTIALLY_FILLED, t + 12, filled="40",
-               last=("40", "0.5"), fee="0.05", limit="0.5"),
-        report(e, sig, b, OrderType.LIMIT, OrderStatus.FILLED, t + 13, filled="100",
-               last=("60", "0.5"), fee="0.075", limit="0.5"),
+        report(
+            e,
+            sig,
+            b,
+            OrderType.LIMIT,
+            OrderStatus.PARTIALLY_FILLED,
+            t + 12,
+            filled="40",
+            last=("40", "0.5"),
+            fee="0.05",
+            limit="0.5",
+        ),
+        report(
+            e,
+            sig,
+            b,
+            OrderType.LIMIT,
+            OrderStatus.FILLED,
+            t + 13,
+            filled="100",
+            last=("60", "0.5"),
+            fee="0.075",
+            limit="0.5",
+        ),
         report(st, sig, s, lo, OrderStatus.SUBMITTED, t + 20, trigger="0.4975"),
         report(st, sig, s, lo, OrderStatus.ACKNOWLEDGED, t + 21, trigger="0.4975"),
         report(tg, sig, s, hi, OrderStatus.SUBMITTED, t + 22, trigger="0.5050"),
         report(tg, sig, s, hi, OrderStatus.ACKNOWLEDGED, t + 23, trigger="0.5050"),
-        report(tg, sig, s, hi, OrderStatus.FILLED, t + 30, filled="100",
-               last=("100", "0.5050"), fee="0.202", trigger="0.5050"),
+        report(
+            tg,
+            sig,
+            s,
+            hi,
+            OrderStatus.FILLED,
+            t + 30,
+            filled="100",
+            last=("100", "0.5050"),
+            fee="0.202",
+            trigger="0.5050",
+        ),
         report(st, sig, s, lo, OrderStatus.CANCELLED, t + 31, trigger="0.4975"),
     ]
 
 
-async def run_writer(store: Store, settings: Settings, events: list[Event],
-                     intents: tuple[OrderRequest, ...] = ()) -> AuditWriter:
+async def run_writer(
+    store: Store, settings: Settings, events: list[Event], intents: tuple[OrderRequest, ...] = ()
+) -> AuditWriter:
     writer = AuditWriter(store, settings)
     await writer.start()
     for intent in intents:
@@ -314,9 +407,12 @@ def test_a_dsn_with_a_password_is_refused() -> None:
 
 async def test_full_trade_lifecycle_joins_on_one_trade_id(backend: Backend) -> None:
     store = await backend.store()
-    await run_writer(store, backend.settings,
-                     [*entry_events(), *trade_reports(), snapshot(T0 + 40, "1000.173")],
-                     intents=(ENTRY,))
+    await run_writer(
+        store,
+        backend.settings,
+        [*entry_events(), *trade_reports(), snapshot(T0 + 40, "1000.173")],
+        intents=(ENTRY,),
+    )
     rows = await store.fetch(
         "SELECT t.trade_id, t.status AS trade_status, t.pnl, t.gross_pnl, s.prob_up, "
         "s.threshold, s.model_id, s.features, r.approved, r.checks, o.client_order_id, "
@@ -326,22 +422,35 @@ async def test_full_trade_lifecycle_joins_on_one_trade_id(backend: Backend) -> N
         "JOIN risk_decisions r ON r.signal_id = s.signal_id "
         "JOIN orders o ON o.trade_id = t.trade_id "
         "LEFT JOIN fills f ON f.client_order_id = o.client_order_id "
-        "WHERE t.trade_id = ? ORDER BY o.created_ts_ns, f.id", "sig-1")
+        "WHERE t.trade_id = ? ORDER BY o.created_ts_ns, f.id",
+        "sig-1",
+    )
     assert [(r["client_order_id"], r["status"]) for r in rows] == [
-        ("E1", "filled"), ("E1", "filled"), ("S1", "cancelled"), ("T1", "filled")]
+        ("E1", "filled"),
+        ("E1", "filled"),
+        ("S1", "cancelled"),
+        ("T1", "filled"),
+    ]
     first = rows[0]
     assert (first["trade_status"], money(first["pnl"]), money(first["gross_pnl"])) == (
-        "closed", D("0.173"), D("0.5"))
+        "closed",
+        D("0.173"),
+        D("0.5"),
+    )
     assert (first["prob_up"], first["threshold"], first["model_id"]) == (0.72, 0.65, "model-a")
     assert json.loads(first["features"]) == {"roc_5_pct": 0.2, "atr_14": None}
     assert bool(first["approved"])
     assert json.loads(first["checks"])[0] == {
-        "check": "daily_drawdown", "passed": True, "detail": "0% < 2%"}
+        "check": "daily_drawdown",
+        "passed": True,
+        "detail": "0% < 2%",
+    }
     assert [money(r["qty"]) for r in rows if r["qty"] is not None] == [D(40), D(60), D(100)]
     assert [r["liquidity"] for r in rows] == ["maker", "maker", None, "taker"]
     assert money(first["order_fees"]) == D("0.125")
-    events = await store.fetch("SELECT status FROM order_events WHERE trade_id = ? "
-                               "ORDER BY id", "sig-1")
+    events = await store.fetch(
+        "SELECT status FROM order_events WHERE trade_id = ? ORDER BY id", "sig-1"
+    )
     assert len(events) == 10
     entry = await store.order("E1")
     assert entry is not None and entry.created_ts_ns == T0 + 5  # the intent's time
@@ -368,35 +477,63 @@ async def test_intent_then_recovery_reads(backend: Backend) -> None:
     await store.record_order_intent(ENTRY, ts_ns=T0 + 99)  # a retry changes nothing
     [intent] = await store.open_orders()
     assert (intent.status, intent.qty, intent.limit_price, intent.created_ts_ns) == (
-        "intent", D("100"), D("0.5000"), T0)
+        "intent",
+        D("100"),
+        D("0.5000"),
+        T0,
+    )
     assert (intent.signal_id, intent.trade_id, intent.is_final) == ("sig-1", "sig-1", False)
     assert await store.order("nope") is None
     assert await store.last_fill_ts() is None
-    await run_writer(store, backend.settings, [
-        *trade_reports()[:3], snapshot(T0 + 12, "1000", qty="40"),
-        TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, "daily drawdown",
-                                 "risk", T0 + 50),
-        TradingStateChangedEvent(TradingState.ACTIVE, TradingState.HALTED, "", "alice",
-                                 T0 + 55),
-        TradingStateChangedEvent(TradingState.REDUCING, TradingState.ACTIVE, "wind down",
-                                 "bob", T0 + 60)])
+    await run_writer(
+        store,
+        backend.settings,
+        [
+            *trade_reports()[:3],
+            snapshot(T0 + 12, "1000", qty="40"),
+            TradingStateChangedEvent(
+                TradingState.HALTED, TradingState.ACTIVE, "daily drawdown", "risk", T0 + 50
+            ),
+            TradingStateChangedEvent(
+                TradingState.ACTIVE, TradingState.HALTED, "", "alice", T0 + 55
+            ),
+            TradingStateChangedEvent(
+                TradingState.REDUCING, TradingState.ACTIVE, "wind down", "bob", T0 + 60
+            ),
+        ],
+    )
     [working] = await store.open_orders()
     assert (working.status, working.filled_qty, working.exchange_order_id) == (
-        "partially_filled", D("40"), "O-E1")
+        "partially_filled",
+        D("40"),
+        "O-E1",
+    )
     [position] = await store.positions()
     assert (position.pair, position.qty, position.avg_entry) == (PAIR, D("40"), D("0.5"))
     halts = await store.recent_halts()
     assert [(h.kind, h.reason, h.source, h.operator) for h in halts] == [
-        ("reduce", "wind down", "bob", None), ("resume", None, "operator", "alice"),
-        ("halt", "daily drawdown", "risk", None)]
+        ("reduce", "wind down", "bob", None),
+        ("resume", None, "operator", "alice"),
+        ("halt", "daily drawdown", "risk", None),
+    ]
 
 
 async def test_rejected_signal_is_recorded_with_every_check(backend: Backend) -> None:
     store = await backend.store()
-    await run_writer(store, backend.settings, [
-        *entry_events()[:3],
-        TradeSignalRejectedEvent("sig-1", PAIR, "exposure", T0 + 3, checks=(
-            ("daily_drawdown", True, "ok"), ("exposure", False, "12% > 10%")))])
+    await run_writer(
+        store,
+        backend.settings,
+        [
+            *entry_events()[:3],
+            TradeSignalRejectedEvent(
+                "sig-1",
+                PAIR,
+                "exposure",
+                T0 + 3,
+                checks=(("daily_drawdown", True, "ok"), ("exposure", False, "12% > 10%")),
+            ),
+        ],
+    )
     [row] = await store.fetch("SELECT approved, reason, checks, qty FROM risk_decisions")
     assert (bool(row["approved"]), row["reason"], row["qty"]) == (False, "exposure", None)
     assert [c["passed"] for c in json.loads(row["checks"])] == [True, False]
@@ -404,8 +541,15 @@ async def test_rejected_signal_is_recorded_with_every_check(backend: Backend) ->
 
 async def test_exact_decimals_survive_the_round_trip(backend: Backend) -> None:
     store = await backend.store()
-    odd = OrderRequest("X1", PAIR, Side.BUY, OrderType.LIMIT, D("123456789.123456789"),
-                       D("0.000000012345678901"), "sig-x")
+    odd = OrderRequest(
+        "X1",
+        PAIR,
+        Side.BUY,
+        OrderType.LIMIT,
+        D("123456789.123456789"),
+        D("0.000000012345678901"),
+        "sig-x",
+    )
     await store.record_order_intent(odd)
     got = await store.order("X1")
     assert got is not None
@@ -419,6 +563,10 @@ def test_each_exchange_and_mode_has_its_own_sqlite_and_spill_file() -> None:
     live = for_run(Settings.model_validate({"exchange": "kraken", "mode": "live"})).store
     paper = for_run(Settings.model_validate({"exchange": "sim", "mode": "paper"})).store
     assert (live.sqlite_file, live.spill_file) == (
-        "gal-friday-kraken-live.sqlite3", "audit-spill-kraken-live.jsonl")
+        "gal-friday-kraken-live.sqlite3",
+        "audit-spill-kraken-live.jsonl",
+    )
     assert (paper.sqlite_file, paper.spill_file) == (
-        "gal-friday-sim-paper.sqlite3", "audit-spill-sim-paper.jsonl")
+        "gal-friday-sim-paper.sqlite3",
+        "audit-spill-sim-paper.jsonl",
+    )

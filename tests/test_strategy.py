@@ -41,19 +41,41 @@ def prediction(p: float, t: int = 0) -> PredictionEvent:
     return PredictionEvent(PAIR, t, "m1", p, t, 1000)
 
 
-def fill(signal_id: str, side: Side, qty: str, price: str, t: int = 0,
-         status: OrderStatus = OrderStatus.FILLED) -> ExecutionReportEvent:
+def fill(
+    signal_id: str,
+    side: Side,
+    qty: str,
+    price: str,
+    t: int = 0,
+    status: OrderStatus = OrderStatus.FILLED,
+) -> ExecutionReportEvent:
     return ExecutionReportEvent(
-        client_order_id=f"c-{signal_id}", exchange_order_id="O1", signal_id=signal_id, pair=PAIR,
-        side=side, order_type=OrderType.LIMIT, status=status, order_qty=Decimal(qty),
-        filled_qty=Decimal(qty), avg_price=Decimal(price), last_fill_qty=Decimal(qty),
-        last_fill_price=Decimal(price), fee=Decimal("0.01"), fee_asset="USD", reason=None,
-        ts_ns=t)
+        client_order_id=f"c-{signal_id}",
+        exchange_order_id="O1",
+        signal_id=signal_id,
+        pair=PAIR,
+        side=side,
+        order_type=OrderType.LIMIT,
+        status=status,
+        order_qty=Decimal(qty),
+        filled_qty=Decimal(qty),
+        avg_price=Decimal(price),
+        last_fill_qty=Decimal(qty),
+        last_fill_price=Decimal(price),
+        fee=Decimal("0.01"),
+        fee_asset="USD",
+        reason=None,
+        ts_ns=t,
+    )
 
 
 def strategy(*, venue_brackets: bool = True, **overrides: object) -> StrategyArbitrator:
-    return StrategyArbitrator(StrategySettings(**overrides), FeeSettings(),  # type: ignore[arg-type]
-                              EventBus(), venue_brackets=venue_brackets)
+    return StrategyArbitrator(
+        StrategySettings(**overrides),
+        FeeSettings(),  # type: ignore[arg-type]
+        EventBus(),
+        venue_brackets=venue_brackets,
+    )
 
 
 def entered(st: StrategyArbitrator) -> TradeSignalProposedEvent:
@@ -71,8 +93,11 @@ def test_confirmed_prediction_proposes_a_limit_buy_at_the_bid_with_brackets() ->
     st.handle(features(0.2))
     signal = st.handle(prediction(0.7))
     assert signal is not None and not signal.is_exit
-    assert (signal.side, signal.order_type, signal.entry_price) == (Side.BUY, OrderType.LIMIT,
-                                                                    Decimal("2.00000"))
+    assert (signal.side, signal.order_type, signal.entry_price) == (
+        Side.BUY,
+        OrderType.LIMIT,
+        Decimal("2.00000"),
+    )
     assert signal.stop_loss == Decimal("1.99000")  # 0.5 % below
     assert signal.take_profit == Decimal("2.02000")  # 1.0 % above
     assert st.handle(prediction(0.9)) is None  # one entry in flight at a time
@@ -122,8 +147,11 @@ def test_a_rejected_entry_frees_the_pair_for_the_next_signal() -> None:
 
 
 def test_without_venue_brackets_the_strategy_exits_on_stop_target_and_holding_time() -> None:
-    for bid, t, reason_price in (("1.98900", 0, "stop"), ("2.02100", 0, "target"),
-                                 ("2.00500", 61 * MIN, "time")):
+    for bid, t, reason_price in (
+        ("1.98900", 0, "stop"),
+        ("2.02100", 0, "target"),
+        ("2.00500", 61 * MIN, "time"),
+    ):
         st = strategy(venue_brackets=False)
         entry = entered(st)
         assert st.handle(book("2.00100", "2.00200", t=MIN)) is None  # nothing to do yet
@@ -159,8 +187,9 @@ def test_partial_entry_fills_average_the_entry() -> None:
     st.handle(features(0.2))
     signal = st.handle(prediction(0.7))
     assert signal is not None
-    st.handle(fill(signal.signal_id, Side.BUY, "40", "2.00000",
-                   status=OrderStatus.PARTIALLY_FILLED))
+    st.handle(
+        fill(signal.signal_id, Side.BUY, "40", "2.00000", status=OrderStatus.PARTIALLY_FILLED)
+    )
     st.handle(fill(signal.signal_id, Side.BUY, "60", "2.00100"))
     state = st.pairs[PAIR]
     assert state.qty == 100 and state.avg_entry == Decimal("2.00060")
@@ -178,18 +207,32 @@ def test_flatten_exits_every_held_pair_at_market() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["prediction", "fill", "exit-fill", "rejected",
-                                           "book"]),
-                          st.floats(0, 1)), max_size=12),
-       st.floats(0.51, 0.9), st.floats(0.1, 0.49), st.booleans(), st.booleans())
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["prediction", "fill", "exit-fill", "rejected", "book"]),
+            st.floats(0, 1),
+        ),
+        max_size=12,
+    ),
+    st.floats(0.51, 0.9),
+    st.floats(0.1, 0.49),
+    st.booleans(),
+    st.booleans(),
+)
 def test_no_prediction_the_gate_refuses_ever_makes_a_signal(
-        steps: list[tuple[str, float]], buy: float, sell: float, reversal: bool,
-        brackets: bool) -> None:
+    steps: list[tuple[str, float]], buy: float, sell: float, reversal: bool, brackets: bool
+) -> None:
     """Whatever state the strategy is in (flat, entering, holding, exiting), a prediction
     its ``gate`` refuses proposes nothing and changes nothing; one it proposes on matches
     the gate's intent. The backtester skips every candle the gate refuses."""
-    s = strategy(venue_brackets=brackets, buy_threshold=buy, sell_threshold=sell,
-                 exit_on_reversal=reversal, confirm_momentum=False)
+    s = strategy(
+        venue_brackets=brackets,
+        buy_threshold=buy,
+        sell_threshold=sell,
+        exit_on_reversal=reversal,
+        confirm_momentum=False,
+    )
     s.handle(book("2.00000", "2.00010"))
     s.handle(features(0.2))
     last: TradeSignalProposedEvent | None = None
@@ -219,8 +262,10 @@ def test_the_book_watch_names_the_brackets_only_when_the_strategy_watches_them()
     signal = entered(own)
     own.handle(fill(signal.signal_id, Side.BUY, "10", "2.00000", t=5))
     watch = own.book_watch(PAIR)
-    assert watch is not None and (watch.stop, watch.target) == (signal.stop_loss,
-                                                                 signal.take_profit)
+    assert watch is not None and (watch.stop, watch.target) == (
+        signal.stop_loss,
+        signal.take_profit,
+    )
     assert watch.deadline_ns == own.pairs[PAIR].opened_ns + 60 * MIN + 1
     venue = strategy(venue_brackets=True, max_holding_min=0)
     signal = entered(venue)

@@ -52,9 +52,19 @@ def settings(url: str = VM, **kw: Any) -> Settings:
 def snapshot(ts_ns: int, cash: str = "9000", xrp: str = "2000") -> PortfolioSnapshot:
     positions = (Position("XRP/USD", D(xrp), D("0.5"), D("0.5"), ts_ns),)
     equity = D(cash) + D(xrp) * D("0.5")
-    return PortfolioSnapshot(ts_ns, D(cash), D(cash), positions, equity, peak_equity=D("10200"),
-                             day_start_equity=D("10200"), week_start_equity=equity,
-                             realised_pnl=D("-12.5"), fees_paid=D("3"), consecutive_losses=2)
+    return PortfolioSnapshot(
+        ts_ns,
+        D(cash),
+        D(cash),
+        positions,
+        equity,
+        peak_equity=D("10200"),
+        day_start_equity=D("10200"),
+        week_start_equity=equity,
+        realised_pnl=D("-12.5"),
+        fees_paid=D("3"),
+        consecutive_losses=2,
+    )
 
 
 def book(pair: str, ts_ns: int, bid: int = 4999, ask: int = 5001) -> BookEvent:
@@ -74,8 +84,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
             async with session.get(f"{VM}/health") as r:
                 assert r.status == 200, f"VictoriaMetrics /health answered {r.status}"
         except aiohttp.ClientError as exc:
-            pytest.fail(f"VictoriaMetrics is not reachable at {VM} ({exc}); start it with "
-                        "scripts/test — these tests need a real write-API server")
+            pytest.fail(
+                f"VictoriaMetrics is not reachable at {VM} ({exc}); start it with "
+                "scripts/test — these tests need a real write-API server"
+            )
         yield session
 
 
@@ -93,7 +105,8 @@ async def export(http: aiohttp.ClientSession, run: str, want: set[str]) -> dict[
             item = json.loads(row)
             metric = item["metric"]
             key = metric["__name__"] + "".join(
-                f"|{k}={metric[k]}" for k in ("pair", "model") if k in metric)
+                f"|{k}={metric[k]}" for k in ("pair", "model") if k in metric
+            )
             found[key] = item
         if want <= found.keys():
             return found
@@ -120,32 +133,63 @@ async def test_series_reach_the_server(http: aiohttp.ClientSession) -> None:
     await writer.start()
     now = time.time_ns()
     names = ("rsi_14", "macd_12_26_pct", "roc_5_pct", "book_spread_pct", "atr_14")
-    await publish_all(bus, [
-        PortfolioEvent(snapshot(now)),
-        PredictionEvent("XRP/USD", now, "lgbm-a", 0.71, now - 5_000_000, 2_500_000),
-        FeatureEvent("XRP/USD", now, names, (61.5, 0.02, 0.3, 0.04, math.nan)),
-        book("XRP/USD", now), book("XRP/USD", now + 1_000),  # second one sampled out
-        book("DOGE/USD", now, 1000, 1002),
-        FeedStatsEvent(ComponentState.CONNECTED, 900, 42.5, 800, 1, 0, 2, "",
-                       (("XRP/USD", 0.4), ("DOGE/USD", 1.5)), now),
-        TradingStateChangedEvent(TradingState.HALTED, TradingState.ACTIVE, "test", "operator",
-                                 now),
-    ])
+    await publish_all(
+        bus,
+        [
+            PortfolioEvent(snapshot(now)),
+            PredictionEvent("XRP/USD", now, "lgbm-a", 0.71, now - 5_000_000, 2_500_000),
+            FeatureEvent("XRP/USD", now, names, (61.5, 0.02, 0.3, 0.04, math.nan)),
+            book("XRP/USD", now),
+            book("XRP/USD", now + 1_000),  # second one sampled out
+            book("DOGE/USD", now, 1000, 1002),
+            FeedStatsEvent(
+                ComponentState.CONNECTED,
+                900,
+                42.5,
+                800,
+                1,
+                0,
+                2,
+                "",
+                (("XRP/USD", 0.4), ("DOGE/USD", 1.5)),
+                now,
+            ),
+            TradingStateChangedEvent(
+                TradingState.HALTED, TradingState.ACTIVE, "test", "operator", now
+            ),
+        ],
+    )
     await writer.stop()
     await bus.stop()
 
-    found = await export(http, run, {
-        "portfolio_equity", "portfolio_cash", "portfolio_drawdown_total_pct",
-        "portfolio_drawdown_daily_pct", "portfolio_drawdown_weekly_pct", "portfolio_exposure",
-        "portfolio_exposure_pct", "portfolio_consecutive_losses", "position_value|pair=XRP/USD",
-        "prediction_prob_up|pair=XRP/USD|model=lgbm-a",
-        "prediction_latency_ms|pair=XRP/USD|model=lgbm-a",
-        "features_rsi_14|pair=XRP/USD", "features_roc_5_pct|pair=XRP/USD",
-        "features_book_spread_pct|pair=XRP/USD", "book_bid|pair=XRP/USD",
-        "book_ask|pair=XRP/USD", "book_spread|pair=XRP/USD", "book_spread|pair=DOGE/USD",
-        "feed_frames_per_s", "feed_checksum_failures", "market_data_age_s|pair=DOGE/USD",
-        "control_halted",
-    })
+    found = await export(
+        http,
+        run,
+        {
+            "portfolio_equity",
+            "portfolio_cash",
+            "portfolio_drawdown_total_pct",
+            "portfolio_drawdown_daily_pct",
+            "portfolio_drawdown_weekly_pct",
+            "portfolio_exposure",
+            "portfolio_exposure_pct",
+            "portfolio_consecutive_losses",
+            "position_value|pair=XRP/USD",
+            "prediction_prob_up|pair=XRP/USD|model=lgbm-a",
+            "prediction_latency_ms|pair=XRP/USD|model=lgbm-a",
+            "features_rsi_14|pair=XRP/USD",
+            "features_roc_5_pct|pair=XRP/USD",
+            "features_book_spread_pct|pair=XRP/USD",
+            "book_bid|pair=XRP/USD",
+            "book_ask|pair=XRP/USD",
+            "book_spread|pair=XRP/USD",
+            "book_spread|pair=DOGE/USD",
+            "feed_frames_per_s",
+            "feed_checksum_failures",
+            "market_data_age_s|pair=DOGE/USD",
+            "control_halted",
+        },
+    )
 
     def value(key: str) -> float:
         [v] = found[key]["values"]  # exactly one point per series
@@ -173,8 +217,7 @@ async def test_series_reach_the_server(http: aiohttp.ClientSession) -> None:
 async def test_batches_by_size_while_running(http: aiohttp.ClientSession) -> None:
     run = uuid.uuid4().hex
     bus = EventBus()
-    writer = TimeSeriesWriter(settings(batch_size=10, flush_interval_s=30), bus,
-                              tags={"run": run})
+    writer = TimeSeriesWriter(settings(batch_size=10, flush_interval_s=30), bus, tags={"run": run})
     await writer.start()
     base = time.time_ns() - 1_000_000_000
     for i in range(25):  # a full batch wakes the writer: no waiting for the 30 s interval
@@ -205,8 +248,11 @@ async def test_server_away_drops_and_counts_without_slowing_the_bus() -> None:
     bus = EventBus()
     trading: list[Event] = []
     bus.subscribe(PortfolioEvent, trading.append, name="trading", policy=Policy.BLOCK)
-    writer = TimeSeriesWriter(settings(f"http://127.0.0.1:{closed_port()}", batch_size=5,
-                                       flush_interval_s=0.01), bus, tags={"run": "away"})
+    writer = TimeSeriesWriter(
+        settings(f"http://127.0.0.1:{closed_port()}", batch_size=5, flush_interval_s=0.01),
+        bus,
+        tags={"run": "away"},
+    )
     sub = writer.attach()
     bus.start()
     await writer.start()
@@ -234,8 +280,9 @@ async def test_server_away_drops_and_counts_without_slowing_the_bus() -> None:
 
 
 async def test_full_buffer_drops_newest_and_counts() -> None:
-    writer = TimeSeriesWriter(settings(f"http://127.0.0.1:{closed_port()}", queue_size=100),
-                              EventBus())
+    writer = TimeSeriesWriter(
+        settings(f"http://127.0.0.1:{closed_port()}", queue_size=100), EventBus()
+    )
     now = time.time_ns()
     for i in range(130):
         writer.on_event(PredictionEvent("XRP/USD", now + i, "m", 0.5, 0, 0))
@@ -247,16 +294,16 @@ async def test_full_buffer_drops_newest_and_counts() -> None:
 # --- the token ------------------------------------------------------------------------------
 
 
-async def test_token_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_token_sent_but_never_shown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     token = "s3cr3t-t0ken-" + uuid.uuid4().hex
     monkeypatch.setenv("GF_TEST_INFLUX_TOKEN", token)
     seen: list[str] = []
 
     async def write(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Authorization", ""))
-        return web.Response(status=401, text=f"bad token {token}",
-                            headers={"X-Echo": token})
+        return web.Response(status=401, text=f"bad token {token}", headers={"X-Echo": token})
 
     app = web.Application()
     app.router.add_post("/api/v2/write", write)
@@ -266,8 +313,9 @@ async def test_token_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch,
     await site.start()
     port = runner.addresses[0][1]
     try:
-        writer = TimeSeriesWriter(settings(f"http://127.0.0.1:{port}",
-                                           token_env="GF_TEST_INFLUX_TOKEN"), EventBus())
+        writer = TimeSeriesWriter(
+            settings(f"http://127.0.0.1:{port}", token_env="GF_TEST_INFLUX_TOKEN"), EventBus()
+        )
         await writer.start()
         with caplog.at_level(logging.DEBUG):
             writer.on_event(PredictionEvent("XRP/USD", time.time_ns(), "m", 0.5, 0, 0))
@@ -291,17 +339,27 @@ async def test_token_sent_but_never_shown(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_line_protocol_escapes_and_skips_nan() -> None:
-    assert line("m x", (("run", "a,b=c d"), ("empty", "")), [("f", 1), ("g", math.nan)], 5) \
+    assert (
+        line("m x", (("run", "a,b=c d"), ("empty", "")), [("f", 1), ("g", math.nan)], 5)
         == r"m\ x,run=a\,b\=c\ d f=1.0 5"
+    )
     assert line("m", (), [("f", math.inf), ("g", math.nan)], 5) is None
 
 
 def test_book_top_sampled_per_pair() -> None:
     writer = TimeSeriesWriter(settings(), EventBus(), book_interval_s=0.25)
     t = time.time_ns()
-    kept = [bool(writer.points(book(pair, t + ms * 1_000_000)))
-            for pair, ms in [("XRP/USD", 0), ("XRP/USD", 100), ("DOGE/USD", 100),
-                             ("XRP/USD", 250), ("XRP/USD", 400), ("XRP/USD", 600)]]
+    kept = [
+        bool(writer.points(book(pair, t + ms * 1_000_000)))
+        for pair, ms in [
+            ("XRP/USD", 0),
+            ("XRP/USD", 100),
+            ("DOGE/USD", 100),
+            ("XRP/USD", 250),
+            ("XRP/USD", 400),
+            ("XRP/USD", 600),
+        ]
+    ]
     assert kept == [True, False, True, True, False, True]
     one_sided = BookEvent("XRP/USD", ((4999, 1),), (), 4, 0, 0, 1, True, "", t + 10**10)
     assert writer.points(one_sided) == [None]

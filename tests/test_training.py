@@ -26,8 +26,15 @@ def candles_from_returns(returns: np.ndarray, start: int = 1_700_000_000) -> Can
     high = np.maximum(open_, close) * 1.0002
     low = np.minimum(open_, close) * 0.9998
     n = len(close)
-    return CandleSeries(np.arange(n, dtype=np.int64) * 60 + start, open_, high, low, close,
-                        np.ones(n), np.ones(n, dtype=np.int64))
+    return CandleSeries(
+        np.arange(n, dtype=np.int64) * 60 + start,
+        open_,
+        high,
+        low,
+        close,
+        np.ones(n),
+        np.ones(n, dtype=np.int64),
+    )
 
 
 def momentum_market(n: int, seed: int, phi: float) -> CandleSeries:
@@ -84,8 +91,9 @@ def test_features_have_no_look_ahead() -> None:
     _, base = past_returns(c)
     close = c.close.copy()
     close[201:] *= 1.3  # rewrite the future after row 200
-    _, after = past_returns(CandleSeries(c.time_s, c.open, c.high, c.low, close, c.volume,
-                                         c.trades))
+    _, after = past_returns(
+        CandleSeries(c.time_s, c.open, c.high, c.low, close, c.volume, c.trades)
+    )
     np.testing.assert_array_equal(base[:201], after[:201])
 
 
@@ -113,8 +121,14 @@ def test_metrics_match_hand_computed_values() -> None:
 
 def test_a_model_with_real_signal_is_accepted_and_saved(tmp_path: Path) -> None:
     spec = TrainSpec(threshold_pct=0.05, horizon_min=3, folds=3, rounds=60)
-    result = train_model(momentum_market(12_000, 3, 0.4), past_returns, spec, tmp_path / "m",
-                         model_id="test-model", progress=False)
+    result = train_model(
+        momentum_market(12_000, 3, 0.4),
+        past_returns,
+        spec,
+        tmp_path / "m",
+        model_id="test-model",
+        progress=False,
+    )
     meta = load_metadata(tmp_path / "m")
     assert meta.model_id == "test-model" and meta.feature_names == ("ret_1", "ret_2", "ret_3")
     assert meta.label == {"kind": "up_move", "threshold_pct": 0.05, "horizon_min": 3}
@@ -127,6 +141,7 @@ def test_a_model_with_real_signal_is_accepted_and_saved(tmp_path: Path) -> None:
 def test_a_model_without_signal_is_rejected_and_nothing_is_written(tmp_path: Path) -> None:
     spec = TrainSpec(threshold_pct=0.05, horizon_min=3, folds=3, rounds=30, min_auc=0.55)
     with pytest.raises(ModelRejected, match=r"mean AUC .* below the floor 0\.55"):
-        train_model(momentum_market(6_000, 4, 0.0), past_returns, spec, tmp_path / "m",
-                    progress=False)
+        train_model(
+            momentum_market(6_000, 4, 0.0), past_returns, spec, tmp_path / "m", progress=False
+        )
     assert not (tmp_path / "m").exists()

@@ -46,8 +46,7 @@ class Rig:
         self.seen: list[Event] = []
         self.bus.subscribe(CONTROL, self.seen.append, name="sink")
         # the trading state's owner, as in a run: the cockpit shows what it announces
-        self.risk = RiskManager(settings.risk, self.bus, script.portfolio,
-                                taker_fee_pct=D("0.4"))
+        self.risk = RiskManager(settings.risk, self.bus, script.portfolio, taker_fee_pct=D("0.4"))
         self.risk.attach()
         self.app, self.runner = script.scripted_app(settings, bus=self.bus, owner=False)
 
@@ -65,8 +64,18 @@ class Rig:
 
 
 def entry(sid: str) -> TradeSignalProposedEvent:
-    return TradeSignalProposedEvent(sid, "XRP/USD", Side.BUY, OrderType.LIMIT, D("2.34"),
-                                    D("2.32"), D("2.36"), 0.7, "m", script.T0)
+    return TradeSignalProposedEvent(
+        sid,
+        "XRP/USD",
+        Side.BUY,
+        OrderType.LIMIT,
+        D("2.34"),
+        D("2.32"),
+        D("2.36"),
+        0.7,
+        "m",
+        script.T0,
+    )
 
 
 async def test_halt_acts_at_once_and_risk_then_rejects_entries() -> None:
@@ -82,8 +91,7 @@ async def test_halt_acts_at_once_and_risk_then_rejects_entries() -> None:
         await rig.bus.publish(entry("after-halt"))
         await rig.bus.drain()
         await rig.bus.drain()  # the rejection is published while risk handles the signal
-        [rejected] = [e for e in rig.of(TradeSignalRejectedEvent)
-                      if e.signal_id == "after-halt"]  # type: ignore[attr-defined]
+        [rejected] = [e for e in rig.of(TradeSignalRejectedEvent) if e.signal_id == "after-halt"]  # type: ignore[attr-defined]
         assert rejected.reason.startswith("halt")  # type: ignore[attr-defined]
         rig.app.repaint()
         assert rig.app.query_one(CockpitHeader).has_class("-halted")
@@ -99,7 +107,8 @@ async def test_flatten_publishes_only_after_confirmation() -> None:
         modal = rig.app.screen
         assert isinstance(modal, ConfirmScreen)
         assert modal.message.startswith(
-            "Close 2 positions at market: XRP/USD 1,000, DOGE/USD 5,000.")
+            "Close 2 positions at market: XRP/USD 1,000, DOGE/USD 5,000."
+        )
         assert "Cancel 1 working entry order." in modal.message
         await rig.press(pilot, "n")
         await rig.press(pilot, "f", "escape")
@@ -189,8 +198,16 @@ async def test_command_palette_offers_every_action() -> None:
             assert (name, args) in offered, f"key {key!r} ({action}) is not in the palette"
         assert ("reduce", ()) in offered and ("pair", (1,)) in offered
         titles = [c.title for c in rig.app.get_system_commands(rig.app.screen)]
-        for title in ("Halt trading", "Reduce trading", "Resume trading", "Flatten",
-                      "Next pair", "Show XRP/USD", "Show DOGE/USD", "Quit gal-friday"):
+        for title in (
+            "Halt trading",
+            "Reduce trading",
+            "Resume trading",
+            "Flatten",
+            "Next pair",
+            "Show XRP/USD",
+            "Show DOGE/USD",
+            "Quit gal-friday",
+        ):
             assert title in titles
         for words, kind in (("reduce trading", ReduceEvent), ("halt trading", HaltEvent)):
             await rig.press(pilot, "ctrl+p")
@@ -245,8 +262,9 @@ def test_state_keeps_candle_history_by_minute() -> None:
         state.on_every(c)  # the same minute again updates, not appends
     closes = state.pairs["XRP/USD"].closes
     assert closes is not None and len(closes) == 5
-    older = CandleEvent("XRP/USD", 60, script.T0 - 3600 * 10**9, D(1), D(1), D(1), D(1),
-                        D(1), D(1), 1, True, 0)
+    older = CandleEvent(
+        "XRP/USD", 60, script.T0 - 3600 * 10**9, D(1), D(1), D(1), D(1), D(1), D(1), 1, True, 0
+    )
     state.on_every(older)  # out of order: ignored
     assert len(closes) == 5
 
@@ -256,13 +274,16 @@ def test_render_helpers() -> None:
     assert render.bar(2.0, 3) == "███"
     assert render.sparkline([1, 2, 3], width=3, height=1) == ["▁▅█"]
     assert render.fmt_qty(D("1234567")) == "1.23M" and render.fmt_qty(D("0.5")) == "0.5"
-    styles = {role: render.Style() for role in
-              ("bid", "ask", "ok", "warn", "bad", "muted", "value", "chart")}
+    styles = {
+        role: render.Style()
+        for role in ("bid", "ask", "ok", "warn", "bad", "muted", "value", "chart")
+    }
     book: BookEvent = script.book("XRP/USD")
     text = render.ladder(book, "", 0.3, rows=8, width=40, styles=styles).plain
     assert "spread 0.0002" in text and "age 0.3s" in text
-    assert "checksum" in render.ladder(book, "checksum", None, rows=8, width=40,
-                                       styles=styles).plain
+    assert (
+        "checksum" in render.ladder(book, "checksum", None, rows=8, width=40, styles=styles).plain
+    )
 
 
 async def test_live_mode_header_is_loud() -> None:
@@ -293,8 +314,7 @@ bad = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."
 assert not bad, bad
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -312,8 +332,9 @@ async def test_reduce_acts_at_once_then_risk_takes_exits_only() -> None:
         await rig.bus.publish(entry("while-reducing"))
         await rig.bus.drain()
         await rig.bus.drain()
-        [rejected] = [e for e in rig.of(TradeSignalRejectedEvent)
-                      if e.signal_id == "while-reducing"]  # type: ignore[attr-defined]
+        [rejected] = [
+            e for e in rig.of(TradeSignalRejectedEvent) if e.signal_id == "while-reducing"
+        ]  # type: ignore[attr-defined]
         assert rejected.reason.startswith("reducing")  # type: ignore[attr-defined]
         await rig.press(pilot, "r")
         assert isinstance(rig.app.screen, ConfirmScreen)  # resume still asks

@@ -17,8 +17,7 @@ from gal_friday.strategy import PairState, StrategyArbitrator
 class MarketStrategy(StrategyArbitrator):
     """Buys at market on ``prob_up > buy_threshold``; exits on ``prob_up < sell_threshold``."""
 
-    def _enter(self, pred: PredictionEvent, state: PairState
-               ) -> TradeSignalProposedEvent | None:
+    def _enter(self, pred: PredictionEvent, state: PairState) -> TradeSignalProposedEvent | None:
         assert state.bid is not None
         bracket = self._bracket(state, state.bid)
         if bracket is None:

@@ -93,8 +93,9 @@ def parse_time(text: str | None) -> int | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BacktestUsageError(f"not a date: {text!r} (use YYYY-MM-DD or "
-                                 "YYYY-MM-DDTHH:MM)") from None
+        raise BacktestUsageError(
+            f"not a date: {text!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
@@ -115,26 +116,29 @@ def initial_capital(settings: Settings, args: argparse.Namespace) -> Decimal:
 def check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot describe a run, before any data is read."""
     if args.synthetic is not None and not args.synthetic > 0:
-        raise BacktestUsageError(f"--synthetic needs a positive number of days, got "
-                                 f"{args.synthetic:g}")
+        raise BacktestUsageError(
+            f"--synthetic needs a positive number of days, got {args.synthetic:g}"
+        )
     if args.synthetic is not None and (args.start or args.end or args.candles):
-        raise BacktestUsageError("--start, --end and --candles select candles from files; "
-                                 "they do not apply to --synthetic")
+        raise BacktestUsageError(
+            "--start, --end and --candles select candles from files; "
+            "they do not apply to --synthetic"
+        )
     start, end = parse_time(args.start), parse_time(args.end)
     if start is not None and end is not None and end <= start:
         raise BacktestUsageError(f"--end ({args.end}) must be after --start ({args.start})")
 
 
-def load_data(settings: Settings, args: argparse.Namespace, history_s: int = 0
-              ) -> list[PairData]:
+def load_data(settings: Settings, args: argparse.Namespace, history_s: int = 0) -> list[PairData]:
     """The candles of the run; with ``history_s``, also that much before ``--start``."""
     if args.synthetic:
         seed = 7 if args.seed is None else args.seed
         return synthetic_pairs(settings.pairs, seed=seed, days=args.synthetic)
     files = candle_files(settings.pairs, args.candles, Path(settings.paths.data_dir))
     start = parse_time(args.start)
-    return load_pairs(files, start_s=None if start is None else start - history_s,
-                      end_s=parse_time(args.end))
+    return load_pairs(
+        files, start_s=None if start is None else start - history_s, end_s=parse_time(args.end)
+    )
 
 
 def train_window_days(settings: Settings, args: argparse.Namespace) -> float:
@@ -144,13 +148,14 @@ def train_window_days(settings: Settings, args: argparse.Namespace) -> float:
     return float(getattr(settings.training, "history_days", None) or DEFAULT_WINDOW_DAYS)
 
 
-def walk_forward_inputs(settings: Settings, args: argparse.Namespace, out: Path,
-                        report: Report | None = None
-                        ) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
+def walk_forward_inputs(
+    settings: Settings, args: argparse.Namespace, out: Path, report: Report | None = None
+) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
     """History and period data, the block models and the period's signals (``--retrain-every``)."""
     if args.strategy != "model":
-        raise BacktestUsageError("--retrain-every retrains the model strategy; it does not "
-                                 "apply to --strategy sma")
+        raise BacktestUsageError(
+            "--retrain-every retrains the model strategy; it does not apply to --strategy sma"
+        )
     every, window = float(args.retrain_every), train_window_days(settings, args)
     if every <= 0 or window <= 0:
         raise BacktestUsageError("--retrain-every and --train-window must be positive")
@@ -160,16 +165,23 @@ def walk_forward_inputs(settings: Settings, args: argparse.Namespace, out: Path,
     if start is None:  # the data's first window is history only
         start = min(int(d.candles.time_s[0]) for d in data) + window_s
     try:
-        return walk_forward_signals(settings, data, start_s=start, every_days=every,
-                                    window_days=window, models_dir=out / "models",
-                                    build=default_builder(settings.features), report=report)
+        return walk_forward_signals(
+            settings,
+            data,
+            start_s=start,
+            every_days=every,
+            window_days=window,
+            models_dir=out / "models",
+            build=default_builder(settings.features),
+            report=report,
+        )
     except ValueError as exc:
         raise BacktestUsageError(str(exc)) from None
 
 
-def warmed_inputs(settings: Settings, args: argparse.Namespace
-                  ) -> tuple[list[PairData], dict[str, PairSignals], StrategyFactory,
-                             dict[str, Any]]:
+def warmed_inputs(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[list[PairData], dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
     """The period's candles and signals, the signals computed with the candles before
     ``--start`` as history (the live bot starts with its indicators warmed from REST OHLC;
     without this the first ~30 candles of a period would have no prediction)."""
@@ -184,14 +196,16 @@ def warmed_inputs(settings: Settings, args: argparse.Namespace
     firsts = {d.pair: int(np.searchsorted(d.candles.time_s, start)) for d in full}
     for d in full:
         if firsts[d.pair] >= len(d.candles):
-            raise CandleFileError(f"{files[d.pair]}: no candles for {d.pair} in the requested "
-                                  "range")
-    history = [replace(d, candles=d.candles.slice(max(0, firsts[d.pair] - warm),
-                                                  len(d.candles))) for d in full]
+            raise CandleFileError(
+                f"{files[d.pair]}: no candles for {d.pair} in the requested range"
+            )
+    history = [
+        replace(d, candles=d.candles.slice(max(0, firsts[d.pair] - warm), len(d.candles)))
+        for d in full
+    ]
     signals, strategy, notes = build_signals(settings, history, args, period_start_s=start)
     cut = {d.pair: min(firsts[d.pair], warm) for d in history}  # rows of history before it
-    period = [replace(d, candles=d.candles.slice(cut[d.pair], len(d.candles)))
-              for d in history]
+    period = [replace(d, candles=d.candles.slice(cut[d.pair], len(d.candles))) for d in history]
     return period, {p: trim_signals(s, cut[p]) for p, s in signals.items()}, strategy, notes
 
 
@@ -200,34 +214,53 @@ def trim_signals(signals: PairSignals, first: int) -> PairSignals:
     return replace(signals, prob=signals.prob[first:], features=signals.features[first:])
 
 
-def build_signals(settings: Settings, data: list[PairData], args: argparse.Namespace, *,
-                  period_start_s: int | None = None
-                  ) -> tuple[dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
+def build_signals(
+    settings: Settings,
+    data: list[PairData],
+    args: argparse.Namespace,
+    *,
+    period_start_s: int | None = None,
+) -> tuple[dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
     """Signals per pair, the strategy that trades them, and notes for the report (a model's
     training window is compared with the period from ``period_start_s`` when given)."""
     if args.strategy == "sma":
         periods = sma_periods(args)
-        return ({d.pair: sma_cross_signals(d.candles, *periods) for d in data},
-                market_strategy, {"strategy": f"sma-{periods[0]}-{periods[1]}"})
+        return (
+            {d.pair: sma_cross_signals(d.candles, *periods) for d in data},
+            market_strategy,
+            {"strategy": f"sma-{periods[0]}-{periods[1]}"},
+        )
     cfg = settings.prediction
-    models = load_models([Path(m) for m in cfg.models], cfg.weights or None,
-                         candle_feature_names(settings.features))
+    models = load_models(
+        [Path(m) for m in cfg.models], cfg.weights or None, candle_feature_names(settings.features)
+    )
     check_candle_models(models, settings.features)
     build = default_builder(settings.features)
     signals = {d.pair: model_signals(d.candles, models, cfg.combine, build) for d in data}
     first = min(int(d.candles.time_s[0]) for d in data)
     first = max(first, period_start_s) if period_start_s is not None else first
     last = max(int(d.candles.time_s[-1]) for d in data)
-    described = [describe_model_window(m.meta.model_id, m.meta.data_window, first, last,
-                                       horizon_s=60 * int(m.meta.label.get("horizon_min", 0)))
-                 for m in models]
+    described = [
+        describe_model_window(
+            m.meta.model_id,
+            m.meta.data_window,
+            first,
+            last,
+            horizon_s=60 * int(m.meta.label.get("horizon_min", 0)),
+        )
+        for m in models
+    ]
     in_sample = [d["model_id"] for d in described if d["relation"] != "before"]
-    return signals, default_strategy, {"strategy": "model", "models": described,
-                                       "models_in_sample": in_sample}
+    return (
+        signals,
+        default_strategy,
+        {"strategy": "model", "models": described, "models_in_sample": in_sample},
+    )
 
 
-def describe_model_window(model_id: str, window: dict[str, Any], first_s: int, last_s: int,
-                          *, horizon_s: int = 0) -> dict[str, Any]:
+def describe_model_window(
+    model_id: str, window: dict[str, Any], first_s: int, last_s: int, *, horizon_s: int = 0
+) -> dict[str, Any]:
     """A configured model's training data window against the backtest's candles
     ``[first_s, last_s]``: ``before`` (out of sample: the model as of the period; its last
     label's horizon, ``horizon_s`` after the window's last row, ends before the period too),
@@ -242,8 +275,11 @@ def describe_model_window(model_id: str, window: dict[str, Any], first_s: int, l
         relation = "after"
     else:
         relation = "overlaps"
-    return {"model_id": model_id, "data_window": {k: window[k] for k in sorted(window)},
-            "relation": relation}
+    return {
+        "model_id": model_id,
+        "data_window": {k: window[k] for k in sorted(window)},
+        "relation": relation,
+    }
 
 
 def sma_periods(args: argparse.Namespace) -> tuple[int, int]:
@@ -261,37 +297,48 @@ def market_strategy(s: Settings, bus: Any) -> MarketStrategy:
     return MarketStrategy(s.strategy, s.fees, bus, venue_brackets=s.execution.protective_orders)
 
 
-def recording_inputs(settings: Settings, args: argparse.Namespace
-                     ) -> tuple[Any, StrategyFactory, dict[str, Any]]:
+def recording_inputs(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[Any, StrategyFactory, dict[str, Any]]:
     """The predictor and strategy of a ``--recording`` run, and notes for the report."""
     from gal_friday.backtest.recording import ModelPredictor, SmaPredictor
     from gal_friday.features import feature_names
 
-    for option, given in (("--candles", args.candles), ("--synthetic", args.synthetic),
-                          ("--retrain-every", args.retrain_every),
-                          ("--train-window", args.train_window),
-                          ("--start", args.start), ("--end", args.end),
-                          ("--depth", args.depth), ("--seed", args.seed)):
+    for option, given in (
+        ("--candles", args.candles),
+        ("--synthetic", args.synthetic),
+        ("--retrain-every", args.retrain_every),
+        ("--train-window", args.train_window),
+        ("--start", args.start),
+        ("--end", args.end),
+        ("--depth", args.depth),
+        ("--seed", args.seed),
+    ):
         if given is not None and given != []:  # 0 given is given too
             raise BacktestUsageError(f"{option} does not apply to --recording")
-    notes: dict[str, Any] = {"source": "recording",
-                             "recordings": [str(p) for p in args.recording]}
+    notes: dict[str, Any] = {"source": "recording", "recordings": [str(p) for p in args.recording]}
     if args.strategy == "sma":
         fast, slow = sma_periods(args)
-        return SmaPredictor(fast, slow), market_strategy, {**notes,
-                                                           "strategy": f"sma-{fast}-{slow}"}
+        return (
+            SmaPredictor(fast, slow),
+            market_strategy,
+            {**notes, "strategy": f"sma-{fast}-{slow}"},
+        )
     cfg = settings.prediction
-    models = load_models([Path(m) for m in cfg.models], cfg.weights or None,
-                         feature_names(settings.features))
-    return ModelPredictor(models, cfg.combine), default_strategy, {
-        **notes, "strategy": "model", "models": [m.meta.model_id for m in models]}
+    models = load_models(
+        [Path(m) for m in cfg.models], cfg.weights or None, feature_names(settings.features)
+    )
+    return (
+        ModelPredictor(models, cfg.combine),
+        default_strategy,
+        {**notes, "strategy": "model", "models": [m.meta.model_id for m in models]},
+    )
 
 
 def _setup_failed(console: Any, exc: Exception) -> int:
     """One line for a setup problem: a usage error (exit 2), or a model or candle file that
     cannot be used (1)."""
-    console.print(f"gal-friday: {exc}", style="red", highlight=False, markup=False,
-                  soft_wrap=True)
+    console.print(f"gal-friday: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
     return EXIT_USAGE if isinstance(exc, BacktestUsageError) else EXIT_FAILURE
 
 
@@ -307,8 +354,9 @@ def _quiet_logs() -> Iterator[None]:
         logger.setLevel(level)
 
 
-async def _report(console: Any, result: BacktestResult, out: Path, args: argparse.Namespace,
-                  notes: dict[str, Any]) -> dict[str, Path]:
+async def _report(
+    console: Any, result: BacktestResult, out: Path, args: argparse.Namespace, notes: dict[str, Any]
+) -> dict[str, Path]:
     """Write the report files and print the summary table and the terminal chart."""
     from gal_friday.backtest.report import (
         halt_lines,
@@ -319,7 +367,8 @@ async def _report(console: Any, result: BacktestResult, out: Path, args: argpars
     )
 
     paths: dict[str, Path] = await asyncio.to_thread(
-        write_report, result, out, chart=not args.no_chart, extra=notes)
+        write_report, result, out, chart=not args.no_chart, extra=notes
+    )
     console.print(summary_table(result))
     console.print(terminal_chart(result.equity))
     for line in [*halt_lines(result), rejection_line(result)]:
@@ -343,22 +392,28 @@ async def run_recording(settings: Settings, args: argparse.Namespace, out: Path)
         return _setup_failed(console, exc)
     try:
         with _quiet_logs():
-            result = await run_recording_backtest(settings, args.recording, capital=capital,
-                                                  predictor=predictor, strategy=strategy)
+            result = await run_recording_backtest(
+                settings, args.recording, capital=capital, predictor=predictor, strategy=strategy
+            )
     except (RecordingError, OSError) as exc:
         console.print(f"gal-friday: {exc}", style="red")
         return EXIT_FAILURE
     paths = await _report(console, result, out, args, notes)
     st = result.stats
-    console.print(f"{st['frames']:,} frames, {st['books']:,} books, {st['decisions']:,} "
-                  f"decisions, {st['orders']:,} orders, {st['checksum_failures']} checksum "
-                  f"failures in {st['loop_seconds']:.2f} s; report in "
-                  f"{', '.join(str(p) for p in paths.values())}")
+    console.print(
+        f"{st['frames']:,} frames, {st['books']:,} books, {st['decisions']:,} "
+        f"decisions, {st['orders']:,} orders, {st['checksum_failures']} checksum "
+        f"failures in {st['loop_seconds']:.2f} s; report in "
+        f"{', '.join(str(p) for p in paths.values())}"
+    )
     if st.get("unreadable_lines") or st.get("truncated_files"):
-        console.print(f"warning: {st.get('unreadable_lines', 0)} damaged line(s) skipped; "
-                      f"{st.get('truncated_files', 0)} file(s) cut short (a crash while "
-                      "recording): the run used what they hold", style="yellow",
-                      highlight=False)
+        console.print(
+            f"warning: {st.get('unreadable_lines', 0)} damaged line(s) skipped; "
+            f"{st.get('truncated_files', 0)} file(s) cut short (a crash while "
+            "recording): the run used what they hold",
+            style="yellow",
+            highlight=False,
+        )
     return EXIT_OK
 
 
@@ -369,7 +424,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     from gal_friday.backtest.runner import run_backtest
 
     out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
-        "backtest-%Y%m%dT%H%M%SZ")
+        "backtest-%Y%m%dT%H%M%SZ"
+    )
     if getattr(args, "recording", None):
         return await run_recording(settings, args, out)
     console = Console()
@@ -378,8 +434,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         check_options(args)
         if args.retrain_every is not None:
             data, signals, notes = walk_forward_inputs(
-                settings, args, out,
-                lambda line: console.print(line, highlight=False, soft_wrap=True))
+                settings,
+                args,
+                out,
+                lambda line: console.print(line, highlight=False, soft_wrap=True),
+            )
             strategy: StrategyFactory = default_strategy
         else:
             if args.train_window is not None:
@@ -388,28 +447,49 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except (BacktestUsageError, CandleFileError, ModelError) as exc:
         return _setup_failed(console, exc)
     if notes.get("models_in_sample"):
-        console.print("warning: the model was trained on data overlapping this backtest (or "
-                      "after it); its results are in-sample", style="yellow")
+        console.print(
+            "warning: the model was trained on data overlapping this backtest (or "
+            "after it); its results are in-sample",
+            style="yellow",
+        )
     rejected = notes.get("walk_forward", {}).get("rejected_blocks")
     if rejected:
-        console.print(f"warning: {len(rejected)} block(s) without a model trade nothing "
-                      "(the reasons are in metrics.json, walk_forward.blocks)", style="yellow")
+        console.print(
+            f"warning: {len(rejected)} block(s) without a model trade nothing "
+            "(the reasons are in metrics.json, walk_forward.blocks)",
+            style="yellow",
+        )
     with _quiet_logs():
-        result = await _run_with_progress(settings, data, signals, strategy, capital, args,
-                                          run_backtest)
+        result = await _run_with_progress(
+            settings, data, signals, strategy, capital, args, run_backtest
+        )
     paths = await _report(console, result, out, args, notes)
     candles = result.stats["candles"]
-    console.print(f"{candles:,} candles in {result.stats['loop_seconds']:.2f} s; report in "
-                  f"{', '.join(str(p) for p in paths.values())}")
+    console.print(
+        f"{candles:,} candles in {result.stats['loop_seconds']:.2f} s; report in "
+        f"{', '.join(str(p) for p in paths.values())}"
+    )
     return EXIT_OK
 
 
-async def _run_with_progress(settings: Settings, data: list[PairData],
-                             signals: dict[str, PairSignals], strategy: StrategyFactory,
-                             capital: Decimal, args: argparse.Namespace, runner: Any) -> Any:
+async def _run_with_progress(
+    settings: Settings,
+    data: list[PairData],
+    signals: dict[str, PairSignals],
+    strategy: StrategyFactory,
+    capital: Decimal,
+    args: argparse.Namespace,
+    runner: Any,
+) -> Any:
     if args.no_progress:
-        return await runner(settings, data, signals, capital=capital, strategy=strategy,
-                            depth=args.depth or "volume")
+        return await runner(
+            settings,
+            data,
+            signals,
+            capital=capital,
+            strategy=strategy,
+            depth=args.depth or "volume",
+        )
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
@@ -418,5 +498,12 @@ async def _run_with_progress(settings: Settings, data: list[PairData],
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return await runner(settings, data, signals, capital=capital, strategy=strategy,
-                            depth=args.depth or "volume", progress=progress)
+        return await runner(
+            settings,
+            data,
+            signals,
+            capital=capital,
+            strategy=strategy,
+            depth=args.depth or "volume",
+            progress=progress,
+        )

@@ -66,8 +66,9 @@ def instrument_for(pair: str, series: CandleSeries) -> InstrumentSpec:
     if sim is not None:
         return sim.spec
     pp = price_decimals(series)
-    return InstrumentSpec(pair, pp, 8, Decimal(1).scaleb(-pp), Decimal("1e-8"), Decimal("1e-8"),
-                          Decimal(0))
+    return InstrumentSpec(
+        pair, pp, 8, Decimal(1).scaleb(-pp), Decimal("1e-8"), Decimal("1e-8"), Decimal(0)
+    )
 
 
 def clip_range(series: CandleSeries, start_s: int | None, end_s: int | None) -> CandleSeries:
@@ -77,8 +78,9 @@ def clip_range(series: CandleSeries, start_s: int | None, end_s: int | None) -> 
     return series.slice(lo, hi)
 
 
-def load_pairs(files: Mapping[str, Path], *, start_s: int | None = None,
-               end_s: int | None = None) -> list[PairData]:
+def load_pairs(
+    files: Mapping[str, Path], *, start_s: int | None = None, end_s: int | None = None
+) -> list[PairData]:
     """Read one candle file per pair and cut it to the date range."""
     out = []
     for pair, path in files.items():
@@ -97,8 +99,10 @@ def check_one_interval(data: Sequence[PairData]) -> None:
     intervals = {d.interval_s for d in data}
     if len(intervals) > 1:
         listed = ", ".join(f"{d.pair} {d.interval_s} s" for d in data)
-        raise CandleFileError(f"the pairs' candles have different intervals ({listed}); give "
-                              "candle files of one interval")
+        raise CandleFileError(
+            f"the pairs' candles have different intervals ({listed}); give "
+            "candle files of one interval"
+        )
 
 
 def candle_files(pairs: Sequence[str], given: Sequence[str], data_dir: Path) -> dict[str, Path]:
@@ -112,8 +116,10 @@ def candle_files(pairs: Sequence[str], given: Sequence[str], data_dir: Path) -> 
         if eq:
             files[pair.strip()] = Path(path.strip())
     if bare and len(bare) != len(pairs):
-        raise CandleFileError(f"{len(bare)} candle files for {len(pairs)} pairs; name them as "
-                              "PAIR=FILE or give one per pair in --pairs order")
+        raise CandleFileError(
+            f"{len(bare)} candle files for {len(pairs)} pairs; name them as "
+            "PAIR=FILE or give one per pair in --pairs order"
+        )
     for pair, path in zip(pairs, bare, strict=False):
         files.setdefault(pair, Path(path))
     for pair in pairs:
@@ -121,8 +127,9 @@ def candle_files(pairs: Sequence[str], given: Sequence[str], data_dir: Path) -> 
     return {pair: files[pair] for pair in pairs}
 
 
-def synthetic_pairs(pairs: Sequence[str], *, seed: int, days: float,
-                    end_s: int = 1_767_225_600) -> list[PairData]:
+def synthetic_pairs(
+    pairs: Sequence[str], *, seed: int, days: float, end_s: int = 1_767_225_600
+) -> list[PairData]:
     """The simulator's synthetic back-history as 1-minute candles (offline backtests)."""
     out = []
     for pair in pairs:
@@ -130,14 +137,16 @@ def synthetic_pairs(pairs: Sequence[str], *, seed: int, days: float,
         if inst is None:
             raise CandleFileError(f"the simulator has no synthetic market for {pair}")
         history = generate_history(inst, seed, end_s * NS, hours=days * 24)
-        series = _minute_candles(history.ts_ns, history.price, history.qty,
-                                 inst.price_precision, inst.qty_precision)
+        series = _minute_candles(
+            history.ts_ns, history.price, history.qty, inst.price_precision, inst.qty_precision
+        )
         out.append(PairData(pair, series, instrument_for(pair, series), 60))
     return out
 
 
-def _minute_candles(ts_ns: np.ndarray, price: np.ndarray, qty: np.ndarray, pp: int,
-                    qp: int) -> CandleSeries:
+def _minute_candles(
+    ts_ns: np.ndarray, price: np.ndarray, qty: np.ndarray, pp: int, qp: int
+) -> CandleSeries:
     """Aggregate prints (scaled integers, time order) into 1-minute OHLCV candles."""
     minute = ts_ns // (60 * NS)
     starts = np.flatnonzero(np.r_[True, minute[1:] != minute[:-1]])
@@ -145,7 +154,10 @@ def _minute_candles(ts_ns: np.ndarray, price: np.ndarray, qty: np.ndarray, pp: i
     px = price.astype(np.float64) / 10.0**pp
     return CandleSeries(
         time_s=(minute[starts] * 60).astype(np.int64),
-        open=px[starts], high=np.maximum.reduceat(px, starts),
-        low=np.minimum.reduceat(px, starts), close=px[ends - 1],
+        open=px[starts],
+        high=np.maximum.reduceat(px, starts),
+        low=np.minimum.reduceat(px, starts),
+        close=px[ends - 1],
         volume=np.add.reduceat(qty.astype(np.float64), starts) / 10.0**qp,
-        trades=(ends - starts).astype(np.int64))
+        trades=(ends - starts).astype(np.int64),
+    )

@@ -98,16 +98,29 @@ class Fill:
     signal_id: str
 
 
-def wire_trading(settings: Settings, bus: DirectBus, clock: Callable[[], int],
-                 capital: Decimal, pairs: Sequence[str], start_ts_ns: int,
-                 strategy: StrategyFactory,
-                 ) -> tuple[BacktestVenue, TradingModules]:
+def wire_trading(
+    settings: Settings,
+    bus: DirectBus,
+    clock: Callable[[], int],
+    capital: Decimal,
+    pairs: Sequence[str],
+    start_ts_ns: int,
+    strategy: StrategyFactory,
+) -> tuple[BacktestVenue, TradingModules]:
     """The backtest's venue, then the live trading modules (``wiring.build_trading``) on a
     backtest's bus and clock; both backtest runners use it."""
     venue = BacktestVenue(settings.paper, settings.fees, clock_ns=clock)
     venue.attach(bus)
-    modules = build_trading(settings, bus, venue, cash=capital, clock=clock,
-                            start_ts_ns=start_ts_ns, pairs=tuple(pairs), strategy=strategy)
+    modules = build_trading(
+        settings,
+        bus,
+        venue,
+        cash=capital,
+        clock=clock,
+        start_ts_ns=start_ts_ns,
+        pairs=tuple(pairs),
+        strategy=strategy,
+    )
     return venue, modules
 
 
@@ -178,8 +191,19 @@ def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportE
     keep these for their reports and marks)."""
     if not r.last_fill_qty or r.last_fill_price is None:
         return
-    fills.append(Fill(r.ts_ns, r.pair, r.side, r.last_fill_qty, r.last_fill_price, r.fee,
-                      r.order_type, r.client_order_id, r.signal_id or ""))
+    fills.append(
+        Fill(
+            r.ts_ns,
+            r.pair,
+            r.side,
+            r.last_fill_qty,
+            r.last_fill_price,
+            r.fee,
+            r.order_type,
+            r.client_order_id,
+            r.signal_id or "",
+        )
+    )
     sign = 1 if r.side is Side.BUY else -1
     qty = held.get(r.pair, Decimal(0)) + sign * r.last_fill_qty
     if qty:
@@ -324,11 +348,18 @@ def next_point(price: int, target: int, extra: Sequence[int]) -> int:
 class BacktestEngine:
     """Runs pairs' candles and signals through the trading modules; see the module doc."""
 
-    def __init__(self, settings: Settings, data: Sequence[PairData],
-                 signals: dict[str, PairSignals], *, capital: Decimal,
-                 strategy: StrategyFactory = default_strategy,
-                 depth: Literal["volume", "unlimited"] = "volume",
-                 progress: Progress | None = None, exhaustive: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        data: Sequence[PairData],
+        signals: dict[str, PairSignals],
+        *,
+        capital: Decimal,
+        strategy: StrategyFactory = default_strategy,
+        depth: Literal["volume", "unlimited"] = "volume",
+        progress: Progress | None = None,
+        exhaustive: bool = False,
+    ) -> None:
         execution = settings.execution.model_copy(update={"reconcile_interval_s": 0.0})
         paper = settings.paper.model_copy(update={"initial_cash_usd": capital})
         self.settings = settings.model_copy(update={"execution": execution, "paper": paper})
@@ -341,8 +372,9 @@ class BacktestEngine:
         self.now = min(p.open_ns.item(0) for p in self.pairs if len(p.open_ns))
         self.bus = DirectBus()
         s = self.settings
-        self.venue, modules = wire_trading(s, self.bus, self._clock, capital,
-                                           [p.name for p in self.pairs], self.now, strategy)
+        self.venue, modules = wire_trading(
+            s, self.bus, self._clock, capital, [p.name for p in self.pairs], self.now, strategy
+        )
         self.handler, self.portfolio = modules.execution, modules.portfolio
         self.risk, self.strategy = modules.risk, modules.strategy
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
@@ -353,9 +385,13 @@ class BacktestEngine:
         self.venue.engine.crossing_fills_take_depth = depth == "volume"
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}
-        self.stats = {"candles": sum(len(p.open_ns) for p in self.pairs), "decisions": 0,
-                      "replayed_candles": 0, "books": 0,
-                      "entries_skipped_halted": 0}
+        self.stats = {
+            "candles": sum(len(p.open_ns) for p in self.pairs),
+            "decisions": 0,
+            "replayed_candles": 0,
+            "books": 0,
+            "entries_skipped_halted": 0,
+        }
         self._next_midnight = (self.now // _DAY_NS + 1) * _DAY_NS
         self._forget_at = 64  # orders submitted when finished ones are next forgotten
 
@@ -371,17 +407,24 @@ class BacktestEngine:
         await self._loop(*self._timeline())
         await self._finish()
         snap = self.portfolio.snapshot()
-        return RunOutput(self.fills, snap.cash, snap.equity, snap.fees_paid,
-                         {k: v for k, v in self.held.items() if v}, self._stats(),
-                         self.trading.halts)
+        return RunOutput(
+            self.fills,
+            snap.cash,
+            snap.equity,
+            snap.fees_paid,
+            {k: v for k, v in self.held.items() if v},
+            self._stats(),
+            self.trading.halts,
+        )
 
     def _timeline(self) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Every candle of every pair in time order (pairs in configured order at equal
         times), the positions holding a decision (a probability to publish), and the
         candle end at each position. Also gives each pair its positions."""
         ends = np.concatenate([p.end_ns for p in self.pairs])
-        owner = np.concatenate([np.full(len(p.end_ns), k, dtype=np.int64)
-                                for k, p in enumerate(self.pairs)])
+        owner = np.concatenate(
+            [np.full(len(p.end_ns), k, dtype=np.int64) for k, p in enumerate(self.pairs)]
+        )
         index = np.concatenate([np.arange(len(p.end_ns), dtype=np.int64) for p in self.pairs])
         order = np.lexsort((index, owner, ends))  # by (end, pair, candle)
         where = np.empty(len(order), dtype=np.int64)
@@ -389,13 +432,14 @@ class BacktestEngine:
         prob = np.concatenate([p.prob for p in self.pairs])
         at = 0
         for p in self.pairs:
-            p.pos = where[at:at + len(p.end_ns)]
+            p.pos = where[at : at + len(p.end_ns)]
             at += len(p.end_ns)
         cands = np.flatnonzero(~np.isnan(prob[order]))
         return owner[order], index[order], cands, ends[order]
 
-    async def _loop(self, m_pair: IntArray, m_idx: IntArray, cands: IntArray,
-                    m_end: IntArray) -> None:
+    async def _loop(
+        self, m_pair: IntArray, m_idx: IntArray, cands: IntArray, m_end: IntArray
+    ) -> None:
         """The candles in time order, jumping to the next one where something happens.
 
         This does what visiting every candle would: while no pair is tracked the visited
@@ -441,8 +485,7 @@ class BacktestEngine:
                 if midnight[0] != self._next_midnight:
                     first = int(m_end.searchsorted(self._next_midnight))
                     c = int(cands.searchsorted(first))
-                    midnight = (self._next_midnight, first,
-                                cands.item(c) if c < len(cands) else n)
+                    midnight = (self._next_midnight, first, cands.item(c) if c < len(cands) else n)
                 # while tracked every position is visited, else only decision positions
                 if tracked:
                     j = max(k, midnight[1])
@@ -472,8 +515,9 @@ class BacktestEngine:
             paths = []
             for g in range(k, last + 1):
                 pair, i = pairs[m_pair.item(g)], m_idx.item(g)
-                if pair.tracked and (pair.l.item(i) <= pair.lo or pair.h.item(i) >= pair.hi
-                                     or end_ns >= pair.when):
+                if pair.tracked and (
+                    pair.l.item(i) <= pair.lo or pair.h.item(i) >= pair.hi or end_ns >= pair.when
+                ):
                     path = self._path(pair, i)
                     if path is not None:
                         paths.append(path)
@@ -513,8 +557,18 @@ class BacktestEngine:
     def _book(self, pair: _Pair, price: int, qty: int, ts: int) -> BookEvent:
         level = ((price, qty),)
         self.stats["books"] += 1
-        return BookEvent(pair.name, level, level, pair.spec.price_precision,
-                         pair.spec.qty_precision, 0, 0, True, "", ts)
+        return BookEvent(
+            pair.name,
+            level,
+            level,
+            pair.spec.price_precision,
+            pair.spec.qty_precision,
+            0,
+            0,
+            True,
+            "",
+            ts,
+        )
 
     async def _decide(self, pair: _Pair, i: int) -> None:
         """Publish the close book, feature row and prediction of candle ``i``."""
@@ -524,12 +578,13 @@ class BacktestEngine:
         self._mark_others(pair, ts)
         sig = pair.signals
         opened = pair.open_ns.item(i)
-        await self.bus.publish(self._book(pair, pair.scaled(pair.c.item(i)), pair.depth(i, 4),
-                                          ts))
-        await self.bus.publish(FeatureEvent(pair.name, opened, sig.names,
-                                            tuple(sig.features[i].tolist())))
-        await self.bus.publish(PredictionEvent(pair.name, ts, sig.model_id, pair.prob.item(i),
-                                               opened, 0))
+        await self.bus.publish(self._book(pair, pair.scaled(pair.c.item(i)), pair.depth(i, 4), ts))
+        await self.bus.publish(
+            FeatureEvent(pair.name, opened, sig.names, tuple(sig.features[i].tolist()))
+        )
+        await self.bus.publish(
+            PredictionEvent(pair.name, ts, sig.model_id, pair.prob.item(i), opened, 0)
+        )
         await self._settle()
         self._rewatch()
 
@@ -538,8 +593,11 @@ class BacktestEngine:
         strategy's gate refuses it (a faithful strategy ignores it)."""
         ts = pair.end_ns.item(i)
         self.now = max(self.now, ts)
-        await self.bus.publish(PredictionEvent(pair.name, ts, pair.signals.model_id,
-                                               pair.prob.item(i), pair.open_ns.item(i), 0))
+        await self.bus.publish(
+            PredictionEvent(
+                pair.name, ts, pair.signals.model_id, pair.prob.item(i), pair.open_ns.item(i), 0
+            )
+        )
         await self._settle()
         self._rewatch()
 
@@ -549,12 +607,22 @@ class BacktestEngine:
         if depth <= 0:
             return None
         self.stats["replayed_candles"] += 1
-        corners = intrabar_corners(pair.scaled(pair.o.item(i)), pair.scaled(pair.h.item(i)),
-                                   pair.scaled(pair.l.item(i)), pair.scaled(pair.c.item(i)))
+        corners = intrabar_corners(
+            pair.scaled(pair.o.item(i)),
+            pair.scaled(pair.h.item(i)),
+            pair.scaled(pair.l.item(i)),
+            pair.scaled(pair.c.item(i)),
+        )
         quarter = pair.interval_ns // 4
         opened = pair.open_ns.item(i)
-        return _Path(pair, depth, corners, [opened + k * quarter for k in range(4)], quarter,
-                     pair.end_ns.item(i))
+        return _Path(
+            pair,
+            depth,
+            corners,
+            [opened + k * quarter for k in range(4)],
+            quarter,
+            pair.end_ns.item(i),
+        )
 
     async def _replay(self, paths: list[_Path]) -> None:
         """Replay candles ending at the same time along their intrabar paths (see the module
@@ -604,7 +672,7 @@ class BacktestEngine:
             if path.price == b:
                 path.seg += 1
                 continue
-            if not self._reachable(pair, corners[path.seg:], path.end_ns):
+            if not self._reachable(pair, corners[path.seg :], path.end_ns):
                 return None
             ta = times[path.seg - 1]
             target = next_point(path.price, b, self._order_prices(pair))
@@ -716,17 +784,23 @@ class BacktestEngine:
         await self._settle()
         for pair in self.pairs:
             if pair.name in self.held and len(pair.c):
-                self.portfolio.set_mark(pair.name, _dec(pair.c.item(-1), pair.unit),
-                                        max(self.now, pair.end_ns.item(-1)))
+                self.portfolio.set_mark(
+                    pair.name, _dec(pair.c.item(-1), pair.unit), max(self.now, pair.end_ns.item(-1))
+                )
         tasks = list(self.handler._tasks)  # what is left when the data ends
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _stats(self) -> dict[str, int]:
-        return {**self.stats, "orders": self.venue.submitted,
-                "signals_approved": self.risk.approved, "signals_rejected": self.risk.rejected,
-                "events": self.bus.published, **dict(sorted(self.rejections.items()))}
+        return {
+            **self.stats,
+            "orders": self.venue.submitted,
+            "signals_approved": self.risk.approved,
+            "signals_rejected": self.risk.rejected,
+            "events": self.bus.published,
+            **dict(sorted(self.rejections.items())),
+        }
 
 
 def _dec(price: float, unit: int) -> Decimal:

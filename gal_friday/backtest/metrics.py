@@ -73,12 +73,25 @@ def _trade(legs: list[Fill]) -> Trade:
     cost = sum((f.qty * f.price for f in buys), _ZERO)
     proceeds = sum((f.qty * f.price for f in sells), _ZERO)
     fees = sum((f.fee for f in legs), _ZERO)
-    return Trade(legs[0].pair, legs[0].ts_ns, legs[-1].ts_ns, qty, cost / qty,
-                 proceeds / qty, fees, proceeds - cost - fees, str(legs[-1].order_type))
+    return Trade(
+        legs[0].pair,
+        legs[0].ts_ns,
+        legs[-1].ts_ns,
+        qty,
+        cost / qty,
+        proceeds / qty,
+        fees,
+        proceeds - cost - fees,
+        str(legs[-1].order_type),
+    )
 
 
-def equity_curve(times_ns: IntArray, capital: Decimal, fills: Sequence[Fill],
-                 closes: Mapping[str, tuple[IntArray, FloatArray]]) -> FloatArray:
+def equity_curve(
+    times_ns: IntArray,
+    capital: Decimal,
+    fills: Sequence[Fill],
+    closes: Mapping[str, tuple[IntArray, FloatArray]],
+) -> FloatArray:
     """Equity at each of ``times_ns``: cash after the fills before it, plus each pair's held
     quantity at its latest close (``closes[pair] = (candle end times, closes)``)."""
     fill_ts = np.array([f.ts_ns for f in fills], dtype=np.int64)
@@ -96,8 +109,14 @@ def equity_curve(times_ns: IntArray, capital: Decimal, fills: Sequence[Fill],
         ts = np.array([f.ts_ns for f in mine], dtype=np.int64)
         # summed exactly: float sums of partial fills leave 1e-17 of a closed position, which
         # would move a flat curve and give it a Sharpe ratio
-        held = np.array([float(q) for q in itertools.accumulate(
-            (f.qty if f.side is Side.BUY else -f.qty for f in mine), initial=_ZERO)])
+        held = np.array(
+            [
+                float(q)
+                for q in itertools.accumulate(
+                    (f.qty if f.side is Side.BUY else -f.qty for f in mine), initial=_ZERO
+                )
+            ]
+        )
         qty = held[np.searchsorted(ts, times_ns, side="right")]
         j = np.searchsorted(ends, times_ns, side="right") - 1
         price = np.where(j >= 0, close[np.maximum(j, 0)], 0.0)
@@ -134,8 +153,9 @@ def period_returns(times_ns: IntArray, equity: FloatArray, period_ns: int) -> Fl
     return samples[1:] / samples[:-1] - 1.0
 
 
-def sharpe_sortino(returns: FloatArray, periods_per_year: float,
-                   risk_free_pct: float) -> tuple[float | None, float | None]:
+def sharpe_sortino(
+    returns: FloatArray, periods_per_year: float, risk_free_pct: float
+) -> tuple[float | None, float | None]:
     if len(returns) < 2:
         return None, None
     rf = (1.0 + risk_free_pct / 100.0) ** (1.0 / periods_per_year) - 1.0
@@ -144,8 +164,10 @@ def sharpe_sortino(returns: FloatArray, periods_per_year: float,
     std = float(np.std(excess, ddof=1))
     downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
     mean = float(np.mean(excess))
-    return (mean / std * scale if std > 0 else None,
-            mean / downside * scale if downside > 0 else None)
+    return (
+        mean / std * scale if std > 0 else None,
+        mean / downside * scale if downside > 0 else None,
+    )
 
 
 def drawdown(equity: FloatArray) -> tuple[float, float]:
@@ -159,15 +181,24 @@ def drawdown(equity: FloatArray) -> tuple[float, float]:
     return float(dd.max()), float(pct.max()) * 100.0
 
 
-def compute_metrics(times_ns: IntArray, equity: FloatArray, trades: Sequence[Trade], *,
-                    capital: Decimal, final_equity: Decimal, fees: Decimal,
-                    exposure: float, risk_free_pct: float = 0.0,
-                    period_s: int | None = None) -> dict[str, Any]:
+def compute_metrics(
+    times_ns: IntArray,
+    equity: FloatArray,
+    trades: Sequence[Trade],
+    *,
+    capital: Decimal,
+    final_equity: Decimal,
+    fees: Decimal,
+    exposure: float,
+    risk_free_pct: float = 0.0,
+    period_s: int | None = None,
+) -> dict[str, Any]:
     """Every figure of the report, as JSON-ready values (floats, None when undefined)."""
     span_s = (int(times_ns[-1]) - int(times_ns[0])) / NS if len(times_ns) else 0.0
     period = period_s or (86_400 if span_s >= 10 * 86_400 else 3_600)
-    sharpe, sortino = sharpe_sortino(period_returns(times_ns, equity, period * NS),
-                                     365 * 86_400 / period, risk_free_pct)
+    sharpe, sortino = sharpe_sortino(
+        period_returns(times_ns, equity, period * NS), 365 * 86_400 / period, risk_free_pct
+    )
     dd_value, dd_pct = drawdown(equity)
     pnls = [t.pnl for t in trades]
     wins = [p for p in pnls if p > 0]

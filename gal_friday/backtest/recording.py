@@ -96,12 +96,12 @@ class ModelPredictor:
         self.models = list(models)
         self.how = how
         self.model_id = "+".join(m.meta.model_id for m in models)
-        self.boosters = [lightgbm.Booster(model_file=str(m.directory / MODEL_FILE))
-                         for m in models]
+        self.boosters = [lightgbm.Booster(model_file=str(m.directory / MODEL_FILE)) for m in models]
         self.skipped_incomplete = 0
 
-    def __call__(self, pair: str, now_ns: int, candle: CandleEvent,
-                 features: FeatureEvent | None) -> float | None:
+    def __call__(
+        self, pair: str, now_ns: int, candle: CandleEvent, features: FeatureEvent | None
+    ) -> float | None:
         if features is None:
             return None
         probs = []
@@ -228,9 +228,15 @@ class RecordingRun:
 class RecordingBacktest:
     """Replays recordings through decoder, features, predictions and the trading modules."""
 
-    def __init__(self, settings: Settings, paths: Sequence[Path], *, capital: Decimal,
-                 predictor: ModelPredictor | SmaPredictor,
-                 strategy: StrategyFactory = default_strategy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Sequence[Path],
+        *,
+        capital: Decimal,
+        predictor: ModelPredictor | SmaPredictor,
+        strategy: StrategyFactory = default_strategy,
+    ) -> None:
         execution = settings.execution.model_copy(update={"reconcile_interval_s": 0.0})
         paper = settings.paper.model_copy(update={"initial_cash_usd": capital})
         self.settings = s = settings.model_copy(update={"execution": execution, "paper": paper})
@@ -247,11 +253,15 @@ class RecordingBacktest:
         self.bus = DirectBus()
         interval = s.kraken.ohlc_interval_min
         self.decoders = [
-            PublicStreamDecoder(tuple(r.header.get("pairs") or settings.pairs),
-                                int(r.header.get("depth") or s.kraken.book_depth),
-                                interval_min=interval, clock=self._clock,
-                                monotonic=self._mono)
-            for r in self.recordings]
+            PublicStreamDecoder(
+                tuple(r.header.get("pairs") or settings.pairs),
+                int(r.header.get("depth") or s.kraken.book_depth),
+                interval_min=interval,
+                clock=self._clock,
+                monotonic=self._mono,
+            )
+            for r in self.recordings
+        ]
         self.features = FeatureEngine(s.features, self.bus)
         self._frames = merged_frames(self.recordings)
         head = next(self._frames, None)
@@ -259,25 +269,34 @@ class RecordingBacktest:
             raise RecordingError("the recordings hold no frames")
         self._head = head
         self.now = head[0]
-        self.venue, modules = wire_trading(s, self.bus, self._clock, capital, self.pairs,
-                                           self.now, strategy)
+        self.venue, modules = wire_trading(
+            s, self.bus, self._clock, capital, self.pairs, self.now, strategy
+        )
         self.handler, self.portfolio = modules.execution, modules.portfolio
         self.risk, self.strategy = modules.risk, modules.strategy
         self.bus.subscribe(ExecutionReportEvent, self._on_report, name="backtest-recorder")
         self.trading = record_halts(self.bus)
         self.rejections = record_rejections(self.bus)
-        self.bus.subscribe(TradeSignalApprovedEvent, self._on_approved,
-                           name="backtest-approvals")
+        self.bus.subscribe(TradeSignalApprovedEvent, self._on_approved, name="backtest-approvals")
         self.instruments: dict[str, InstrumentSpec] = {}
         self.valid: dict[str, bool] = {}
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}
         self.times: list[int] = []
         self.equity: list[float] = []
-        self.stats = {"frames": 0, "books": 0, "trades_seen": 0, "candles": 0,
-                      "checksum_failures": 0, "book_invalidations": 0, "malformed": 0,
-                      "features": 0, "decisions": 0, "predictions_on_invalid_book": 0,
-                      "approved_on_invalid_book": 0}
+        self.stats = {
+            "frames": 0,
+            "books": 0,
+            "trades_seen": 0,
+            "candles": 0,
+            "checksum_failures": 0,
+            "book_invalidations": 0,
+            "malformed": 0,
+            "features": 0,
+            "decisions": 0,
+            "predictions_on_invalid_book": 0,
+            "approved_on_invalid_book": 0,
+        }
         self.approvals: list[tuple[int, str, str, bool]] = []
         self._tick_ns = int(self.handler.tick_s * NS)
         self._next_tick = 0
@@ -315,15 +334,28 @@ class RecordingBacktest:
         for d in self.decoders:
             self.stats["checksum_failures"] += d.stats.checksum_failures
             self.stats["malformed"] += d.stats.malformed
-        self.stats.update(orders=self.venue.submitted, signals_approved=self.risk.approved,
-                          signals_rejected=self.risk.rejected, events=self.bus.published,
-                          unreadable_lines=sum(r.frames.skipped for r in self.recordings),
-                          truncated_files=sum(r.frames.truncated for r in self.recordings),
-                          **dict(sorted(self.rejections.items())))
+        self.stats.update(
+            orders=self.venue.submitted,
+            signals_approved=self.risk.approved,
+            signals_rejected=self.risk.rejected,
+            events=self.bus.published,
+            unreadable_lines=sum(r.frames.skipped for r in self.recordings),
+            truncated_files=sum(r.frames.truncated for r in self.recordings),
+            **dict(sorted(self.rejections.items())),
+        )
         self._sample()
-        return RecordingRun(self.fills, self.times, self.equity, snap.equity, snap.fees_paid,
-                            {k: v for k, v in self.held.items() if v}, dict(self.stats),
-                            self.predictor.model_id, self.approvals, self.trading.halts)
+        return RecordingRun(
+            self.fills,
+            self.times,
+            self.equity,
+            snap.equity,
+            snap.fees_paid,
+            {k: v for k, v in self.held.items() if v},
+            dict(self.stats),
+            self.predictor.model_id,
+            self.approvals,
+            self.trading.halts,
+        )
 
     async def _instruments(self, decoder: PublicStreamDecoder) -> None:
         """Publish each pair's rules from the instrument channel when new or changed (live,
@@ -349,8 +381,7 @@ class RecordingBacktest:
             self.stats["book_invalidations"] += 1
             self.valid[event.pair] = False
             self.features.state(event.pair).on_book_invalidated()
-            await self.bus.publish(BookInvalidatedEvent(event.pair, event.reason,
-                                                        ts_ns=self.now))
+            await self.bus.publish(BookInvalidatedEvent(event.pair, event.reason, ts_ns=self.now))
         elif type(event) is CandleEvent and event.closed:
             await self._closed_candle(event)
 
@@ -375,8 +406,11 @@ class RecordingBacktest:
             self.stats["decisions"] += 1
             if not self.valid.get(candle.pair, False):
                 self.stats["predictions_on_invalid_book"] += 1
-            await self.bus.publish(PredictionEvent(candle.pair, self.now, self.predictor.model_id,
-                                                   prob, candle.open_ts_ns, 0))
+            await self.bus.publish(
+                PredictionEvent(
+                    candle.pair, self.now, self.predictor.model_id, prob, candle.open_ts_ns, 0
+                )
+            )
             await self._settle()
         self._sample()
 
@@ -410,20 +444,21 @@ class RecordingBacktest:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run_recording_backtest(settings: Settings, paths: Sequence[Path], *,
-                                 capital: Decimal, predictor: ModelPredictor | SmaPredictor,
-                                 strategy: StrategyFactory = default_strategy
-                                 ) -> BacktestResult:
+async def run_recording_backtest(
+    settings: Settings,
+    paths: Sequence[Path],
+    *,
+    capital: Decimal,
+    predictor: ModelPredictor | SmaPredictor,
+    strategy: StrategyFactory = default_strategy,
+) -> BacktestResult:
     """Run recordings end to end and compute the report's figures (``BacktestResult``)."""
     started = time.perf_counter()
-    bt = RecordingBacktest(settings, paths, capital=capital, predictor=predictor,
-                           strategy=strategy)
+    bt = RecordingBacktest(settings, paths, capital=capital, predictor=predictor, strategy=strategy)
     out = await bt.run()
     loop_s = time.perf_counter() - started
     if not out.times_ns:
         raise RecordingError("the recordings hold no frames")
     times = np.asarray(out.times_ns, dtype=np.int64)
     equity = np.asarray(out.equity, dtype=np.float64)
-    return backtest_result(settings, bt.pairs, times, equity, out, capital=capital,
-                           loop_s=loop_s)
-
+    return backtest_result(settings, bt.pairs, times, equity, out, capital=capital, loop_s=loop_s)

@@ -19,13 +19,18 @@ from gal_friday.candles import FloatArray
 NS = 1_000_000_000
 _MONEY_STEP = Decimal("1e-8")
 _LABELS = {
-    "total_return_pct": ("Total return", "{:+.2f} %"), "sharpe": ("Sharpe", "{:.2f}"),
-    "sortino": ("Sortino", "{:.2f}"), "max_drawdown": ("Max drawdown", "{:,.2f}"),
-    "max_drawdown_pct": ("Max drawdown %", "{:.2f} %"), "win_rate_pct": ("Win rate", "{:.1f} %"),
-    "profit_factor": ("Profit factor", "{:.2f}"), "avg_pnl_per_trade": ("Avg P&L / trade",
-                                                                        "{:+.4f}"),
-    "trades": ("Trades", "{:d}"), "exposure_time_pct": ("Exposure time", "{:.1f} %"),
-    "fees_paid": ("Fees paid", "{:,.2f}"), "final_equity": ("Final equity", "{:,.2f}"),
+    "total_return_pct": ("Total return", "{:+.2f} %"),
+    "sharpe": ("Sharpe", "{:.2f}"),
+    "sortino": ("Sortino", "{:.2f}"),
+    "max_drawdown": ("Max drawdown", "{:,.2f}"),
+    "max_drawdown_pct": ("Max drawdown %", "{:.2f} %"),
+    "win_rate_pct": ("Win rate", "{:.1f} %"),
+    "profit_factor": ("Profit factor", "{:.2f}"),
+    "avg_pnl_per_trade": ("Avg P&L / trade", "{:+.4f}"),
+    "trades": ("Trades", "{:d}"),
+    "exposure_time_pct": ("Exposure time", "{:.1f} %"),
+    "fees_paid": ("Fees paid", "{:,.2f}"),
+    "final_equity": ("Final equity", "{:,.2f}"),
 }
 
 
@@ -33,28 +38,39 @@ def iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / NS, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
-def metrics_document(result: BacktestResult, extra: dict[str, Any] | None = None
-                     ) -> dict[str, Any]:
+def metrics_document(result: BacktestResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON report: metrics, the run's span and counters (no wall-clock timing, so the
     same inputs give the same file)."""
     stats = {k: v for k, v in result.stats.items() if k != "loop_seconds"}
-    halts = [{"time": iso(h.ts_ns), "source": h.source, "reason": h.reason}
-             for h in result.halts]
-    return {"pairs": list(result.pairs), "start": iso(result.start_ns),
-            "end": iso(result.end_ns), "metrics": result.metrics, "counters": stats,
-            "open_positions": result.open_positions, "halts": halts, **(extra or {})}
+    halts = [{"time": iso(h.ts_ns), "source": h.source, "reason": h.reason} for h in result.halts]
+    return {
+        "pairs": list(result.pairs),
+        "start": iso(result.start_ns),
+        "end": iso(result.end_ns),
+        "metrics": result.metrics,
+        "counters": stats,
+        "open_positions": result.open_positions,
+        "halts": halts,
+        **(extra or {}),
+    }
 
 
 def rejection_line(result: BacktestResult) -> str | None:
     """Why risk refused signals, when it did (a run with few trades must say why)."""
-    by_check = {k.removeprefix("rejected_"): v for k, v in result.stats.items()
-                if k.startswith("rejected_") and isinstance(v, int)}
+    by_check = {
+        k.removeprefix("rejected_"): v
+        for k, v in result.stats.items()
+        if k.startswith("rejected_") and isinstance(v, int)
+    }
     if not by_check:
         return None
-    listed = ", ".join(f"{check} {n:,}" for check, n in sorted(by_check.items(),
-                                                               key=lambda kv: -kv[1]))
-    return (f"Risk refused {sum(by_check.values()):,} signal(s), by the check that failed: "
-            f"{listed} (metrics.json counters; limits in [risk], minimums from the exchange)")
+    listed = ", ".join(
+        f"{check} {n:,}" for check, n in sorted(by_check.items(), key=lambda kv: -kv[1])
+    )
+    return (
+        f"Risk refused {sum(by_check.values()):,} signal(s), by the check that failed: "
+        f"{listed} (metrics.json counters; limits in [risk], minimums from the exchange)"
+    )
 
 
 def halt_lines(result: BacktestResult) -> list[str]:
@@ -63,34 +79,68 @@ def halt_lines(result: BacktestResult) -> list[str]:
     lines = [f"HALTED at {iso(h.ts_ns)[:19]}Z by {h.source}: {h.reason}" for h in result.halts]
     if lines:
         skipped = result.stats.get("entries_skipped_halted", 0)
-        lines.append(f"Entries are refused from the first HALT to the end of the run, as live "
-                     f"until an operator resumes ({skipped:,} entry signals skipped); the "
-                     f"limits are the [risk] settings of the config.")
+        lines.append(
+            f"Entries are refused from the first HALT to the end of the run, as live "
+            f"until an operator resumes ({skipped:,} entry signals skipped); the "
+            f"limits are the [risk] settings of the config."
+        )
     return lines
 
 
-def write_report(result: BacktestResult, out_dir: Path, *, chart: bool = True,
-                 extra: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    result: BacktestResult,
+    out_dir: Path,
+    *,
+    chart: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write trades.csv, equity.csv, metrics.json and (``chart``) equity.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"trades": out_dir / "trades.csv", "equity": out_dir / "equity.csv",
-             "metrics": out_dir / "metrics.json"}
+    paths = {
+        "trades": out_dir / "trades.csv",
+        "equity": out_dir / "equity.csv",
+        "metrics": out_dir / "metrics.json",
+    }
     with paths["trades"].open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(("pair", "entry_time", "exit_time", "qty", "entry_price", "exit_price",
-                    "fees", "pnl", "exit_type"))
+        w.writerow(
+            (
+                "pair",
+                "entry_time",
+                "exit_time",
+                "qty",
+                "entry_price",
+                "exit_price",
+                "fees",
+                "pnl",
+                "exit_type",
+            )
+        )
         for t in result.trades:
-            w.writerow((t.pair, iso(t.entry_ns), iso(t.exit_ns), t.qty, t.entry_price,
-                        t.exit_price, _money(t.fees), _money(t.pnl), t.exit_type))
+            w.writerow(
+                (
+                    t.pair,
+                    iso(t.entry_ns),
+                    iso(t.exit_ns),
+                    t.qty,
+                    t.entry_price,
+                    t.exit_price,
+                    _money(t.fees),
+                    _money(t.pnl),
+                    t.exit_type,
+                )
+            )
     peak = np.maximum.accumulate(result.equity)
     with paths["equity"].open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(("time", "equity", "drawdown_pct"))
-        for ts, eq, pk in zip(result.times_ns.tolist(), result.equity.tolist(), peak.tolist(),
-                              strict=True):
+        for ts, eq, pk in zip(
+            result.times_ns.tolist(), result.equity.tolist(), peak.tolist(), strict=True
+        ):
             w.writerow((iso(ts), f"{eq:.6f}", f"{(pk - eq) / pk * 100 if pk else 0.0:.6f}"))
-    paths["metrics"].write_text(json.dumps(metrics_document(result, extra), indent=2,
-                                           sort_keys=True) + "\n")
+    paths["metrics"].write_text(
+        json.dumps(metrics_document(result, extra), indent=2, sort_keys=True) + "\n"
+    )
     if chart:
         paths["chart"] = write_chart(result, out_dir / "equity.png")
     return paths
@@ -112,8 +162,9 @@ def write_chart(result: BacktestResult, path: Path) -> Path:
     times = result.times_ns.astype("datetime64[ns]")
     peak = np.maximum.accumulate(result.equity)
     dd = np.where(peak > 0, (result.equity - peak) / peak * 100, 0.0)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     top.plot(times, result.equity, lw=0.8, color="tab:blue")
     top.set_ylabel("equity (USD)")
     top.set_title(f"Gal-Friday backtest {', '.join(result.pairs)}")
@@ -122,8 +173,13 @@ def write_chart(result: BacktestResult, path: Path) -> Path:
     for k, halt in enumerate(result.halts):
         when = np.datetime64(halt.ts_ns, "ns")
         for ax in (top, bottom):
-            ax.axvline(when, color="tab:orange", lw=1, ls="--",
-                       label=f"HALT ({halt.source})" if k == 0 and ax is top else None)
+            ax.axvline(
+                when,
+                color="tab:orange",
+                lw=1,
+                ls="--",
+                label=f"HALT ({halt.source})" if k == 0 and ax is top else None,
+            )
     if result.halts:
         top.legend(loc="best", fontsize="small")
     locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
@@ -163,8 +219,11 @@ def summary_table(result: BacktestResult) -> Any:
     """The console summary as a rich Table."""
     from rich.table import Table
 
-    table = Table(title=f"Backtest {', '.join(result.pairs)}  {iso(result.start_ns)[:16]} → "
-                        f"{iso(result.end_ns)[:16]}", show_header=False)
+    table = Table(
+        title=f"Backtest {', '.join(result.pairs)}  {iso(result.start_ns)[:16]} → "
+        f"{iso(result.end_ns)[:16]}",
+        show_header=False,
+    )
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for key, (label, fmt) in _LABELS.items():

@@ -60,45 +60,75 @@ def candle_grid(data: Sequence[PairData]) -> IntArray:
     """The run's time axis: the first open, then every candle end of every pair."""
     # each pair's ends are sorted: a stable sort merges the runs in linear time, which beats
     # np.unique's hashing on a million candles
-    ends = np.sort(np.concatenate([d.candles.time_s * NS + d.interval_s * NS for d in data]),
-                   kind="stable")
+    ends = np.sort(
+        np.concatenate([d.candles.time_s * NS + d.interval_s * NS for d in data]), kind="stable"
+    )
     ends = ends[np.r_[True, ends[1:] != ends[:-1]]] if len(ends) else ends
     first = min(int(d.candles.time_s[0]) for d in data) * NS
     grid: IntArray = np.concatenate(([first], ends)).astype(np.int64)
     return grid
 
 
-async def run_backtest(settings: Settings, data: Sequence[PairData],
-                       signals: dict[str, PairSignals], *, capital: Decimal,
-                       strategy: StrategyFactory = default_strategy,
-                       depth: Literal["volume", "unlimited"] = "volume",
-                       progress: Progress | None = None) -> BacktestResult:
+async def run_backtest(
+    settings: Settings,
+    data: Sequence[PairData],
+    signals: dict[str, PairSignals],
+    *,
+    capital: Decimal,
+    strategy: StrategyFactory = default_strategy,
+    depth: Literal["volume", "unlimited"] = "volume",
+    progress: Progress | None = None,
+) -> BacktestResult:
     """Run the engine over ``data`` and compute the report's figures."""
     started = time.perf_counter()
-    engine = BacktestEngine(settings, data, signals, capital=capital, strategy=strategy,
-                            depth=depth, progress=progress)
+    engine = BacktestEngine(
+        settings, data, signals, capital=capital, strategy=strategy, depth=depth, progress=progress
+    )
     out = await engine.run()
     loop_s = time.perf_counter() - started
     grid = candle_grid(data)
-    closes = {d.pair: (d.candles.time_s * NS + d.interval_s * NS, d.candles.close)
-              for d in data}
+    closes = {d.pair: (d.candles.time_s * NS + d.interval_s * NS, d.candles.close) for d in data}
     equity = equity_curve(grid, capital, out.fills, closes)
     equity[0] = float(capital)
-    return backtest_result(settings, tuple(d.pair for d in data), grid, equity, out,
-                           capital=capital, loop_s=loop_s)
+    return backtest_result(
+        settings, tuple(d.pair for d in data), grid, equity, out, capital=capital, loop_s=loop_s
+    )
 
 
-def backtest_result(settings: Settings, pairs: tuple[str, ...], times: IntArray,
-                    equity: FloatArray, out: RunOutput | RecordingRun, *, capital: Decimal,
-                    loop_s: float) -> BacktestResult:
+def backtest_result(
+    settings: Settings,
+    pairs: tuple[str, ...],
+    times: IntArray,
+    equity: FloatArray,
+    out: RunOutput | RecordingRun,
+    *,
+    capital: Decimal,
+    loop_s: float,
+) -> BacktestResult:
     """A run's fills, curve and counters as the report's figures (both runners)."""
     trades = round_trips(out.fills)
     start, end = int(times[0]), int(times[-1])
     metrics = compute_metrics(
-        times, equity, trades, capital=capital, final_equity=out.final_equity,
-        fees=out.fees_paid, exposure=exposure_fraction(out.fills, start, end),
-        risk_free_pct=float(settings.backtest.risk_free_rate_pct))
+        times,
+        equity,
+        trades,
+        capital=capital,
+        final_equity=out.final_equity,
+        fees=out.fees_paid,
+        exposure=exposure_fraction(out.fills, start, end),
+        risk_free_pct=float(settings.backtest.risk_free_rate_pct),
+    )
     stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
-    return BacktestResult(pairs, start, end, times, equity, trades, out.fills, metrics, stats,
-                          {pair: str(qty) for pair, qty in sorted(out.held.items())},
-                          out.halts)
+    return BacktestResult(
+        pairs,
+        start,
+        end,
+        times,
+        equity,
+        trades,
+        out.fills,
+        metrics,
+        stats,
+        {pair: str(qty) for pair, qty in sorted(out.held.items())},
+        out.halts,
+    )

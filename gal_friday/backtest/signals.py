@@ -52,21 +52,26 @@ def feature_rows_mask(series: CandleSeries) -> np.ndarray:
     return mask
 
 
-def check_no_lookahead(series: CandleSeries, build: FeatureBuilder, full: FeatureTable,
-                       cuts: Sequence[int] | None = None) -> None:
+def check_no_lookahead(
+    series: CandleSeries,
+    build: FeatureBuilder,
+    full: FeatureTable,
+    cuts: Sequence[int] | None = None,
+) -> None:
     """Raise LookAheadError unless features of prefixes equal the full run's first rows."""
     n = len(full)
     for cut in cuts if cuts is not None else sorted({min(n, 500), min(n, 4000)}):
         if cut < 2:
             continue
         prefix = build(series.slice(0, _candles_for_rows(series, cut)))
-        a, b = prefix.values, full.values[:len(prefix)]
+        a, b = prefix.values, full.values[: len(prefix)]
         same = (a == b) | (np.isnan(a) & np.isnan(b)) | np.isclose(a, b, rtol=1e-9, atol=1e-12)
         if not same.all():
             row, col = np.argwhere(~same)[0]
             raise LookAheadError(
                 f"feature {full.names[col]!r} at row {row} changes when later candles are "
-                f"removed ({b[row, col]!r} with them, {a[row, col]!r} without): it looks ahead")
+                f"removed ({b[row, col]!r} with them, {a[row, col]!r} without): it looks ahead"
+            )
 
 
 def _candles_for_rows(series: CandleSeries, rows: int) -> int:
@@ -107,8 +112,9 @@ def calibrate(calibration: Calibration, raw: FloatArray) -> FloatArray:
     return np.where(raw >= xs[-1], ys[-1], out)  # type: ignore[no-any-return]
 
 
-def model_probabilities(model: LoadedModel, features: FloatArray,
-                        names: tuple[str, ...]) -> FloatArray:
+def model_probabilities(
+    model: LoadedModel, features: FloatArray, names: tuple[str, ...]
+) -> FloatArray:
     """Calibrated probabilities of one model for every row (NaN where a feature is missing,
     as the live service publishes nothing for an incomplete row)."""
     import lightgbm
@@ -130,8 +136,9 @@ def model_probabilities(model: LoadedModel, features: FloatArray,
     return out
 
 
-def combined_probabilities(models: Sequence[LoadedModel], features: FloatArray,
-                           names: tuple[str, ...], how: Combine) -> FloatArray:
+def combined_probabilities(
+    models: Sequence[LoadedModel], features: FloatArray, names: tuple[str, ...], how: Combine
+) -> FloatArray:
     """``service.combine`` over arrays: the same sums in the same order."""
     total = sum(m.weight for m in models)
     acc: FloatArray | float = 0
@@ -152,8 +159,9 @@ def check_candle_models(models: Sequence[LoadedModel], settings: FeatureSettings
             raise ModelError(f"{exc} (a backtest on candles has candle features only)") from None
 
 
-def model_signals(series: CandleSeries, models: Sequence[LoadedModel], how: Combine,
-                  build: FeatureBuilder) -> PairSignals:
+def model_signals(
+    series: CandleSeries, models: Sequence[LoadedModel], how: Combine, build: FeatureBuilder
+) -> PairSignals:
     """Features and combined model probabilities for every candle of one pair."""
     table = checked_features(series, build)
     prob = combined_probabilities(models, table.values, table.names, how)
@@ -170,7 +178,7 @@ def sma(close: FloatArray, period: int) -> FloatArray:
     out = np.full(len(close), np.nan)
     if len(close) >= period:
         windows = sliding_window_view(close.astype(np.longdouble), period)
-        out[period - 1:] = windows.sum(axis=1).astype(np.float64) / period
+        out[period - 1 :] = windows.sum(axis=1).astype(np.float64) / period
     return out
 
 
@@ -199,5 +207,6 @@ def sma_cross_signals(series: CandleSeries, fast: int = 10, slow: int = 30) -> P
     f, s = sma(series.close, fast), sma(series.close, slow)
     cross = crossover(f, s)
     prob = np.where(cross > 0, 1.0, np.where(cross < 0, 0.0, np.nan))
-    return PairSignals(prob, (f"sma_{fast}", f"sma_{slow}"), np.column_stack([f, s]),
-                       f"sma-{fast}-{slow}")
+    return PairSignals(
+        prob, (f"sma_{fast}", f"sma_{slow}"), np.column_stack([f, s]), f"sma-{fast}-{slow}"
+    )

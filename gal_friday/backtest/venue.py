@@ -29,8 +29,15 @@ from gal_friday.execution.matching import OrderUpdate
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import OrderRequest
 
-_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
-                       OrderStatus.EXPIRED, OrderStatus.ERROR})
+_TERMINAL = frozenset(
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELLED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.ERROR,
+    }
+)
 INF = math.inf
 
 
@@ -43,8 +50,15 @@ class DirectBus(EventBus):
         self._direct: dict[type[Event], tuple[tuple[Handler, bool], ...]] = {}
         self.published = 0
 
-    def subscribe(self, types: type[Event] | Iterable[type[Event]], handler: Handler, *,
-                  name: str, policy: Policy = Policy.BLOCK, maxsize: int = 4096) -> Subscription:
+    def subscribe(
+        self,
+        types: type[Event] | Iterable[type[Event]],
+        handler: Handler,
+        *,
+        name: str,
+        policy: Policy = Policy.BLOCK,
+        maxsize: int = 4096,
+    ) -> Subscription:
         wanted = (types,) if isinstance(types, type) else tuple(types)
         sub = super().subscribe(wanted, handler, name=name, policy=policy, maxsize=maxsize)
         self._subscribers.append((wanted, handler, inspect.iscoroutinefunction(handler)))
@@ -55,8 +69,10 @@ class DirectBus(EventBus):
         handlers = self._direct.get(type(event))
         if handlers is None:
             handlers = self._direct[type(event)] = tuple(
-                (h, is_async) for types, h, is_async in self._subscribers
-                if issubclass(type(event), types))
+                (h, is_async)
+                for types, h, is_async in self._subscribers
+                if issubclass(type(event), types)
+            )
         self.published += 1
         for handler, is_async in handlers:
             result = handler(event)
@@ -67,8 +83,9 @@ class DirectBus(EventBus):
 class BacktestVenue(PaperVenue):
     """A ``PaperVenue`` that knows, per pair, what the next candle must reach to matter."""
 
-    def __init__(self, settings: PaperSettings, fees: FeeSettings, *,
-                 clock_ns: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: PaperSettings, fees: FeeSettings, *, clock_ns: Callable[[], int]
+    ) -> None:
         super().__init__(settings, fees, clock_ns=clock_ns)
         self.latency_ns = int(settings.latency_ms * 1_000_000)
         self.working: dict[str, dict[str, OrderRequest]] = {}  # pair -> coid -> request

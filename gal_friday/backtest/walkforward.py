@@ -97,19 +97,28 @@ class BlockModel:
     def describe(self, models_dir: Path | None = None) -> dict[str, Any]:
         """The block's entry in the report (JSON-ready, no wall-clock time, no abs paths)."""
         doc: dict[str, Any] = {
-            "block": self.block.index, "start": iso_s(self.block.start_s),
-            "end": iso_s(self.block.end_s), "status": self.status,
+            "block": self.block.index,
+            "start": iso_s(self.block.start_s),
+            "end": iso_s(self.block.end_s),
+            "status": self.status,
             "model_id": self.model_id if self.model is not None else None,
-            "train_window": {"start": iso_s(self.train_start_s),
-                             "end": iso_s(self.block.start_s),
-                             "start_s": self.train_start_s, "end_s": self.block.start_s,
-                             "candles": self.train_candles},
+            "train_window": {
+                "start": iso_s(self.train_start_s),
+                "end": iso_s(self.block.start_s),
+                "start_s": self.train_start_s,
+                "end_s": self.block.start_s,
+                "candles": self.train_candles,
+            },
         }
         if self.model is not None:
             dw = self.data_window
-            doc["data_window"] = {"start_s": int(dw["start_s"]), "end_s": int(dw["end_s"]),
-                                  "rows": int(dw["rows"]), "start": iso_s(int(dw["start_s"])),
-                                  "end": iso_s(int(dw["end_s"]))}
+            doc["data_window"] = {
+                "start_s": int(dw["start_s"]),
+                "end_s": int(dw["end_s"]),
+                "rows": int(dw["rows"]),
+                "start": iso_s(int(dw["start_s"])),
+                "end": iso_s(int(dw["end_s"])),
+            }
             doc["mean_auc"] = _finite(self.summary.get("mean_auc"))
             doc["calibrated_brier"] = _finite(self.summary.get("calibrated_brier"))
             if models_dir is not None:
@@ -152,15 +161,23 @@ def default_trainer(settings: Settings, spec: TrainSpec | None = None) -> Traine
     chosen = spec or spec_from_settings(settings.training, settings.strategy)
 
     def train(candles: CandleSeries, out_dir: Path, model_id: str) -> TrainResult:
-        return train_from_candles(settings, candles, out_dir, spec=chosen, model_id=model_id,
-                                  progress=False)
+        return train_from_candles(
+            settings, candles, out_dir, spec=chosen, model_id=model_id, progress=False
+        )
 
     return train
 
 
-def train_blocks(settings: Settings, series: CandleSeries, blocks: Sequence[Block],
-                 window_s: int, models_dir: Path, *, trainer: Trainer | None = None,
-                 report: Report | None = None) -> list[BlockModel]:
+def train_blocks(
+    settings: Settings,
+    series: CandleSeries,
+    blocks: Sequence[Block],
+    window_s: int,
+    models_dir: Path,
+    *,
+    trainer: Trainer | None = None,
+    report: Report | None = None,
+) -> list[BlockModel]:
     """Train one model per block on ``series`` strictly before the block (see the module
     doc); a rejected model leaves its block without one."""
     train = trainer or default_trainer(settings)
@@ -170,9 +187,11 @@ def train_blocks(settings: Settings, series: CandleSeries, blocks: Sequence[Bloc
         window = training_candles(series, block.start_s, window_s)
         entry = BlockModel(block, block.start_s - window_s, len(window), block_model_id(block))
         if report:
-            report(f"block {block.index + 1}/{len(blocks)} {iso_s(block.start_s)} → "
-                   f"{iso_s(block.end_s)}: training {entry.model_id} on {len(window):,} "
-                   f"candles from {iso_s(entry.train_start_s)}")
+            report(
+                f"block {block.index + 1}/{len(blocks)} {iso_s(block.start_s)} → "
+                f"{iso_s(block.end_s)}: training {entry.model_id} on {len(window):,} "
+                f"candles from {iso_s(entry.train_start_s)}"
+            )
         try:
             if len(window) == 0:
                 raise ValueError("no candles in the training window")
@@ -184,8 +203,10 @@ def train_blocks(settings: Settings, series: CandleSeries, blocks: Sequence[Bloc
         else:
             end_s = int(result.meta.data_window["end_s"])
             if end_s >= block.start_s:  # guard: the pipeline must never see the block
-                raise AssertionError(f"{entry.model_id} was trained on data up to {end_s}, "
-                                     f"after its block's start {block.start_s}")
+                raise AssertionError(
+                    f"{entry.model_id} was trained on data up to {end_s}, "
+                    f"after its block's start {block.start_s}"
+                )
             try:
                 (entry.model,) = load_models([result.directory], None, names)
             except ModelError as exc:
@@ -194,16 +215,19 @@ def train_blocks(settings: Settings, series: CandleSeries, blocks: Sequence[Bloc
             entry.data_window = dict(result.meta.data_window)
         if report:
             if entry.model is not None:
-                report(f"  {entry.model_id}: mean AUC {entry.summary['mean_auc']:.4f}, "
-                       f"calibrated Brier {entry.summary['calibrated_brier']:.4f}")
+                report(
+                    f"  {entry.model_id}: mean AUC {entry.summary['mean_auc']:.4f}, "
+                    f"calibrated Brier {entry.summary['calibrated_brier']:.4f}"
+                )
             else:
                 report(f"  {entry.model_id}: {entry.reason}; the block trades nothing")
         out.append(entry)
     return out
 
 
-def block_signals(series: CandleSeries, models: Sequence[BlockModel], settings: Settings,
-                  build: FeatureBuilder) -> PairSignals:
+def block_signals(
+    series: CandleSeries, models: Sequence[BlockModel], settings: Settings, build: FeatureBuilder
+) -> PairSignals:
     """Features for every candle; each block's rows get that block's model's calibrated
     probabilities (one batch per block), NaN outside the blocks and in rejected ones."""
     table = checked_features(series, build)
@@ -214,13 +238,15 @@ def block_signals(series: CandleSeries, models: Sequence[BlockModel], settings: 
         lo = int(np.searchsorted(series.time_s, entry.block.start_s, "left"))
         hi = int(np.searchsorted(series.time_s, entry.block.end_s, "left"))
         if hi > lo:
-            prob[lo:hi] = combined_probabilities([entry.model], table.values[lo:hi],
-                                                 table.names, settings.prediction.combine)
+            prob[lo:hi] = combined_probabilities(
+                [entry.model], table.values[lo:hi], table.names, settings.prediction.combine
+            )
     return PairSignals(prob, table.names, table.values, WALK_FORWARD_ID)
 
 
-def from_period(data: Sequence[PairData], signals: dict[str, PairSignals], start_s: int
-                ) -> tuple[list[PairData], dict[str, PairSignals]]:
+def from_period(
+    data: Sequence[PairData], signals: dict[str, PairSignals], start_s: int
+) -> tuple[list[PairData], dict[str, PairSignals]]:
     """Data and signals cut to the candles opening at or after ``start_s`` (the history
     before it only trained models and warmed features up)."""
     out_data, out_signals = [], {}
@@ -228,18 +254,26 @@ def from_period(data: Sequence[PairData], signals: dict[str, PairSignals], start
         lo = int(np.searchsorted(d.candles.time_s, start_s, "left"))
         if lo >= len(d.candles):
             continue
-        out_data.append(PairData(d.pair, d.candles.slice(lo, len(d.candles)), d.instrument,
-                                 d.interval_s))
+        out_data.append(
+            PairData(d.pair, d.candles.slice(lo, len(d.candles)), d.instrument, d.interval_s)
+        )
         s = signals[d.pair]
         out_signals[d.pair] = PairSignals(s.prob[lo:], s.names, s.features[lo:], s.model_id)
     return out_data, out_signals
 
 
-def walk_forward_signals(settings: Settings, data: Sequence[PairData], *, start_s: int,
-                         every_days: float, window_days: float, models_dir: Path,
-                         build: FeatureBuilder, trainer: Trainer | None = None,
-                         report: Report | None = None
-                         ) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
+def walk_forward_signals(
+    settings: Settings,
+    data: Sequence[PairData],
+    *,
+    start_s: int,
+    every_days: float,
+    window_days: float,
+    models_dir: Path,
+    build: FeatureBuilder,
+    trainer: Trainer | None = None,
+    report: Report | None = None,
+) -> tuple[list[PairData], dict[str, PairSignals], dict[str, Any]]:
     """Train the block models and compute the period's signals.
 
     ``data`` holds the history too; the returned data and signals start at ``start_s``. The
@@ -249,25 +283,35 @@ def walk_forward_signals(settings: Settings, data: Sequence[PairData], *, start_
         raise ValueError("--retrain-every and --train-window must be positive")
     end_s = max(int(d.candles.time_s[-1]) + d.interval_s for d in data)
     if start_s >= end_s:
-        raise ValueError("no candles after the first training window: give more history "
-                         "or a shorter --train-window")
+        raise ValueError(
+            "no candles after the first training window: give more history "
+            "or a shorter --train-window"
+        )
     blocks = make_blocks(start_s, end_s, round(every_days * DAY_S))
     window_s = round(window_days * DAY_S)
     train_pair = data[0]
-    models = train_blocks(settings, train_pair.candles, blocks, window_s, models_dir,
-                          trainer=trainer, report=report)
+    models = train_blocks(
+        settings, train_pair.candles, blocks, window_s, models_dir, trainer=trainer, report=report
+    )
     signals = {d.pair: block_signals(d.candles, models, settings, build) for d in data}
     period, period_signals = from_period(data, signals, start_s)
     spec = spec_from_settings(settings.training, settings.strategy)
     notes: dict[str, Any] = {
         "strategy": "model-walk-forward",
         "walk_forward": {
-            "retrain_every_days": every_days, "train_window_days": window_days,
-            "train_pair": train_pair.pair, "period_start": iso_s(start_s),
+            "retrain_every_days": every_days,
+            "train_window_days": window_days,
+            "train_pair": train_pair.pair,
+            "period_start": iso_s(start_s),
             "period_end": iso_s(end_s),
-            "spec": {"threshold_pct": spec.threshold_pct, "horizon_min": spec.horizon_min,
-                     "folds": spec.folds, "rounds": spec.rounds, "min_auc": spec.min_auc,
-                     "max_brier": spec.max_brier},
+            "spec": {
+                "threshold_pct": spec.threshold_pct,
+                "horizon_min": spec.horizon_min,
+                "folds": spec.folds,
+                "rounds": spec.rounds,
+                "min_auc": spec.min_auc,
+                "max_brier": spec.max_brier,
+            },
             "blocks": [m.describe(Path("models")) for m in models],
             "rejected_blocks": [m.block.index for m in models if m.model is None],
         },

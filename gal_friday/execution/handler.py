@@ -79,8 +79,13 @@ class Role(enum.StrEnum):
 
 _PROTECTIVE = (Role.STOP, Role.TARGET)
 _NOT_PLACED = frozenset({OrderStatus.REJECTED, OrderStatus.ERROR})
-_ROLE_NAMES = {Role.ENTRY: "entry", Role.ENTRY_MARKET: "entry-market", Role.STOP: "stop",
-               Role.TARGET: "target", Role.EXIT: "exit"}
+_ROLE_NAMES = {
+    Role.ENTRY: "entry",
+    Role.ENTRY_MARKET: "entry-market",
+    Role.STOP: "stop",
+    Role.TARGET: "target",
+    Role.EXIT: "exit",
+}
 
 
 class OrderJournal(Protocol):
@@ -166,9 +171,17 @@ class _Pair:
 class ExecutionHandler:
     """Routes approvals to one venue and reports every order state change on the bus."""
 
-    def __init__(self, settings: ExecutionSettings, venue: TradingVenue, bus: EventBus, *,
-                 clock_ns: Callable[[], int] = time.time_ns, ids: ClientIds | None = None,
-                 tick_s: float = 0.25, journal: OrderJournal | None = None) -> None:
+    def __init__(
+        self,
+        settings: ExecutionSettings,
+        venue: TradingVenue,
+        bus: EventBus,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        ids: ClientIds | None = None,
+        tick_s: float = 0.25,
+        journal: OrderJournal | None = None,
+    ) -> None:
         self.s = settings
         self.venue = venue
         self.journal = journal
@@ -186,16 +199,31 @@ class ExecutionHandler:
         self._last_report_ns = 0
         self._last_reconcile_ns = 0
         self._waits: list[_Wait] = []  # exits waiting for their cancels, until a deadline
-        self.stats = {"submitted": 0, "rejected": 0, "errors": 0, "busy_retries": 0,
-                      "resolved_by_lookup": 0, "reconciliations": 0}
+        self.stats = {
+            "submitted": 0,
+            "rejected": 0,
+            "errors": 0,
+            "busy_retries": 0,
+            "resolved_by_lookup": 0,
+            "reconciliations": 0,
+        }
 
     # --- life cycle ------------------------------------------------------------------------
 
     def attach(self) -> None:
-        self.bus.subscribe(TradeSignalApprovedEvent, self.on_approved, name="execution",
-                           policy=Policy.BLOCK, maxsize=4096)
-        self.bus.subscribe((FlattenEvent, TradingStateChangedEvent), self.on_control,
-                           name="execution-control", policy=Policy.BLOCK)
+        self.bus.subscribe(
+            TradeSignalApprovedEvent,
+            self.on_approved,
+            name="execution",
+            policy=Policy.BLOCK,
+            maxsize=4096,
+        )
+        self.bus.subscribe(
+            (FlattenEvent, TradingStateChangedEvent),
+            self.on_control,
+            name="execution-control",
+            policy=Policy.BLOCK,
+        )
 
     async def on_control(self, event: FlattenEvent | TradingStateChangedEvent) -> None:
         """HALTED, REDUCING or flatten: working entries are cancelled at once (a resting entry
@@ -239,10 +267,17 @@ class ExecutionHandler:
             if now_ns >= wait.deadline_ns or now_ns < wait.started_ns:  # or the clock stepped
                 wait.gate.set()
         for order in list(self.orders.values()):
-            if (order.role is Role.ENTRY and order.working and not order.cancel_requested
-                    and order.deadline_ns and now_ns >= order.deadline_ns):
-                log.info("entry timed out", extra={"client_order_id": order.coid,
-                                                   "action": self.s.entry_timeout_action})
+            if (
+                order.role is Role.ENTRY
+                and order.working
+                and not order.cancel_requested
+                and order.deadline_ns
+                and now_ns >= order.deadline_ns
+            ):
+                log.info(
+                    "entry timed out",
+                    extra={"client_order_id": order.coid, "action": self.s.entry_timeout_action},
+                )
                 order.timed_out = True
                 self._spawn(self._cancel(order))
             elif order.unresolved:
@@ -252,8 +287,15 @@ class ExecutionHandler:
             self._last_reconcile_ns = now_ns
             self._spawn(self.reconcile())
 
-    def adopt(self, request: OrderRequest, *, status: OrderStatus, filled: Decimal,
-              signal_id: str, sibling: str | None = None) -> None:
+    def adopt(
+        self,
+        request: OrderRequest,
+        *,
+        status: OrderStatus,
+        filled: Decimal,
+        signal_id: str,
+        sibling: str | None = None,
+    ) -> None:
         """Take over an order found working at the venue after a restart (crash recovery):
         its reports are handled as if this run had sent it."""
         role = role_of(request.client_order_id)
@@ -264,8 +306,16 @@ class ExecutionHandler:
         if role is Role.ENTRY:
             order.deadline_ns = self.clock_ns() + int(self.s.entry_timeout_s * _NS)
 
-    def restore_pair(self, pair: str, *, held: Decimal, stop: Decimal, target: Decimal,
-                     unprotected: Decimal, signal_id: str) -> None:
+    def restore_pair(
+        self,
+        pair: str,
+        *,
+        held: Decimal,
+        stop: Decimal,
+        target: Decimal,
+        unprotected: Decimal,
+        signal_id: str,
+    ) -> None:
         """Set what a pair holds after a restart; ``unprotected`` is then protected anew."""
         state = self._pair(pair)
         state.held, state.stop, state.target, state.unprotected = held, stop, target, _ZERO
@@ -281,8 +331,9 @@ class ExecutionHandler:
             return
         self._venue_connected = connected
         state = ComponentState.CONNECTED if connected else ComponentState.DISCONNECTED
-        await self.bus.publish(SystemStatusEvent(f"{self.venue.name}.private", state,
-                                                 ts_ns=self.clock_ns()))
+        await self.bus.publish(
+            SystemStatusEvent(f"{self.venue.name}.private", state, ts_ns=self.clock_ns())
+        )
 
     # --- approvals ---------------------------------------------------------------------------
 
@@ -293,8 +344,15 @@ class ExecutionHandler:
         pair = self._pair(signal.pair)
         pair.stop, pair.target = signal.stop_loss, signal.take_profit
         role = Role.ENTRY if signal.order_type is OrderType.LIMIT else Role.ENTRY_MARKET
-        order = self._new_order(role, signal.signal_id, signal.pair, signal.side,
-                                signal.order_type, signal.qty, limit=signal.limit_price)
+        order = self._new_order(
+            role,
+            signal.signal_id,
+            signal.pair,
+            signal.side,
+            signal.order_type,
+            signal.qty,
+            limit=signal.limit_price,
+        )
         if role is Role.ENTRY:
             order.deadline_ns = self.clock_ns() + int(self.s.entry_timeout_s * _NS)
         await self._send(order)
@@ -304,13 +362,22 @@ class ExecutionHandler:
         pair = self._pair(signal.pair)
         pair.exiting = True
         try:
-            protective = [o for o in self.orders.values()
-                          if o.request.pair == signal.pair and o.role in _PROTECTIVE and o.working]
+            protective = [
+                o
+                for o in self.orders.values()
+                if o.request.pair == signal.pair and o.role in _PROTECTIVE and o.working
+            ]
             for order in protective:
                 await self._cancel(order)
             await self._until_done(protective, self.s.cancel_wait_s)
-            order = self._new_order(Role.EXIT, signal.signal_id, signal.pair, signal.side,
-                                    OrderType.MARKET, min(signal.qty, pair.held))
+            order = self._new_order(
+                Role.EXIT,
+                signal.signal_id,
+                signal.pair,
+                signal.side,
+                OrderType.MARKET,
+                min(signal.qty, pair.held),
+            )
             if pair.held <= 0:  # a stop or target sold it meanwhile: nothing to send
                 await self._verdict(order, OrderStatus.CANCELLED, "nothing held to sell")
                 return
@@ -333,10 +400,16 @@ class ExecutionHandler:
             return
         r = order.request
         if (report.signal_id, report.limit_price, report.trigger_price) != (
-                order.signal_id, r.limit_price, r.trigger_price):
-            report = msgspec.structs.replace(report, signal_id=order.signal_id,
-                                             limit_price=r.limit_price,
-                                             trigger_price=r.trigger_price)
+            order.signal_id,
+            r.limit_price,
+            r.trigger_price,
+        ):
+            report = msgspec.structs.replace(
+                report,
+                signal_id=order.signal_id,
+                limit_price=r.limit_price,
+                trigger_price=r.trigger_price,
+            )
         order.unresolved = False
         delta = report.filled_qty - order.filled
         if delta < 0 or (order.status.is_terminal and delta == 0):
@@ -379,19 +452,36 @@ class ExecutionHandler:
         if order.role in _PROTECTIVE and order.sibling:
             sibling = self.orders.get(order.sibling)
             if sibling is not None and sibling.working and not sibling.cancel_requested:
-                log.info("one of a stop / target pair filled; cancelling the other",
-                         extra={"filled": order.coid, "cancel": sibling.coid})
+                log.info(
+                    "one of a stop / target pair filled; cancelling the other",
+                    extra={"filled": order.coid, "cancel": sibling.coid},
+                )
                 self._spawn(self._cancel(sibling))
 
     def _on_end(self, order: _Order) -> None:
         rest = order.request.qty - order.filled
-        if order.role is Role.ENTRY and rest > 0 and order.timed_out \
-                and self.s.entry_timeout_action == "market" and not self._halted:
-            market = self._new_order(Role.ENTRY_MARKET, order.signal_id, order.request.pair,
-                                     order.request.side, OrderType.MARKET, rest)
+        if (
+            order.role is Role.ENTRY
+            and rest > 0
+            and order.timed_out
+            and self.s.entry_timeout_action == "market"
+            and not self._halted
+        ):
+            market = self._new_order(
+                Role.ENTRY_MARKET,
+                order.signal_id,
+                order.request.pair,
+                order.request.side,
+                OrderType.MARKET,
+                rest,
+            )
             self._spawn(self._send(market))
-        elif order.role in _PROTECTIVE and rest > 0 and not order.cancel_requested \
-                and order.status not in _NOT_PLACED:  # a refusal is _protect's to handle
+        elif (
+            order.role in _PROTECTIVE
+            and rest > 0
+            and not order.cancel_requested
+            and order.status not in _NOT_PLACED
+        ):  # a refusal is _protect's to handle
             self._reprotect(order, rest)
 
     def _reprotect(self, order: _Order, rest: Decimal) -> None:
@@ -404,8 +494,10 @@ class ExecutionHandler:
             self._spawn(self._cancel(sibling))
         if pair.exiting or not self.s.protective_orders:
             return
-        log.warning("protective order ended unfilled; protecting its rest again", extra={
-            "client_order_id": order.coid, "reason": order.status, "qty": str(rest)})
+        log.warning(
+            "protective order ended unfilled; protecting its rest again",
+            extra={"client_order_id": order.coid, "reason": order.status, "qty": str(rest)},
+        )
         pair.unprotected += min(rest, pair.held)
         self._spawn(self._protect(order.request.pair, order.signal_id))
 
@@ -416,32 +508,54 @@ class ExecutionHandler:
         if qty <= 0 or pair.exiting or pair.stop <= 0 or pair.target <= 0:
             return
         pair.unprotected = _ZERO
-        stop = self._new_order(Role.STOP, signal_id, pair_name, Side.SELL, OrderType.STOP_LOSS,
-                               qty, trigger=pair.stop)
+        stop = self._new_order(
+            Role.STOP, signal_id, pair_name, Side.SELL, OrderType.STOP_LOSS, qty, trigger=pair.stop
+        )
         await self._send(stop)
         target = None
         if stop.status not in _NOT_PLACED:
-            target = self._new_order(Role.TARGET, signal_id, pair_name, Side.SELL,
-                                     OrderType.TAKE_PROFIT, qty, trigger=pair.target)
+            target = self._new_order(
+                Role.TARGET,
+                signal_id,
+                pair_name,
+                Side.SELL,
+                OrderType.TAKE_PROFIT,
+                qty,
+                trigger=pair.target,
+            )
             stop.sibling, target.sibling = target.coid, stop.coid
             await self._send(target)
         if target is None:  # no stop: the quantity waits to be protected with the next fill
             pair.unprotected += qty
-            log.warning("could not protect the filled quantity yet (e.g. below the order "
-                        "minimum); it is retried with the next fill", extra={
-                            "pair": pair_name, "qty": str(qty)})
+            log.warning(
+                "could not protect the filled quantity yet (e.g. below the order "
+                "minimum); it is retried with the next fill",
+                extra={"pair": pair_name, "qty": str(qty)},
+            )
         elif target.status in _NOT_PLACED:  # the stop alone still limits the loss
             stop.sibling = None
-            log.warning("take-profit not placed; the stop-loss stays", extra={
-                "pair": pair_name, "qty": str(qty), "stop": stop.coid})
+            log.warning(
+                "take-profit not placed; the stop-loss stays",
+                extra={"pair": pair_name, "qty": str(qty), "stop": stop.coid},
+            )
 
     # --- sending, with the safety rules ----------------------------------------------------
 
-    def _new_order(self, role: Role, signal_id: str, pair: str, side: Side, type_: OrderType,
-                   qty: Decimal, *, limit: Decimal | None = None,
-                   trigger: Decimal | None = None) -> _Order:
-        request = OrderRequest(self.ids.new(role), pair, side, type_, qty, limit, signal_id,
-                               trigger)
+    def _new_order(
+        self,
+        role: Role,
+        signal_id: str,
+        pair: str,
+        side: Side,
+        type_: OrderType,
+        qty: Decimal,
+        *,
+        limit: Decimal | None = None,
+        trigger: Decimal | None = None,
+    ) -> _Order:
+        request = OrderRequest(
+            self.ids.new(role), pair, side, type_, qty, limit, signal_id, trigger
+        )
         order = _Order(request, role, signal_id)
         self.orders[order.coid] = order
         return order
@@ -449,16 +563,35 @@ class ExecutionHandler:
     async def _send(self, order: _Order) -> None:
         """Submit once; retry only what the venue definitely did not take; resolve the rest."""
         if log.isEnabledFor(logging.INFO):  # a backtest logs errors only: skip the strings
-            log.info("order request", extra={
-                "client_order_id": order.coid, "signal_id": order.signal_id,
-                "role": order.role, "pair": order.request.pair,
-                "side": str(order.request.side), "type": str(order.request.type),
-                "qty": str(order.request.qty), "limit": str(order.request.limit_price),
-                "trigger": str(order.request.trigger_price)})
+            log.info(
+                "order request",
+                extra={
+                    "client_order_id": order.coid,
+                    "signal_id": order.signal_id,
+                    "role": order.role,
+                    "pair": order.request.pair,
+                    "side": str(order.request.side),
+                    "type": str(order.request.type),
+                    "qty": str(order.request.qty),
+                    "limit": str(order.request.limit_price),
+                    "trigger": str(order.request.trigger_price),
+                },
+            )
         r = order.request
-        await self.bus.publish(OrderRequestEvent(
-            r.client_order_id, order.signal_id, _ROLE_NAMES[order.role], r.pair, r.side, r.type,
-            r.qty, r.limit_price, r.trigger_price, self.clock_ns()))
+        await self.bus.publish(
+            OrderRequestEvent(
+                r.client_order_id,
+                order.signal_id,
+                _ROLE_NAMES[order.role],
+                r.pair,
+                r.side,
+                r.type,
+                r.qty,
+                r.limit_price,
+                r.trigger_price,
+                self.clock_ns(),
+            )
+        )
         self._in_flight += 1
         try:
             if self.journal is not None:
@@ -480,8 +613,10 @@ class ExecutionHandler:
                 await self._verdict(order, OrderStatus.ERROR, str(exc))
                 return
             except VenueUncertain as exc:
-                log.warning("order request outcome unknown; looking it up by client id",
-                            extra={"client_order_id": order.coid, "error": str(exc)})
+                log.warning(
+                    "order request outcome unknown; looking it up by client id",
+                    extra={"client_order_id": order.coid, "error": str(exc)},
+                )
                 found = await self._lookup(order)
                 if found is None and order.unresolved:
                     return  # unknown fate: never resend; the timer keeps asking
@@ -491,9 +626,11 @@ class ExecutionHandler:
                 if attempt == self.s.busy_retries or self._expired(order):
                     break
                 self.stats["busy_retries"] += 1
-                wait = exc.retry_after_s or self.s.busy_retry_s * 2 ** attempt
-                log.warning("venue busy; retrying the same client order id", extra={
-                    "client_order_id": order.coid, "error": exc.reason, "wait_s": wait})
+                wait = exc.retry_after_s or self.s.busy_retry_s * 2**attempt
+                log.warning(
+                    "venue busy; retrying the same client order id",
+                    extra={"client_order_id": order.coid, "error": exc.reason, "wait_s": wait},
+                )
                 await asyncio.sleep(wait)
         await self._verdict(order, OrderStatus.ERROR, "venue busy; gave up after retries")
 
@@ -506,19 +643,24 @@ class ExecutionHandler:
             try:
                 found = await self.venue.lookup(order.coid)
             except VenueError as exc:
-                log.warning("lookup failed", extra={"client_order_id": order.coid,
-                                                     "error": str(exc)})
+                log.warning(
+                    "lookup failed", extra={"client_order_id": order.coid, "error": str(exc)}
+                )
                 await asyncio.sleep(self.s.busy_retry_s)
                 continue
             order.unresolved = False
             if found is not None:
                 self.stats["resolved_by_lookup"] += 1
-                log.info("uncertain order found at the venue", extra={
-                    "client_order_id": order.coid, "status": found.status})
+                log.info(
+                    "uncertain order found at the venue",
+                    extra={"client_order_id": order.coid, "status": found.status},
+                )
             return found
         order.unresolved = True
-        log.error("order state unknown: not resent; asking the venue again",
-                  extra={"client_order_id": order.coid})
+        log.error(
+            "order state unknown: not resent; asking the venue again",
+            extra={"client_order_id": order.coid},
+        )
         return None
 
     async def _resolve_later(self, order: _Order) -> None:
@@ -534,13 +676,16 @@ class ExecutionHandler:
                 await self.venue.cancel(order.coid)
                 return
             except VenueAuthError as exc:
-                log.error("cancel refused", extra={"client_order_id": order.coid,
-                                                   "error": str(exc)})
+                log.error(
+                    "cancel refused", extra={"client_order_id": order.coid, "error": str(exc)}
+                )
                 return
             except VenueError as exc:
-                log.warning("cancel failed; retrying", extra={
-                    "client_order_id": order.coid, "error": str(exc)})
-                await asyncio.sleep(self.s.busy_retry_s * 2 ** attempt)
+                log.warning(
+                    "cancel failed; retrying",
+                    extra={"client_order_id": order.coid, "error": str(exc)},
+                )
+                await asyncio.sleep(self.s.busy_retry_s * 2**attempt)
         if order.role is Role.ENTRY:
             order.cancel_requested = False  # the timer tries again on its next pass
 
@@ -549,14 +694,31 @@ class ExecutionHandler:
         needed)."""
         if status is not OrderStatus.CANCELLED:
             self.stats["rejected" if status is OrderStatus.REJECTED else "errors"] += 1
-        log.warning("order not placed", extra={"client_order_id": order.coid,
-                                               "status": str(status), "reason": reason})
+        log.warning(
+            "order not placed",
+            extra={"client_order_id": order.coid, "status": str(status), "reason": reason},
+        )
         r = order.request
-        await self.on_venue_report(ExecutionReportEvent(
-            client_order_id=r.client_order_id, exchange_order_id=None, signal_id=r.signal_id,
-            pair=r.pair, side=r.side, order_type=r.type, status=status, order_qty=r.qty,
-            filled_qty=_ZERO, avg_price=None, last_fill_qty=None, last_fill_price=None,
-            fee=_ZERO, fee_asset="USD", reason=reason, ts_ns=self.clock_ns()))
+        await self.on_venue_report(
+            ExecutionReportEvent(
+                client_order_id=r.client_order_id,
+                exchange_order_id=None,
+                signal_id=r.signal_id,
+                pair=r.pair,
+                side=r.side,
+                order_type=r.type,
+                status=status,
+                order_qty=r.qty,
+                filled_qty=_ZERO,
+                avg_price=None,
+                last_fill_qty=None,
+                last_fill_price=None,
+                fee=_ZERO,
+                fee_asset="USD",
+                reason=reason,
+                ts_ns=self.clock_ns(),
+            )
+        )
 
     # --- reconciliation ----------------------------------------------------------------------
 
@@ -574,10 +736,15 @@ class ExecutionHandler:
             return None
         event = ReconciliationEvent(
             balances=tuple(sorted(balances.items())),
-            open_orders=tuple(OpenOrderState(
-                o.client_order_id, o.pair, o.side, o.type, o.qty - o.filled_qty, o.limit_price)
-                for o in open_orders),
-            venue=self.venue.name, ts_ns=self.clock_ns())
+            open_orders=tuple(
+                OpenOrderState(
+                    o.client_order_id, o.pair, o.side, o.type, o.qty - o.filled_qty, o.limit_price
+                )
+                for o in open_orders
+            ),
+            venue=self.venue.name,
+            ts_ns=self.clock_ns(),
+        )
         self.stats["reconciliations"] += 1
         await self.bus.publish(event)
         return event
@@ -611,8 +778,9 @@ class ExecutionHandler:
         still pending at the venue, whose report may yet arrive), and finished halves of a
         stop / target pair whose other half still works (its fill looks the sibling up)."""
         orders = self.orders
-        finished = [o for o in orders.values()
-                    if not o.working and not o.unresolved and o.coid not in keep]
+        finished = [
+            o for o in orders.values() if not o.working and not o.unresolved and o.coid not in keep
+        ]
         dropped = 0
         for order in finished:
             sibling = orders.get(order.sibling or "")

@@ -223,8 +223,11 @@ class MatchingEngine:
         longer refused as a duplicate, so call this only when ids are never reused (the
         ExecutionHandler's never are)."""
         pending = self.in_flight()
-        done = [coid for coid, s in self._orders.items()
-                if s.status in _TERMINAL and coid not in pending]
+        done = [
+            coid
+            for coid, s in self._orders.items()
+            if s.status in _TERMINAL and coid not in pending
+        ]
         for coid in done:
             del self._orders[coid]
         return done
@@ -387,15 +390,19 @@ class MatchingEngine:
             out.append(self._update(state, ts_ns, reason=reason))
         return out
 
-    def _fire_triggers(self, pair: str, trade_price: Decimal | None,
-                       ts_ns: int) -> list[OrderUpdate]:
+    def _fire_triggers(
+        self, pair: str, trade_price: Decimal | None, ts_ns: int
+    ) -> list[OrderUpdate]:
         """Execute the armed orders of ``pair`` whose trigger the market has reached."""
         out: list[OrderUpdate] = []
         book = self._books.get(pair)
         if book is None:  # no valid book: a trade still triggers, the execution waits for one
             for state in list(self._armed):
-                if (state.order.pair == pair and trade_price is not None
-                        and _triggers(state.order, trade_price)):
+                if (
+                    state.order.pair == pair
+                    and trade_price is not None
+                    and _triggers(state.order, trade_price)
+                ):
                     self._armed.remove(state)
                     self._triggered.append(state)
             return out
@@ -405,8 +412,7 @@ class MatchingEngine:
                 continue
             sell = order.side is Side.SELL
             touch = book.bids if sell and book else book.asks if book else []
-            prices = [p for p in (trade_price, touch[0].price if touch else None)
-                      if p is not None]
+            prices = [p for p in (trade_price, touch[0].price if touch else None) if p is not None]
             if not any(_triggers(order, p) for p in prices):
                 continue
             self._armed.remove(state)

@@ -39,8 +39,15 @@ from gal_friday.execution.venue import (
 log = logging.getLogger(__name__)
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
-_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
-                       OrderStatus.EXPIRED, OrderStatus.ERROR})
+_TERMINAL = frozenset(
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELLED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.ERROR,
+    }
+)
 _TRIGGERED = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT})
 
 
@@ -49,11 +56,21 @@ class PaperVenue:
 
     name = "paper"
 
-    def __init__(self, settings: PaperSettings, fees: FeeSettings, *,
-                 quote: str = "USD", clock_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        settings: PaperSettings,
+        fees: FeeSettings,
+        *,
+        quote: str = "USD",
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.engine = MatchingEngine(
-            fees.maker_pct, fees.taker_pct, latency_ns=int(settings.latency_ms * 1_000_000),
-            slippage_bps=settings.slippage_bps, on_trigger=self._can_trigger)
+            fees.maker_pct,
+            fees.taker_pct,
+            latency_ns=int(settings.latency_ms * 1_000_000),
+            slippage_bps=settings.slippage_bps,
+            on_trigger=self._can_trigger,
+        )
         self.taker_rate = fees.taker_pct / _HUNDRED
         self.quote = quote
         self.clock_ns = clock_ns
@@ -68,8 +85,13 @@ class PaperVenue:
     def attach(self, bus: EventBus) -> None:
         """Receive the market data the engine matches against (never dropped), and the word
         that a pair's book is wrong (a checksum failure, a gap): nothing fills against it."""
-        bus.subscribe((BookEvent, TradeEvent, BookInvalidatedEvent), self.on_market,
-                      name="paper-venue", policy=Policy.BLOCK, maxsize=8192)
+        bus.subscribe(
+            (BookEvent, TradeEvent, BookInvalidatedEvent),
+            self.on_market,
+            name="paper-venue",
+            policy=Policy.BLOCK,
+            maxsize=8192,
+        )
 
     async def on_market(self, event: Event) -> None:
         await self._dispatch(self.on_market_now(event))
@@ -199,14 +221,27 @@ class PaperVenue:
             self._orders[u.client_order_id] = u
             if not u.is_fill or u.last_fill_qty is None or u.last_fill_price is None:
                 continue
-            qty, notional, base = u.last_fill_qty, u.last_fill_qty * u.last_fill_price, \
-                self._base(u.pair)
+            qty, notional, base = (
+                u.last_fill_qty,
+                u.last_fill_qty * u.last_fill_price,
+                self._base(u.pair),
+            )
             sign = 1 if u.side is Side.BUY else -1
             self.balance[base] = self.balance.get(base, _ZERO) + sign * qty
             self.balance[self.quote] -= sign * notional + u.fee
-            self._fills.append(VenueFill(
-                f"P{len(self._fills) + 1}", u.client_order_id, u.exchange_order_id or "",
-                u.pair, u.side, qty, u.last_fill_price, u.fee, u.ts_ns))
+            self._fills.append(
+                VenueFill(
+                    f"P{len(self._fills) + 1}",
+                    u.client_order_id,
+                    u.exchange_order_id or "",
+                    u.pair,
+                    u.side,
+                    qty,
+                    u.last_fill_price,
+                    u.fee,
+                    u.ts_ns,
+                )
+            )
         return updates
 
     async def _dispatch(self, updates: list[OrderUpdate]) -> None:
@@ -221,7 +256,13 @@ class PaperVenue:
         return VenueOrder(
             client_order_id=request.client_order_id,
             exchange_order_id=self.engine.exchange_order_id(request.client_order_id) or "",
-            pair=request.pair, side=request.side, type=request.type, qty=request.qty,
+            pair=request.pair,
+            side=request.side,
+            type=request.type,
+            qty=request.qty,
             filled_qty=update.filled_qty if update else _ZERO,
-            limit_price=request.limit_price, trigger_price=request.trigger_price,
-            is_open=status not in _TERMINAL, status=str(status))
+            limit_price=request.limit_price,
+            trigger_price=request.trigger_price,
+            is_open=status not in _TERMINAL,
+            status=str(status),
+        )

@@ -81,7 +81,7 @@ def seeded_smooth(x: FloatArray, n: int, gain: float, start: int = 0) -> FloatAr
     if first >= len(x):
         return out
     total = 0.0
-    for value in x[start:first + 1].tolist():  # the same summation order as the live seed
+    for value in x[start : first + 1].tolist():  # the same summation order as the live seed
         total += value
     drive = gain * x[first:]
     drive[0] = total / n
@@ -135,10 +135,10 @@ def rolling_variance(x: FloatArray, n: int, ddof: int) -> FloatArray:
     windows = _windows(x, n)
     m2 = np.empty(len(windows))
     for i in range(0, len(windows), _CHUNK):  # cache-sized blocks: same sums, 3x faster
-        block = windows[i:i + _CHUNK]
+        block = windows[i : i + _CHUNK]
         dev = block - block.mean(axis=1)[:, None]
-        m2[i:i + _CHUNK] = np.einsum("ij,ij->i", dev, dev)
-    out[n - 1:] = np.where(_flat(x, n) | (m2 <= 0.0), 0.0, m2 / (n - ddof))
+        m2[i : i + _CHUNK] = np.einsum("ij,ij->i", dev, dev)
+    out[n - 1 :] = np.where(_flat(x, n) | (m2 <= 0.0), 0.0, m2 / (n - ddof))
     return out
 
 
@@ -146,20 +146,20 @@ def _flat(x: FloatArray, n: int) -> npt.NDArray[np.bool_]:
     """Whether each window of ``n`` holds one value only (no change between neighbours;
     NaN never equals itself, so a window with NaN is not flat)."""
     changes = np.concatenate(([0], np.cumsum(x[1:] != x[:-1])))
-    return changes[n - 1:] - changes[:len(x) - n + 1] == 0  # type: ignore[no-any-return]
+    return changes[n - 1 :] - changes[: len(x) - n + 1] == 0  # type: ignore[no-any-return]
 
 
 def rolling_mean(x: FloatArray, n: int) -> FloatArray:
     out = np.full(len(x), np.nan)
     if len(x) >= n:
-        out[n - 1:] = _windows(x, n).mean(axis=1)
+        out[n - 1 :] = _windows(x, n).mean(axis=1)
     return out
 
 
 def rolling_sum(x: FloatArray, n: int) -> FloatArray:
     out = np.full(len(x), np.nan)
     if len(x) >= n:
-        out[n - 1:] = _windows(x, n).sum(axis=1)
+        out[n - 1 :] = _windows(x, n).sum(axis=1)
     return out
 
 
@@ -246,6 +246,7 @@ def read_feature_table(path: Path) -> FeatureTable:
     if not header or header[0] != "time_s":
         raise ValueError(f"{path}: not a feature table (first column must be time_s)")
     times = np.array([int(row[0]) for row in rows], dtype=np.int64)
-    values = np.array([[float(v) if v else np.nan for v in row[1:]] for row in rows],
-                      dtype=np.float64).reshape(len(rows), len(header) - 1)
+    values = np.array(
+        [[float(v) if v else np.nan for v in row[1:]] for row in rows], dtype=np.float64
+    ).reshape(len(rows), len(header) - 1)
     return FeatureTable(times, tuple(header[1:]), values)

@@ -96,8 +96,12 @@ class PairFeatures:
         returns the rows used. Nothing is published for them."""
         used = 0
         for t, high, low, close, volume in zip(
-            series.time_s.tolist(), series.high.tolist(), series.low.tolist(),
-            series.close.tolist(), series.volume.tolist(), strict=True,
+            series.time_s.tolist(),
+            series.high.tolist(),
+            series.low.tolist(),
+            series.close.tolist(),
+            series.volume.tolist(),
+            strict=True,
         ):
             open_ns = t * _NS
             if self.last_open_ns is not None and open_ns <= self.last_open_ns:
@@ -124,8 +128,11 @@ class FeatureEngine:
     def attach(self, *, maxsize: int = 4096) -> Subscription:
         """One BLOCK subscription for all four types, so they are handled in arrival order."""
         return self.bus.subscribe(
-            (CandleEvent, BookEvent, BookInvalidatedEvent, TradeEvent), self.on_event,
-            name="features", policy=Policy.BLOCK, maxsize=maxsize,
+            (CandleEvent, BookEvent, BookInvalidatedEvent, TradeEvent),
+            self.on_event,
+            name="features",
+            policy=Policy.BLOCK,
+            maxsize=maxsize,
         )
 
     def state(self, pair: str) -> PairFeatures:

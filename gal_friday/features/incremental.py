@@ -225,8 +225,9 @@ class CandleFeatureState:
         closes = self.closes
         closes.append(close)
         have = len(closes)
-        return [100.0 * (close / closes[-1 - n] - 1.0) if have > n else NAN
-                for n in self.roc_lookbacks]
+        return [
+            100.0 * (close / closes[-1 - n] - 1.0) if have > n else NAN for n in self.roc_lookbacks
+        ]
 
     def _atr(
         self, high: float, low: float, close: float, prev: float, first: bool

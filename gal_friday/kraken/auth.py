@@ -64,9 +64,13 @@ class NonceSource:
     Kraken allows: nonces need only increase).
     """
 
-    def __init__(self, state_path: str | os.PathLike[str] | None = None, *,
-                 lease_ns: int = DEFAULT_LEASE_NS,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        state_path: str | os.PathLike[str] | None = None,
+        *,
+        lease_ns: int = DEFAULT_LEASE_NS,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         if lease_ns < 1:
             raise ValueError("lease_ns must be positive")
         self._lock = threading.Lock()
@@ -136,4 +140,3 @@ def _write_mark(path: Path, mark: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-

@@ -89,8 +89,9 @@ class BookSide:
         if idx < _N:
             self._encoded = None
 
-    def apply(self, levels: Iterable[Mapping[str, object]], price_precision: int,
-              qty_precision: int) -> None:
+    def apply(
+        self, levels: Iterable[Mapping[str, object]], price_precision: int, qty_precision: int
+    ) -> None:
         """Apply wire levels (``{"price": raw, "qty": raw}``) in order."""
         for level in levels:
             self.set(_scaled(level["price"], price_precision), _scaled(level["qty"], qty_precision))
@@ -117,8 +118,15 @@ class OrderBook:
 
     __slots__ = ("asks", "bids", "depth", "price_precision", "qty_precision", "symbol")
 
-    def __init__(self, symbol: str, depth: int, price_precision: int, qty_precision: int,
-                 *, accelerated: bool = ACCELERATED) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        depth: int,
+        price_precision: int,
+        qty_precision: int,
+        *,
+        accelerated: bool = ACCELERATED,
+    ) -> None:
         self.symbol = symbol
         self.depth = depth
         self.price_precision = price_precision

@@ -32,9 +32,7 @@ def checksum_from_texts(ask_texts: Iterable[str], bid_texts: Iterable[str]) -> i
     return zlib.crc32(("".join(ask_texts) + "".join(bid_texts)).encode("ascii"))
 
 
-def book_checksum(
-    asks: Iterable[tuple[int, int]], bids: Iterable[tuple[int, int]]
-) -> int:
+def book_checksum(asks: Iterable[tuple[int, int]], bids: Iterable[tuple[int, int]]) -> int:
     """Checksum of scaled-integer levels; ``asks`` ascending, ``bids`` descending."""
     ask_texts = [level_text(p, q) for p, q in list(asks)[:CHECKSUM_LEVELS]]
     bid_texts = [level_text(p, q) for p, q in list(bids)[:CHECKSUM_LEVELS]]

@@ -41,21 +41,37 @@ from gal_friday.kraken.rest import KrakenError, KrakenUnavailable
 
 __all__ = ["UNKNOWN_ORDER", "from_kraken_error", "venue_error"]
 
-_REJECTED = ("EOrder:Insufficient funds", "EOrder:Order minimum not met",
-             "EOrder:Cost minimum not met", "EOrder:Tick size check failed",
-             "EOrder:Invalid price", "EGeneral:Invalid arguments", "EOrder:Orders limit exceeded",
-             "EOrder:Unknown order", "EOrder:Positions limit exceeded")
-_BUSY = ("EOrder:Rate limit exceeded", "EOrder:Domain rate limit exceeded",
-         "EAPI:Rate limit exceeded", "EGeneral:Too many requests", "EService:Unavailable",
-         "EService:Busy", "EService:Throttled", "EService:Market in cancel_only mode",
-         "EService:Market in post_only mode", "EGeneral:Temporary lockout",
-         "EService:Deadline elapsed")
+_REJECTED = (
+    "EOrder:Insufficient funds",
+    "EOrder:Order minimum not met",
+    "EOrder:Cost minimum not met",
+    "EOrder:Tick size check failed",
+    "EOrder:Invalid price",
+    "EGeneral:Invalid arguments",
+    "EOrder:Orders limit exceeded",
+    "EOrder:Unknown order",
+    "EOrder:Positions limit exceeded",
+)
+_BUSY = (
+    "EOrder:Rate limit exceeded",
+    "EOrder:Domain rate limit exceeded",
+    "EAPI:Rate limit exceeded",
+    "EGeneral:Too many requests",
+    "EService:Unavailable",
+    "EService:Busy",
+    "EService:Throttled",
+    "EService:Market in cancel_only mode",
+    "EService:Market in post_only mode",
+    "EGeneral:Temporary lockout",
+    "EService:Deadline elapsed",
+)
 _THROTTLED = "EService:Throttled"
 UNKNOWN_ORDER = "EOrder:Unknown order"
 
 
-def venue_error(error: str, method: str, *, changes_orders: bool,
-                now_s: float | None = None) -> VenueError:
+def venue_error(
+    error: str, method: str, *, changes_orders: bool, now_s: float | None = None
+) -> VenueError:
     """The venue error for one Kraken error string on ``method`` (REST or WS name).
 
     The class says what the caller may safely do next (see ``gal_friday.execution.venue``);
@@ -93,16 +109,22 @@ def _retry_after(error: str, now_s: float | None) -> float | None:
 def _auth_message(error: str, method: str) -> str | None:
     """A user-facing message if ``error`` is about credentials, permissions or the token."""
     if error.startswith(ERR_INVALID_KEY):
-        return (f"Kraken rejected the API key ({ERR_INVALID_KEY}) on {method}: check that "
-                "KRAKEN_API_KEY is the key's public part and the key still exists.")
+        return (
+            f"Kraken rejected the API key ({ERR_INVALID_KEY}) on {method}: check that "
+            "KRAKEN_API_KEY is the key's public part and the key still exists."
+        )
     if error.startswith(ERR_INVALID_SIGNATURE):
-        return (f"Kraken rejected the request signature ({ERR_INVALID_SIGNATURE}) on {method}: "
-                "KRAKEN_API_SECRET does not belong to KRAKEN_API_KEY.")
+        return (
+            f"Kraken rejected the request signature ({ERR_INVALID_SIGNATURE}) on {method}: "
+            "KRAKEN_API_SECRET does not belong to KRAKEN_API_KEY."
+        )
     if error.startswith(ERR_PERMISSION):
         return permission_message(method)
     if error.startswith("EAuth") or "token" in error.lower():
-        return (f"Kraken refused the WebSocket token on {method} ({error}): check the key's "
-                '"WebSocket interface" permission and the system clock.')
+        return (
+            f"Kraken refused the WebSocket token on {method} ({error}): check the key's "
+            '"WebSocket interface" permission and the system clock.'
+        )
     return None
 
 
@@ -119,5 +141,3 @@ def from_kraken_error(exc: KrakenError) -> VenueError:
         return VenueBusy(f"Kraken {exc.method}: unavailable ({'; '.join(exc.errors)})")
     first = exc.errors[0] if exc.errors else "unknown error"
     return venue_error(first, exc.method, changes_orders=changes)
-
-

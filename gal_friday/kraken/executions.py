@@ -66,11 +66,17 @@ _REST_STATUS = {
     "expired": OrderStatus.EXPIRED,
 }
 # Our status in Kraken's REST words, so a VenueOrder says the same from memory or from REST.
-_KRAKEN_WORD = {None: "pending", OrderStatus.SUBMITTED: "pending",
-                OrderStatus.FILLED: "closed", OrderStatus.CANCELLED: "canceled",
-                OrderStatus.EXPIRED: "expired", OrderStatus.REJECTED: "rejected"}
-TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED,
-                      OrderStatus.REJECTED})
+_KRAKEN_WORD = {
+    None: "pending",
+    OrderStatus.SUBMITTED: "pending",
+    OrderStatus.FILLED: "closed",
+    OrderStatus.CANCELLED: "canceled",
+    OrderStatus.EXPIRED: "expired",
+    OrderStatus.REJECTED: "rejected",
+}
+TERMINAL = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
+)
 TRIGGERED = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
 MAX_DONE = 5000  # finished orders the tracker remembers
 
@@ -105,10 +111,19 @@ class TrackedOrder:
         return self.status in TERMINAL
 
     def venue_order(self) -> VenueOrder:
-        return VenueOrder(self.client_order_id, self.order_id or "", self.pair, self.side,
-                          self.type, self.qty, self.filled, self.limit_price,
-                          self.trigger_price, not self.done,
-                          _KRAKEN_WORD.get(self.status, "open"))
+        return VenueOrder(
+            self.client_order_id,
+            self.order_id or "",
+            self.pair,
+            self.side,
+            self.type,
+            self.qty,
+            self.filled,
+            self.limit_price,
+            self.trigger_price,
+            not self.done,
+            _KRAKEN_WORD.get(self.status, "open"),
+        )
 
 
 class ExecutionTracker:
@@ -131,9 +146,15 @@ class ExecutionTracker:
         """Remember an order about to be sent, so sparse updates can be completed."""
         tracked = self.orders.get(order.client_order_id)
         if tracked is None:
-            tracked = TrackedOrder(order.client_order_id, order.pair, order.side, order.type,
-                                   order.qty, limit_price=order.limit_price,
-                                   trigger_price=order.trigger_price)
+            tracked = TrackedOrder(
+                order.client_order_id,
+                order.pair,
+                order.side,
+                order.type,
+                order.qty,
+                limit_price=order.limit_price,
+                trigger_price=order.trigger_price,
+            )
             self.orders[order.client_order_id] = tracked
         return tracked
 
@@ -156,8 +177,9 @@ class ExecutionTracker:
 
     # -- WebSocket
 
-    def feed(self, msg: ExecutionsMessage | Mapping[str, Any]
-             ) -> tuple[list[ExecutionReportEvent], list[TrackedOrder]]:
+    def feed(
+        self, msg: ExecutionsMessage | Mapping[str, Any]
+    ) -> tuple[list[ExecutionReportEvent], list[TrackedOrder]]:
         """One ``executions`` message -> (reports, suspects). Suspects are orders whose fills
         or final state we may have missed; only snapshots and sparse terminal updates whose
         ``cum_qty`` is ahead of ours produce them. A message not yet typed (a decoded object)
@@ -184,8 +206,9 @@ class ExecutionTracker:
             if suspect:
                 suspects.append(tracked)
         if snapshot:
-            suspects.extend(o for o in self.orders.values()
-                            if o.client_order_id not in seen and not o.done)
+            suspects.extend(
+                o for o in self.orders.values() if o.client_order_id not in seen and not o.done
+            )
         self._prune()
         return reports, suspects
 
@@ -195,7 +218,7 @@ class ExecutionTracker:
         if len(self.orders) <= MAX_DONE:
             return
         done = [c for c, o in self.orders.items() if o.done]
-        for coid in done[:max(0, len(done) - MAX_DONE // 2)]:  # halve: prune seldom
+        for coid in done[: max(0, len(done) - MAX_DONE // 2)]:  # halve: prune seldom
             order = self.orders.pop(coid)
             if order.order_id is not None:
                 self._by_oid.pop(order.order_id, None)
@@ -222,8 +245,15 @@ class ExecutionTracker:
             return None
         coid = str(e.cl_ord_id or e.order_id)
         filled = _or(e.cum_qty, ZERO)
-        tracked = TrackedOrder(coid, e.symbol, Side(e.side), _order_type(e.order_type),
-                               e.order_qty, filled=filled, cost=_or(e.cum_cost, ZERO))
+        tracked = TrackedOrder(
+            coid,
+            e.symbol,
+            Side(e.side),
+            _order_type(e.order_type),
+            e.order_qty,
+            filled=filled,
+            cost=_or(e.cum_cost, ZERO),
+        )
         if e.avg_price is not None and filled > 0:
             tracked.avg_price = e.avg_price
         self.orders[coid] = tracked
@@ -238,8 +268,9 @@ class ExecutionTracker:
         if e.triggers is not None and e.triggers.price is not None:
             o.trigger_price = e.triggers.price
 
-    def _snapshot_entry(self, o: TrackedOrder, e: ExecutionEntry
-                        ) -> tuple[list[ExecutionReportEvent], bool]:
+    def _snapshot_entry(
+        self, o: TrackedOrder, e: ExecutionEntry
+    ) -> tuple[list[ExecutionReportEvent], bool]:
         """A snapshot line: a still-open order. Fills beyond ours mean we missed some."""
         cum = _or(e.cum_qty, o.filled)
         missed = cum > o.filled
@@ -249,13 +280,20 @@ class ExecutionTracker:
         o.status = status
         return [self._report(o, status, ts_ns=_ts_ns(e.timestamp))], False
 
-    def _update_entry(self, o: TrackedOrder, e: ExecutionEntry
-                      ) -> tuple[list[ExecutionReportEvent], bool]:
+    def _update_entry(
+        self, o: TrackedOrder, e: ExecutionEntry
+    ) -> tuple[list[ExecutionReportEvent], bool]:
         exec_type = str(e.exec_type)
         if exec_type == "trade":
-            report = self._fill(o, _ws_fill_keys(e, o.pair), _required(e.last_qty, "last_qty"),
-                                _required(e.last_price, "last_price"), _fee(e.fees, e, o.pair),
-                                _ts_ns(e.timestamp), e.order_status == "filled")
+            report = self._fill(
+                o,
+                _ws_fill_keys(e, o.pair),
+                _required(e.last_qty, "last_qty"),
+                _required(e.last_price, "last_price"),
+                _fee(e.fees, e, o.pair),
+                _ts_ns(e.timestamp),
+                e.order_status == "filled",
+            )
             if report is not None and e.avg_price is not None:
                 o.avg_price = e.avg_price
             return ([report] if report is not None else []), False
@@ -271,8 +309,16 @@ class ExecutionTracker:
 
     # -- fills (WS or REST)
 
-    def _fill(self, o: TrackedOrder, keys: set[str], qty: Decimal, price: Decimal,
-              fee: Decimal, ts_ns: int, last: bool) -> ExecutionReportEvent | None:
+    def _fill(
+        self,
+        o: TrackedOrder,
+        keys: set[str],
+        qty: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        ts_ns: int,
+        last: bool,
+    ) -> ExecutionReportEvent | None:
         """Apply one fill unless any of its ids was seen before; returns its report."""
         if keys & self._seen_fills:
             return None
@@ -294,11 +340,19 @@ class ExecutionTracker:
         keys = {f"x:{txid}"}
         if t.get("trade_id") is not None:
             keys.add(f"t:{o.pair}:{t['trade_id']}")
-        return self._fill(o, keys, dec(t["vol"]), dec(t["price"]), dec(t.get("fee", 0)),
-                          _ts_ns(t.get("time")), False)
+        return self._fill(
+            o,
+            keys,
+            dec(t["vol"]),
+            dec(t["price"]),
+            dec(t.get("fee", 0)),
+            _ts_ns(t.get("time")),
+            False,
+        )
 
-    def apply_rest_order(self, order_id: str, info: Mapping[str, Any]
-                         ) -> ExecutionReportEvent | None:
+    def apply_rest_order(
+        self, order_id: str, info: Mapping[str, Any]
+    ) -> ExecutionReportEvent | None:
         """An order's REST state after its fills were applied: report how it ended."""
         o = self._by_oid.get(order_id)
         if o is None:
@@ -308,8 +362,7 @@ class ExecutionTracker:
         if status is None:  # open
             status = OrderStatus.PARTIALLY_FILLED if vol_exec > 0 else OrderStatus.ACKNOWLEDGED
         if vol_exec > o.filled:  # fills TradesHistory did not show (yet): trust the order
-            log.warning("order %s: %s filled but only %s in trades", order_id, vol_exec,
-                        o.filled)
+            log.warning("order %s: %s filled but only %s in trades", order_id, vol_exec, o.filled)
             o.filled = vol_exec
             if info.get("price") is not None and dec(info["price"]) > 0:
                 o.avg_price = dec(info["price"])
@@ -317,19 +370,42 @@ class ExecutionTracker:
             return None
         o.status = status
         reason = info.get("reason") if status is OrderStatus.CANCELLED else None
-        return self._report(o, status, reason=None if reason is None else str(reason),
-                            ts_ns=_ts_ns(info.get("closetm") or info.get("opentm")))
+        return self._report(
+            o,
+            status,
+            reason=None if reason is None else str(reason),
+            ts_ns=_ts_ns(info.get("closetm") or info.get("opentm")),
+        )
 
     @staticmethod
-    def _report(o: TrackedOrder, status: OrderStatus, *, last_qty: Decimal | None = None,
-                last_price: Decimal | None = None, fee: Decimal = ZERO,
-                reason: str | None = None, ts_ns: int) -> ExecutionReportEvent:
+    def _report(
+        o: TrackedOrder,
+        status: OrderStatus,
+        *,
+        last_qty: Decimal | None = None,
+        last_price: Decimal | None = None,
+        fee: Decimal = ZERO,
+        reason: str | None = None,
+        ts_ns: int,
+    ) -> ExecutionReportEvent:
         return ExecutionReportEvent(
-            client_order_id=o.client_order_id, exchange_order_id=o.order_id, signal_id=None,
-            pair=o.pair, side=o.side, order_type=o.type, status=status, order_qty=o.qty,
-            filled_qty=o.filled, avg_price=o.avg_price, last_fill_qty=last_qty,
-            last_fill_price=last_price, fee=fee, fee_asset=o.pair.partition("/")[2],
-            reason=reason, ts_ns=ts_ns)
+            client_order_id=o.client_order_id,
+            exchange_order_id=o.order_id,
+            signal_id=None,
+            pair=o.pair,
+            side=o.side,
+            order_type=o.type,
+            status=status,
+            order_qty=o.qty,
+            filled_qty=o.filled,
+            avg_price=o.avg_price,
+            last_fill_qty=last_qty,
+            last_fill_price=last_price,
+            fee=fee,
+            fee_asset=o.pair.partition("/")[2],
+            reason=reason,
+            ts_ns=ts_ns,
+        )
 
 
 def _or(value: Decimal | None, default: Decimal) -> Decimal:
@@ -367,8 +443,9 @@ def _fee(fees: list[Fee] | None, e: ExecutionEntry, pair: str) -> Decimal:
 # --- REST shapes -> domain -------------------------------------------------------------------
 
 
-def venue_order_from_rest(txid: str, info: Mapping[str, Any], pairs: tuple[str, ...]
-                          ) -> VenueOrder | None:
+def venue_order_from_rest(
+    txid: str, info: Mapping[str, Any], pairs: tuple[str, ...]
+) -> VenueOrder | None:
     """A REST order object (OpenOrders / ClosedOrders / QueryOrders) as a VenueOrder."""
     descr = info.get("descr") or {}
     pair = pair_from_rest(str(descr.get("pair", "")), pairs)
@@ -378,23 +455,35 @@ def venue_order_from_rest(txid: str, info: Mapping[str, Any], pairs: tuple[str, 
     price = dec(descr["price"]) if descr.get("price") not in (None, "0", "") else None
     status = str(info.get("status", ""))
     return VenueOrder(
-        client_order_id=str(info.get("cl_ord_id") or ""), exchange_order_id=txid, pair=pair,
-        side=Side(str(descr.get("type"))), type=otype, qty=dec(info.get("vol", 0)),
+        client_order_id=str(info.get("cl_ord_id") or ""),
+        exchange_order_id=txid,
+        pair=pair,
+        side=Side(str(descr.get("type"))),
+        type=otype,
+        qty=dec(info.get("vol", 0)),
         filled_qty=dec(info.get("vol_exec", 0)),
         limit_price=price if otype is OrderType.LIMIT else None,
         trigger_price=price if otype in TRIGGERED else None,
-        is_open=status in ("open", "pending"), status=status)
+        is_open=status in ("open", "pending"),
+        status=status,
+    )
 
 
-def venue_fill_from_rest(txid: str, t: Mapping[str, Any], pairs: tuple[str, ...],
-                         coid_of: Callable[[str], str | None]) -> VenueFill | None:
+def venue_fill_from_rest(
+    txid: str, t: Mapping[str, Any], pairs: tuple[str, ...], coid_of: Callable[[str], str | None]
+) -> VenueFill | None:
     pair = pair_from_rest(str(t.get("pair", "")), pairs)
     if pair is None:
         return None
     oid = str(t.get("ordertxid", ""))
-    return VenueFill(trade_id=txid, client_order_id=coid_of(oid), exchange_order_id=oid,
-                     pair=pair, side=Side(str(t.get("type"))), qty=dec(t.get("vol", 0)),
-                     price=dec(t.get("price", 0)), fee=dec(t.get("fee", 0)),
-                     ts_ns=_ts_ns(t.get("time")))
-
-
+    return VenueFill(
+        trade_id=txid,
+        client_order_id=coid_of(oid),
+        exchange_order_id=oid,
+        pair=pair,
+        side=Side(str(t.get("type"))),
+        qty=dec(t.get("vol", 0)),
+        price=dec(t.get("price", 0)),
+        fee=dec(t.get("fee", 0)),
+        ts_ns=_ts_ns(t.get("time")),
+    )

@@ -114,8 +114,12 @@ def read_trades(path: Path) -> Iterator[Trade]:
                 continue
             last_id = trade_id
         if last_t is not None and when < last_t:
-            raise _bad(path, lineno, f"time {row[0].strip()} is earlier than the line before "
-                                     "(trades must be in time order)")
+            raise _bad(
+                path,
+                lineno,
+                f"time {row[0].strip()} is earlier than the line before "
+                "(trades must be in time order)",
+            )
         last_t = when
         yield when, price, volume
 
@@ -160,8 +164,7 @@ def read_ohlcvt(path: Path, interval_min: int) -> Iterator[CandleRow]:
     for lineno, row in _csv_rows(path):
         candle = _candle_fields(path, lineno, row)
         if candle[0] % grid:
-            raise _bad(path, lineno, f"time {candle[0]} is not on a {interval_min}-minute "
-                                     "boundary")
+            raise _bad(path, lineno, f"time {candle[0]} is not on a {interval_min}-minute boundary")
         if prev is not None and candle[0] <= prev:
             raise _bad(path, lineno, f"time {candle[0]} is not after the row before")
         prev = candle[0]
@@ -170,8 +173,11 @@ def read_ohlcvt(path: Path, interval_min: int) -> Iterator[CandleRow]:
 
 def _candle_fields(path: Path, lineno: int, row: list[str]) -> CandleRow:
     if len(row) not in (6, 7):
-        raise _bad(path, lineno, f"expected 7 columns (time,open,high,low,close,volume,count), "
-                                 f"found {len(row)}")
+        raise _bad(
+            path,
+            lineno,
+            f"expected 7 columns (time,open,high,low,close,volume,count), found {len(row)}",
+        )
     when = _int_field(path, lineno, row[0], "time")
     names = ("open", "high", "low", "close", "volume")
     o, h, lo, c, v = (_number_field(path, lineno, row[i + 1], n) for i, n in enumerate(names))
@@ -180,8 +186,15 @@ def _candle_fields(path: Path, lineno: int, row: list[str]) -> CandleRow:
         raise _bad(path, lineno, "low price is zero")
     if not lo <= min(o, c) <= max(o, c) <= h:
         raise _bad(path, lineno, "high and low do not enclose open and close")
-    return (when, decimal_text(o), decimal_text(h), decimal_text(lo), decimal_text(c),
-            decimal_text(v), count)
+    return (
+        when,
+        decimal_text(o),
+        decimal_text(h),
+        decimal_text(lo),
+        decimal_text(c),
+        decimal_text(v),
+        count,
+    )
 
 
 def detect_kind(path: Path) -> Literal["ohlcvt", "trades"]:
@@ -191,9 +204,13 @@ def detect_kind(path: Path) -> Literal["ohlcvt", "trades"]:
             return "ohlcvt"
         if len(row) == 3:
             return "trades"
-        raise _bad(path, lineno, f"{len(row)} columns: neither an OHLCVT file (7: time,open,"
-                                 "high,low,close,volume,count) nor a trades file (3: time,"
-                                 "price,volume)")
+        raise _bad(
+            path,
+            lineno,
+            f"{len(row)} columns: neither an OHLCVT file (7: time,open,"
+            "high,low,close,volume,count) nor a trades file (3: time,"
+            "price,volume)",
+        )
     raise HistoryFileError(f"{path} has no rows")
 
 
@@ -206,8 +223,10 @@ def check_file_pair(path: Path, pair: str) -> None:
     named, altname = match.group(1).upper(), rest_altname(pair).upper()
     quote = rest_altname(pair.partition("/")[2] or "USD").upper()
     if named != altname and named.endswith(quote):
-        raise DownloadError(f"{path.name} is Kraken's file for {named}, not for {pair} "
-                            f"({altname}); check the file or the pair")
+        raise DownloadError(
+            f"{path.name} is Kraken's file for {named}, not for {pair} "
+            f"({altname}); check the file or the pair"
+        )
 
 
 def file_interval(path: Path, given: int | None) -> int:
@@ -226,8 +245,10 @@ def file_interval(path: Path, given: int | None) -> int:
             step = math.gcd(step, row[0] - prev)
         prev = row[0]
     if step == 0:
-        raise DownloadError(f"cannot tell the candle interval of {path.name} (one row); "
-                            "name it like XRPUSD_60.csv or give the interval")
+        raise DownloadError(
+            f"cannot tell the candle interval of {path.name} (one row); "
+            "name it like XRPUSD_60.csv or give the interval"
+        )
     return step // MINUTE
 
 
@@ -245,8 +266,15 @@ class TradesPager:
     about one a second per IP), throttling and outages retried with exponential backoff,
     any other refusal turned into a one-line DownloadError."""
 
-    def __init__(self, rest: KrakenPublicRest, pair: str, page_size: int, pause_s: float,
-                 max_retries: int, backoff_s: float) -> None:
+    def __init__(
+        self,
+        rest: KrakenPublicRest,
+        pair: str,
+        page_size: int,
+        pause_s: float,
+        max_retries: int,
+        backoff_s: float,
+    ) -> None:
         self.rest, self.pair, self.page_size = rest, pair, page_size
         self.pause_s, self.max_retries, self.backoff_s = pause_s, max_retries, backoff_s
         self.requests = 0
@@ -289,15 +317,19 @@ def retry_delay(exc: KrakenError, attempt: int, base_s: float) -> float:
 
 def _refused(pair: str, exc: KrakenError) -> str:
     if any("Unknown asset pair" in e for e in exc.errors):
-        return (f"Kraken does not know the pair {pair!r} (asked for {rest_altname(pair)}); "
-                "give it as BASE/QUOTE, e.g. XRP/USD")
+        return (
+            f"Kraken does not know the pair {pair!r} (asked for {rest_altname(pair)}); "
+            "give it as BASE/QUOTE, e.g. XRP/USD"
+        )
     return f"Kraken refused the trades request for {pair}: {'; '.join(exc.errors)}"
 
 
 def _gave_up(pair: str, exc: KrakenError, retries: int) -> str:
     what = "rate-limiting us" if isinstance(exc, KrakenRateLimited) else "unavailable"
-    return (f"Kraken is still {what} after {retries} retries ({'; '.join(exc.errors)}); "
-            f"progress for {pair} is saved, run the same download again to continue")
+    return (
+        f"Kraken is still {what} after {retries} retries ({'; '.join(exc.errors)}); "
+        f"progress for {pair} is saved, run the same download again to continue"
+    )
 
 
 def _parse_print(row: list[Any]) -> Print:
@@ -328,5 +360,3 @@ def new_prints(rows: list[list[Any]], last_id: int | None) -> list[Print]:
             last_id = p.trade_id
         fresh.append(p)
     return fresh
-
-

@@ -91,9 +91,18 @@ class KrakenUncertain(KrakenError):
 
 
 # Order-changing methods: a transport failure after sending leaves their effect unknown.
-ORDER_METHODS = frozenset({"AddOrder", "AddOrderBatch", "AmendOrder", "EditOrder",
-                           "CancelOrder", "CancelOrderBatch", "CancelAll",
-                           "CancelAllOrdersAfter"})
+ORDER_METHODS = frozenset(
+    {
+        "AddOrder",
+        "AddOrderBatch",
+        "AmendOrder",
+        "EditOrder",
+        "CancelOrder",
+        "CancelOrderBatch",
+        "CancelAll",
+        "CancelAllOrdersAfter",
+    }
+)
 
 # The key permission (as Kraken's API-key settings name it) each method needs, so a
 # "Permission denied" can tell the user exactly which box to tick.
@@ -118,11 +127,15 @@ _PERMISSIONS = {
 def permission_message(method: str) -> str:
     """The one-line user message for ``EGeneral:Permission denied`` on ``method``."""
     if method == "GetWebSocketsToken":
-        hint = ('the API key lacks the "WebSocket interface" permission; enable it for '
-                "this key in Kraken's API settings")
+        hint = (
+            'the API key lacks the "WebSocket interface" permission; enable it for '
+            "this key in Kraken's API settings"
+        )
     elif method in _PERMISSIONS:
-        hint = (f'the API key lacks the "{_PERMISSIONS[method]}" permission; enable it for '
-                "this key in Kraken's API settings")
+        hint = (
+            f'the API key lacks the "{_PERMISSIONS[method]}" permission; enable it for '
+            "this key in Kraken's API settings"
+        )
     else:
         hint = f"the API key lacks the permission {method} needs; enable it at Kraken"
     return f"{method}: {hint} ({ERR_PERMISSION})."
@@ -132,13 +145,23 @@ def classify_private(errors: list[str], method: str) -> KrakenError:
     """The exception for a private call's error strings: auth and nonce first, then the
     public ``classify`` (rate limit, unavailable, everything else)."""
     if any(e.startswith(ERR_INVALID_KEY) for e in errors):
-        return KrakenAuthError(errors, method, (
-            f"Kraken rejected the API key ({ERR_INVALID_KEY}) on {method}: check that "
-            "KRAKEN_API_KEY is the key's public part and the key still exists."))
+        return KrakenAuthError(
+            errors,
+            method,
+            (
+                f"Kraken rejected the API key ({ERR_INVALID_KEY}) on {method}: check that "
+                "KRAKEN_API_KEY is the key's public part and the key still exists."
+            ),
+        )
     if any(e.startswith(ERR_INVALID_SIGNATURE) for e in errors):
-        return KrakenAuthError(errors, method, (
-            f"Kraken rejected the request signature ({ERR_INVALID_SIGNATURE}) on {method}: "
-            "KRAKEN_API_SECRET does not belong to KRAKEN_API_KEY or was copied incompletely."))
+        return KrakenAuthError(
+            errors,
+            method,
+            (
+                f"Kraken rejected the request signature ({ERR_INVALID_SIGNATURE}) on {method}: "
+                "KRAKEN_API_SECRET does not belong to KRAKEN_API_KEY or was copied incompletely."
+            ),
+        )
     if any(e.startswith(ERR_PERMISSION) for e in errors):
         return KrakenAuthError(errors, method, permission_message(method))
     if any(e.startswith(ERR_INVALID_NONCE) for e in errors):
@@ -152,12 +175,18 @@ class KrakenPrivateRest(RestSession):
     ``nonce`` must be the only ``NonceSource`` used with this key in the process.
     """
 
-    def __init__(self, base_url: str, credentials: Credentials, nonce: NonceSource,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, credentials: Credentials, nonce: NonceSource, timeout_s: float = 10.0
+    ) -> None:
         if credentials.api_key is None or credentials.api_secret is None:
-            raise KrakenAuthError(["missing credentials"], "", (
-                "Kraken private API needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the "
-                "environment."))
+            raise KrakenAuthError(
+                ["missing credentials"],
+                "",
+                (
+                    "Kraken private API needs KRAKEN_API_KEY and KRAKEN_API_SECRET in the "
+                    "environment."
+                ),
+            )
         super().__init__(base_url, timeout_s)
         self._credentials = credentials
         self._nonce = nonce
@@ -198,8 +227,9 @@ class KrakenPrivateRest(RestSession):
         }
         log.debug("private call %s", method)
         try:
-            async with self.http().post(self.base_url + uri_path, data=body,
-                                          headers=headers) as resp:
+            async with self.http().post(
+                self.base_url + uri_path, data=body, headers=headers
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -245,12 +275,23 @@ class KrakenPrivateRest(RestSession):
 
     # --- orders --------------------------------------------------------------------------
 
-    async def add_order(self, pair: str, side: str, ordertype: str, volume: Decimal,
-                        price: Decimal | None = None, cl_ord_id: str | None = None) -> str:
+    async def add_order(
+        self,
+        pair: str,
+        side: str,
+        ordertype: str,
+        volume: Decimal,
+        price: Decimal | None = None,
+        cl_ord_id: str | None = None,
+    ) -> str:
         """Place one order; returns its txid. ``pair`` is the domain pair ('XRP/USD'),
         ``price`` the limit price, or the trigger price for stop-loss / take-profit."""
-        params = {"pair": rest_altname(pair), "type": side, "ordertype": ordertype,
-                  "volume": decimal_text(volume)}
+        params = {
+            "pair": rest_altname(pair),
+            "type": side,
+            "ordertype": ordertype,
+            "volume": decimal_text(volume),
+        }
         if price is not None:
             params["price"] = decimal_text(price)
         if cl_ord_id is not None:
@@ -261,8 +302,7 @@ class KrakenPrivateRest(RestSession):
             raise KrakenUncertain(["AddOrder returned no txid"], "AddOrder")
         return str(txids[0])
 
-    async def cancel_order(self, *, cl_ord_id: str | None = None,
-                           txid: str | None = None) -> int:
+    async def cancel_order(self, *, cl_ord_id: str | None = None, txid: str | None = None) -> int:
         """Cancel one order by client order id or txid; returns how many were cancelled."""
         if (cl_ord_id is None) == (txid is None):
             raise ValueError("give exactly one of cl_ord_id and txid")
@@ -276,8 +316,9 @@ class KrakenPrivateRest(RestSession):
 
     async def cancel_all_orders_after(self, timeout_s: int) -> dict[str, Any]:
         """Arm (or with 0 disarm) Kraken's dead man's switch."""
-        result: dict[str, Any] = await self.call("CancelAllOrdersAfter",
-                                                 {"timeout": str(timeout_s)})
+        result: dict[str, Any] = await self.call(
+            "CancelAllOrdersAfter", {"timeout": str(timeout_s)}
+        )
         return result
 
     async def open_orders(self, cl_ord_id: str | None = None) -> dict[str, dict[str, Any]]:
@@ -286,8 +327,9 @@ class KrakenPrivateRest(RestSession):
         result = await self.call("OpenOrders", params)
         return dict(result.get("open") or {})
 
-    async def closed_orders(self, cl_ord_id: str | None = None,
-                            start: int | None = None) -> dict[str, dict[str, Any]]:
+    async def closed_orders(
+        self, cl_ord_id: str | None = None, start: int | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Closed, cancelled and expired orders keyed by txid (the most recent 50)."""
         params: dict[str, str] = {}
         if cl_ord_id is not None:
@@ -304,8 +346,9 @@ class KrakenPrivateRest(RestSession):
         result = await self.call("QueryOrders", {"txid": ",".join(txids[:50])})
         return dict(result or {})
 
-    async def trades_history(self, start: int | None = None,
-                             max_pages: int = 20) -> dict[str, dict[str, Any]]:
+    async def trades_history(
+        self, start: int | None = None, max_pages: int = 20
+    ) -> dict[str, dict[str, Any]]:
         """Own trades keyed by trade txid since ``start`` (unix seconds), all pages (50 each;
         ``max_pages`` bounds the rate-limit cost)."""
         trades: dict[str, dict[str, Any]] = {}

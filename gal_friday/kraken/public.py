@@ -223,8 +223,16 @@ class PublicStreamDecoder:
             ts = item.get("timestamp")
             events.append(
                 BookEvent(
-                    pair, bids, asks, book.price_precision, book.qty_precision, expected, seq,
-                    is_snapshot, ts if type(ts) is str else "", received,
+                    pair,
+                    bids,
+                    asks,
+                    book.price_precision,
+                    book.qty_precision,
+                    expected,
+                    seq,
+                    is_snapshot,
+                    ts if type(ts) is str else "",
+                    received,
                 )
             )
         return events
@@ -257,9 +265,18 @@ class PublicStreamDecoder:
                 continue
             begin = parse_ts_ns(item["interval_begin"])
             candle = CandleEvent(
-                pair, self.interval_s, begin, _dec(item["open"]), _dec(item["high"]),
-                _dec(item["low"]), _dec(item["close"]), _dec(item["volume"]),
-                _dec(item.get("vwap", item["close"])), int(item.get("trades", 0)), False, received,
+                pair,
+                self.interval_s,
+                begin,
+                _dec(item["open"]),
+                _dec(item["high"]),
+                _dec(item["low"]),
+                _dec(item["close"]),
+                _dec(item["volume"]),
+                _dec(item.get("vwap", item["close"])),
+                int(item.get("trades", 0)),
+                False,
+                received,
             )
             events.extend(self._roll_candle(pair, begin, candle))
         return events
@@ -283,9 +300,14 @@ class PublicStreamDecoder:
         for pair, item in self._ours(msg, TRADE):
             events.append(
                 TradeEvent(
-                    pair, int(item["trade_id"]), Side(item["side"]), _dec(item["price"]),
-                    _dec(item["qty"]), str(item.get("ord_type", "")),
-                    parse_ts_ns(item["timestamp"]), received,
+                    pair,
+                    int(item["trade_id"]),
+                    Side(item["side"]),
+                    _dec(item["price"]),
+                    _dec(item["qty"]),
+                    str(item.get("ord_type", "")),
+                    parse_ts_ns(item["timestamp"]),
+                    received,
                 )
             )
         return events
@@ -339,6 +361,16 @@ class PublicStreamDecoder:
 
 def _closed(candle: CandleEvent) -> CandleEvent:
     return CandleEvent(
-        candle.pair, candle.interval_s, candle.open_ts_ns, candle.open, candle.high, candle.low,
-        candle.close, candle.volume, candle.vwap, candle.trades, True, candle.received_ts_ns,
+        candle.pair,
+        candle.interval_s,
+        candle.open_ts_ns,
+        candle.open,
+        candle.high,
+        candle.low,
+        candle.close,
+        candle.volume,
+        candle.vwap,
+        candle.trades,
+        True,
+        candle.received_ts_ns,
     )

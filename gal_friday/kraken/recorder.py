@@ -28,16 +28,29 @@ class RecordingError(Exception):
 class Recorder:
     """Appends frames to a new recording file."""
 
-    def __init__(self, path: Path, *, source: str, pairs: tuple[str, ...], depth: int,
-                 flush_every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        source: str,
+        pairs: tuple[str, ...],
+        depth: int,
+        flush_every_s: float = 2.0,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.frames = 0
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
         self._fh: TextIO = gzip.open(path, "wt", encoding="utf-8")  # noqa: SIM115
-        header = {"format": FORMAT, "version": VERSION, "source": source,
-                  "started": datetime.now(UTC).isoformat(), "pairs": list(pairs), "depth": depth}
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": source,
+            "started": datetime.now(UTC).isoformat(),
+            "pairs": list(pairs),
+            "depth": depth,
+        }
         self._fh.write(json.dumps(header) + "\n")
 
     def write(self, ts_ns: int, raw: str) -> None:
@@ -68,12 +81,14 @@ def read_recording(path: Path) -> tuple[dict[str, Any], RecordingFrames]:
         fh.close()
         raise RecordingError(f"{path}: recording version {header.get('version')} unsupported")
     pairs, depth = header.get("pairs"), header.get("depth")
-    if (pairs is not None and not (isinstance(pairs, list)
-                                   and all(isinstance(p, str) for p in pairs))) or (
-            depth is not None and (not isinstance(depth, int) or isinstance(depth, bool))):
+    if (
+        pairs is not None
+        and not (isinstance(pairs, list) and all(isinstance(p, str) for p in pairs))
+    ) or (depth is not None and (not isinstance(depth, int) or isinstance(depth, bool))):
         fh.close()
-        raise RecordingError(f"{path}: damaged header (pairs must be a list of pairs, depth a "
-                             "whole number)")
+        raise RecordingError(
+            f"{path}: damaged header (pairs must be a list of pairs, depth a whole number)"
+        )
     return header, RecordingFrames(fh)
 
 

@@ -44,8 +44,12 @@ class KrakenUnavailable(KrakenError):
 
 
 _RATE = ("EAPI:Rate limit exceeded", "EGeneral:Too many requests", "EService:Throttled")
-_DOWN = ("EService:Unavailable", "EService:Busy", "EGeneral:Internal error",
-         "EService:Deadline elapsed")
+_DOWN = (
+    "EService:Unavailable",
+    "EService:Busy",
+    "EGeneral:Internal error",
+    "EService:Deadline elapsed",
+)
 
 
 def classify(errors: list[str], method: str) -> KrakenError:
@@ -145,8 +149,9 @@ class KrakenPublicRest(RestSession):
             raise KrakenError([f"EQuery:Unknown asset pair {', '.join(missing)}"], "AssetPairs")
         return specs
 
-    async def ohlc(self, pair: str, interval_min: int = 1, since: int | None = None
-                   ) -> tuple[list[list[Any]], int]:
+    async def ohlc(
+        self, pair: str, interval_min: int = 1, since: int | None = None
+    ) -> tuple[list[list[Any]], int]:
         """Rows ``[time, open, high, low, close, vwap, volume, count]`` and the next ``since``."""
         params = {"pair": rest_altname(pair), "interval": str(interval_min)}
         if since is not None:
@@ -162,12 +167,19 @@ class KrakenPublicRest(RestSession):
         def col(i: int) -> np.ndarray:
             return np.array([float(r[i]) for r in closed], dtype=np.float64)
 
-        return CandleSeries(np.array([int(r[0]) for r in closed], dtype=np.int64), col(1),
-                            col(2), col(3), col(4), col(6),
-                            np.array([int(r[7]) for r in closed], dtype=np.int64))
+        return CandleSeries(
+            np.array([int(r[0]) for r in closed], dtype=np.int64),
+            col(1),
+            col(2),
+            col(3),
+            col(4),
+            col(6),
+            np.array([int(r[7]) for r in closed], dtype=np.int64),
+        )
 
-    async def trades(self, pair: str, since: int | None = None, count: int = 1000
-                     ) -> tuple[list[list[Any]], int]:
+    async def trades(
+        self, pair: str, since: int | None = None, count: int = 1000
+    ) -> tuple[list[list[Any]], int]:
         """Rows ``[price, volume, time, side, type, misc, trade_id]`` and the next ``since``."""
         params = {"pair": rest_altname(pair), "count": str(count)}
         if since is not None:

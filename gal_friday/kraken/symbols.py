@@ -24,10 +24,25 @@ def pair_from_wsname(wsname: str) -> str:
 
 # Kraken's legacy asset codes (Balance keys, REST results) -> the plain codes the domain uses.
 _LEGACY_ASSETS = {
-    "XXBT": "BTC", "XBT": "BTC", "XXDG": "DOGE", "XDG": "DOGE", "XXRP": "XRP",
-    "XETH": "ETH", "XLTC": "LTC", "XXLM": "XLM", "XETC": "ETC", "XZEC": "ZEC", "XXMR": "XMR",
-    "XMLN": "MLN", "XREP": "REP", "ZUSD": "USD", "ZEUR": "EUR", "ZGBP": "GBP", "ZCAD": "CAD",
-    "ZJPY": "JPY", "ZAUD": "AUD",
+    "XXBT": "BTC",
+    "XBT": "BTC",
+    "XXDG": "DOGE",
+    "XDG": "DOGE",
+    "XXRP": "XRP",
+    "XETH": "ETH",
+    "XLTC": "LTC",
+    "XXLM": "XLM",
+    "XETC": "ETC",
+    "XZEC": "ZEC",
+    "XXMR": "XMR",
+    "XMLN": "MLN",
+    "XREP": "REP",
+    "ZUSD": "USD",
+    "ZEUR": "EUR",
+    "ZGBP": "GBP",
+    "ZCAD": "CAD",
+    "ZJPY": "JPY",
+    "ZAUD": "AUD",
 }
 
 

@@ -159,13 +159,20 @@ class KrakenTradingVenue:
         self.settings = settings
         self.pairs = pairs
         self.ws_url = ws_url or settings.ws_private_url
-        self.rest = rest or KrakenPrivateRest(rest_url or settings.rest_url, credentials,
-                                              nonce or NonceSource(), settings.request_timeout_s)
+        self.rest = rest or KrakenPrivateRest(
+            rest_url or settings.rest_url,
+            credentials,
+            nonce or NonceSource(),
+            settings.request_timeout_s,
+        )
         self.tracker = ExecutionTracker(pairs)
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=breaker_fail_max, reset_timeout=breaker_reset_s,
-            exclude=[lambda e: not _is_breaker_failure(e)], throw_new_error_on_trip=False,
-            name="kraken")
+            fail_max=breaker_fail_max,
+            reset_timeout=breaker_reset_s,
+            exclude=[lambda e: not _is_breaker_failure(e)],
+            throw_new_error_on_trip=False,
+            name="kraken",
+        )
         self.dms_timeout_s = dms_timeout_s
         self.dms_interval_s = dms_interval_s
         self._rng = rng or random.Random()
@@ -191,8 +198,10 @@ class KrakenTradingVenue:
         self.last_disconnect_reason = ""
 
     def __repr__(self) -> str:
-        return (f"KrakenTradingVenue(ws_url={self.ws_url!r}, rest_url={self.rest.base_url!r}, "
-                f"connected={self._connected})")
+        return (
+            f"KrakenTradingVenue(ws_url={self.ws_url!r}, rest_url={self.rest.base_url!r}, "
+            f"connected={self._connected})"
+        )
 
     @property
     def connected(self) -> bool:
@@ -201,9 +210,14 @@ class KrakenTradingVenue:
 
     @property
     def stats(self) -> dict[str, object]:
-        return {"connections": self.connections, "reconnects": self.reconnects,
-                "requests": self.requests, "dms_armed": self.dms_armed,
-                "errors": dict(self.errors), "breaker": self.breaker.current_state}
+        return {
+            "connections": self.connections,
+            "reconnects": self.reconnects,
+            "requests": self.requests,
+            "dms_armed": self.dms_armed,
+            "errors": dict(self.errors),
+            "breaker": self.breaker.current_state,
+        }
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -213,8 +227,10 @@ class KrakenTradingVenue:
         the background and requests fall back to REST meanwhile."""
         self._on_report = on_report
         self._run_task = asyncio.create_task(self._run(), name="kraken-private-ws")
-        waiters = [asyncio.ensure_future(self._ready.wait()),
-                   asyncio.ensure_future(self._attempted.wait())]
+        waiters = [
+            asyncio.ensure_future(self._ready.wait()),
+            asyncio.ensure_future(self._attempted.wait()),
+        ]
         try:
             await asyncio.wait([*waiters, self._run_task], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -233,8 +249,10 @@ class KrakenTradingVenue:
         for task in (self._dms_task, self._run_task, *self._tasks):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in (self._dms_task, self._run_task, *self._tasks)
-                               if t is not None), return_exceptions=True)
+        await asyncio.gather(
+            *(t for t in (self._dms_task, self._run_task, *self._tasks) if t is not None),
+            return_exceptions=True,
+        )
         self._dms_task = self._run_task = None
         self._tasks.clear()
         await self.rest.close()
@@ -253,8 +271,15 @@ class KrakenTradingVenue:
                     raise
                 log.exception("kraken private WebSocket: credentials refused")
                 reason = "credentials refused"
-            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, VenueBusy,
-                    VenueUncertain, _ConnectionLost) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                ConnectionClosed,
+                InvalidHandshake,
+                VenueBusy,
+                VenueUncertain,
+                _ConnectionLost,
+            ) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a venue must outlive its own bugs; log and reconnect
                 log.exception("kraken private WebSocket failed")
@@ -264,11 +289,17 @@ class KrakenTradingVenue:
             self.last_disconnect_reason = reason
             self.errors["disconnect"] += 1
             attempt = 0 if self._healthy else attempt + 1
-            delay = backoff_delay(attempt, self.settings.reconnect_initial_s,
-                                  self.settings.reconnect_max_s, self.settings.reconnect_jitter,
-                                  self._rng)
-            log.warning("kraken private WebSocket disconnected",
-                        extra={"reason": reason, "retry_in_s": round(delay, 3)})
+            delay = backoff_delay(
+                attempt,
+                self.settings.reconnect_initial_s,
+                self.settings.reconnect_max_s,
+                self.settings.reconnect_jitter,
+                self._rng,
+            )
+            log.warning(
+                "kraken private WebSocket disconnected",
+                extra={"reason": reason, "retry_in_s": round(delay, 3)},
+            )
             self.reconnects += 1
             await asyncio.sleep(delay)
 
@@ -276,9 +307,16 @@ class KrakenTradingVenue:
         """One connection: fresh token, connect, subscribe, read. ``_healthy`` says whether it
         got as far as subscribed (a healthy connection resets the backoff)."""
         token = await self._rest_call(self.rest.websocket_token)
-        async with connect(self.ws_url, open_timeout=self.settings.connect_timeout_s,
-                           max_size=2**22, compression=None, ping_interval=20,
-                           ping_timeout=20, close_timeout=2, logger=_wire_log) as ws:
+        async with connect(
+            self.ws_url,
+            open_timeout=self.settings.connect_timeout_s,
+            max_size=2**22,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+            logger=_wire_log,
+        ) as ws:
             self.connections += 1
             self._ws, self._token = ws, token
             reader = asyncio.create_task(self._read(ws))
@@ -295,11 +333,18 @@ class KrakenTradingVenue:
                 self._fail_pending()
 
     async def _subscribe(self) -> None:
-        await self._request("subscribe", {"channel": "executions", "snap_orders": True,
-                                          "snap_trades": False}, changes_orders=False,
-                            subscribing=True)
-        await self._request("subscribe", {"channel": "balances", "snapshot": True},
-                            changes_orders=False, subscribing=True)
+        await self._request(
+            "subscribe",
+            {"channel": "executions", "snap_orders": True, "snap_trades": False},
+            changes_orders=False,
+            subscribing=True,
+        )
+        await self._request(
+            "subscribe",
+            {"channel": "balances", "snapshot": True},
+            changes_orders=False,
+            subscribing=True,
+        )
 
     def _fail_pending(self) -> None:
         for fut in self._pending.values():
@@ -376,8 +421,14 @@ class KrakenTradingVenue:
 
     # --- requests --------------------------------------------------------------------------
 
-    async def _request(self, method: str, params: Mapping[str, Any], *, changes_orders: bool,
-                       subscribing: bool = False) -> PrivateFrame:
+    async def _request(
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        changes_orders: bool,
+        subscribing: bool = False,
+    ) -> PrivateFrame:
         """Send one WS request and wait for its response (matched by req_id); returns the
         successful response (its result read with ``method_result``)."""
         ws = self._ws
@@ -389,8 +440,9 @@ class KrakenTradingVenue:
         self.requests += 1
         try:
             try:
-                await ws.send(encode_request(method, {**params, "token": self._token}, req_id)
-                              .decode())
+                await ws.send(
+                    encode_request(method, {**params, "token": self._token}, req_id).decode()
+                )
             except ConnectionClosed:  # raised before anything was written: not sent
                 self.errors["busy"] += 1
                 raise VenueBusy(f"Kraken {method}: connection closed before sending") from None
@@ -401,20 +453,24 @@ class KrakenTradingVenue:
             return msg
         raise self._count(venue_error(msg.error_text, method, changes_orders=changes_orders))
 
-    async def _await_response(self, method: str, fut: asyncio.Future[PrivateFrame],
-                              changes_orders: bool) -> PrivateFrame:
+    async def _await_response(
+        self, method: str, fut: asyncio.Future[PrivateFrame], changes_orders: bool
+    ) -> PrivateFrame:
         timeout = self.settings.request_timeout_s
         try:
             return await asyncio.wait_for(fut, timeout)
         except (TimeoutError, _ConnectionLost) as exc:
             why = "no response in time" if isinstance(exc, TimeoutError) else str(exc)
             line = f"Kraken {method}: {why}"
-            raise self._count(VenueUncertain(line) if changes_orders else VenueBusy(line)
-                              ) from None
+            raise self._count(VenueUncertain(line) if changes_orders else VenueBusy(line)) from None
 
     def _count(self, exc: VenueError) -> VenueError:
-        kind = {OrderRejected: "rejected", VenueBusy: "busy", VenueUncertain: "uncertain",
-                VenueAuthError: "auth"}.get(type(exc), "other")
+        kind = {
+            OrderRejected: "rejected",
+            VenueBusy: "busy",
+            VenueUncertain: "uncertain",
+            VenueAuthError: "auth",
+        }.get(type(exc), "other")
         self.errors[kind] += 1
         return exc
 
@@ -435,8 +491,10 @@ class KrakenTradingVenue:
         except pybreaker.CircuitBreakerError:
             if refuse_when_open:
                 self.errors["breaker_open"] += 1
-                raise VenueBusy("circuit breaker open after repeated busy/uncertain outcomes; "
-                                "not sending", self.breaker.reset_timeout) from None
+                raise VenueBusy(
+                    "circuit breaker open after repeated busy/uncertain outcomes; not sending",
+                    self.breaker.reset_timeout,
+                ) from None
         return await fn()
 
     # --- orders ----------------------------------------------------------------------------
@@ -452,8 +510,9 @@ class KrakenTradingVenue:
         if coid in self._sent or coid in self.tracker.orders:
             known = await self._lookup(coid)
             if known is not None:
-                log.info("order %s already at Kraken as %s; not resending", coid,
-                         known.exchange_order_id)
+                log.info(
+                    "order %s already at Kraken as %s; not resending", coid, known.exchange_order_id
+                )
                 return known.exchange_order_id
         self.tracker.register(order)
         self._sent.add(coid)
@@ -467,15 +526,20 @@ class KrakenTradingVenue:
 
     async def _ws_add(self, order: OrderRequest) -> str:
         params: dict[str, Any] = {
-            "order_type": order.type.value, "side": order.side.value,
-            "order_qty": json_number(order.qty), "symbol": order.pair,
+            "order_type": order.type.value,
+            "side": order.side.value,
+            "order_qty": json_number(order.qty),
+            "symbol": order.pair,
             "cl_ord_id": order.client_order_id,
         }
         if order.type is OrderType.LIMIT:
             params["limit_price"] = json_number(_need(order.limit_price, order))
         if order.type in TRIGGERED:
-            params["triggers"] = {"reference": "last", "price_type": "static",
-                                  "price": json_number(_need(order.trigger_price, order))}
+            params["triggers"] = {
+                "reference": "last",
+                "price_type": "static",
+                "price": json_number(_need(order.trigger_price, order)),
+            }
         if order.type is not OrderType.MARKET:
             params["time_in_force"] = "gtc"
         response = await self._request("add_order", params, changes_orders=True)
@@ -489,9 +553,15 @@ class KrakenTradingVenue:
 
     async def _rest_add(self, order: OrderRequest) -> str:
         price = order.limit_price if order.type is OrderType.LIMIT else order.trigger_price
-        return await self._rest_call(self.rest.add_order, order.pair, order.side.value,
-                                     order.type.value, order.qty, price,
-                                     order.client_order_id)
+        return await self._rest_call(
+            self.rest.add_order,
+            order.pair,
+            order.side.value,
+            order.type.value,
+            order.qty,
+            price,
+            order.client_order_id,
+        )
 
     async def cancel(self, client_order_id: str) -> None:
         """Cancel one order; unknown or already finished orders are not an error."""
@@ -500,8 +570,9 @@ class KrakenTradingVenue:
         except OrderRejected as exc:
             if UNKNOWN_ORDER not in exc.reason:
                 raise
-            log.info("cancel %s: Kraken does not know it (finished or never placed)",
-                     client_order_id)
+            log.info(
+                "cancel %s: Kraken does not know it (finished or never placed)", client_order_id
+            )
 
     async def _cancel(self, coid: str) -> None:
         if self._connected:
@@ -511,11 +582,13 @@ class KrakenTradingVenue:
 
     async def cancel_all(self) -> int:
         """Cancel every working order; returns Kraken's count."""
+
         async def run() -> int:
             if self._connected:
                 response = await self._request("cancel_all", {}, changes_orders=True)
                 return method_result(response, CancelAllResult).count
             return await self._rest_call(self.rest.cancel_all)
+
         return await self._guarded(run, refuse_when_open=False)
 
     # --- queries ---------------------------------------------------------------------------
@@ -523,8 +596,7 @@ class KrakenTradingVenue:
     async def lookup(self, client_order_id: str) -> VenueOrder | None:
         """Memory first (the executions stream), then OpenOrders and ClosedOrders by
         ``cl_ord_id``; None means Kraken never got the order."""
-        return await self._guarded(lambda: self._lookup(client_order_id),
-                                   refuse_when_open=False)
+        return await self._guarded(lambda: self._lookup(client_order_id), refuse_when_open=False)
 
     async def _lookup(self, client_order_id: str) -> VenueOrder | None:
         tracked = self.tracker.orders.get(client_order_id)
@@ -549,24 +621,29 @@ class KrakenTradingVenue:
         return None
 
     async def open_orders(self) -> list[VenueOrder]:
-        orders = await self._guarded(lambda: self._rest_call(self.rest.open_orders),
-                                     refuse_when_open=False)
+        orders = await self._guarded(
+            lambda: self._rest_call(self.rest.open_orders), refuse_when_open=False
+        )
         out = [venue_order_from_rest(txid, info, self.pairs) for txid, info in orders.items()]
         return [o for o in out if o is not None]
 
     async def balances(self) -> dict[str, Decimal]:
-        raw = await self._guarded(lambda: self._rest_call(self.rest.balance),
-                                  refuse_when_open=False)
+        raw = await self._guarded(
+            lambda: self._rest_call(self.rest.balance), refuse_when_open=False
+        )
         return normalise_balances(raw)
 
     async def fills_since(self, ts_ns: int) -> list[VenueFill]:
         trades = await self._guarded(
             lambda: self._rest_call(self.rest.trades_history, start=ts_ns // 1_000_000_000 - 1),
-            refuse_when_open=False)
-        fills = [venue_fill_from_rest(txid, t, self.pairs, self._coid_of)
-                 for txid, t in trades.items()]
-        return sorted((f for f in fills if f is not None and f.ts_ns >= ts_ns),
-                      key=lambda f: f.ts_ns)
+            refuse_when_open=False,
+        )
+        fills = [
+            venue_fill_from_rest(txid, t, self.pairs, self._coid_of) for txid, t in trades.items()
+        ]
+        return sorted(
+            (f for f in fills if f is not None and f.ts_ns >= ts_ns), key=lambda f: f.ts_ns
+        )
 
     def _coid_of(self, order_id: str) -> str | None:
         tracked = self.tracker.by_order_id(order_id)
@@ -622,8 +699,9 @@ class KrakenTradingVenue:
             return
         if self._connected:
             try:
-                await self._request("cancel_all_orders_after", {"timeout": self.dms_timeout_s},
-                                    changes_orders=True)
+                await self._request(
+                    "cancel_all_orders_after", {"timeout": self.dms_timeout_s}, changes_orders=True
+                )
                 self.dms_armed += 1
                 return
             except (VenueBusy, VenueUncertain) as exc:
@@ -651,8 +729,9 @@ def _check_order(order: OrderRequest) -> None:
         raise OrderRejected(f"{order.type.value} order {coid} has no trigger price")
 
 
-def _match_coid(orders: Mapping[str, dict[str, Any]], coid: str
-                ) -> tuple[str, dict[str, Any]] | None:
+def _match_coid(
+    orders: Mapping[str, dict[str, Any]], coid: str
+) -> tuple[str, dict[str, Any]] | None:
     """The order with ``cl_ord_id`` == coid; an entry without the field counts only if it is
     the sole answer to a query filtered by that id."""
     for txid, info in orders.items():
@@ -666,6 +745,16 @@ def _match_coid(orders: Mapping[str, dict[str, Any]], coid: str
 
 
 def _with_coid(order: VenueOrder, coid: str) -> VenueOrder:
-    return VenueOrder(coid, order.exchange_order_id, order.pair, order.side, order.type,
-                      order.qty, order.filled_qty, order.limit_price, order.trigger_price,
-                      order.is_open, order.status)
+    return VenueOrder(
+        coid,
+        order.exchange_order_id,
+        order.pair,
+        order.side,
+        order.type,
+        order.qty,
+        order.filled_qty,
+        order.limit_price,
+        order.trigger_price,
+        order.is_open,
+        order.status,
+    )

@@ -46,8 +46,9 @@ class FatalFeedError(Exception):
     """A problem reconnecting cannot fix (e.g. a configured pair Kraken does not list)."""
 
 
-def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float,
-                  rng: random.Random) -> float:
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, jitter: float, rng: random.Random
+) -> float:
     """Exponential backoff capped at ``maximum``, shortened by up to ``jitter`` of itself so
     many clients do not reconnect in lockstep."""
     base: float = min(maximum, initial * 2.0 ** min(attempt, 30))
@@ -109,11 +110,16 @@ class KrakenPublicFeed:
                 await self._sink(event)
             attempt = 0 if healthy else attempt + 1
             delay = backoff_delay(
-                attempt, self.settings.reconnect_initial_s, self.settings.reconnect_max_s,
-                self.settings.reconnect_jitter, self._rng,
+                attempt,
+                self.settings.reconnect_initial_s,
+                self.settings.reconnect_max_s,
+                self.settings.reconnect_jitter,
+                self._rng,
             )
-            log.warning("kraken public feed disconnected",
-                        extra={"reason": reason, "retry_in_s": round(delay, 3)})
+            log.warning(
+                "kraken public feed disconnected",
+                extra={"reason": reason, "retry_in_s": round(delay, 3)},
+            )
             self.reconnects += 1
             await asyncio.sleep(delay)
 
@@ -150,8 +156,9 @@ class KrakenPublicFeed:
                     raise exc
 
     async def _send(self, ws: ClientConnection, method: str, params: dict[str, Any]) -> None:
-        await ws.send(_encode({"method": method, "params": params, "req_id": next(self._req_ids)})
-                      .decode())
+        await ws.send(
+            _encode({"method": method, "params": params, "req_id": next(self._req_ids)}).decode()
+        )
 
     async def _subscribe_instruments(self, ws: ClientConnection) -> None:
         """Ask for the instrument list and wait until every configured pair is known."""
@@ -169,11 +176,21 @@ class KrakenPublicFeed:
 
     async def _subscribe_market(self, ws: ClientConnection) -> None:
         pairs = list(self.pairs)
-        await self._send(ws, "subscribe", {"channel": BOOK, "symbol": pairs,
-                                           "depth": self.settings.book_depth, "snapshot": True})
-        await self._send(ws, "subscribe", {"channel": OHLC, "symbol": pairs,
-                                           "interval": self.settings.ohlc_interval_min,
-                                           "snapshot": True})
+        await self._send(
+            ws,
+            "subscribe",
+            {"channel": BOOK, "symbol": pairs, "depth": self.settings.book_depth, "snapshot": True},
+        )
+        await self._send(
+            ws,
+            "subscribe",
+            {
+                "channel": OHLC,
+                "symbol": pairs,
+                "interval": self.settings.ohlc_interval_min,
+                "snapshot": True,
+            },
+        )
         await self._send(ws, "subscribe", {"channel": TRADE, "symbol": pairs, "snapshot": False})
         for pair in pairs:
             for channel in (BOOK, OHLC, TRADE):
@@ -201,8 +218,9 @@ class KrakenPublicFeed:
         self.decoder.resync.clear()
         depth = self.settings.book_depth
         await self._send(ws, "unsubscribe", {"channel": BOOK, "symbol": pairs, "depth": depth})
-        await self._send(ws, "subscribe", {"channel": BOOK, "symbol": pairs, "depth": depth,
-                                           "snapshot": True})
+        await self._send(
+            ws, "subscribe", {"channel": BOOK, "symbol": pairs, "depth": depth, "snapshot": True}
+        )
         for pair in pairs:
             self.decoder.mark_subscribed(BOOK, pair)
 
@@ -234,4 +252,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}"
-

@@ -52,9 +52,15 @@ def reliability(y: Array, p: Array, bins: int = 10) -> list[dict[str, float]]:
     for b in range(bins):
         mask = idx == b
         if mask.any():
-            table.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]),
-                          "predicted": float(p[mask].mean()), "observed": float(y[mask].mean()),
-                          "count": int(mask.sum())})
+            table.append(
+                {
+                    "bin_low": float(edges[b]),
+                    "bin_high": float(edges[b + 1]),
+                    "predicted": float(p[mask].mean()),
+                    "observed": float(y[mask].mean()),
+                    "count": int(mask.sum()),
+                }
+            )
     return table
 
 
@@ -71,13 +77,20 @@ def precision_at(y: Array, p: Array, buy: float, sell: float) -> dict[str, float
 
 
 def evaluate(y: Array, p: Array, buy: float, sell: float) -> dict[str, Any]:
-    return {"auc": auc(y, p), "log_loss": log_loss(y, p), "brier": brier(y, p),
-            "base_rate": float(y.mean()), "rows": len(y),
-            "reliability": reliability(y, p), **precision_at(y, p, buy, sell)}
+    return {
+        "auc": auc(y, p),
+        "log_loss": log_loss(y, p),
+        "brier": brier(y, p),
+        "base_rate": float(y.mean()),
+        "rows": len(y),
+        "reliability": reliability(y, p),
+        **precision_at(y, p, buy, sell),
+    }
 
 
-def isotonic_fit(p: Array, y: Array, max_points: int = 200) -> tuple[tuple[float, ...],
-                                                                      tuple[float, ...]]:
+def isotonic_fit(
+    p: Array, y: Array, max_points: int = 200
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Non-decreasing fit of y on p (pool adjacent violators); returns breakpoints for linear
     interpolation, thinned to at most ``max_points``."""
     order = np.argsort(p, kind="mergesort")

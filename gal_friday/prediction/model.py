@@ -92,8 +92,10 @@ def load_metadata(directory: Path) -> ModelMetadata:
     """Read and validate a model's metadata, or raise ModelError with a clear message."""
     meta_path = directory / META_FILE
     if not (directory / MODEL_FILE).is_file() or not meta_path.is_file():
-        raise ModelError(f"no trained model in {directory} (expected {MODEL_FILE} and "
-                         f"{META_FILE}); create one with 'gal-friday train'")
+        raise ModelError(
+            f"no trained model in {directory} (expected {MODEL_FILE} and "
+            f"{META_FILE}); create one with 'gal-friday train'"
+        )
     try:
         body = json.loads(meta_path.read_text())
     except ValueError as exc:
@@ -125,7 +127,8 @@ def check_features(meta: ModelMetadata, engine_features: tuple[str, ...]) -> tup
     if missing:
         raise ModelError(
             f"model {meta.model_id} needs features the feature engine does not produce: "
-            f"{', '.join(missing)}; retrain it with 'gal-friday train' for this configuration")
+            f"{', '.join(missing)}; retrain it with 'gal-friday train' for this configuration"
+        )
     if len(set(meta.feature_names)) != len(meta.feature_names):
         raise ModelError(f"model {meta.model_id} lists a feature twice")
     return tuple(index[n] for n in meta.feature_names)

@@ -28,34 +28,58 @@ def feature_rows(series: CandleSeries) -> CandleSeries:
     """Only candles that are feature rows (traded, positive prices), so labels and features
     describe the same rows."""
     keep = (series.volume > 0.0) & (series.low > 0.0)
-    return CandleSeries(series.time_s[keep], series.open[keep], series.high[keep],
-                        series.low[keep], series.close[keep], series.volume[keep],
-                        series.trades[keep])
+    return CandleSeries(
+        series.time_s[keep],
+        series.open[keep],
+        series.high[keep],
+        series.low[keep],
+        series.close[keep],
+        series.volume[keep],
+        series.trades[keep],
+    )
 
 
-def train_from_candles(settings: Settings, candles: CandleSeries, out_dir: Path, *,
-                       spec: TrainSpec | None = None, model_id: str | None = None,
-                       progress: bool = True) -> TrainResult:
+def train_from_candles(
+    settings: Settings,
+    candles: CandleSeries,
+    out_dir: Path,
+    *,
+    spec: TrainSpec | None = None,
+    model_id: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
     rows = feature_rows(candles)
 
     def build(series: CandleSeries) -> tuple[tuple[str, ...], np.ndarray]:
         table = batch_candle_features(series, settings.features)
         return table.names, table.values
 
-    return train_model(rows, build, spec or spec_from_settings(settings.training,
-                                                                settings.strategy),
-                       out_dir, model_id=model_id, progress=progress)
+    return train_model(
+        rows,
+        build,
+        spec or spec_from_settings(settings.training, settings.strategy),
+        out_dir,
+        model_id=model_id,
+        progress=progress,
+    )
 
 
-async def fetch_history(settings: Settings, rest_url: str, pair: str, days: float, *,
-                        pause_s: float, progress: bool) -> Path:
+async def fetch_history(
+    settings: Settings, rest_url: str, pair: str, days: float, *, pause_s: float, progress: bool
+) -> Path:
     """Download (or top up) the pair's 1-min candle file and return its path."""
     out = default_output(Path(settings.paths.data_dir), pair)
     async with KrakenPublicRest(rest_url, settings.kraken.request_timeout_s) as rest:
-        result = await download_candles(rest, pair, days, out, pause_s=pause_s,
-                                        progress=progress)
-    log.info("history ready", extra={"pair": pair, "path": str(out),
-                                     "candles": result.candles, "requests": result.requests})
+        result = await download_candles(rest, pair, days, out, pause_s=pause_s, progress=progress)
+    log.info(
+        "history ready",
+        extra={
+            "pair": pair,
+            "path": str(out),
+            "candles": result.candles,
+            "requests": result.requests,
+        },
+    )
     return out
 
 
@@ -68,14 +92,19 @@ async def ensure_demo_model(settings: Settings, rest_url: str) -> Path:
         return directory
     pair = settings.pairs[0]
     data_dir = Path(settings.paths.data_dir) / "sim"
-    demo = settings.model_copy(update={"paths": settings.paths.model_copy(
-        update={"data_dir": str(data_dir)})})
+    demo = settings.model_copy(
+        update={"paths": settings.paths.model_copy(update={"data_dir": str(data_dir)})}
+    )
     path = await fetch_history(demo, rest_url, pair, days=0.9, pause_s=0.0, progress=False)
     spec = spec_from_settings(settings.training, settings.strategy)
-    spec = TrainSpec(**{**spec.__dict__, "min_auc": 0.0, "max_brier": 1.0, "rounds": 50,
-                        "folds": 3})
-    result = train_from_candles(settings, read_candles(path), directory, spec=spec,
-                                model_id="sim-demo", progress=False)
-    log.warning("trained a demo model on simulator data (not for live trading)",
-                extra={"path": str(directory), "mean_auc": round(result.summary["mean_auc"], 4)})
+    spec = TrainSpec(
+        **{**spec.__dict__, "min_auc": 0.0, "max_brier": 1.0, "rounds": 50, "folds": 3}
+    )
+    result = train_from_candles(
+        settings, read_candles(path), directory, spec=spec, model_id="sim-demo", progress=False
+    )
+    log.warning(
+        "trained a demo model on simulator data (not for live trading)",
+        extra={"path": str(directory), "mean_auc": round(result.summary["mean_auc"], 4)},
+    )
     return directory

@@ -49,8 +49,9 @@ def _serve(conn: Connection, model_dirs: list[str]) -> None:
 class _Worker:
     def __init__(self, ctx: Any, model_dirs: list[str]) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process: BaseProcess = ctx.Process(target=_serve, args=(child, model_dirs),
-                                                daemon=True, name="gal-friday-inference")
+        self.process: BaseProcess = ctx.Process(
+            target=_serve, args=(child, model_dirs), daemon=True, name="gal-friday-inference"
+        )
         self.process.start()
         child.close()
         self.future: asyncio.Future[tuple[list[float], int]] | None = None
@@ -132,8 +133,9 @@ class InferencePool:
 
     def _lost(self, w: _Worker) -> None:
         """Fail the worker's request, drop it and start a replacement."""
-        log.error("inference worker exited; starting a new one",
-                  extra={"exitcode": w.process.exitcode})
+        log.error(
+            "inference worker exited; starting a new one", extra={"exitcode": w.process.exitcode}
+        )
         self._forget(w)
         if w.future is not None and not w.future.done():
             w.future.set_exception(WorkerLost("an inference worker exited while answering"))

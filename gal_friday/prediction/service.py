@@ -39,7 +39,8 @@ class LoadedModel:
 
 
 def load_models(
-    directories: Sequence[Path], weights: Sequence[float] | None,
+    directories: Sequence[Path],
+    weights: Sequence[float] | None,
     engine_features: tuple[str, ...],
 ) -> list[LoadedModel]:
     """Validate every model against the engine's features; raise ModelError on the first
@@ -52,8 +53,7 @@ def load_models(
     models = []
     for directory, weight in zip(directories, weights, strict=True):
         meta = load_metadata(directory)
-        models.append(LoadedModel(directory, meta, weight,
-                                  check_features(meta, engine_features)))
+        models.append(LoadedModel(directory, meta, weight, check_features(meta, engine_features)))
     ids = [m.meta.model_id for m in models]
     if len(set(ids)) != len(ids):
         raise ModelError(f"two configured models share an id: {ids}")
@@ -71,8 +71,9 @@ def combine(probabilities: Sequence[float], weights: Sequence[float], how: Combi
 class PredictionService:
     """Subscribes to FeatureEvent and publishes PredictionEvent."""
 
-    def __init__(self, bus: EventBus, models: list[LoadedModel], *, how: Combine = "mean",
-                 workers: int = 1) -> None:
+    def __init__(
+        self, bus: EventBus, models: list[LoadedModel], *, how: Combine = "mean", workers: int = 1
+    ) -> None:
         self.bus = bus
         self.models = models
         self.how = how
@@ -86,10 +87,13 @@ class PredictionService:
         """Start the pool, wait until every worker has loaded the models, then subscribe."""
         self._pool = InferencePool([str(m.directory) for m in self.models], self.workers)
         await self._pool.start()
-        self.bus.subscribe(FeatureEvent, self.on_features, name="prediction",
-                           policy=Policy.BLOCK, maxsize=1024)
-        log.info("prediction service ready",
-                 extra={"models": self.model_id, "workers": self.workers, "combine": self.how})
+        self.bus.subscribe(
+            FeatureEvent, self.on_features, name="prediction", policy=Policy.BLOCK, maxsize=1024
+        )
+        log.info(
+            "prediction service ready",
+            extra={"models": self.model_id, "workers": self.workers, "combine": self.how},
+        )
 
     async def stop(self) -> None:
         if self._pool is not None:
@@ -109,7 +113,13 @@ class PredictionService:
         probs, _ = await self._pool.predict(requests)
         prob = combine(probs, [m.weight for m in self.models], self.how)
         self.predictions += 1
-        await self.bus.publish(PredictionEvent(
-            pair=event.pair, ts_ns=time.time_ns(), model_id=self.model_id, prob_up=prob,
-            features_ts_ns=event.ts_ns, latency_ns=time.time_ns() - received,
-        ))
+        await self.bus.publish(
+            PredictionEvent(
+                pair=event.pair,
+                ts_ns=time.time_ns(),
+                model_id=self.model_id,
+                prob_up=prob,
+                features_ts_ns=event.ts_ns,
+                latency_ns=time.time_ns() - received,
+            )
+        )

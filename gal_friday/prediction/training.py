@@ -50,11 +50,21 @@ class TrainSpec:
     max_brier: float = 0.25
     buy_threshold: float = 0.65
     sell_threshold: float = 0.35
-    params: dict[str, Any] = field(default_factory=lambda: {
-        "objective": "binary", "learning_rate": 0.05, "num_leaves": 31,
-        "min_data_in_leaf": 50, "feature_fraction": 0.9, "bagging_fraction": 0.8,
-        "bagging_freq": 1, "lambda_l2": 1.0, "verbose": -1, "num_threads": 1, "seed": 7,
-    })
+    params: dict[str, Any] = field(
+        default_factory=lambda: {
+            "objective": "binary",
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 50,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+            "verbose": -1,
+            "num_threads": 1,
+            "seed": 7,
+        }
+    )
     rounds: int = 200
 
 
@@ -62,13 +72,21 @@ def spec_from_settings(training: TrainingSettings, strategy: StrategySettings) -
     """The TrainSpec the configuration describes."""
     base = TrainSpec()
     return TrainSpec(
-        threshold_pct=training.threshold_pct, horizon_min=training.horizon_min,
-        folds=training.folds, window=training.window, min_auc=training.min_auc,
-        max_brier=training.max_brier, buy_threshold=strategy.buy_threshold,
-        sell_threshold=strategy.sell_threshold, rounds=training.rounds,
-        params={**base.params, "learning_rate": training.learning_rate,
-                "num_leaves": training.num_leaves,
-                "min_data_in_leaf": training.min_data_in_leaf},
+        threshold_pct=training.threshold_pct,
+        horizon_min=training.horizon_min,
+        folds=training.folds,
+        window=training.window,
+        min_auc=training.min_auc,
+        max_brier=training.max_brier,
+        buy_threshold=strategy.buy_threshold,
+        sell_threshold=strategy.sell_threshold,
+        rounds=training.rounds,
+        params={
+            **base.params,
+            "learning_rate": training.learning_rate,
+            "num_leaves": training.num_leaves,
+            "min_data_in_leaf": training.min_data_in_leaf,
+        },
     )
 
 
@@ -104,8 +122,9 @@ def make_labels(candles: CandleSeries, threshold_pct: float, horizon_min: int) -
     return labels
 
 
-def walk_forward(n: int, folds: int, horizon: int,
-                 window: Literal["expanding", "rolling"]) -> list[Fold]:
+def walk_forward(
+    n: int, folds: int, horizon: int, window: Literal["expanding", "rolling"]
+) -> list[Fold]:
     """Consecutive blocks; training always ends ``horizon`` rows before its test block."""
     if folds < 1:
         raise ValueError("at least one fold is needed")
@@ -148,13 +167,16 @@ def train_model(
         tr, te = slice(*fold.train), slice(*fold.test)
         model = _fit(x[tr], y[tr], spec)
         oof[te] = model.predict(x[te])
-        fold_metrics.append({
-            "fold": k, "train_rows": fold.train[1] - fold.train[0],
-            "test_rows": fold.test[1] - fold.test[0],
-            "train_window": [int(times[fold.train[0]]), int(times[fold.train[1] - 1])],
-            "test_window": [int(times[fold.test[0]]), int(times[fold.test[1] - 1])],
-            **evaluate(y[te], oof[te], spec.buy_threshold, spec.sell_threshold),
-        })
+        fold_metrics.append(
+            {
+                "fold": k,
+                "train_rows": fold.train[1] - fold.train[0],
+                "test_rows": fold.test[1] - fold.test[0],
+                "train_window": [int(times[fold.train[0]]), int(times[fold.train[1] - 1])],
+                "test_window": [int(times[fold.test[0]]), int(times[fold.test[1] - 1])],
+                **evaluate(y[te], oof[te], spec.buy_threshold, spec.sell_threshold),
+            }
+        )
     tested = ~np.isnan(oof)
     raw, cal = isotonic_fit(oof[tested], y[tested])
     calibration = Calibration(raw, cal)
@@ -165,10 +187,12 @@ def train_model(
     meta = ModelMetadata(
         model_id=model_id or f"lgbm-{datetime.now(UTC):%Y%m%d-%H%M%S}",
         feature_names=names,
-        label={"kind": "up_move", "threshold_pct": spec.threshold_pct,
-               "horizon_min": spec.horizon_min},
-        params={**spec.params, "rounds": spec.rounds, "folds": spec.folds,
-                "window": spec.window},
+        label={
+            "kind": "up_move",
+            "threshold_pct": spec.threshold_pct,
+            "horizon_min": spec.horizon_min,
+        },
+        params={**spec.params, "rounds": spec.rounds, "folds": spec.folds, "window": spec.window},
         data_window={"start_s": int(times[0]), "end_s": int(times[-1]), "rows": len(y)},
         fold_metrics=[*fold_metrics, {"fold": "out_of_fold_calibrated", **summary}],
         library_versions=_versions(),
@@ -179,8 +203,9 @@ def train_model(
     return TrainResult(meta, out_dir, summary)
 
 
-def _summary(fold_metrics: list[dict[str, Any]], y: Array, calibrated: Array,
-             spec: TrainSpec) -> dict[str, Any]:
+def _summary(
+    fold_metrics: list[dict[str, Any]], y: Array, calibrated: Array, spec: TrainSpec
+) -> dict[str, Any]:
     calibrated_metrics = evaluate(y, calibrated, spec.buy_threshold, spec.sell_threshold)
     return {
         "mean_auc": float(np.nanmean([f["auc"] for f in fold_metrics])),
@@ -194,8 +219,10 @@ def _check_floors(summary: dict[str, Any], spec: TrainSpec) -> None:
     if not summary["mean_auc"] >= spec.min_auc:
         problems.append(f"mean AUC {summary['mean_auc']:.4f} is below the floor {spec.min_auc}")
     if not summary["calibrated_brier"] <= spec.max_brier:
-        problems.append(f"calibrated Brier score {summary['calibrated_brier']:.4f} is above "
-                        f"the ceiling {spec.max_brier}")
+        problems.append(
+            f"calibrated Brier score {summary['calibrated_brier']:.4f} is above "
+            f"the ceiling {spec.max_brier}"
+        )
     if problems:
         raise ModelRejected("model rejected: " + "; ".join(problems))
 
@@ -203,8 +230,12 @@ def _check_floors(summary: dict[str, Any], spec: TrainSpec) -> None:
 def _versions() -> dict[str, str]:
     import lightgbm
 
-    return {"gal_friday": __version__, "lightgbm": lightgbm.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {
+        "gal_friday": __version__,
+        "lightgbm": lightgbm.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _progress(items: list[Any], enabled: bool, label: str) -> Any:
@@ -213,4 +244,3 @@ def _progress(items: list[Any], enabled: bool, label: str) -> Any:
     from rich.progress import track
 
     return track(items, description=label)
-

@@ -26,8 +26,11 @@ from decimal import Decimal
 from gal_friday.sim.instruments import ASSETS
 
 ERR_INSUFFICIENT_FUNDS = "EOrder:Insufficient funds"
-DEFAULT_BALANCES: Mapping[str, Decimal] = {"USD": Decimal(10000), "XRP": Decimal(0),
-                                           "DOGE": Decimal(0)}
+DEFAULT_BALANCES: Mapping[str, Decimal] = {
+    "USD": Decimal(10000),
+    "XRP": Decimal(0),
+    "DOGE": Decimal(0),
+}
 _ZERO = Decimal(0)
 # Kraken's legacy REST asset codes and the stem of their ``.F`` (earn) names.
 _REST_NAMES = {"USD": "ZUSD", "XRP": "XXRP", "DOGE": "XXDG", "BTC": "XXBT", "EUR": "ZEUR"}
@@ -104,8 +107,13 @@ def format_amount(value: Decimal, precision: int) -> str:
 class SimAccount:
     """Balances, holds, ledger and fills of the one simulated account; see the module doc."""
 
-    def __init__(self, balances: Mapping[str, Decimal | int | str] | None = None, *,
-                 earn: Mapping[str, Decimal | int | str] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        balances: Mapping[str, Decimal | int | str] | None = None,
+        *,
+        earn: Mapping[str, Decimal | int | str] | None = None,
+        seed: int = 0,
+    ) -> None:
         initial = dict(DEFAULT_BALANCES)
         initial.update({a: Decimal(v) for a, v in (balances or {}).items()})
         self.balances: dict[str, Decimal] = initial
@@ -172,19 +180,23 @@ class SimAccount:
         base_amount = fill.qty if buy else -fill.qty
         quote_amount = -notional if buy else notional  # gross; the fee is its own field
         self.fills.append(fill)
-        return [self._post(fill.trade_id, fill.ts_ns, "trade", base, base_amount, _ZERO),
-                self._post(fill.trade_id, fill.ts_ns, "trade", quote, quote_amount, fill.fee)]
+        return [
+            self._post(fill.trade_id, fill.ts_ns, "trade", base, base_amount, _ZERO),
+            self._post(fill.trade_id, fill.ts_ns, "trade", quote, quote_amount, fill.fee),
+        ]
 
     def set_balance(self, asset: str, amount: Decimal, ts_ns: int) -> LedgerEntry:
         """Set a total outright (a test fault); recorded as an adjustment."""
         delta = Decimal(amount) - self.balance(asset)
         return self._post(kraken_id(self._rng, "A"), ts_ns, "adjustment", asset, delta, _ZERO)
 
-    def _post(self, ref_id: str, ts_ns: int, kind: str, asset: str, amount: Decimal,
-              fee: Decimal) -> LedgerEntry:
+    def _post(
+        self, ref_id: str, ts_ns: int, kind: str, asset: str, amount: Decimal, fee: Decimal
+    ) -> LedgerEntry:
         total = self.balance(asset) + amount - fee  # Kraken: balance = prior + amount - fee
         self.balances[asset] = total
-        entry = LedgerEntry(kraken_id(self._rng, "L"), ref_id, ts_ns, kind, asset, amount, fee,
-                            total)
+        entry = LedgerEntry(
+            kraken_id(self._rng, "L"), ref_id, ts_ns, kind, asset, amount, fee, total
+        )
         self.ledger.append(entry)
         return entry

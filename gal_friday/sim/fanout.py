@@ -67,8 +67,9 @@ class Conn:
         self.last_out = time.monotonic()
         self.closed = False
 
-    def send(self, frame: str | bytes, channel: str | None = None,
-             symbol: str | None = None) -> None:
+    def send(
+        self, frame: str | bytes, channel: str | None = None, symbol: str | None = None
+    ) -> None:
         """Queue a frame, unless a stall matching it holds it back."""
         if self.closed:
             return
@@ -122,8 +123,9 @@ class FanOut:
 
     # --- market changes ------------------------------------------------------------------------
 
-    def on_market(self, symbol: str, trades: Sequence[Trade], book_changed: bool,
-                  ts_ns: int) -> None:
+    def on_market(
+        self, symbol: str, trades: Sequence[Trade], book_changed: bool, ts_ns: int
+    ) -> None:
         """Fan one market change out to the subscribers of the pair."""
         if trades and self.trades.get(symbol):
             self.send_trades(symbol, "update", trades, self.trades[symbol])
@@ -142,12 +144,15 @@ class FanOut:
                 return
             await asyncio.sleep(0.005)
 
-    def send_trades(self, symbol: str, kind: str, trades: Sequence[Trade],
-                    conns: set[Conn]) -> None:
+    def send_trades(
+        self, symbol: str, kind: str, trades: Sequence[Trade], conns: set[Conn]
+    ) -> None:
         inst = self.market.instruments[symbol]
         pp, qp = inst.price_precision, inst.qty_precision
-        items = [wire.trade_item(symbol, t.side, t.price, t.qty, t.ord_type, t.trade_id,
-                                 t.ts_ns, pp, qp) for t in trades]
+        items = [
+            wire.trade_item(symbol, t.side, t.price, t.qty, t.ord_type, t.trade_id, t.ts_ns, pp, qp)
+            for t in trades
+        ]
         self._fan_out(wire.trades(kind, items), "trade", symbol, conns)
 
     def _send_book_updates(self, symbol: str, ts_ns: int) -> None:
@@ -159,8 +164,16 @@ class FanOut:
                 continue
             if checksum is None:
                 checksum = self.checksum_to_send(symbol)
-            frame = wire.book("update", symbol, diff[0], diff[1], checksum, ts_ns,
-                              book.price_precision, book.qty_precision)
+            frame = wire.book(
+                "update",
+                symbol,
+                diff[0],
+                diff[1],
+                checksum,
+                ts_ns,
+                book.price_precision,
+                book.qty_precision,
+            )
             self._fan_out(frame, "book", symbol, group.conns)
 
     def checksum_to_send(self, symbol: str) -> int:
@@ -176,8 +189,9 @@ class FanOut:
         tape = self.market.tapes[symbol]
         for interval, conns in list(self.ohlc[symbol].items()):
             candle = tape.current(interval, ts_ns)
-            item = wire.ohlc_item(symbol, candle, interval, inst.price_precision,
-                                  inst.qty_precision)
+            item = wire.ohlc_item(
+                symbol, candle, interval, inst.price_precision, inst.qty_precision
+            )
             self._fan_out(wire.ohlc("update", [item], time.time_ns()), "ohlc", symbol, conns)
 
     def _fan_out(self, frame: str, channel: str, symbol: str, conns: set[Conn]) -> None:
@@ -222,16 +236,29 @@ class FanOut:
         group.conns.add(conn)
         if sub.snapshot:
             bids, asks = group.view.snapshot()
-            conn.send(wire.book("snapshot", symbol, bids, asks, self.checksum_to_send(symbol),
-                                time.time_ns(), book.price_precision, book.qty_precision),
-                      "book", symbol)
+            conn.send(
+                wire.book(
+                    "snapshot",
+                    symbol,
+                    bids,
+                    asks,
+                    self.checksum_to_send(symbol),
+                    time.time_ns(),
+                    book.price_precision,
+                    book.qty_precision,
+                ),
+                "book",
+                symbol,
+            )
 
     def _send_candle_snapshot(self, conn: Conn, symbol: str, interval: int) -> None:
         inst = self.market.instruments[symbol]
         now = time.time_ns()
         candles = self.market.tapes[symbol].candles(interval, now, OHLC_SNAPSHOT)
-        items = [wire.ohlc_item(symbol, c, interval, inst.price_precision, inst.qty_precision)
-                 for c in candles]
+        items = [
+            wire.ohlc_item(symbol, c, interval, inst.price_precision, inst.qty_precision)
+            for c in candles
+        ]
         conn.send(wire.ohlc("snapshot", items, now), "ohlc", symbol)
 
     def remove(self, conn: Conn, sub: Sub) -> None:

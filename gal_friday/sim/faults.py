@@ -31,12 +31,27 @@ def hostile_frame(kind: str, symbol: str) -> str | bytes:
     if kind == "malformed":  # cut off mid-message
         return f'{{"channel":"book","type":"update","data":[{{"symbol":"{symbol}","bids":[{{"pr'
     if kind == "wrong_types":  # a book update whose fields have the wrong JSON types
-        return json.dumps({"channel": "book", "type": "update", "data": [
-            {"symbol": symbol, "bids": [{"price": "abc", "qty": None}], "asks": {},
-             "checksum": "not-a-number", "timestamp": 12}]}, separators=(",", ":"))
+        return json.dumps(
+            {
+                "channel": "book",
+                "type": "update",
+                "data": [
+                    {
+                        "symbol": symbol,
+                        "bids": [{"price": "abc", "qty": None}],
+                        "asks": {},
+                        "checksum": "not-a-number",
+                        "timestamp": 12,
+                    }
+                ],
+            },
+            separators=(",", ":"),
+        )
     if kind == "unknown_channel":
-        return json.dumps({"channel": "nonsense", "type": "update",
-                           "data": [{"symbol": symbol, "value": 1}]}, separators=(",", ":"))
+        return json.dumps(
+            {"channel": "nonsense", "type": "update", "data": [{"symbol": symbol, "value": 1}]},
+            separators=(",", ":"),
+        )
     if kind == "not_object":
         return '[1,"two",{"three":3}]'
     if kind == "binary":
@@ -76,16 +91,14 @@ class FaultTarget(Protocol):
     def drop_connections(self) -> int: ...
     def corrupt_next_checksum(self, symbol: str) -> None: ...
     def send_hostile(self, kind: str = ..., symbol: str | None = ...) -> int: ...
-    def stall(self, seconds: float, channel: str | None = ...,
-              symbol: str | None = ...) -> int: ...
+    def stall(self, seconds: float, channel: str | None = ..., symbol: str | None = ...) -> int: ...
     def clear_faults(self) -> None: ...
     def reject_next_orders(self, n: int, error: str) -> None: ...
     def drop_after_accept(self, n: int) -> None: ...
     def set_balance(self, asset: str, amount: Decimal | int | str) -> None: ...
 
 
-def apply_fault(target: FaultTarget, name: str, params: dict[str, str]
-                ) -> dict[str, Any] | None:
+def apply_fault(target: FaultTarget, name: str, params: dict[str, str]) -> dict[str, Any] | None:
     """Apply the fault ``name``; returns what to answer, None for an unknown name. Bad or
     missing parameters raise ValueError, KeyError or ArithmeticError."""
     symbol = params.get("symbol") or None
@@ -109,8 +122,9 @@ def apply_fault(target: FaultTarget, name: str, params: dict[str, str]
     return _apply_trading_fault(target, name, params)
 
 
-def _apply_trading_fault(target: FaultTarget, name: str, params: dict[str, str]
-                         ) -> dict[str, Any] | None:
+def _apply_trading_fault(
+    target: FaultTarget, name: str, params: dict[str, str]
+) -> dict[str, Any] | None:
     if name == "reject_next_orders":
         n = int(params.get("n", "1"))
         target.reject_next_orders(n, params["error"])

@@ -61,14 +61,18 @@ def _quantities(rng: np.random.Generator, n: int, typical: float, qp: int) -> np
     """Lognormal sizes; a third are whole units, some two-decimal, the rest full precision."""
     size = typical * rng.lognormal(0.0, 1.0, n)
     style = rng.random(n)
-    size = np.where(style < 0.35, np.maximum(np.round(size), 1.0),
-                    np.where(style < 0.5, np.round(size, 2), size))
+    size = np.where(
+        style < 0.35,
+        np.maximum(np.round(size), 1.0),
+        np.where(style < 0.5, np.round(size, 2), size),
+    )
     scaled: np.ndarray = np.maximum(np.round(size * 10**qp).astype(np.int64), 1)
     return scaled
 
 
-def generate_history(inst: SimInstrument, seed: int, end_ns: int, hours: float,
-                     end_price: int | None = None) -> History:
+def generate_history(
+    inst: SimInstrument, seed: int, end_ns: int, hours: float, end_price: int | None = None
+) -> History:
     """Prints of the ``hours`` before ``end_ns`` ending at ``end_price`` (scaled; default
     the profile's start price)."""
     profile = inst.profile
@@ -88,9 +92,16 @@ def generate_history(inst: SimInstrument, seed: int, end_ns: int, hours: float,
     return _prints(rng, inst, profile, first_min, end_ns, log_path, returns, counts)
 
 
-def _prints(rng: np.random.Generator, inst: SimInstrument, profile: MarketProfile,
-            first_min: int, end_ns: int, log_path: np.ndarray, returns: np.ndarray,
-            counts: np.ndarray) -> History:
+def _prints(
+    rng: np.random.Generator,
+    inst: SimInstrument,
+    profile: MarketProfile,
+    first_min: int,
+    end_ns: int,
+    log_path: np.ndarray,
+    returns: np.ndarray,
+    counts: np.ndarray,
+) -> History:
     """Scatter each minute's prints in time and price around the minute's path."""
     minute = np.repeat(np.arange(len(counts)), counts)
     frac = rng.random(len(minute))

@@ -21,12 +21,28 @@ from gal_friday.kraken.numbers import to_scaled
 # Kraken Pro's spot fee schedule (percent of notional by 30-day USD volume), the same one the
 # bot's config assumes (maker 0.25, taker 0.40 at the entry tier).
 FEES_TAKER: tuple[tuple[int, float], ...] = (
-    (0, 0.40), (10000, 0.35), (50000, 0.24), (100000, 0.22), (250000, 0.20), (500000, 0.18),
-    (1000000, 0.16), (2500000, 0.14), (5000000, 0.12), (10000000, 0.10),
+    (0, 0.40),
+    (10000, 0.35),
+    (50000, 0.24),
+    (100000, 0.22),
+    (250000, 0.20),
+    (500000, 0.18),
+    (1000000, 0.16),
+    (2500000, 0.14),
+    (5000000, 0.12),
+    (10000000, 0.10),
 )
 FEES_MAKER: tuple[tuple[int, float], ...] = (
-    (0, 0.25), (10000, 0.20), (50000, 0.14), (100000, 0.12), (250000, 0.10), (500000, 0.08),
-    (1000000, 0.06), (2500000, 0.04), (5000000, 0.02), (10000000, 0.0),
+    (0, 0.25),
+    (10000, 0.20),
+    (50000, 0.14),
+    (100000, 0.12),
+    (250000, 0.10),
+    (500000, 0.08),
+    (1000000, 0.06),
+    (2500000, 0.04),
+    (5000000, 0.02),
+    (10000000, 0.0),
 )
 
 
@@ -101,38 +117,83 @@ class SimInstrument:
         """The pair's exchange rules as the domain type (what the backtester and paper
         trading size and round orders by), straight from the table, no wire format between."""
         return InstrumentSpec(
-            pair=self.symbol, price_precision=self.price_precision,
-            qty_precision=self.qty_precision, price_increment=Decimal(self.price_increment),
-            qty_increment=Decimal(self.qty_increment), qty_min=Decimal(self.ordermin),
-            cost_min=Decimal(self.cost_min), status=self.status)
+            pair=self.symbol,
+            price_precision=self.price_precision,
+            qty_precision=self.qty_precision,
+            price_increment=Decimal(self.price_increment),
+            qty_increment=Decimal(self.qty_increment),
+            qty_min=Decimal(self.ordermin),
+            cost_min=Decimal(self.cost_min),
+            status=self.status,
+        )
 
     def names(self) -> tuple[str, ...]:
         """Every spelling REST's ``pair`` parameter accepts for this pair, upper-cased."""
         return tuple(
-            n.upper() for n in (self.rest_key, self.altname, self.wsname, self.symbol,
-                                self.symbol.replace("/", ""))
+            n.upper()
+            for n in (
+                self.rest_key,
+                self.altname,
+                self.wsname,
+                self.symbol,
+                self.symbol.replace("/", ""),
+            )
         )
 
 
 XRP_USD = SimInstrument(
-    symbol="XRP/USD", base="XRP", quote="USD", rest_key="XXRPZUSD", altname="XRPUSD",
-    wsname="XRP/USD", rest_base="XXRP", rest_quote="ZUSD", price_precision=5, qty_precision=8,
-    cost_precision=5, price_increment="0.00001", qty_increment="0.00000001", qty_min="10",
-    cost_min="0.5", ordermin="10",
+    symbol="XRP/USD",
+    base="XRP",
+    quote="USD",
+    rest_key="XXRPZUSD",
+    altname="XRPUSD",
+    wsname="XRP/USD",
+    rest_base="XXRP",
+    rest_quote="ZUSD",
+    price_precision=5,
+    qty_precision=8,
+    cost_precision=5,
+    price_increment="0.00001",
+    qty_increment="0.00000001",
+    qty_min="10",
+    cost_min="0.5",
+    ordermin="10",
     profile=MarketProfile(
-        start_price="2.20000", price_floor="0.50000", price_ceiling="2.50000", grain_ticks=8,
-        typical_qty="850", daily_volatility=0.045, trades_per_minute=40.0,
+        start_price="2.20000",
+        price_floor="0.50000",
+        price_ceiling="2.50000",
+        grain_ticks=8,
+        typical_qty="850",
+        daily_volatility=0.045,
+        trades_per_minute=40.0,
     ),
 )
 
 DOGE_USD = SimInstrument(
-    symbol="DOGE/USD", base="DOGE", quote="USD", rest_key="XDGUSD", altname="XDGUSD",
-    wsname="XDG/USD", rest_base="XXDG", rest_quote="ZUSD", price_precision=7, qty_precision=8,
-    cost_precision=5, price_increment="0.0000001", qty_increment="0.00000001", qty_min="50",
-    cost_min="0.5", ordermin="50",
+    symbol="DOGE/USD",
+    base="DOGE",
+    quote="USD",
+    rest_key="XDGUSD",
+    altname="XDGUSD",
+    wsname="XDG/USD",
+    rest_base="XXDG",
+    rest_quote="ZUSD",
+    price_precision=7,
+    qty_precision=8,
+    cost_precision=5,
+    price_increment="0.0000001",
+    qty_increment="0.00000001",
+    qty_min="50",
+    cost_min="0.5",
+    ordermin="50",
     profile=MarketProfile(
-        start_price="0.1800000", price_floor="0.0600000", price_ceiling="0.4000000",
-        grain_ticks=60, typical_qty="9000", daily_volatility=0.055, trades_per_minute=25.0,
+        start_price="0.1800000",
+        price_floor="0.0600000",
+        price_ceiling="0.4000000",
+        grain_ticks=60,
+        typical_qty="9000",
+        daily_volatility=0.055,
+        trades_per_minute=25.0,
     ),
 )
 
@@ -171,13 +232,16 @@ def instrument_from_wire(pair: dict[str, Any]) -> SimInstrument:
     pp, qp = int(pair["price_precision"]), int(pair["qty_precision"])
     increment = pair.get("price_increment", pair.get("tick_size"))
     return SimInstrument(
-        symbol=symbol, base=base, quote=quote,
+        symbol=symbol,
+        base=base,
+        quote=quote,
         rest_key=known.rest_key if known else altname,
         altname=known.altname if known else altname,
         wsname=known.wsname if known else legacy,
         rest_base=known.rest_base if known else base,
         rest_quote=known.rest_quote if known else quote,
-        price_precision=pp, qty_precision=qp,
+        price_precision=pp,
+        qty_precision=qp,
         cost_precision=int(pair.get("cost_precision", 5)),
         price_increment=_dec_text(increment) if increment is not None else _pow10_text(pp),
         qty_increment=_dec_text(pair.get("qty_increment", _pow10_text(qp))),

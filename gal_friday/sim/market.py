@@ -107,9 +107,13 @@ class PairModel:
         self.half = 0.6 * self.grain  # fair-to-quote distance of the most eager makers
         start = float(inst.price_scaled(profile.start_price))
         sigma = profile.daily_volatility / math.sqrt(86400.0 / step_s)
-        self.fair = _Fair(start, sigma, float(inst.price_scaled(profile.price_floor)),
-                          float(inst.price_scaled(profile.price_ceiling)),
-                          min(1.0, step_s / _REGIME_MEAN_S))
+        self.fair = _Fair(
+            start,
+            sigma,
+            float(inst.price_scaled(profile.price_floor)),
+            float(inst.price_scaled(profile.price_ceiling)),
+            min(1.0, step_s / _REGIME_MEAN_S),
+        )
 
     def seed_book(self, mid: int, ts_s: int) -> None:
         """Build the opening book around ``mid``: a spread of about two grains, then levels
@@ -264,8 +268,7 @@ class PairModel:
         price = side.worst() + (-1 if is_bid else 1) * self._gap()
         if price > 0:
             depth = len(side)
-            self.book.set(is_bid, price, side.qty.get(price, 0) + self._size(1 + depth / 40),
-                          ts_s)
+            self.book.set(is_bid, price, side.qty.get(price, 0) + self._size(1 + depth / 40), ts_s)
 
     def _housekeep(self, ts_s: int) -> None:
         """Keep each side between MIN_LEVELS and MAX_LEVELS levels, changing only its far end
@@ -287,9 +290,15 @@ class SyntheticMarket(MarketSource):
     now. ``history_hours=0`` skips the back-history (benchmarks).
     """
 
-    def __init__(self, seed: int = 7, symbols: Iterable[str] = DEFAULT_PAIRS, *,
-                 rate: float = 20.0, start_ns: int | None = None,
-                 history_hours: float = 24.0) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        symbols: Iterable[str] = DEFAULT_PAIRS,
+        *,
+        rate: float = 20.0,
+        start_ns: int | None = None,
+        history_hours: float = 24.0,
+    ) -> None:
         super().__init__()
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -300,8 +309,9 @@ class SyntheticMarket(MarketSource):
         for symbol in symbols:
             inst = INSTRUMENTS.get(symbol)
             if inst is None:
-                raise ValueError(f"the simulator has no instrument {symbol!r}; "
-                                 f"known: {', '.join(INSTRUMENTS)}")
+                raise ValueError(
+                    f"the simulator has no instrument {symbol!r}; known: {', '.join(INSTRUMENTS)}"
+                )
             self._open(inst, history_hours)
 
     def _open(self, inst: SimInstrument, history_hours: float) -> None:
@@ -323,8 +333,7 @@ class SyntheticMarket(MarketSource):
         """Advance one pair by one step; the book changes in place, prints go on the tape."""
         fills = self.models[symbol].step(ts_ns)
         tape = self.tapes[symbol]
-        return [tape.add(ts_ns, price, qty, side, ord_type)
-                for price, qty, side, ord_type in fills]
+        return [tape.add(ts_ns, price, qty, side, ord_type) for price, qty, side, ord_type in fills]
 
     async def run(self, sink: MarketSink) -> None:
         """Step every pair ``rate`` times a second on a short timer. A late timer catches
@@ -349,13 +358,13 @@ class SyntheticMarket(MarketSource):
             await sink.drain()
 
 
-def generate_book_messages(seed: int, n: int, symbol: str = "XRP/USD", depth: int = 10, *,
-                           rate: float = 20.0) -> list[bytes]:
+def generate_book_messages(
+    seed: int, n: int, symbol: str = "XRP/USD", depth: int = 10, *, rate: float = 20.0
+) -> list[bytes]:
     """Exactly what a ``book`` subscriber at ``depth`` would receive from the synthetic market:
     a snapshot then ``n - 1`` updates, every checksum right. Deterministic for a seed
     (timestamps start at 2026-01-01T00:00:00Z and advance by ``1 / rate`` per step)."""
-    market = SyntheticMarket(seed, (symbol,), rate=rate, start_ns=_BENCH_EPOCH_NS,
-                             history_hours=0)
+    market = SyntheticMarket(seed, (symbol,), rate=rate, start_ns=_BENCH_EPOCH_NS, history_hours=0)
     inst, book = market.instruments[symbol], market.books[symbol]
     pp, qp = inst.price_precision, inst.qty_precision
     view = DepthView(book, depth)
@@ -369,6 +378,7 @@ def generate_book_messages(seed: int, n: int, symbol: str = "XRP/USD", depth: in
         model.step(ts)
         diff = view.update()
         if diff is not None:
-            out.append(wire.book("update", symbol, diff[0], diff[1], book.checksum(), ts, pp,
-                                 qp).encode())
+            out.append(
+                wire.book("update", symbol, diff[0], diff[1], book.checksum(), ts, pp, qp).encode()
+            )
     return out

@@ -95,7 +95,8 @@ class PrivateRest:
         self.tokens: dict[str, int] = {}  # issued WebSocket token -> expiry (unix ns)
         self.trading = trading
         self._methods: dict[str, Handler] = {
-            "Balance": self._balance, "GetWebSocketsToken": self._websocket_token,
+            "Balance": self._balance,
+            "GetWebSocketsToken": self._websocket_token,
             "AddOrder": self._traded(self._add_order),
             "CancelOrder": self._traded(self._cancel_order),
             "CancelAll": self._traded(self._cancel_all),
@@ -118,8 +119,15 @@ class PrivateRest:
     def token_valid(self, token: object, now_ns: int) -> bool:
         return isinstance(token, str) and self.tokens.get(token, 0) > now_ns
 
-    def call(self, method: str, uri_path: str, headers: Mapping[str, str], body: bytes,
-             json_body: bool, now_ns: int) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        uri_path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        json_body: bool,
+        now_ns: int,
+    ) -> tuple[int, Any]:
         """HTTP status and response body for one private request (transport-free); status
         ``DROP`` asks the transport to cut the connection instead (a fault)."""
         handler = self._methods.get(method)
@@ -152,8 +160,7 @@ class PrivateRest:
             return 200, {"error": [], "result": dict(BALANCE)}
         return 200, {"error": [], "result": self.trading.account.rest_balance()}
 
-    def _websocket_token(self, key: _Key, params: dict[str, str],
-                         now_ns: int) -> tuple[int, Any]:
+    def _websocket_token(self, key: _Key, params: dict[str, str], now_ns: int) -> tuple[int, Any]:
         if not key.websocket:
             return 200, {"error": [ERR_PERMISSION]}
         token = secrets.token_urlsafe(32)
@@ -204,8 +211,10 @@ class PrivateRest:
 
     def _cancel_after(self, trading: SimTrading, params: dict[str, str]) -> Any:
         now, trigger = trading.cancel_all_after(_int_param(params, "timeout"))
-        return {"currentTime": _second(now),
-                "triggerTime": _second(trigger) if trigger is not None else "0"}
+        return {
+            "currentTime": _second(now),
+            "triggerTime": _second(trigger) if trigger is not None else "0",
+        }
 
     def _open_orders(self, trading: SimTrading, params: dict[str, str]) -> Any:
         orders = _filtered(trading.open_orders(), params)
@@ -228,26 +237,34 @@ class PrivateRest:
 
     def _trades_history(self, trading: SimTrading, params: dict[str, str]) -> Any:
         start, end = _time_param(params, "start"), _time_param(params, "end")
-        fills = [f for f in reversed(trading.account.fills)
-                 if (start is None or f.ts_ns > start) and (end is None or f.ts_ns <= end)]
+        fills = [
+            f
+            for f in reversed(trading.account.fills)
+            if (start is None or f.ts_ns > start) and (end is None or f.ts_ns <= end)
+        ]
         page = _page(fills, params)
         insts = trading.market.instruments
-        return {"trades": {f.trade_id: rest_trade(f, insts[f.symbol]) for f in page},
-                "count": len(fills)}
+        return {
+            "trades": {f.trade_id: rest_trade(f, insts[f.symbol]) for f in page},
+            "count": len(fills),
+        }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler for ``POST /0/private/{method}``."""
         body = await request.read()
-        status, payload = self.call(request.match_info["method"], request.path,
-                                    request.headers, body,
-                                    request.content_type == "application/json",
-                                    time.time_ns())
+        status, payload = self.call(
+            request.match_info["method"],
+            request.path,
+            request.headers,
+            body,
+            request.content_type == "application/json",
+            time.time_ns(),
+        )
         if status == DROP:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError  # nothing may be written: the client must not know
-        return web.Response(body=_encode(payload), status=status,
-                            content_type="application/json")
+        return web.Response(body=_encode(payload), status=status, content_type="application/json")
 
 
 _DROPPED = object()
@@ -294,12 +311,16 @@ def _rest_order_params(trading: SimTrading, p: dict[str, str]) -> OrderParams:
     price = parse_decimal(p["price"], "price") if p.get("price") else None
     userref = _int_param(p, "userref") if p.get("userref") else None
     return OrderParams(
-        symbol=inst.symbol, side=p["type"], order_type=kind,
+        symbol=inst.symbol,
+        side=p["type"],
+        order_type=kind,
         qty=parse_decimal(p["volume"], "volume"),
         limit_price=price if kind == "limit" else None,
         trigger_price=price if kind in ("stop-loss", "take-profit") else None,
-        cl_ord_id=p.get("cl_ord_id") or None, userref=userref,
-        validate=p.get("validate", "").lower() in ("true", "1"))
+        cl_ord_id=p.get("cl_ord_id") or None,
+        userref=userref,
+        validate=p.get("validate", "").lower() in ("true", "1"),
+    )
 
 
 def _int_param(p: Mapping[str, Any], name: str) -> int:
@@ -322,14 +343,17 @@ def _time_param(p: dict[str, str], name: str) -> int | None:
 def _filtered(orders: list[SimOrder], p: dict[str, str]) -> list[SimOrder]:
     cl_ord_id = p.get("cl_ord_id") or None
     userref = _int_param(p, "userref") if p.get("userref") else None
-    return [o for o in orders
-            if (cl_ord_id is None or o.params.cl_ord_id == cl_ord_id)
-            and (userref is None or o.params.userref == userref)]
+    return [
+        o
+        for o in orders
+        if (cl_ord_id is None or o.params.cl_ord_id == cl_ord_id)
+        and (userref is None or o.params.userref == userref)
+    ]
 
 
 def _page(rows: list[Any], p: dict[str, str]) -> list[Any]:
     ofs = _int_param(p, "ofs") if p.get("ofs") else 0
-    return rows[max(0, ofs):max(0, ofs) + PAGE]
+    return rows[max(0, ofs) : max(0, ofs) + PAGE]
 
 
 def _second(ts_ns: int) -> str:
@@ -390,8 +414,7 @@ class PrivateWebSocket:
                 if msg.type == WSMsgType.TEXT:
                     self.on_text(conn, msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    conn.send(wire.error(None, ERR_MALFORMED, None, time.time_ns(),
-                                         time.time_ns()))
+                    conn.send(wire.error(None, ERR_MALFORMED, None, time.time_ns(), time.time_ns()))
         finally:
             conn.closed = True
             self.conns.discard(conn)
@@ -453,22 +476,28 @@ class PrivateWebSocket:
         params = msg.get("params")
         self._held = []
         try:
-            self._dispatch(conn, str(method), params if isinstance(params, dict) else {},
-                           req_id, t_in)
+            self._dispatch(
+                conn, str(method), params if isinstance(params, dict) else {}, req_id, t_in
+            )
         except TradingError as exc:
             conn.send(wire.error(str(method), exc.error, req_id, t_in, time.time_ns()))
         finally:
             self._release()
 
-    def _dispatch(self, conn: _AuthConn, method: str, params: dict[str, Any],
-                  req_id: int | None, t_in: int) -> None:
+    def _dispatch(
+        self, conn: _AuthConn, method: str, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         if method == "ping":
             conn.send(wire.pong(req_id, t_in, time.time_ns()))
             return
-        handler = {"subscribe": self._subscribe, "unsubscribe": self._unsubscribe,
-                   "add_order": self._add_order, "cancel_order": self._cancel_order,
-                   "cancel_all": self._cancel_all,
-                   "cancel_all_orders_after": self._cancel_after}.get(method)
+        handler = {
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "add_order": self._add_order,
+            "cancel_order": self._cancel_order,
+            "cancel_all": self._cancel_all,
+            "cancel_all_orders_after": self._cancel_after,
+        }.get(method)
         if handler is None:
             raise TradingError(f"Method not found: {method}")
         token = params.get("token")
@@ -478,12 +507,14 @@ class PrivateWebSocket:
             raise TradingError(ERR_SESSION)
         handler(conn, params, req_id, t_in)
 
-    def _ack(self, conn: _AuthConn, method: str, result: dict[str, Any],
-             req_id: int | None, t_in: int) -> None:
+    def _ack(
+        self, conn: _AuthConn, method: str, result: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         conn.send(wire.ack(method, result, req_id, t_in, time.time_ns()))
 
-    def _subscribe(self, conn: _AuthConn, params: dict[str, Any], req_id: int | None,
-                   t_in: int) -> None:
+    def _subscribe(
+        self, conn: _AuthConn, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         channel = params.get("channel")
         if channel not in ("executions", "balances"):
             raise TradingError(f"Channel {channel} not supported")
@@ -492,8 +523,12 @@ class PrivateWebSocket:
         if channel == "executions":
             snap_orders = _flag(params, "snap_orders", "snapshot", True)
             snap_trades = _flag(params, "snap_trades", "snapshot_trades", False)
-            result: dict[str, Any] = {"channel": channel, "maxratecount": MAX_RATE_COUNT,
-                                      "snap_orders": snap_orders, "snap_trades": snap_trades}
+            result: dict[str, Any] = {
+                "channel": channel,
+                "maxratecount": MAX_RATE_COUNT,
+                "snap_orders": snap_orders,
+                "snap_trades": snap_trades,
+            }
             items = self.trading.executions_snapshot(snap_orders, snap_trades)
             snapshot = True
         else:
@@ -506,16 +541,18 @@ class PrivateWebSocket:
         if snapshot or channel == "executions":
             conn.send(_data(channel, "snapshot", items, conn.next_sequence()))
 
-    def _unsubscribe(self, conn: _AuthConn, params: dict[str, Any], req_id: int | None,
-                     t_in: int) -> None:
+    def _unsubscribe(
+        self, conn: _AuthConn, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         channel = params.get("channel")
         if channel not in conn.channels:
             raise TradingError("Subscription Not Found")
         conn.channels.discard(str(channel))
         self._ack(conn, "unsubscribe", {"channel": channel}, req_id, t_in)
 
-    def _add_order(self, conn: _AuthConn, params: dict[str, Any], req_id: int | None,
-                   t_in: int) -> None:
+    def _add_order(
+        self, conn: _AuthConn, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         order = self.trading.place(_ws_order_params(params))
         if not order.params.validate and self.trading.take_drop():
             conn.abort()
@@ -528,10 +565,12 @@ class PrivateWebSocket:
             result["cl_ord_id"] = order.params.cl_ord_id
         self._ack(conn, "add_order", result, req_id, t_in)
 
-    def _cancel_order(self, conn: _AuthConn, params: dict[str, Any], req_id: int | None,
-                      t_in: int) -> None:
+    def _cancel_order(
+        self, conn: _AuthConn, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         targets: list[tuple[str | None, str | None]] = [
-            (i, None) for i in _str_list(params, "order_id")]
+            (i, None) for i in _str_list(params, "order_id")
+        ]
         targets += [(None, c) for c in _str_list(params, "cl_ord_id")]
         if not targets:
             raise TradingError(ERR_ARGS)
@@ -546,24 +585,27 @@ class PrivateWebSocket:
                 result["cl_ord_id"] = cl_ord_id
             self._ack(conn, "cancel_order", result, req_id, t_in)
 
-    def _cancel_all(self, conn: _AuthConn, params: dict[str, Any], req_id: int | None,
-                    t_in: int) -> None:
+    def _cancel_all(
+        self, conn: _AuthConn, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         self._ack(conn, "cancel_all", {"count": self.trading.cancel_all()}, req_id, t_in)
 
-    def _cancel_after(self, conn: _AuthConn, params: dict[str, Any], req_id: int | None,
-                      t_in: int) -> None:
+    def _cancel_after(
+        self, conn: _AuthConn, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         timeout = params.get("timeout")
         if type(timeout) is not int:
             raise TradingError(f"{ERR_ARGS}:timeout")
         now, trigger = self.trading.cancel_all_after(timeout)
-        result = {"currentTime": _second(now),
-                  "triggerTime": _second(trigger) if trigger is not None else "0"}
+        result = {
+            "currentTime": _second(now),
+            "triggerTime": _second(trigger) if trigger is not None else "0",
+        }
         self._ack(conn, "cancel_all_orders_after", result, req_id, t_in)
 
 
 def _data(channel: str, kind: str, items: list[dict[str, Any]], sequence: int) -> str:
-    return _encode({"channel": channel, "type": kind, "data": items,
-                    "sequence": sequence}).decode()
+    return _encode({"channel": channel, "type": kind, "data": items, "sequence": sequence}).decode()
 
 
 def _flag(params: dict[str, Any], name: str, legacy: str, default: bool) -> bool:
@@ -600,11 +642,17 @@ def _ws_order_params(p: dict[str, Any]) -> OrderParams:
     userref = p.get("order_userref")
     cl_ord_id = p.get("cl_ord_id")
     if (userref is not None and type(userref) is not int) or (
-            cl_ord_id is not None and not isinstance(cl_ord_id, str)):
+        cl_ord_id is not None and not isinstance(cl_ord_id, str)
+    ):
         raise TradingError(ERR_ARGS)
-    return OrderParams(symbol=symbol, side=str(p.get("side")), order_type=kind,
-                       qty=parse_decimal(p.get("order_qty"), "order_qty"),
-                       limit_price=limit if kind == "limit" else None,
-                       trigger_price=trigger if kind in ("stop-loss", "take-profit") else None,
-                       cl_ord_id=cl_ord_id, userref=userref,
-                       validate=p.get("validate") is True)
+    return OrderParams(
+        symbol=symbol,
+        side=str(p.get("side")),
+        order_type=kind,
+        qty=parse_decimal(p.get("order_qty"), "order_qty"),
+        limit_price=limit if kind == "limit" else None,
+        trigger_price=trigger if kind in ("stop-loss", "take-profit") else None,
+        cl_ord_id=cl_ord_id,
+        userref=userref,
+        validate=p.get("validate") is True,
+    )

@@ -66,8 +66,9 @@ class PublicProtocol:
         """A binary frame: Kraken answers it as a malformed request."""
         self.reply_error(conn, None, ERR_MALFORMED, None, time.time_ns())
 
-    def _dispatch(self, conn: Conn, method: Any, params: Any, req_id: int | None,
-                  t_in: int) -> None:
+    def _dispatch(
+        self, conn: Conn, method: Any, params: Any, req_id: int | None, t_in: int
+    ) -> None:
         if method == "ping":
             conn.send(wire.pong(req_id, t_in, time.time_ns()))
             return
@@ -90,8 +91,11 @@ class PublicProtocol:
     def _parse_subs(self, channel: str, params: dict[str, Any]) -> list[Sub]:
         """One subscription per requested symbol, after validating the parameters."""
         symbols = params.get("symbol")
-        if (not isinstance(symbols, list) or not symbols
-                or not all(isinstance(s, str) for s in symbols)):
+        if (
+            not isinstance(symbols, list)
+            or not symbols
+            or not all(isinstance(s, str) for s in symbols)
+        ):
             raise RequestError(f"{ERR_ARGS}:symbol")
         snapshot = params.get("snapshot", channel != "trade")
         if type(snapshot) is not bool:
@@ -111,8 +115,9 @@ class PublicProtocol:
         symbol = sub.symbol
         assert symbol is not None
         if symbol not in self.market.instruments:
-            self.reply_error(conn, "subscribe", f"Currency pair not supported {symbol}",
-                             req_id, t_in, symbol)
+            self.reply_error(
+                conn, "subscribe", f"Currency pair not supported {symbol}", req_id, t_in, symbol
+            )
             return
         key = sub_key(sub)
         if key in conn.subs:
@@ -133,8 +138,9 @@ class PublicProtocol:
         self.stats.unsubscriptions += 1
         conn.send(wire.ack("unsubscribe", _result(held), req_id, t_in, time.time_ns()))
 
-    def _instrument(self, conn: Conn, method: str, params: dict[str, Any],
-                    req_id: int | None, t_in: int) -> None:
+    def _instrument(
+        self, conn: Conn, method: str, params: dict[str, Any], req_id: int | None, t_in: int
+    ) -> None:
         """The pair list: one ack, then (on subscribe) one snapshot; no updates follow."""
         snapshot = params.get("snapshot", True)
         if type(snapshot) is not bool:
@@ -157,11 +163,19 @@ class PublicProtocol:
         if snapshot:
             used = {a for i in self.market.instruments.values() for a in (i.base, i.quote)}
             assets = [a for a in ASSETS.values() if a.id in used]
-            conn.send(wire.instrument_snapshot(self.market.instruments.values(), assets),
-                      "instrument")
+            conn.send(
+                wire.instrument_snapshot(self.market.instruments.values(), assets), "instrument"
+            )
 
-    def reply_error(self, conn: Conn, method: str | None, text: str, req_id: int | None,
-                    t_in: int, symbol: str | None = None) -> None:
+    def reply_error(
+        self,
+        conn: Conn,
+        method: str | None,
+        text: str,
+        req_id: int | None,
+        t_in: int,
+        symbol: str | None = None,
+    ) -> None:
         self.stats.errors_sent += 1
         conn.send(wire.error(method, text, req_id, t_in, time.time_ns(), symbol))
 

@@ -46,8 +46,15 @@ _FRAME_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
 class ReplayMarket(MarketSource):
     """A market rebuilt from a recording; see the module docstring."""
 
-    def __init__(self, path: str | Path, *, speed: float = 1.0, loop: bool = False,
-                 seed: int = 7, history_hours: float = 24.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+        seed: int = 7,
+        history_hours: float = 24.0,
+    ) -> None:
         super().__init__()
         if speed < 0:
             raise ValueError("speed must be >= 0")
@@ -100,10 +107,12 @@ class ReplayMarket(MarketSource):
             inst = instrument_from_wire(pair)
             if inst.symbol not in self.instruments:
                 self.instruments[inst.symbol] = inst
-                self.books[inst.symbol] = FullBook(inst.symbol, inst.price_precision,
-                                                   inst.qty_precision)
-                self.tapes[inst.symbol] = Tape(_FIRST_TRADE_ID, inst.price_precision,
-                                               inst.qty_precision)
+                self.books[inst.symbol] = FullBook(
+                    inst.symbol, inst.price_precision, inst.qty_precision
+                )
+                self.tapes[inst.symbol] = Tape(
+                    _FIRST_TRADE_ID, inst.price_precision, inst.qty_precision
+                )
 
     def _instruments_from_table(self, wanted: list[str]) -> None:
         known = [p for p in wanted if p in INSTRUMENTS]
@@ -113,8 +122,7 @@ class ReplayMarket(MarketSource):
             inst = INSTRUMENTS[symbol]
             self.instruments[symbol] = inst
             self.books[symbol] = FullBook(symbol, inst.price_precision, inst.qty_precision)
-            self.tapes[symbol] = Tape(_FIRST_TRADE_ID, inst.price_precision,
-                                      inst.qty_precision)
+            self.tapes[symbol] = Tape(_FIRST_TRADE_ID, inst.price_precision, inst.qty_precision)
 
     def _add_history(self, seed: int, now: int, hours: float) -> None:
         """Synthetic back-history for REST, ending at the recording's opening price."""
@@ -128,8 +136,9 @@ class ReplayMarket(MarketSource):
                 continue
             history = generate_history(inst, seed, now - 1, hours, end_price=opening)
             live = Tape(_FIRST_TRADE_ID, inst.price_precision, inst.qty_precision)
-            live.load_history(history.ts_ns, history.price, history.qty, history.buy,
-                              history.market)
+            live.load_history(
+                history.ts_ns, history.price, history.qty, history.buy, history.market
+            )
             for index in range(len(tape.ts)):  # prints seen while warming up come last
                 old = tape.trade(index)
                 live.add(old.ts_ns, old.price, old.qty, old.side, old.ord_type)
@@ -148,10 +157,14 @@ class ReplayMarket(MarketSource):
                 continue
             pp, qp = book.price_precision, book.qty_precision
             try:
-                levels = [(True, to_scaled(lv["price"], pp), to_scaled(lv["qty"], qp))
-                          for lv in item["bids"]]
-                levels += [(False, to_scaled(lv["price"], pp), to_scaled(lv["qty"], qp))
-                           for lv in item["asks"]]
+                levels = [
+                    (True, to_scaled(lv["price"], pp), to_scaled(lv["qty"], qp))
+                    for lv in item["bids"]
+                ]
+                levels += [
+                    (False, to_scaled(lv["price"], pp), to_scaled(lv["qty"], qp))
+                    for lv in item["asks"]
+                ]
             except (KeyError, TypeError, WireNumberError):
                 continue  # the recording caught a hostile frame: the client skipped it too
             if snapshot:
@@ -227,8 +240,7 @@ class ReplayMarket(MarketSource):
             self._pending = None
             log.info("replay looping", extra={"path": str(self.path)})
         self.finished = True
-        log.info("replay finished", extra={"path": str(self.path),
-                                           "frames": self.frames_replayed})
+        log.info("replay finished", extra={"path": str(self.path), "frames": self.frames_replayed})
 
     async def _play(self, sink: MarketSink) -> None:
         frames = self._frames

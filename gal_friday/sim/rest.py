@@ -52,8 +52,11 @@ class PublicRest:
     def call(self, method: str, params: Mapping[str, str], now_ns: int) -> tuple[int, Any]:
         """HTTP status and body for ``/0/public/<method>``."""
         handler = {
-            "Time": self._time, "SystemStatus": self._system_status,
-            "AssetPairs": self._asset_pairs, "OHLC": self._ohlc, "Trades": self._trades,
+            "Time": self._time,
+            "SystemStatus": self._system_status,
+            "AssetPairs": self._asset_pairs,
+            "OHLC": self._ohlc,
+            "Trades": self._trades,
             "Depth": self._depth,
         }.get(method)
         if handler is None:
@@ -69,8 +72,7 @@ class PublicRest:
         """Instruments for a comma-separated ``pair`` list in any Kraken spelling."""
         found: list[SimInstrument] = []
         for name in (n.strip().upper() for n in names.split(",") if n.strip()):
-            match = next((i for i in self.market.instruments.values() if name in i.names()),
-                         None)
+            match = next((i for i in self.market.instruments.values() if name in i.names()), None)
             if match is None:
                 raise RestError(ERR_UNKNOWN_PAIR)
             if match not in found:
@@ -87,8 +89,10 @@ class PublicRest:
 
     def _time(self, params: Mapping[str, str], now_ns: int) -> dict[str, Any]:
         now = datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
-        return {"unixtime": now_ns // 1_000_000_000,
-                "rfc1123": now.strftime("%a, %d %b %y %H:%M:%S +0000")}
+        return {
+            "unixtime": now_ns // 1_000_000_000,
+            "rfc1123": now.strftime("%a, %d %b %y %H:%M:%S +0000"),
+        }
 
     def _system_status(self, params: Mapping[str, str], now_ns: int) -> dict[str, Any]:
         return {"status": "online", "timestamp": wire.ts_us(now_ns)[:19] + "Z"}
@@ -123,9 +127,15 @@ class PublicRest:
         indices, last = tape.page(since, count)
         pp, qp = inst.price_precision, inst.qty_precision
         rows = [
-            [format_scaled(tape.px[i], pp), format_scaled(tape.qty[i], qp),
-             round(tape.ts[i] / 1e9, 7), "b" if tape.buy[i] else "s",
-             "m" if tape.market[i] else "l", "", tape.trade_id(i)]
+            [
+                format_scaled(tape.px[i], pp),
+                format_scaled(tape.qty[i], qp),
+                round(tape.ts[i] / 1e9, 7),
+                "b" if tape.buy[i] else "s",
+                "m" if tape.market[i] else "l",
+                "",
+                tape.trade_id(i),
+            ]
             for i in indices
         ]
         return {inst.rest_key: rows, "last": str(last)}
@@ -139,8 +149,10 @@ class PublicRest:
 
         def rows(is_bid: bool) -> list[list[Any]]:
             side = book.side(is_bid)
-            return [[format_scaled(p, pp), format_scaled(q, qp), side.updated.get(p, 0)]
-                    for p, q in side.top(count)]
+            return [
+                [format_scaled(p, pp), format_scaled(q, qp), side.updated.get(p, 0)]
+                for p, q in side.top(count)
+            ]
 
         return {inst.rest_key: {"asks": rows(False), "bids": rows(True)}}
 
@@ -148,13 +160,26 @@ class PublicRest:
 def asset_pair_info(inst: SimInstrument) -> dict[str, Any]:
     """An ``AssetPairs`` entry as Kraken writes it."""
     return {
-        "altname": inst.altname, "wsname": inst.wsname, "aclass_base": "currency",
-        "base": inst.rest_base, "aclass_quote": "currency", "quote": inst.rest_quote,
-        "lot": "unit", "cost_decimals": inst.cost_precision,
-        "pair_decimals": inst.price_precision, "lot_decimals": inst.qty_precision,
-        "lot_multiplier": 1, "leverage_buy": [], "leverage_sell": [],
-        "fees": [list(f) for f in FEES_TAKER], "fees_maker": [list(f) for f in FEES_MAKER],
-        "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40,
-        "ordermin": inst.ordermin, "costmin": inst.cost_min, "tick_size": inst.price_increment,
+        "altname": inst.altname,
+        "wsname": inst.wsname,
+        "aclass_base": "currency",
+        "base": inst.rest_base,
+        "aclass_quote": "currency",
+        "quote": inst.rest_quote,
+        "lot": "unit",
+        "cost_decimals": inst.cost_precision,
+        "pair_decimals": inst.price_precision,
+        "lot_decimals": inst.qty_precision,
+        "lot_multiplier": 1,
+        "leverage_buy": [],
+        "leverage_sell": [],
+        "fees": [list(f) for f in FEES_TAKER],
+        "fees_maker": [list(f) for f in FEES_MAKER],
+        "fee_volume_currency": "ZUSD",
+        "margin_call": 80,
+        "margin_stop": 40,
+        "ordermin": inst.ordermin,
+        "costmin": inst.cost_min,
+        "tick_size": inst.price_increment,
         "status": inst.status,
     }

@@ -83,8 +83,14 @@ from gal_friday.sim.stats import SimStats
 from gal_friday.sim.tape import Trade
 from gal_friday.sim.trading import SimTrading
 
-__all__ = ["SimConfig", "SimExchange", "SimStats", "build_market", "open_sim_exchange",
-           "run_sim_exchange"]
+__all__ = [
+    "SimConfig",
+    "SimExchange",
+    "SimStats",
+    "build_market",
+    "open_sim_exchange",
+    "run_sim_exchange",
+]
 
 log = logging.getLogger("gal_friday.sim")
 
@@ -92,19 +98,34 @@ log = logging.getLogger("gal_friday.sim")
 class SimExchange:
     """The simulated Kraken public API on one loopback port; see the module docstring."""
 
-    def __init__(self, market: MarketSource | None = None, host: str = "127.0.0.1",
-                 port: int = 0, *, seed: int = 7, maker_fee_pct: Decimal = Decimal("0.25"),
-                 taker_fee_pct: Decimal = Decimal("0.40"), latency_ns: int = 0,
-                 slippage_bps: Decimal = Decimal(0), account: SimAccount | None = None) -> None:
+    def __init__(
+        self,
+        market: MarketSource | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        seed: int = 7,
+        maker_fee_pct: Decimal = Decimal("0.25"),
+        taker_fee_pct: Decimal = Decimal("0.40"),
+        latency_ns: int = 0,
+        slippage_bps: Decimal = Decimal(0),
+        account: SimAccount | None = None,
+    ) -> None:
         self.market = market if market is not None else SyntheticMarket(seed)
         self.host = host
         self._requested_port = port
         self._port: int | None = None
         self.stats = SimStats()
         self._rest = PublicRest(self.market)
-        self.trading = SimTrading(self.market, maker_fee_pct=maker_fee_pct,
-                                  taker_fee_pct=taker_fee_pct, latency_ns=latency_ns,
-                                  slippage_bps=slippage_bps, account=account, seed=seed)
+        self.trading = SimTrading(
+            self.market,
+            maker_fee_pct=maker_fee_pct,
+            taker_fee_pct=taker_fee_pct,
+            latency_ns=latency_ns,
+            slippage_bps=slippage_bps,
+            account=account,
+            seed=seed,
+        )
         # accepted API keys: self.private.add_key(key, secret)
         self.private = PrivateRest(self.trading)
         self.private_ws = PrivateWebSocket(self.private, self.trading)
@@ -148,8 +169,10 @@ class SimExchange:
         site = web.TCPSite(self._runner, self.host, self._requested_port)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
-        self._tasks = [asyncio.create_task(self._run_market(), name="sim-market"),
-                       asyncio.create_task(self.fanout.heartbeats(), name="sim-heartbeats")]
+        self._tasks = [
+            asyncio.create_task(self._run_market(), name="sim-market"),
+            asyncio.create_task(self.fanout.heartbeats(), name="sim-heartbeats"),
+        ]
 
     async def stop(self) -> None:
         """Stop the market, close every connection (going away), stop listening."""
@@ -171,8 +194,9 @@ class SimExchange:
         await self.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     async def _run_market(self) -> None:
@@ -185,8 +209,9 @@ class SimExchange:
 
     # --- market notifications (MarketSink) -----------------------------------------------------
 
-    def on_market(self, symbol: str, trades: Sequence[Trade], book_changed: bool,
-                  ts_ns: int) -> None:
+    def on_market(
+        self, symbol: str, trades: Sequence[Trade], book_changed: bool, ts_ns: int
+    ) -> None:
         """Fan one market change out to the subscribers of the pair, and show it to the
         matching engine (a no-op for pairs without working orders)."""
         self.trading.on_market(symbol, trades, book_changed)
@@ -290,8 +315,7 @@ class SimExchange:
             conn.send(frame)
         return len(self.fanout.conns)
 
-    def stall(self, seconds: float, channel: str | None = None,
-              symbol: str | None = None) -> int:
+    def stall(self, seconds: float, channel: str | None = None, symbol: str | None = None) -> int:
         """Keep every open connection open but silent for ``seconds``: entirely (no data,
         acks or heartbeats), or only for one channel and/or symbol. Held frames are
         released in order afterwards. Connections opened later are not affected."""
@@ -321,8 +345,7 @@ class SimExchange:
         except (ValueError, KeyError, ArithmeticError) as exc:
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         if result is None:
-            return web.json_response({"ok": False, "error": f"unknown fault {name!r}"},
-                                     status=404)
+            return web.json_response({"ok": False, "error": f"unknown fault {name!r}"}, status=404)
         return web.json_response({"ok": True, **result})
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
@@ -366,9 +389,14 @@ class SimConfig(Protocol):
     def messages_per_second(self) -> float: ...
 
 
-def build_market(seed: int = 7, pairs: Sequence[str] = DEFAULT_PAIRS,
-                 replay_path: str | Path | None = None, speed: float = 1.0,
-                 rate: float = 20.0, loop: bool = False) -> MarketSource:
+def build_market(
+    seed: int = 7,
+    pairs: Sequence[str] = DEFAULT_PAIRS,
+    replay_path: str | Path | None = None,
+    speed: float = 1.0,
+    rate: float = 20.0,
+    loop: bool = False,
+) -> MarketSource:
     """A replay of ``replay_path`` if given, else the seeded synthetic market."""
     if replay_path:
         return ReplayMarket(replay_path, speed=speed, loop=loop, seed=seed)
@@ -376,22 +404,34 @@ def build_market(seed: int = 7, pairs: Sequence[str] = DEFAULT_PAIRS,
 
 
 @overload
-async def run_sim_exchange(host: str = ..., port: int = ..., seed: int = ...,
-                           replay_path: str | Path | None = ..., speed: float = ...,
-                           rate: float = ..., loop: bool = ..., *,
-                           pairs: Sequence[str] = ...) -> None: ...
+async def run_sim_exchange(
+    host: str = ...,
+    port: int = ...,
+    seed: int = ...,
+    replay_path: str | Path | None = ...,
+    speed: float = ...,
+    rate: float = ...,
+    loop: bool = ...,
+    *,
+    pairs: Sequence[str] = ...,
+) -> None: ...
 
 
 @overload
-async def run_sim_exchange(host: SimConfig, port: Sequence[str], *, loop: bool = ...) -> None:
-    ...
+async def run_sim_exchange(host: SimConfig, port: Sequence[str], *, loop: bool = ...) -> None: ...
 
 
-async def run_sim_exchange(host: str | SimConfig = "127.0.0.1",
-                           port: int | Sequence[str] = 0, seed: int = 7,
-                           replay_path: str | Path | None = None, speed: float = 1.0,
-                           rate: float = 20.0, loop: bool = False, *,
-                           pairs: Sequence[str] = DEFAULT_PAIRS) -> None:
+async def run_sim_exchange(
+    host: str | SimConfig = "127.0.0.1",
+    port: int | Sequence[str] = 0,
+    seed: int = 7,
+    replay_path: str | Path | None = None,
+    speed: float = 1.0,
+    rate: float = 20.0,
+    loop: bool = False,
+    *,
+    pairs: Sequence[str] = DEFAULT_PAIRS,
+) -> None:
     """Serve the simulator until cancelled, logging its URLs once."""
     if not isinstance(host, str):
         config, pairs = host, tuple(port) if not isinstance(port, int) else pairs
@@ -405,26 +445,49 @@ async def run_sim_exchange(host: str | SimConfig = "127.0.0.1",
         if key and secret:  # lets a bot started with the same environment trade here
             sim.private.add_key(key, secret)
             source += "; trading API accepts KRAKEN_API_KEY"
-        log.info("simulated Kraken exchange: WebSocket %s REST %s (%s)", sim.ws_url,
-                 sim.rest_url, source,
-                 extra={"ws_url": sim.ws_url, "ws_auth_url": sim.ws_auth_url,
-                        "rest_url": sim.rest_url, "source": source})
+        log.info(
+            "simulated Kraken exchange: WebSocket %s REST %s (%s)",
+            sim.ws_url,
+            sim.rest_url,
+            source,
+            extra={
+                "ws_url": sim.ws_url,
+                "ws_auth_url": sim.ws_auth_url,
+                "rest_url": sim.rest_url,
+                "source": source,
+            },
+        )
         await asyncio.Event().wait()
 
 
 @contextlib.asynccontextmanager
-async def open_sim_exchange(config: SimConfig, pairs: Sequence[str], *,
-                            maker_fee_pct: Decimal = Decimal("0.25"),
-                            taker_fee_pct: Decimal = Decimal("0.40"),
-                            ) -> AsyncIterator[SimExchange]:
+async def open_sim_exchange(
+    config: SimConfig,
+    pairs: Sequence[str],
+    *,
+    maker_fee_pct: Decimal = Decimal("0.25"),
+    taker_fee_pct: Decimal = Decimal("0.40"),
+) -> AsyncIterator[SimExchange]:
     """A started simulator for the configured pairs (or replay), stopped on exit; its account
     starts with ``config.initial_usd`` and charges the given fees."""
-    market = build_market(config.seed, pairs, config.replay or None, config.speed,
-                          config.messages_per_second, bool(getattr(config, "loop", False)))
-    account = SimAccount({"USD": getattr(config, "initial_usd", Decimal(10000))},
-                         seed=config.seed)
+    market = build_market(
+        config.seed,
+        pairs,
+        config.replay or None,
+        config.speed,
+        config.messages_per_second,
+        bool(getattr(config, "loop", False)),
+    )
+    account = SimAccount({"USD": getattr(config, "initial_usd", Decimal(10000))}, seed=config.seed)
     latency_ns = int(getattr(config, "latency_ms", 0) * 1_000_000)
-    async with SimExchange(market, config.host, config.port, seed=config.seed,
-                           maker_fee_pct=maker_fee_pct, taker_fee_pct=taker_fee_pct,
-                           latency_ns=latency_ns, account=account) as sim:
+    async with SimExchange(
+        market,
+        config.host,
+        config.port,
+        seed=config.seed,
+        maker_fee_pct=maker_fee_pct,
+        taker_fee_pct=taker_fee_pct,
+        latency_ns=latency_ns,
+        account=account,
+    ) as sim:
         yield sim

@@ -20,8 +20,9 @@ from gal_friday.sim.tape import Tape, Trade
 class MarketSink(Protocol):
     """Receives market changes; implemented by the exchange server."""
 
-    def on_market(self, symbol: str, trades: Sequence[Trade], book_changed: bool,
-                  ts_ns: int) -> None:
+    def on_market(
+        self, symbol: str, trades: Sequence[Trade], book_changed: bool, ts_ns: int
+    ) -> None:
         """``symbol``'s book changed (already applied) and/or ``trades`` printed at ``ts_ns``."""
 
     async def drain(self) -> None:

@@ -83,8 +83,14 @@ class Tape:
             self._trim_trades(len(self.ts) - MAX_TRADES * 2 // 3)
         return trade
 
-    def load_history(self, ts_ns: np.ndarray, px: np.ndarray, qty: np.ndarray,
-                     buy: np.ndarray, market: np.ndarray) -> None:
+    def load_history(
+        self,
+        ts_ns: np.ndarray,
+        px: np.ndarray,
+        qty: np.ndarray,
+        buy: np.ndarray,
+        market: np.ndarray,
+    ) -> None:
         """Bulk-load generated back-history (sorted, strictly increasing times) into an empty
         tape, building the minute candles with numpy instead of a Python loop."""
         if self.ts:
@@ -102,9 +108,14 @@ class Tape:
         return self._first_id + index
 
     def trade(self, index: int) -> Trade:
-        return Trade(self._first_id + index, self.ts[index], self.px[index], self.qty[index],
-                     "buy" if self.buy[index] else "sell",
-                     "market" if self.market[index] else "limit")
+        return Trade(
+            self._first_id + index,
+            self.ts[index],
+            self.px[index],
+            self.qty[index],
+            "buy" if self.buy[index] else "sell",
+            "market" if self.market[index] else "limit",
+        )
 
     def last_trades(self, n: int) -> list[Trade]:
         """The ``n`` most recent prints, oldest first (the ``trade`` channel snapshot)."""
@@ -205,8 +216,9 @@ class Tape:
         """Open the (possibly empty) candle of the current minute, as Kraken's last row is."""
         self._extend_to(now_ns // NS_PER_MIN)
 
-    def candles(self, interval_min: int, now_ns: int, limit: int,
-                since_ns: int | None = None) -> list[Candle]:
+    def candles(
+        self, interval_min: int, now_ns: int, limit: int, since_ns: int | None = None
+    ) -> list[Candle]:
         """Up to ``limit`` most recent candles of ``interval_min`` minutes, ending with the
         one in progress at ``now_ns``; with ``since_ns`` only those beginning after it."""
         self.roll_to(now_ns)
@@ -238,8 +250,13 @@ class Tape:
         vol = sum(self._v[i] for i in traded)
         pv = sum(self._pv[i] for i in traded)
         return (
-            begin, self._o[traded[0]], max(self._h[i] for i in traded),
-            min(self._l[i] for i in traded), self._c[traded[-1]], vol, (pv + vol // 2) // vol,
+            begin,
+            self._o[traded[0]],
+            max(self._h[i] for i in traded),
+            min(self._l[i] for i in traded),
+            self._c[traded[-1]],
+            vol,
+            (pv + vol // 2) // vol,
             sum(self._n[i] for i in traded),
         )
 
@@ -247,6 +264,13 @@ class Tape:
 def candle_row(candle: Sequence[int], pp: int, qp: int) -> list[object]:
     """A REST ``OHLC`` row: ``[time, open, high, low, close, vwap, volume, count]``."""
     begin, o, h, low, c, vol, vwap, count = candle
-    return [begin // 1_000_000_000, format_scaled(o, pp), format_scaled(h, pp),
-            format_scaled(low, pp), format_scaled(c, pp), format_scaled(vwap, pp),
-            format_scaled(vol, qp), count]
+    return [
+        begin // 1_000_000_000,
+        format_scaled(o, pp),
+        format_scaled(h, pp),
+        format_scaled(low, pp),
+        format_scaled(c, pp),
+        format_scaled(vwap, pp),
+        format_scaled(vol, qp),
+        count,
+    ]

@@ -71,10 +71,15 @@ _MARKET_MARGIN = Decimal("1.01")  # a market buy holds 1% above the ask for the 
 _HUNDRED = Decimal(100)
 _ZERO = Decimal(0)
 _FREE_TEXT = re.compile(r"^[\x21-\x7e]{1,18}$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
-                   r"[0-9a-fA-F]{12}$")
-_ENGINE_REASONS = {"cancelled by client": REASON_USER, "no_liquidity": "No liquidity",
-                   "insufficient_depth": "Insufficient liquidity"}
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}$"
+)
+_ENGINE_REASONS = {
+    "cancelled by client": REASON_USER,
+    "no_liquidity": "No liquidity",
+    "insufficient_depth": "Insufficient liquidity",
+}
 
 Listener = Callable[[str, list[dict[str, Any]]], None]
 
@@ -138,15 +143,28 @@ class SimOrder:
 class SimTrading:
     """Orders, fills and balances of the simulated account; see the module docstring."""
 
-    def __init__(self, market: MarketSource, *, maker_fee_pct: Decimal = Decimal("0.25"),
-                 taker_fee_pct: Decimal = Decimal("0.40"), latency_ns: int = 0,
-                 slippage_bps: Decimal = _ZERO, account: SimAccount | None = None,
-                 seed: int = 0, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        market: MarketSource,
+        *,
+        maker_fee_pct: Decimal = Decimal("0.25"),
+        taker_fee_pct: Decimal = Decimal("0.40"),
+        latency_ns: int = 0,
+        slippage_bps: Decimal = _ZERO,
+        account: SimAccount | None = None,
+        seed: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.market = market
         self.taker_fee_pct = Decimal(taker_fee_pct)
-        self.engine = MatchingEngine(Decimal(maker_fee_pct), self.taker_fee_pct,
-                                     latency_ns=latency_ns, slippage_bps=Decimal(slippage_bps),
-                                     rng_seed=seed, on_trigger=self._on_trigger)
+        self.engine = MatchingEngine(
+            Decimal(maker_fee_pct),
+            self.taker_fee_pct,
+            latency_ns=latency_ns,
+            slippage_bps=Decimal(slippage_bps),
+            rng_seed=seed,
+            on_trigger=self._on_trigger,
+        )
         self.account = account if account is not None else SimAccount(seed=seed)
         self.orders: dict[str, SimOrder] = {}  # by order id, in placement order
         self.listeners: list[Listener] = []
@@ -200,8 +218,9 @@ class SimTrading:
     def closed_orders(self) -> list[SimOrder]:
         return [o for o in self.orders.values() if not o.is_open]
 
-    def find(self, order_id: str | None = None, cl_ord_id: str | None = None,
-             *, open_only: bool = False) -> SimOrder | None:
+    def find(
+        self, order_id: str | None = None, cl_ord_id: str | None = None, *, open_only: bool = False
+    ) -> SimOrder | None:
         """An order by id, or the open (else the latest) order with that ``cl_ord_id``."""
         if order_id is not None:
             order = self.orders.get(order_id)
@@ -301,9 +320,15 @@ class SimTrading:
 
     def _request(self, order: SimOrder) -> OrderRequest:
         p = order.params
-        return OrderRequest(client_order_id=order.order_id, pair=p.symbol, side=Side(p.side),
-                            type=order.kind, qty=p.qty, limit_price=p.limit_price,
-                            trigger_price=p.trigger_price)
+        return OrderRequest(
+            client_order_id=order.order_id,
+            pair=p.symbol,
+            side=Side(p.side),
+            type=order.kind,
+            qty=p.qty,
+            limit_price=p.limit_price,
+            trigger_price=p.trigger_price,
+        )
 
     def _schedule_latency(self) -> None:
         """With latency, orders reach the book later: advance the engine when they are due,
@@ -313,12 +338,14 @@ class SimTrading:
         with contextlib.suppress(RuntimeError):  # no running loop: market events advance it
             asyncio.get_running_loop().call_later(
                 self.engine.latency_ns / 1e9 + 0.001,
-                lambda: self._apply(self.engine.advance(self.now())))
+                lambda: self._apply(self.engine.advance(self.now())),
+            )
 
     # --- cancelling ------------------------------------------------------------------------
 
-    def cancel(self, order_id: str | None = None, cl_ord_id: str | None = None,
-               reason: str | None = None) -> SimOrder:
+    def cancel(
+        self, order_id: str | None = None, cl_ord_id: str | None = None, reason: str | None = None
+    ) -> SimOrder:
         """Cancel one open order by id or ``cl_ord_id``; unknown or finished orders are
         ``EOrder:Unknown order``."""
         order = self.find(order_id, cl_ord_id, open_only=True)
@@ -379,11 +406,18 @@ class SimTrading:
         book = self.market.books.get(symbol)
         if book is None:
             return
-        event = BookEvent(pair=symbol, bids=tuple(book.bids.top(BOOK_LEVELS)),
-                          asks=tuple(book.asks.top(BOOK_LEVELS)),
-                          price_precision=book.price_precision,
-                          qty_precision=book.qty_precision, checksum=0, sequence=0,  # unread
-                          is_snapshot=False, exchange_ts="", received_ts_ns=ts)
+        event = BookEvent(
+            pair=symbol,
+            bids=tuple(book.bids.top(BOOK_LEVELS)),
+            asks=tuple(book.asks.top(BOOK_LEVELS)),
+            price_precision=book.price_precision,
+            qty_precision=book.qty_precision,
+            checksum=0,
+            sequence=0,  # unread
+            is_snapshot=False,
+            exchange_ts="",
+            received_ts_ns=ts,
+        )
         self._apply(self.engine.on_book(event))
 
     def _touch(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
@@ -419,8 +453,11 @@ class SimTrading:
                 self._on_fill(order, update)
             elif update.status is OrderStatus.ACKNOWLEDGED:
                 self._on_new(order, update)
-            elif update.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED,
-                                   OrderStatus.EXPIRED):
+            elif update.status in (
+                OrderStatus.CANCELLED,
+                OrderStatus.REJECTED,
+                OrderStatus.EXPIRED,
+            ):
                 self._on_done(order, update)
 
     def _on_new(self, order: SimOrder, update: OrderUpdate) -> None:
@@ -435,10 +472,22 @@ class SimTrading:
         assert u.last_fill_qty is not None and u.last_fill_price is not None
         self._trade_seq += 1
         p = order.params
-        fill = Fill(kraken_id(self._rng, "T"), self._trade_seq, order.order_id, p.cl_ord_id,
-                    p.userref, p.symbol, p.side, p.order_type, u.last_fill_price,
-                    u.last_fill_qty, u.last_fill_qty * u.last_fill_price, u.fee,
-                    u.liquidity == "maker", u.ts_ns)
+        fill = Fill(
+            kraken_id(self._rng, "T"),
+            self._trade_seq,
+            order.order_id,
+            p.cl_ord_id,
+            p.userref,
+            p.symbol,
+            p.side,
+            p.order_type,
+            u.last_fill_price,
+            u.last_fill_qty,
+            u.last_fill_qty * u.last_fill_price,
+            u.fee,
+            u.liquidity == "maker",
+            u.ts_ns,
+        )
         order.vol_exec = u.filled_qty
         order.cost += fill.cost
         order.fee = u.cum_fee
@@ -493,8 +542,9 @@ class SimTrading:
             wallets = [{"type": "spot", "id": "main", "balance": total - earn}]
             if asset in self.account.earn:
                 wallets.append({"type": "earn", "id": "flex", "balance": earn})
-            out.append({"asset": asset, "asset_class": "currency", "balance": total,
-                        "wallets": wallets})
+            out.append(
+                {"asset": asset, "asset_class": "currency", "balance": total, "wallets": wallets}
+            )
         return out
 
 
@@ -540,10 +590,16 @@ def _refusal(updates: list[OrderUpdate], order_id: str) -> str | None:
 
 
 def _trade_event(symbol: str, t: Trade, inst: SimInstrument, ts: int) -> TradeEvent:
-    return TradeEvent(pair=symbol, trade_id=t.trade_id, side=Side(t.side),
-                      price=to_decimal(t.price, inst.price_precision),
-                      qty=to_decimal(t.qty, inst.qty_precision), order_type=t.ord_type,
-                      exchange_ts_ns=t.ts_ns, received_ts_ns=ts)
+    return TradeEvent(
+        pair=symbol,
+        trade_id=t.trade_id,
+        side=Side(t.side),
+        price=to_decimal(t.price, inst.price_precision),
+        qty=to_decimal(t.qty, inst.qty_precision),
+        order_type=t.ord_type,
+        exchange_ts_ns=t.ts_ns,
+        received_ts_ns=ts,
+    )
 
 
 # --- Kraken shapes: WebSocket executions and balances ------------------------------------
@@ -560,68 +616,118 @@ def _ids(order: SimOrder) -> dict[str, Any]:
 
 def _details(order: SimOrder) -> dict[str, Any]:
     p = order.params
-    out: dict[str, Any] = {"symbol": p.symbol, "order_qty": p.qty, "cum_cost": order.cost,
-                           "time_in_force": "GTC", "side": p.side, "order_type": p.order_type}
+    out: dict[str, Any] = {
+        "symbol": p.symbol,
+        "order_qty": p.qty,
+        "cum_cost": order.cost,
+        "time_in_force": "GTC",
+        "side": p.side,
+        "order_type": p.order_type,
+    }
     if p.limit_price is not None:
         out["limit_price_type"] = "static"
         out["limit_price"] = p.limit_price
     if p.trigger_price is not None:
-        out["triggers"] = {"reference": "last", "price": p.trigger_price,
-                           "price_type": "static"}
+        out["triggers"] = {"reference": "last", "price": p.trigger_price, "price_type": "static"}
     return out
 
 
 def pending_new_item(order: SimOrder) -> dict[str, Any]:
     """``pending_new``: the full order, as Kraken sends it first."""
-    return {**_ids(order), **_details(order), "exec_type": "pending_new",
-            "order_status": "pending_new", "fee_usd_equiv": _ZERO, "fee_ccy_pref": "fciq",
-            "timestamp": ts_us(order.opened_ns)}
+    return {
+        **_ids(order),
+        **_details(order),
+        "exec_type": "pending_new",
+        "order_status": "pending_new",
+        "fee_usd_equiv": _ZERO,
+        "fee_ccy_pref": "fciq",
+        "timestamp": ts_us(order.opened_ns),
+    }
 
 
 def order_snapshot_item(order: SimOrder) -> dict[str, Any]:
     """An open order in the ``executions`` snapshot."""
-    return {**_ids(order), **_details(order), "cum_qty": order.vol_exec,
-            "avg_price": order.avg_price, "order_status": order.order_status,
-            "fee_usd_equiv": order.fee, "timestamp": ts_us(order.opened_ns)}
+    return {
+        **_ids(order),
+        **_details(order),
+        "cum_qty": order.vol_exec,
+        "avg_price": order.avg_price,
+        "order_status": order.order_status,
+        "fee_usd_equiv": order.fee,
+        "timestamp": ts_us(order.opened_ns),
+    }
 
 
 def new_item(order: SimOrder, ts_ns: int) -> dict[str, Any]:
-    return {"timestamp": ts_us(ts_ns), "order_status": "new", "exec_type": "new",
-            **_ids(order)}
+    return {"timestamp": ts_us(ts_ns), "order_status": "new", "exec_type": "new", **_ids(order)}
 
 
 def trade_item(order: SimOrder, fill: Fill) -> dict[str, Any]:
     """``trade``: one fill with the order's cumulative amounts after it."""
-    return {**_ids(order), "exec_id": fill.trade_id, "exec_type": "trade",
-            "trade_id": fill.trade_seq, "symbol": fill.symbol, "side": fill.side,
-            "last_qty": fill.qty, "last_price": fill.price,
-            "liquidity_ind": "m" if fill.maker else "t", "cost": fill.cost,
-            "order_type": fill.order_type, "timestamp": ts_us(fill.ts_ns),
-            "order_status": order.order_status, "cum_qty": order.vol_exec,
-            "cum_cost": order.cost, "avg_price": order.avg_price, "fee_usd_equiv": fill.fee,
-            "fees": [{"asset": order.inst.quote, "qty": fill.fee}]}
+    return {
+        **_ids(order),
+        "exec_id": fill.trade_id,
+        "exec_type": "trade",
+        "trade_id": fill.trade_seq,
+        "symbol": fill.symbol,
+        "side": fill.side,
+        "last_qty": fill.qty,
+        "last_price": fill.price,
+        "liquidity_ind": "m" if fill.maker else "t",
+        "cost": fill.cost,
+        "order_type": fill.order_type,
+        "timestamp": ts_us(fill.ts_ns),
+        "order_status": order.order_status,
+        "cum_qty": order.vol_exec,
+        "cum_cost": order.cost,
+        "avg_price": order.avg_price,
+        "fee_usd_equiv": fill.fee,
+        "fees": [{"asset": order.inst.quote, "qty": fill.fee}],
+    }
 
 
 def filled_item(order: SimOrder, ts_ns: int) -> dict[str, Any]:
-    return {**_ids(order), "exec_type": "filled", "order_status": "filled",
-            "cum_qty": order.vol_exec, "cum_cost": order.cost, "avg_price": order.avg_price,
-            "fee_usd_equiv": order.fee, "timestamp": ts_us(ts_ns)}
+    return {
+        **_ids(order),
+        "exec_type": "filled",
+        "order_status": "filled",
+        "cum_qty": order.vol_exec,
+        "cum_cost": order.cost,
+        "avg_price": order.avg_price,
+        "fee_usd_equiv": order.fee,
+        "timestamp": ts_us(ts_ns),
+    }
 
 
 def canceled_item(order: SimOrder, ts_ns: int) -> dict[str, Any]:
     kind = "expired" if order.status == "expired" else "canceled"
-    return {**_ids(order), "exec_type": kind, "order_status": kind,
-            "cum_qty": order.vol_exec, "cum_cost": order.cost, "reason": order.reason,
-            "timestamp": ts_us(ts_ns)}
+    return {
+        **_ids(order),
+        "exec_type": kind,
+        "order_status": kind,
+        "cum_qty": order.vol_exec,
+        "cum_cost": order.cost,
+        "reason": order.reason,
+        "timestamp": ts_us(ts_ns),
+    }
 
 
 def ledger_item(entry: LedgerEntry) -> dict[str, Any]:
     """One ``balances`` update entry."""
-    return {"ledger_id": entry.ledger_id, "ref_id": entry.ref_id,
-            "timestamp": ts_us(entry.ts_ns), "type": entry.type, "asset": entry.asset,
-            "asset_class": "currency", "category": entry.type, "wallet_type": "spot",
-            "wallet_id": "main", "amount": entry.amount, "fee": entry.fee,
-            "balance": entry.balance}
+    return {
+        "ledger_id": entry.ledger_id,
+        "ref_id": entry.ref_id,
+        "timestamp": ts_us(entry.ts_ns),
+        "type": entry.type,
+        "asset": entry.asset,
+        "asset_class": "currency",
+        "category": entry.type,
+        "wallet_type": "spot",
+        "wallet_id": "main",
+        "amount": entry.amount,
+        "fee": entry.fee,
+        "balance": entry.balance,
+    }
 
 
 # --- Kraken shapes: REST ------------------------------------------------------------------
@@ -638,9 +744,15 @@ def describe(order: SimOrder) -> str:
     head = f"{p.side} {format_amount(p.qty, inst.qty_precision)} {inst.altname} @ "
     price = p.limit_price if p.limit_price is not None else p.trigger_price
     text = format_amount(price, inst.price_precision) if price is not None else ""
-    return head + {"limit": f"limit {text}", "market": "market",
-                   "stop-loss": f"stop loss {text}",
-                   "take-profit": f"take profit {text}"}[p.order_type]
+    return (
+        head
+        + {
+            "limit": f"limit {text}",
+            "market": "market",
+            "stop-loss": f"stop loss {text}",
+            "take-profit": f"take profit {text}",
+        }[p.order_type]
+    )
 
 
 def rest_order(order: SimOrder) -> dict[str, Any]:
@@ -649,19 +761,34 @@ def rest_order(order: SimOrder) -> dict[str, Any]:
     pp, cp = inst.price_precision, inst.cost_precision
     price = p.limit_price if p.limit_price is not None else p.trigger_price
     out: dict[str, Any] = {
-        "refid": None, "userref": p.userref if p.userref is not None else 0,
-        "cl_ord_id": p.cl_ord_id, "status": order.status,
-        "opentm": unix_time(order.opened_ns), "starttm": 0, "expiretm": 0,
-        "descr": {"pair": inst.altname, "type": p.side, "ordertype": p.order_type,
-                  "price": format_amount(price, pp) if price is not None else "0",
-                  "price2": "0", "leverage": "none", "order": describe(order), "close": ""},
+        "refid": None,
+        "userref": p.userref if p.userref is not None else 0,
+        "cl_ord_id": p.cl_ord_id,
+        "status": order.status,
+        "opentm": unix_time(order.opened_ns),
+        "starttm": 0,
+        "expiretm": 0,
+        "descr": {
+            "pair": inst.altname,
+            "type": p.side,
+            "ordertype": p.order_type,
+            "price": format_amount(price, pp) if price is not None else "0",
+            "price2": "0",
+            "leverage": "none",
+            "order": describe(order),
+            "close": "",
+        },
         "vol": format_amount(p.qty, inst.qty_precision),
         "vol_exec": format_amount(order.vol_exec, inst.qty_precision),
-        "cost": format_amount(order.cost, cp), "fee": format_amount(order.fee, cp),
+        "cost": format_amount(order.cost, cp),
+        "fee": format_amount(order.fee, cp),
         "price": format_amount(order.avg_price, pp),
         "stopprice": format_amount(p.trigger_price or _ZERO, pp),
         "limitprice": format_amount(p.limit_price or _ZERO, pp),
-        "misc": "", "oflags": "fciq", "reason": order.reason, "trades": list(order.trades),
+        "misc": "",
+        "oflags": "fciq",
+        "reason": order.reason,
+        "trades": list(order.trades),
     }
     if order.closed_ns is not None:
         out["closetm"] = unix_time(order.closed_ns)
@@ -671,10 +798,20 @@ def rest_order(order: SimOrder) -> dict[str, Any]:
 def rest_trade(fill: Fill, inst: SimInstrument) -> dict[str, Any]:
     """One ``TradesHistory`` entry."""
     pp, cp = inst.price_precision, inst.cost_precision
-    return {"ordertxid": fill.order_id, "postxid": "", "pair": inst.rest_key,
-            "time": unix_time(fill.ts_ns), "type": fill.side, "ordertype": fill.order_type,
-            "price": format_amount(fill.price, pp), "cost": format_amount(fill.cost, cp),
-            "fee": format_amount(fill.fee, cp),
-            "vol": format_amount(fill.qty, inst.qty_precision),
-            "margin": format_amount(_ZERO, cp), "leverage": "0", "misc": "",
-            "trade_id": fill.trade_seq, "maker": fill.maker}
+    return {
+        "ordertxid": fill.order_id,
+        "postxid": "",
+        "pair": inst.rest_key,
+        "time": unix_time(fill.ts_ns),
+        "type": fill.side,
+        "ordertype": fill.order_type,
+        "price": format_amount(fill.price, pp),
+        "cost": format_amount(fill.cost, cp),
+        "fee": format_amount(fill.fee, cp),
+        "vol": format_amount(fill.qty, inst.qty_precision),
+        "margin": format_amount(_ZERO, cp),
+        "leverage": "0",
+        "misc": "",
+        "trade_id": fill.trade_seq,
+        "maker": fill.maker,
+    }

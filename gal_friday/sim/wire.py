@@ -51,8 +51,16 @@ def _levels(levels: Iterable[Level], pp: int, qp: int) -> str:
     )
 
 
-def book(kind: str, symbol: str, bids: Iterable[Level], asks: Iterable[Level], checksum: int,
-         ts: int, pp: int, qp: int) -> str:
+def book(
+    kind: str,
+    symbol: str,
+    bids: Iterable[Level],
+    asks: Iterable[Level],
+    checksum: int,
+    ts: int,
+    pp: int,
+    qp: int,
+) -> str:
     """A ``book`` snapshot or update; levels best first, amounts at full precision."""
     return (
         f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{symbol}",'
@@ -61,8 +69,17 @@ def book(kind: str, symbol: str, bids: Iterable[Level], asks: Iterable[Level], c
     )
 
 
-def trade_item(symbol: str, side: str, price: int, qty: int, ord_type: str, trade_id: int,
-               ts: int, pp: int, qp: int) -> str:
+def trade_item(
+    symbol: str,
+    side: str,
+    price: int,
+    qty: int,
+    ord_type: str,
+    trade_id: int,
+    ts: int,
+    pp: int,
+    qp: int,
+) -> str:
     """One element of a ``trade`` message's data list."""
     return (
         f'{{"symbol":"{symbol}","side":"{side}","price":{format_scaled(price, pp)},'
@@ -90,8 +107,7 @@ def ohlc_item(symbol: str, candle: Sequence[int], interval_min: int, pp: int, qp
 
 def ohlc(kind: str, items: Sequence[str], ts: int) -> str:
     return (
-        f'{{"channel":"ohlc","type":"{kind}","timestamp":"{ts_ns(ts)}",'
-        f'"data":[{",".join(items)}]}}'
+        f'{{"channel":"ohlc","type":"{kind}","timestamp":"{ts_ns(ts)}","data":[{",".join(items)}]}}'
     )
 
 
@@ -150,8 +166,9 @@ def ack(method: str, result: dict[str, Any], req_id: Any, t_in: int, t_out: int)
     return json.dumps(msg, separators=(",", ":"))
 
 
-def error(method: str | None, text: str, req_id: Any, t_in: int, t_out: int,
-          symbol: str | None = None) -> str:
+def error(
+    method: str | None, text: str, req_id: Any, t_in: int, t_out: int, symbol: str | None = None
+) -> str:
     """A failed response, keys in Kraken's (alphabetical) order; WS errors are one string."""
     msg: dict[str, Any] = {"error": text}
     if method is not None:

@@ -20,8 +20,16 @@ from gal_friday.store.base import (
     StoreUnavailable,
 )
 
-__all__ = ["Record", "Store", "StoreUnavailable", "StoredHalt", "StoredOrder",
-           "StoredPosition", "make_store", "open_store"]
+__all__ = [
+    "Record",
+    "Store",
+    "StoreUnavailable",
+    "StoredHalt",
+    "StoredOrder",
+    "StoredPosition",
+    "make_store",
+    "open_store",
+]
 
 
 def for_run(settings: Settings) -> Settings:
@@ -31,9 +39,16 @@ def for_run(settings: Settings) -> Settings:
     cfg = settings.store
     tag = f"-{settings.exchange}-{settings.mode}"
     sqlite, spill = Path(cfg.sqlite_file), Path(cfg.spill_file)
-    return settings.model_copy(update={"store": cfg.model_copy(update={
-        "sqlite_file": str(sqlite.with_name(sqlite.stem + tag + sqlite.suffix)),
-        "spill_file": str(spill.with_name(spill.stem + tag + spill.suffix))})})
+    return settings.model_copy(
+        update={
+            "store": cfg.model_copy(
+                update={
+                    "sqlite_file": str(sqlite.with_name(sqlite.stem + tag + sqlite.suffix)),
+                    "spill_file": str(spill.with_name(spill.stem + tag + spill.suffix)),
+                }
+            )
+        }
+    )
 
 
 def make_store(settings: Settings) -> Store:

@@ -90,8 +90,14 @@ class SpillFile:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = "".join(
-            json.dumps({"seq": r.seq, "kind": r.kind, "row": r.row}, default=_json_default,
-                       separators=(",", ":")) + "\n" for r in records)
+            json.dumps(
+                {"seq": r.seq, "kind": r.kind, "row": r.row},
+                default=_json_default,
+                separators=(",", ":"),
+            )
+            + "\n"
+            for r in records
+        )
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(lines)
             fh.flush()
@@ -134,22 +140,31 @@ class AuditWriter:
     """
 
     def __init__(
-        self, store: Store, settings: Settings, bus: EventBus | None = None, *,
-        equity_interval_s: float = 10.0, batch_size: int = 500, flush_interval_s: float = 0.2,
-        spill_path: Path | None = None, clock: Callable[[], float] = time.monotonic,
+        self,
+        store: Store,
+        settings: Settings,
+        bus: EventBus | None = None,
+        *,
+        equity_interval_s: float = 10.0,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+        spill_path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
         secrets: Iterable[str] | None = None,
     ) -> None:
         cfg = settings.store
-        self.secrets = tuple(s for s in (secrets if secrets is not None
-                                         else _credential_values(settings)) if s)
+        self.secrets = tuple(
+            s for s in (secrets if secrets is not None else _credential_values(settings)) if s
+        )
         self.store = store
         self.bus = bus
         self.capacity = cfg.queue_size
         self.retry_s = cfg.retry_s
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
-        self.ledger = AuditLedger(settings.strategy, settings.fees,
-                                  equity_interval_s=equity_interval_s)
+        self.ledger = AuditLedger(
+            settings.strategy, settings.fees, equity_interval_s=equity_interval_s
+        )
         self.spill = SpillFile(spill_path or Path(settings.paths.data_dir) / cfg.spill_file)
         self._clock = clock
         self._queue: deque[Record] = deque()
@@ -165,20 +180,24 @@ class AuditWriter:
 
     # --- wiring -----------------------------------------------------------------------------
 
-    def attach(self, bus: EventBus | None = None, *, name: str = "audit",
-               maxsize: int = 4096) -> Subscription:
+    def attach(
+        self, bus: EventBus | None = None, *, name: str = "audit", maxsize: int = 4096
+    ) -> Subscription:
         """Subscribe (BLOCK: the bus never drops an audit event; the handler never waits)."""
         bus = bus or self.bus
         if bus is None:
             raise ValueError("no bus to attach to")
-        return bus.subscribe(AUDITED, self.on_event, name=name, policy=Policy.BLOCK,
-                             maxsize=maxsize)
+        return bus.subscribe(
+            AUDITED, self.on_event, name=name, policy=Policy.BLOCK, maxsize=maxsize
+        )
 
     async def start(self) -> None:
         """Replay what a previous run spilled, pick up open trades, start the writer task."""
         if self.spill.pending:
-            log.warning("audit spill file found; replaying it",
-                        extra={"records": self.spill.pending, "path": str(self.spill.path)})
+            log.warning(
+                "audit spill file found; replaying it",
+                extra={"records": self.spill.pending, "path": str(self.spill.path)},
+            )
             await self._replay()
         await self._restore()
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -262,8 +281,11 @@ class AuditWriter:
 
     def _settled(self) -> bool:
         """Nothing left that could still go to the store now."""
-        return not self._queue and not self._inflight and not (
-            self.spill.pending and self.db_available)
+        return (
+            not self._queue
+            and not self._inflight
+            and not (self.spill.pending and self.db_available)
+        )
 
     async def _cycle(self) -> None:
         if self.spill.pending:
@@ -311,7 +333,7 @@ class AuditWriter:
             except StoreUnavailable as exc:
                 self._went_down(exc)
                 if not replay:
-                    self._queue.extendleft(reversed(batch[i + 1:]))
+                    self._queue.extendleft(reversed(batch[i + 1 :]))
                     batch[:] = [record]
                 return False
             except Exception as exc:
@@ -324,7 +346,7 @@ class AuditWriter:
         """Write the spill file to the store in order; truncate it when all went in."""
         records, offset = self.spill.read()
         for start in range(0, len(records), self.batch_size):
-            if not await self._commit(records[start:start + self.batch_size], replay=True):
+            if not await self._commit(records[start : start + self.batch_size], replay=True):
                 return
         self.spill.consume(offset)
         if records:
@@ -335,8 +357,10 @@ class AuditWriter:
             trades = await self.store.open_trades()
             orders = await self.store.recent_orders(time.time_ns() - NS_PER_DAY)
         except StoreUnavailable as exc:
-            log.warning("audit store unreachable at start; open trades not restored",
-                        extra={"error": str(exc)})
+            log.warning(
+                "audit store unreachable at start; open trades not restored",
+                extra={"error": str(exc)},
+            )
             self._went_down(exc)
             return
         self.ledger.restore(trades, orders)
@@ -356,18 +380,27 @@ class AuditWriter:
     def _went_down(self, exc: Exception) -> None:
         self._retry_at = self._clock() + self.retry_s
         if self.db_available:
-            log.error("audit store unavailable; spilling to file until it returns",
-                      extra={"error": str(exc), "spill_file": str(self.spill.path)})
+            log.error(
+                "audit store unavailable; spilling to file until it returns",
+                extra={"error": str(exc), "spill_file": str(self.spill.path)},
+            )
         self.db_available = False
 
     def _reject(self, record: Record, exc: Exception) -> None:
         self.rejected += 1
         path = self.spill.path.with_name(self.spill.path.name + ".rejected")
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"seq": record.seq, "kind": record.kind, "row": record.row,
-                                 "error": str(exc)}, default=_json_default) + "\n")
-        log.error("audit record refused by the store; kept in the rejected file",
-                  extra={"kind": record.kind, "error": str(exc), "path": str(path)})
+            fh.write(
+                json.dumps(
+                    {"seq": record.seq, "kind": record.kind, "row": record.row, "error": str(exc)},
+                    default=_json_default,
+                )
+                + "\n"
+            )
+        log.error(
+            "audit record refused by the store; kept in the rejected file",
+            extra={"kind": record.kind, "error": str(exc), "path": str(path)},
+        )
 
     def _count(self, n: int, replay: bool) -> None:
         if replay:
@@ -376,8 +409,15 @@ class AuditWriter:
             self.written += n
 
     def stats(self) -> AuditStats:
-        return AuditStats(self.written, self.spilled, self.replayed, self.rejected,
-                          len(self._queue), self.spill.pending, self.db_available)
+        return AuditStats(
+            self.written,
+            self.spilled,
+            self.replayed,
+            self.rejected,
+            len(self._queue),
+            self.spill.pending,
+            self.db_available,
+        )
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until everything queued is in the store (or spilled while it is down)."""

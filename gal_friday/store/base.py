@@ -93,15 +93,28 @@ class StoredHalt:
 def intent_record(order: OrderRequest, ts_ns: int | None = None) -> Record:
     """The row an order gets before it is sent: status ``intent``; reports then update it."""
     ts = time.time_ns() if ts_ns is None else ts_ns
-    return Record("order_intent", {
-        "client_order_id": order.client_order_id,
-        "trade_id": order.signal_id or order.client_order_id,
-        "signal_id": order.signal_id, "pair": order.pair, "side": str(order.side),
-        "order_type": str(order.type), "qty": order.qty, "limit_price": order.limit_price,
-        "trigger_price": order.trigger_price, "exchange_order_id": None, "status": INTENT,
-        "filled_qty": Decimal(0), "avg_price": None, "fees": Decimal(0), "reason": None,
-        "created_ts_ns": ts, "updated_ts_ns": ts,
-    })
+    return Record(
+        "order_intent",
+        {
+            "client_order_id": order.client_order_id,
+            "trade_id": order.signal_id or order.client_order_id,
+            "signal_id": order.signal_id,
+            "pair": order.pair,
+            "side": str(order.side),
+            "order_type": str(order.type),
+            "qty": order.qty,
+            "limit_price": order.limit_price,
+            "trigger_price": order.trigger_price,
+            "exchange_order_id": None,
+            "status": INTENT,
+            "filled_qty": Decimal(0),
+            "avg_price": None,
+            "fees": Decimal(0),
+            "reason": None,
+            "created_ts_ns": ts,
+            "updated_ts_ns": ts,
+        },
+    )
 
 
 def decode_value(kind: Kind, value: Any) -> Any:
@@ -163,21 +176,25 @@ class Store(abc.ABC):
 
     async def order(self, client_order_id: str) -> StoredOrder | None:
         rows = await self.fetch(
-            f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = ?", client_order_id)
+            f"SELECT {_ORDER_COLS} FROM orders WHERE client_order_id = ?", client_order_id
+        )
         return _order(rows[0]) if rows else None
 
     async def open_orders(self) -> list[StoredOrder]:
         """Orders not in a final state (intents included), oldest first."""
         rows = await self.fetch(
             f"SELECT {_ORDER_COLS} FROM orders WHERE status NOT IN ({_FINAL_IN}) "
-            "ORDER BY created_ts_ns, client_order_id")
+            "ORDER BY created_ts_ns, client_order_id"
+        )
         return [_order(r) for r in rows]
 
     async def recent_orders(self, since_ts_ns: int) -> list[StoredOrder]:
         """Orders updated at or after ``since_ts_ns`` (final ones included), oldest first."""
         rows = await self.fetch(
             f"SELECT {_ORDER_COLS} FROM orders WHERE updated_ts_ns >= ? "
-            "ORDER BY updated_ts_ns, client_order_id", since_ts_ns)
+            "ORDER BY updated_ts_ns, client_order_id",
+            since_ts_ns,
+        )
         return [_order(r) for r in rows]
 
     async def last_fill_ts(self) -> int | None:
@@ -195,7 +212,9 @@ class Store(abc.ABC):
     async def recent_halts(self, limit: int = 20) -> list[StoredHalt]:
         rows = await self.fetch(
             "SELECT kind, reason, source, operator, ts_ns FROM halts "
-            "ORDER BY ts_ns DESC, id DESC LIMIT ?", limit)
+            "ORDER BY ts_ns DESC, id DESC LIMIT ?",
+            limit,
+        )
         return [StoredHalt(**r) for r in rows]
 
     async def open_trades(self) -> list[dict[str, Any]]:

@@ -51,8 +51,14 @@ _MAX_ORDERS = 20_000
 _MAX_SIGNALS = 20_000
 
 AUDITED: tuple[type[Event], ...] = (
-    FeatureEvent, PredictionEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
-    TradeSignalRejectedEvent, ExecutionReportEvent, PortfolioEvent, TradingStateChangedEvent,
+    FeatureEvent,
+    PredictionEvent,
+    TradeSignalProposedEvent,
+    TradeSignalApprovedEvent,
+    TradeSignalRejectedEvent,
+    ExecutionReportEvent,
+    PortfolioEvent,
+    TradingStateChangedEvent,
     FlattenEvent,
 )
 
@@ -103,8 +109,11 @@ class _Trade:
     def sell(self, qty: Decimal, price: Decimal, fee: Decimal, ts_ns: int) -> Decimal:
         """Book a sell; returns its realised P&L (fees included)."""
         closed = min(qty, self.open_qty)
-        entry_fee = self.open_entry_fees if closed == self.open_qty else \
-            self.open_entry_fees * closed / self.open_qty
+        entry_fee = (
+            self.open_entry_fees
+            if closed == self.open_qty
+            else self.open_entry_fees * closed / self.open_qty
+        )
         gross = (price - self.open_avg) * closed
         pnl = gross - fee - entry_fee
         self.open_qty -= closed
@@ -125,16 +134,23 @@ class _Trade:
 
     def row(self) -> dict[str, Any]:
         return {
-            "trade_id": self.trade_id, "pair": self.pair,
+            "trade_id": self.trade_id,
+            "pair": self.pair,
             "status": "closed" if self.closed else "open",
-            "entry_ts_ns": self.entry_ts_ns, "exit_ts_ns": self.exit_ts_ns,
-            "entry_qty": self.entry_qty, "exit_qty": self.exit_qty, "open_qty": self.open_qty,
+            "entry_ts_ns": self.entry_ts_ns,
+            "exit_ts_ns": self.exit_ts_ns,
+            "entry_qty": self.entry_qty,
+            "exit_qty": self.exit_qty,
+            "open_qty": self.open_qty,
             "open_avg": self.open_avg,
             "avg_entry": self.entry_notional / self.entry_qty if self.entry_qty else None,
             "avg_exit": self.exit_notional / self.exit_qty if self.exit_qty else None,
-            "entry_fees": self.entry_fees, "exit_fees": self.exit_fees,
-            "open_entry_fees": self.open_entry_fees, "gross_pnl": self.gross_pnl,
-            "pnl": self.pnl, "fills": self.fills,
+            "entry_fees": self.entry_fees,
+            "exit_fees": self.exit_fees,
+            "open_entry_fees": self.open_entry_fees,
+            "gross_pnl": self.gross_pnl,
+            "pnl": self.pnl,
+            "fills": self.fills,
         }
 
     @classmethod
@@ -142,13 +158,23 @@ class _Trade:
         avg_entry = row["avg_entry"] or ZERO
         avg_exit = row["avg_exit"] or ZERO
         return cls(
-            trade_id=row["trade_id"], pair=row["pair"], entry_ts_ns=row["entry_ts_ns"],
-            open_qty=row["open_qty"], open_avg=row["open_avg"],
-            open_entry_fees=row["open_entry_fees"], entry_qty=row["entry_qty"],
-            entry_notional=avg_entry * row["entry_qty"], entry_fees=row["entry_fees"],
-            exit_qty=row["exit_qty"], exit_notional=avg_exit * row["exit_qty"],
-            exit_fees=row["exit_fees"], gross_pnl=row["gross_pnl"], pnl=row["pnl"],
-            fills=row["fills"], exit_ts_ns=row["exit_ts_ns"])
+            trade_id=row["trade_id"],
+            pair=row["pair"],
+            entry_ts_ns=row["entry_ts_ns"],
+            open_qty=row["open_qty"],
+            open_avg=row["open_avg"],
+            open_entry_fees=row["open_entry_fees"],
+            entry_qty=row["entry_qty"],
+            entry_notional=avg_entry * row["entry_qty"],
+            entry_fees=row["entry_fees"],
+            exit_qty=row["exit_qty"],
+            exit_notional=avg_exit * row["exit_qty"],
+            exit_fees=row["exit_fees"],
+            gross_pnl=row["gross_pnl"],
+            pnl=row["pnl"],
+            fills=row["fills"],
+            exit_ts_ns=row["exit_ts_ns"],
+        )
 
 
 @dataclass(slots=True)
@@ -177,10 +203,16 @@ class _Day:
         if self.start_equity is not None and self.end_equity is not None:
             pnl = self.end_equity - self.start_equity
         return {
-            "day": day_name(self.day), "day_start_ts_ns": self.day * NS_PER_DAY,
-            "start_equity": self.start_equity, "end_equity": self.end_equity,
-            "equity_pnl": pnl, "realised_pnl": self.realised, "fees": self.fees,
-            "trades": self.trades, "wins": self.wins, "losses": self.losses,
+            "day": day_name(self.day),
+            "day_start_ts_ns": self.day * NS_PER_DAY,
+            "start_equity": self.start_equity,
+            "end_equity": self.end_equity,
+            "equity_pnl": pnl,
+            "realised_pnl": self.realised,
+            "fees": self.fees,
+            "trades": self.trades,
+            "wins": self.wins,
+            "losses": self.losses,
             "updated_ts_ns": self.updated_ts_ns,
         }
 
@@ -196,8 +228,14 @@ class _Market:
 class AuditLedger:
     """Event in, rows out, in event order."""
 
-    def __init__(self, strategy: StrategySettings, fees: FeeSettings, *,
-                 equity_interval_s: float = 10.0, quote: str = "USD") -> None:
+    def __init__(
+        self,
+        strategy: StrategySettings,
+        fees: FeeSettings,
+        *,
+        equity_interval_s: float = 10.0,
+        quote: str = "USD",
+    ) -> None:
         self.strategy = strategy
         self.fee_settings = fees
         self.quote = quote
@@ -214,8 +252,9 @@ class AuditLedger:
 
     # --- restart ----------------------------------------------------------------------------
 
-    def restore(self, open_trades: Iterable[Mapping[str, Any]],
-                orders: Iterable[StoredOrder]) -> None:
+    def restore(
+        self, open_trades: Iterable[Mapping[str, Any]], orders: Iterable[StoredOrder]
+    ) -> None:
         """Carry on from the store after a restart: open round trips, and what each recent
         order has already booked (so a re-sent report books nothing twice)."""
         for row in open_trades:
@@ -223,9 +262,12 @@ class AuditLedger:
             self._open[trade.pair] = trade
         for o in orders:
             notional = (o.avg_price or ZERO) * o.filled_qty
-            self._remember_order(o.client_order_id, _Order(
-                o.trade_id or o.client_order_id, o.created_ts_ns, o.filled_qty, notional,
-                o.fees))
+            self._remember_order(
+                o.client_order_id,
+                _Order(
+                    o.trade_id or o.client_order_id, o.created_ts_ns, o.filled_qty, notional, o.fees
+                ),
+            )
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -261,33 +303,53 @@ class AuditLedger:
         self._remember_signal(s.signal_id, trade_id)
         pred = self._market.prediction.get(s.pair)
         feat = self._market.features.get(s.pair)
-        threshold = self.strategy.buy_threshold if s.side is Side.BUY \
-            else self.strategy.sell_threshold
-        features = None if feat is None else json.dumps(
-            {n: _finite(v) for n, v in zip(feat.names, feat.values, strict=True)})
-        return ("signal", {
-            "signal_id": s.signal_id, "trade_id": trade_id, "pair": s.pair,
-            "side": str(s.side), "order_type": str(s.order_type), "is_exit": s.is_exit,
-            "entry_price": s.entry_price, "stop_loss": s.stop_loss,
-            "take_profit": s.take_profit, "prob_up": _finite(s.prob_up),
-            "threshold": threshold, "model_id": s.model_id,
-            "prediction_ts_ns": pred.ts_ns if pred else None,
-            "features_ts_ns": feat.ts_ns if feat else None, "features": features,
-            "ts_ns": s.ts_ns,
-        })
+        threshold = (
+            self.strategy.buy_threshold if s.side is Side.BUY else self.strategy.sell_threshold
+        )
+        features = (
+            None
+            if feat is None
+            else json.dumps({n: _finite(v) for n, v in zip(feat.names, feat.values, strict=True)})
+        )
+        return (
+            "signal",
+            {
+                "signal_id": s.signal_id,
+                "trade_id": trade_id,
+                "pair": s.pair,
+                "side": str(s.side),
+                "order_type": str(s.order_type),
+                "is_exit": s.is_exit,
+                "entry_price": s.entry_price,
+                "stop_loss": s.stop_loss,
+                "take_profit": s.take_profit,
+                "prob_up": _finite(s.prob_up),
+                "threshold": threshold,
+                "model_id": s.model_id,
+                "prediction_ts_ns": pred.ts_ns if pred else None,
+                "features_ts_ns": feat.ts_ns if feat else None,
+                "features": features,
+                "ts_ns": s.ts_ns,
+            },
+        )
 
     def _decision(self, d: TradeSignalApprovedEvent | TradeSignalRejectedEvent) -> Row:
         approved = isinstance(d, TradeSignalApprovedEvent)
         checks = json.dumps([{"check": n, "passed": p, "detail": t} for n, p, t in d.checks])
-        return ("risk_decision", {
-            "signal_id": d.signal_id,
-            "trade_id": self._signal_trades.get(d.signal_id, d.signal_id), "pair": d.pair,
-            "approved": approved,
-            "reason": None if isinstance(d, TradeSignalApprovedEvent) else d.reason,
-            "qty": d.qty if isinstance(d, TradeSignalApprovedEvent) else None,
-            "limit_price": d.limit_price if isinstance(d, TradeSignalApprovedEvent) else None,
-            "checks": checks, "ts_ns": d.ts_ns,
-        })
+        return (
+            "risk_decision",
+            {
+                "signal_id": d.signal_id,
+                "trade_id": self._signal_trades.get(d.signal_id, d.signal_id),
+                "pair": d.pair,
+                "approved": approved,
+                "reason": None if isinstance(d, TradeSignalApprovedEvent) else d.reason,
+                "qty": d.qty if isinstance(d, TradeSignalApprovedEvent) else None,
+                "limit_price": d.limit_price if isinstance(d, TradeSignalApprovedEvent) else None,
+                "checks": checks,
+                "ts_ns": d.ts_ns,
+            },
+        )
 
     # --- orders and fills -------------------------------------------------------------------
 
@@ -303,14 +365,26 @@ class AuditLedger:
             order.booked_notional += delta * price
             order.fees += fee
         rows.append(("order", self._order_row(r, order)))
-        rows.append(("order_event", {
-            "event_key": f"{r.client_order_id}|{r.ts_ns}|{r.status}|{norm(r.filled_qty)}",
-            "client_order_id": r.client_order_id, "trade_id": order.trade_id,
-            "signal_id": r.signal_id, "status": str(r.status), "filled_qty": r.filled_qty,
-            "avg_price": r.avg_price, "last_fill_qty": r.last_fill_qty,
-            "last_fill_price": r.last_fill_price, "fee": r.fee, "fee_asset": r.fee_asset,
-            "reason": r.reason, "ts_ns": r.ts_ns,
-        }))
+        rows.append(
+            (
+                "order_event",
+                {
+                    "event_key": f"{r.client_order_id}|{r.ts_ns}|{r.status}|{norm(r.filled_qty)}",
+                    "client_order_id": r.client_order_id,
+                    "trade_id": order.trade_id,
+                    "signal_id": r.signal_id,
+                    "status": str(r.status),
+                    "filled_qty": r.filled_qty,
+                    "avg_price": r.avg_price,
+                    "last_fill_qty": r.last_fill_qty,
+                    "last_fill_price": r.last_fill_price,
+                    "fee": r.fee,
+                    "fee_asset": r.fee_asset,
+                    "reason": r.reason,
+                    "ts_ns": r.ts_ns,
+                },
+            )
+        )
         return rows
 
     def _order_of(self, r: ExecutionReportEvent) -> _Order:
@@ -328,8 +402,9 @@ class AuditLedger:
             return self._open[r.pair].trade_id
         return r.signal_id or r.client_order_id
 
-    def _fill(self, r: ExecutionReportEvent, order: _Order, qty: Decimal, price: Decimal,
-              fee: Decimal) -> list[Row]:
+    def _fill(
+        self, r: ExecutionReportEvent, order: _Order, qty: Decimal, price: Decimal, fee: Decimal
+    ) -> list[Row]:
         rows: list[Row] = []
         realised: Decimal | None = None
         day = self._day
@@ -345,14 +420,26 @@ class AuditLedger:
         if day is not None:
             day.fees += fee
             day.realised += realised or ZERO
-        rows.append(("fill", {
-            "client_order_id": r.client_order_id, "cum_qty": norm(r.filled_qty),
-            "trade_id": trade.trade_id if trade else order.trade_id, "signal_id": r.signal_id,
-            "pair": r.pair, "side": str(r.side), "qty": qty, "price": price, "fee": fee,
-            "fee_asset": r.fee_asset or self.quote,
-            "liquidity": self._liquidity(qty * price, fee), "realised_pnl": realised,
-            "ts_ns": r.ts_ns,
-        }))
+        rows.append(
+            (
+                "fill",
+                {
+                    "client_order_id": r.client_order_id,
+                    "cum_qty": norm(r.filled_qty),
+                    "trade_id": trade.trade_id if trade else order.trade_id,
+                    "signal_id": r.signal_id,
+                    "pair": r.pair,
+                    "side": str(r.side),
+                    "qty": qty,
+                    "price": price,
+                    "fee": fee,
+                    "fee_asset": r.fee_asset or self.quote,
+                    "liquidity": self._liquidity(qty * price, fee),
+                    "realised_pnl": realised,
+                    "ts_ns": r.ts_ns,
+                },
+            )
+        )
         if trade is not None:
             rows.append(("trade", trade.row()))
             if trade.closed:
@@ -376,8 +463,10 @@ class AuditLedger:
         if not fee or not notional:
             return None
         rate = fee / notional * _HUNDRED
-        for name, pct in (("maker", self.fee_settings.maker_pct),
-                          ("taker", self.fee_settings.taker_pct)):
+        for name, pct in (
+            ("maker", self.fee_settings.maker_pct),
+            ("taker", self.fee_settings.taker_pct),
+        ):
             if abs(rate - pct) <= Decimal("0.005"):
                 return name
         return None
@@ -385,12 +474,22 @@ class AuditLedger:
     @staticmethod
     def _order_row(r: ExecutionReportEvent, order: _Order) -> dict[str, Any]:
         return {
-            "client_order_id": r.client_order_id, "trade_id": order.trade_id,
-            "signal_id": r.signal_id, "pair": r.pair, "side": str(r.side),
-            "order_type": str(r.order_type), "qty": r.order_qty, "limit_price": r.limit_price,
-            "trigger_price": r.trigger_price, "exchange_order_id": r.exchange_order_id,
-            "status": str(r.status), "filled_qty": r.filled_qty, "avg_price": r.avg_price,
-            "fees": order.fees, "reason": r.reason, "created_ts_ns": order.created_ts_ns,
+            "client_order_id": r.client_order_id,
+            "trade_id": order.trade_id,
+            "signal_id": r.signal_id,
+            "pair": r.pair,
+            "side": str(r.side),
+            "order_type": str(r.order_type),
+            "qty": r.order_qty,
+            "limit_price": r.limit_price,
+            "trigger_price": r.trigger_price,
+            "exchange_order_id": r.exchange_order_id,
+            "status": str(r.status),
+            "filled_qty": r.filled_qty,
+            "avg_price": r.avg_price,
+            "fees": order.fees,
+            "reason": r.reason,
+            "created_ts_ns": order.created_ts_ns,
             "updated_ts_ns": r.ts_ns,
         }
 
@@ -404,8 +503,10 @@ class AuditLedger:
                 day.start_equity = snap.day_start_equity
             day.end_equity = snap.equity
         qty = {p.pair: p.qty for p in snap.positions}
-        due = self._last_equity_ts is None or \
-            snap.ts_ns - self._last_equity_ts >= self.equity_interval_ns
+        due = (
+            self._last_equity_ts is None
+            or snap.ts_ns - self._last_equity_ts >= self.equity_interval_ns
+        )
         rows: list[Row] = []
         if due:
             self._last_equity_ts = snap.ts_ns
@@ -416,14 +517,36 @@ class AuditLedger:
         return rows
 
     def _positions(self, snap: PortfolioSnapshot, qty: dict[str, Decimal]) -> list[Row]:
-        rows: list[Row] = [("position", {
-            "pair": p.pair, "qty": p.qty, "avg_entry": p.avg_entry, "mark": p.mark,
-            "unrealised_pnl": p.unrealised_pnl, "opened_ts_ns": p.opened_ts_ns,
-            "ts_ns": snap.ts_ns}) for p in snap.positions]
+        rows: list[Row] = [
+            (
+                "position",
+                {
+                    "pair": p.pair,
+                    "qty": p.qty,
+                    "avg_entry": p.avg_entry,
+                    "mark": p.mark,
+                    "unrealised_pnl": p.unrealised_pnl,
+                    "opened_ts_ns": p.opened_ts_ns,
+                    "ts_ns": snap.ts_ns,
+                },
+            )
+            for p in snap.positions
+        ]
         for pair in self._position_qty.keys() - qty.keys():  # closed since: now flat
-            rows.append(("position", {
-                "pair": pair, "qty": ZERO, "avg_entry": ZERO, "mark": self._marks.get(pair, ZERO),
-                "unrealised_pnl": ZERO, "opened_ts_ns": 0, "ts_ns": snap.ts_ns}))
+            rows.append(
+                (
+                    "position",
+                    {
+                        "pair": pair,
+                        "qty": ZERO,
+                        "avg_entry": ZERO,
+                        "mark": self._marks.get(pair, ZERO),
+                        "unrealised_pnl": ZERO,
+                        "opened_ts_ns": 0,
+                        "ts_ns": snap.ts_ns,
+                    },
+                )
+            )
         self._position_qty = qty
         self._marks.update({p.pair: p.mark for p in snap.positions})
         return rows
@@ -439,9 +562,17 @@ class AuditLedger:
         else:
             kind = "halt" if e.halted else "reduce"
             reason, source, operator = e.reason, e.source, None
-        return ("halt", {"event_key": f"{kind}|{e.ts_ns}|{source}|{operator or ''}",
-                         "kind": kind, "reason": reason, "source": source,
-                         "operator": operator, "ts_ns": e.ts_ns})
+        return (
+            "halt",
+            {
+                "event_key": f"{kind}|{e.ts_ns}|{source}|{operator or ''}",
+                "kind": kind,
+                "reason": reason,
+                "source": source,
+                "operator": operator,
+                "ts_ns": e.ts_ns,
+            },
+        )
 
     def _roll(self, ts_ns: int) -> list[Row]:
         """Close the UTC day when an event of a later day arrives (event time, not wall)."""
@@ -480,10 +611,15 @@ def _fill_price(r: ExecutionReportEvent, order: _Order, delta: Decimal) -> Decim
 
 def _equity_row(snap: PortfolioSnapshot) -> dict[str, Any]:
     return {
-        "ts_ns": snap.ts_ns, "equity": snap.equity, "cash": snap.cash,
-        "free_cash": snap.free_cash, "realised_pnl": snap.realised_pnl,
+        "ts_ns": snap.ts_ns,
+        "equity": snap.equity,
+        "cash": snap.cash,
+        "free_cash": snap.free_cash,
+        "realised_pnl": snap.realised_pnl,
         "unrealised_pnl": sum((p.unrealised_pnl for p in snap.positions), ZERO),
-        "fees_paid": snap.fees_paid, "peak_equity": snap.peak_equity,
-        "drawdown": snap.total_drawdown, "exposure": snap.exposure,
+        "fees_paid": snap.fees_paid,
+        "peak_equity": snap.peak_equity,
+        "drawdown": snap.total_drawdown,
+        "exposure": snap.exposure,
         "consecutive_losses": snap.consecutive_losses,
     }

@@ -33,8 +33,9 @@ _MIGRATION_LOCK = zlib.crc32(b"gal_friday.store.migrations")
 
 
 def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError
-                  | asyncpg.PostgresConnectionError):
+    if isinstance(
+        exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return str(getattr(exc, "sqlstate", "") or "")[:2] in _UNAVAILABLE_CLASSES
@@ -45,8 +46,9 @@ def check_dsn(dsn: str) -> None:
     """Refuse a DSN that carries a password: it belongs in PGPASSWORD or ~/.pgpass."""
     parts = urlsplit(dsn)
     if parts.password or "password" in parse_qs(parts.query):
-        raise ValueError("store.postgres_dsn must not contain a password; set PGPASSWORD or "
-                         "use ~/.pgpass")
+        raise ValueError(
+            "store.postgres_dsn must not contain a password; set PGPASSWORD or use ~/.pgpass"
+        )
 
 
 def numbered(sql: str) -> str:
@@ -103,6 +105,7 @@ class PostgresStore(Store):
     async def fetch(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         async def run(conn: asyncpg.Connection) -> list[dict[str, Any]]:
             return [dict(r) for r in await conn.fetch(numbered(sql), *params)]
+
         return await self._guarded(run)
 
     # --- internals ------------------------------------------------------------------------
@@ -117,15 +120,15 @@ class PostgresStore(Store):
                     raise
                 self._conn = None
                 conn.terminate()
-                raise StoreUnavailable(f"postgresql failed: {type(exc).__name__}: {exc}") \
-                    from exc
+                raise StoreUnavailable(f"postgresql failed: {type(exc).__name__}: {exc}") from exc
 
     @staticmethod
     async def _write(conn: asyncpg.Connection, records: Sequence[Record]) -> None:
         async with conn.transaction():
             for table, rows in runs(records):
-                await conn.executemany(numbered(upsert_sql(table)),
-                                       [_params(table, r) for r in rows])
+                await conn.executemany(
+                    numbered(upsert_sql(table)), [_params(table, r) for r in rows]
+                )
 
     async def _ensure(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
@@ -154,13 +157,17 @@ async def _migrate(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(SCHEMA_VERSION_DDL)
-            done = await conn.fetchval("SELECT 1 FROM schema_version WHERE version = $1",
-                                       migration.version)
+            done = await conn.fetchval(
+                "SELECT 1 FROM schema_version WHERE version = $1", migration.version
+            )
             if done:
                 continue
             for statement in migration.statements("postgresql"):
                 await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO schema_version (version, description, applied_ts_ns) "
-                "VALUES ($1, $2, $3)", migration.version, migration.description,
-                time.time_ns())
+                "VALUES ($1, $2, $3)",
+                migration.version,
+                migration.description,
+                time.time_ns(),
+            )

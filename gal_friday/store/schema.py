@@ -36,10 +36,22 @@ FINAL_STATUSES = tuple(s.value for s in OrderStatus if s.is_terminal)
 INTENT = "intent"  # status of an order written before it was sent
 
 _TYPES: dict[Dialect, dict[Kind, str]] = {
-    "sqlite": {"text": "TEXT", "int": "INTEGER", "money": "TEXT", "real": "REAL",
-               "json": "TEXT", "bool": "INTEGER"},
-    "postgresql": {"text": "TEXT", "int": "BIGINT", "money": "NUMERIC", "real": "DOUBLE PRECISION",
-                   "json": "JSONB", "bool": "BOOLEAN"},
+    "sqlite": {
+        "text": "TEXT",
+        "int": "INTEGER",
+        "money": "TEXT",
+        "real": "REAL",
+        "json": "TEXT",
+        "bool": "INTEGER",
+    },
+    "postgresql": {
+        "text": "TEXT",
+        "int": "BIGINT",
+        "money": "NUMERIC",
+        "real": "DOUBLE PRECISION",
+        "json": "JSONB",
+        "bool": "BOOLEAN",
+    },
 }
 _SERIAL: dict[Dialect, str] = {
     "sqlite": "id INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -88,37 +100,45 @@ def _all_but(columns: tuple[tuple[str, Kind], ...], *skip: str) -> tuple[str, ..
 _SIGNALS = _cols(
     "signal_id:text trade_id:text pair:text side:text order_type:text is_exit:bool "
     "entry_price:money stop_loss:money take_profit:money prob_up:real threshold:real "
-    "model_id:text prediction_ts_ns:int features_ts_ns:int features:json ts_ns:int")
+    "model_id:text prediction_ts_ns:int features_ts_ns:int features:json ts_ns:int"
+)
 _RISK = _cols(
     "signal_id:text trade_id:text pair:text approved:bool reason:text qty:money "
-    "limit_price:money checks:json ts_ns:int")
+    "limit_price:money checks:json ts_ns:int"
+)
 _ORDERS = _cols(
     "client_order_id:text trade_id:text signal_id:text pair:text side:text order_type:text "
     "qty:money limit_price:money trigger_price:money exchange_order_id:text status:text "
     "filled_qty:money avg_price:money fees:money reason:text created_ts_ns:int "
-    "updated_ts_ns:int")
+    "updated_ts_ns:int"
+)
 _ORDER_EVENTS = _cols(
     "event_key:text client_order_id:text trade_id:text signal_id:text status:text "
     "filled_qty:money avg_price:money last_fill_qty:money last_fill_price:money fee:money "
-    "fee_asset:text reason:text ts_ns:int")
+    "fee_asset:text reason:text ts_ns:int"
+)
 _FILLS = _cols(
     "client_order_id:text cum_qty:money trade_id:text signal_id:text pair:text side:text "
-    "qty:money price:money fee:money fee_asset:text liquidity:text realised_pnl:money ts_ns:int")
+    "qty:money price:money fee:money fee_asset:text liquidity:text realised_pnl:money ts_ns:int"
+)
 _TRADES = _cols(
     "trade_id:text pair:text status:text entry_ts_ns:int exit_ts_ns:int entry_qty:money "
     "exit_qty:money open_qty:money open_avg:money avg_entry:money avg_exit:money "
     "entry_fees:money "
-    "exit_fees:money open_entry_fees:money gross_pnl:money pnl:money fills:int")
+    "exit_fees:money open_entry_fees:money gross_pnl:money pnl:money fills:int"
+)
 _POSITIONS = _cols(
-    "pair:text qty:money avg_entry:money mark:money unrealised_pnl:money opened_ts_ns:int "
-    "ts_ns:int")
+    "pair:text qty:money avg_entry:money mark:money unrealised_pnl:money opened_ts_ns:int ts_ns:int"
+)
 _EQUITY = _cols(
     "ts_ns:int equity:money cash:money free_cash:money realised_pnl:money unrealised_pnl:money "
-    "fees_paid:money peak_equity:money drawdown:money exposure:money consecutive_losses:int")
+    "fees_paid:money peak_equity:money drawdown:money exposure:money consecutive_losses:int"
+)
 _HALTS = _cols("event_key:text kind:text reason:text source:text operator:text ts_ns:int")
 _DAILY = _cols(
     "day:text day_start_ts_ns:int start_equity:money end_equity:money equity_pnl:money "
-    "realised_pnl:money fees:money trades:int wins:int losses:int updated_ts_ns:int")
+    "realised_pnl:money fees:money trades:int wins:int losses:int updated_ts_ns:int"
+)
 
 _ORDER_REPORT_UPDATE = _all_but(_ORDERS, "client_order_id", "created_ts_ns")
 
@@ -128,20 +148,38 @@ TABLES: dict[str, Table] = {
     "risk_decision": Table("risk_decisions", _RISK, ("signal_id",)),
     "order_intent": Table("orders", _ORDERS, ("client_order_id",)),
     "order": Table(
-        "orders", _ORDERS, ("client_order_id",), update=_ORDER_REPORT_UPDATE,
+        "orders",
+        _ORDERS,
+        ("client_order_id",),
+        update=_ORDER_REPORT_UPDATE,
         coalesce=("exchange_order_id", "limit_price", "trigger_price", "signal_id", "reason"),
-        guard=f"orders.status = '{INTENT}' OR excluded.updated_ts_ns >= orders.updated_ts_ns"),
+        guard=f"orders.status = '{INTENT}' OR excluded.updated_ts_ns >= orders.updated_ts_ns",
+    ),
     "order_event": Table("order_events", _ORDER_EVENTS, ("event_key",), serial=True),
     "fill": Table("fills", _FILLS, ("client_order_id", "cum_qty"), serial=True),
-    "trade": Table("trades", _TRADES, ("trade_id",), update=_all_but(_TRADES, "trade_id"),
-                   guard="excluded.fills >= trades.fills"),
-    "position": Table("positions", _POSITIONS, ("pair",), update=_all_but(_POSITIONS, "pair"),
-                      guard="excluded.ts_ns >= positions.ts_ns"),
+    "trade": Table(
+        "trades",
+        _TRADES,
+        ("trade_id",),
+        update=_all_but(_TRADES, "trade_id"),
+        guard="excluded.fills >= trades.fills",
+    ),
+    "position": Table(
+        "positions",
+        _POSITIONS,
+        ("pair",),
+        update=_all_but(_POSITIONS, "pair"),
+        guard="excluded.ts_ns >= positions.ts_ns",
+    ),
     "equity": Table("equity_snapshots", _EQUITY, ("ts_ns",)),
     "halt": Table("halts", _HALTS, ("event_key",), serial=True),
     "daily_summary": Table(
-        "daily_summaries", _DAILY, ("day",), update=_all_but(_DAILY, "day"),
-        guard="excluded.updated_ts_ns >= daily_summaries.updated_ts_ns"),
+        "daily_summaries",
+        _DAILY,
+        ("day",),
+        update=_all_but(_DAILY, "day"),
+        guard="excluded.updated_ts_ns >= daily_summaries.updated_ts_ns",
+    ),
 }
 
 
@@ -178,24 +216,33 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "audit trail: signals, risk decisions, orders, fills, trades, portfolio, "
-                 "halts, daily summaries", _v1),
+    Migration(
+        1,
+        "audit trail: signals, risk decisions, orders, fills, trades, portfolio, "
+        "halts, daily summaries",
+        _v1,
+    ),
 )
 
-SCHEMA_VERSION_DDL = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                      "description TEXT NOT NULL, applied_ts_ns BIGINT NOT NULL)")
+SCHEMA_VERSION_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+    "description TEXT NOT NULL, applied_ts_ns BIGINT NOT NULL)"
+)
 
 
 def upsert_sql(table: Table) -> str:
     """The idempotent INSERT for ``table`` with ``?`` placeholders (the PostgreSQL backend
     renumbers them); the same text is valid in both dialects."""
     names = [name for name, _ in table.columns]
-    head = (f"INSERT INTO {table.name} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT ({', '.join(table.key)}) ")
+    head = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT ({', '.join(table.key)}) "
+    )
     if not table.update:
         return head + "DO NOTHING"
     sets = [
-        f"{c} = COALESCE(excluded.{c}, {table.name}.{c})" if c in table.coalesce
+        f"{c} = COALESCE(excluded.{c}, {table.name}.{c})"
+        if c in table.coalesce
         else f"{c} = excluded.{c}"
         for c in table.update
     ]

@@ -35,8 +35,10 @@ _FAILURES = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError, ValueErro
 
 def _unavailable(exc: BaseException) -> bool:
     """The environment failed (locked, I/O, full, closed), not the records themselves."""
-    return isinstance(exc, sqlite3.OperationalError | OSError | ValueError) or \
-        type(exc) is sqlite3.DatabaseError
+    return (
+        isinstance(exc, sqlite3.OperationalError | OSError | ValueError)
+        or type(exc) is sqlite3.DatabaseError
+    )
 
 
 def _encode(kind: Kind, value: Any) -> Any:
@@ -112,8 +114,9 @@ class SqliteStore(Store):
             return self._db
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path, isolation_level=None,
-                                         timeout=self.busy_timeout_s)
+            db = await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout_s
+            )
         except _FAILURES as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         try:
@@ -147,16 +150,18 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     for migration in MIGRATIONS:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            async with db.execute("SELECT 1 FROM schema_version WHERE version = ?",
-                                  (migration.version,)) as cursor:
+            async with db.execute(
+                "SELECT 1 FROM schema_version WHERE version = ?", (migration.version,)
+            ) as cursor:
                 done = await cursor.fetchone() is not None
             if not done:
                 for statement in migration.statements("sqlite"):
                     await db.execute(statement)
                 await db.execute(
                     "INSERT INTO schema_version (version, description, applied_ts_ns) "
-                    "VALUES (?, ?, ?)", (migration.version, migration.description,
-                                         time.time_ns()))
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, time.time_ns()),
+                )
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")

@@ -73,15 +73,25 @@ class CockpitApp(App[int]):
         Binding("r", "resume", "Resume…", id="resume"),
         Binding("f", "flatten", "Flatten…", id="flatten"),
         Binding("tab", "next_pair", "Next pair", priority=True, id="next_pair"),
-        *(Binding(str(i), f"pair({i - 1})", f"Pair {i}", show=False, id=f"pair_{i}")
-          for i in range(1, 10)),
+        *(
+            Binding(str(i), f"pair({i - 1})", f"Pair {i}", show=False, id=f"pair_{i}")
+            for i in range(1, 10)
+        ),
         Binding("q", "quit_cockpit", "Quit…", id="quit"),
     ]
 
-    def __init__(self, settings: Settings, bus: EventBus, state: CockpitState, *,
-                 runner: Runner | None = None, clock: Clock = time.time_ns,
-                 repaint_hz: float = 8.0, animations: bool = True,
-                 operator: str = "cockpit") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: EventBus,
+        state: CockpitState,
+        *,
+        runner: Runner | None = None,
+        clock: Clock = time.time_ns,
+        repaint_hz: float = 8.0,
+        animations: bool = True,
+        operator: str = "cockpit",
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.bus = bus
@@ -126,8 +136,7 @@ class CockpitApp(App[int]):
         self.query_one("#positions").border_title = "positions"
         self.query_one("#orders").border_title = "working orders"
         self.query_one("#log").border_title = "events"
-        self._tickers = [*self.query(Panel), *self.query(DiffTable),
-                         *self.query(EventLog)]
+        self._tickers = [*self.query(Panel), *self.query(DiffTable), *self.query(EventLog)]
         self._layout_pairs(self.size.width)
         self.set_interval(1 / self.repaint_hz, self.repaint, name="repaint")
         if self.runner is not None:
@@ -188,35 +197,40 @@ class CockpitApp(App[int]):
         if self.state.halted:
             self.notify("already HALTED", severity="warning")
             return
-        await self.bus.publish(HaltEvent("operator halt from the cockpit", "operator",
-                                         self.clock()))
+        await self.bus.publish(
+            HaltEvent("operator halt from the cockpit", "operator", self.clock())
+        )
 
     async def action_reduce(self) -> None:
         """REDUCING at once (the safe direction): no new entries, positions kept, exits go."""
         if self.state.reducing or self.state.halted:
             self.notify("already REDUCING or HALTED", severity="warning")
             return
-        await self.bus.publish(ReduceEvent("operator reduce from the cockpit", "operator",
-                                           self.clock()))
+        await self.bus.publish(
+            ReduceEvent("operator reduce from the cockpit", "operator", self.clock())
+        )
 
     def action_resume(self) -> None:
         if not (self.state.halted or self.state.reducing):
             self.notify("trading is not halted", severity="information")
             return
         s = self.state
-        why = (f"HALT reason was ({s.halt_source}): {s.halt_reason}" if s.halted
-               else f"REDUCING since ({s.reducing})")
+        why = (
+            f"HALT reason was ({s.halt_source}): {s.halt_reason}"
+            if s.halted
+            else f"REDUCING since ({s.reducing})"
+        )
         message = f"Resume trading: new entries will be allowed again.\n\n{why}"
-        self.push_screen(ConfirmScreen("Resume trading?", message, "Resume"),
-                         self._resume_answered)
+        self.push_screen(ConfirmScreen("Resume trading?", message, "Resume"), self._resume_answered)
 
     async def _resume_answered(self, yes: bool | None) -> None:
         if yes:
             await self.bus.publish(ResumeEvent(self.operator, self.clock()))
 
     def action_flatten(self) -> None:
-        self.push_screen(ConfirmScreen("Flatten?", self.flatten_message(), "Flatten"),
-                         self._flatten_answered)
+        self.push_screen(
+            ConfirmScreen("Flatten?", self.flatten_message(), "Flatten"), self._flatten_answered
+        )
 
     def flatten_message(self) -> str:
         s = self.state
@@ -224,8 +238,10 @@ class CockpitApp(App[int]):
         held = [p for p in snap.positions if p.qty] if snap else []
         n, w = len(held), s.working_entries()
         what = ": " + ", ".join(f"{p.pair} {fmt_qty(p.qty)}" for p in held) if held else ""
-        lines = [f"Close {n} position{_s(n)} at market{what}.",
-                 f"Cancel {w} working entry order{_s(w)}."]
+        lines = [
+            f"Close {n} position{_s(n)} at market{what}.",
+            f"Cancel {w} working entry order{_s(w)}.",
+        ]
         if not s.halted:
             lines.append("Trading is not halted: new entries stay allowed (h halts).")
         return "\n".join(lines)
@@ -236,9 +252,11 @@ class CockpitApp(App[int]):
 
     def action_quit_cockpit(self) -> None:
         n = self.state.open_positions()
-        message = (f"Stop gal-friday: the engine shuts down and stops trading.\n"
-                   f"{n} open position{_s(n)} {'is' if n == 1 else 'are'} left as "
-                   f"{'it is' if n == 1 else 'they are'}.")
+        message = (
+            f"Stop gal-friday: the engine shuts down and stops trading.\n"
+            f"{n} open position{_s(n)} {'is' if n == 1 else 'are'} left as "
+            f"{'it is' if n == 1 else 'they are'}."
+        )
         self.push_screen(ConfirmScreen("Quit?", message, "Quit"), self._quit_answered)
 
     def _quit_answered(self, yes: bool | None) -> None:
@@ -259,21 +277,32 @@ class CockpitApp(App[int]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Every operator action in the command palette too (ctrl+p)."""
-        yield SystemCommand("Halt trading", "Stop new entries now (no confirmation)",
-                            self.action_halt)
-        yield SystemCommand("Reduce trading", "No new entries; positions kept, exits allowed "
-                            "(no confirmation)", self.action_reduce)
-        yield SystemCommand("Resume trading", "Allow new entries again (asks first)",
-                            self.action_resume)
-        yield SystemCommand("Flatten", "Close every position at market and cancel working "
-                            "entries (asks first)", self.action_flatten)
-        yield SystemCommand("Next pair", "Show the next configured pair",
-                            self.action_next_pair)
+        yield SystemCommand(
+            "Halt trading", "Stop new entries now (no confirmation)", self.action_halt
+        )
+        yield SystemCommand(
+            "Reduce trading",
+            "No new entries; positions kept, exits allowed (no confirmation)",
+            self.action_reduce,
+        )
+        yield SystemCommand(
+            "Resume trading", "Allow new entries again (asks first)", self.action_resume
+        )
+        yield SystemCommand(
+            "Flatten",
+            "Close every position at market and cancel working entries (asks first)",
+            self.action_flatten,
+        )
+        yield SystemCommand("Next pair", "Show the next configured pair", self.action_next_pair)
         for i, pair in enumerate(self.pair_names):
-            yield SystemCommand(f"Show {pair}", f"Pair {i + 1}: its book, price and "
-                                "prediction panels", functools.partial(self.action_pair, i))
-        yield SystemCommand("Quit gal-friday", "Stop the engine and leave (asks first)",
-                            self.action_quit_cockpit)
+            yield SystemCommand(
+                f"Show {pair}",
+                f"Pair {i + 1}: its book, price and prediction panels",
+                functools.partial(self.action_pair, i),
+            )
+        yield SystemCommand(
+            "Quit gal-friday", "Stop the engine and leave (asks first)", self.action_quit_cockpit
+        )
         yield from super().get_system_commands(screen)
 
 

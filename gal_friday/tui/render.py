@@ -48,13 +48,22 @@ def bar(fraction: float, width: int) -> str:
     return text.ljust(width)
 
 
-def ladder(book: BookEvent | None, invalid: str, age_s: float | None, *, rows: int,
-           width: int, styles: Styles) -> Text:
+def ladder(
+    book: BookEvent | None,
+    invalid: str,
+    age_s: float | None,
+    *,
+    rows: int,
+    width: int,
+    styles: Styles,
+) -> Text:
     """Asks above (best nearest the middle), the spread, bids below, then the book status."""
     out = Text(no_wrap=True, overflow="crop")
     if book is None or invalid:
-        out.append(f"no book: {invalid}" if invalid else "waiting for the book…",
-                   styles["warn" if invalid else "muted"])
+        out.append(
+            f"no book: {invalid}" if invalid else "waiting for the book…",
+            styles["warn" if invalid else "muted"],
+        )
         return out
     levels = max(1, (rows - 2) // 2)
     asks = list(reversed(book.asks[:levels]))
@@ -69,8 +78,9 @@ def ladder(book: BookEvent | None, invalid: str, age_s: float | None, *, rows: i
     return out
 
 
-def _level(out: Text, book: BookEvent, price: int, qty: int, biggest: int, width: int,
-           style: Style) -> None:
+def _level(
+    out: Text, book: BookEvent, price: int, qty: int, biggest: int, width: int, style: Style
+) -> None:
     p = format(to_decimal(price, book.price_precision), "f")
     q = fmt_qty(to_decimal(qty, book.qty_precision))
     cells = max(0, width - 22)
@@ -93,8 +103,10 @@ def _book_status(out: Text, book: BookEvent, age_s: float | None, styles: Styles
     stale = age_s is not None and age_s > 5
     out.append(f"crc {book.checksum:08x} ✓", styles["ok"])
     out.append(f" seq {book.sequence}", styles["muted"])
-    out.append(f" age {age_s:.1f}s" if age_s is not None else " age -",
-               styles["warn" if stale else "muted"])
+    out.append(
+        f" age {age_s:.1f}s" if age_s is not None else " age -",
+        styles["warn" if stale else "muted"],
+    )
 
 
 def sparkline(values: Sequence[float], *, width: int, height: int) -> list[str]:
@@ -129,8 +141,15 @@ def price_view(closes: Sequence[Decimal], *, width: int, height: int, styles: St
     return out
 
 
-def prediction_view(pred: PredictionEvent | None, now_ns: int, *, buy: float, sell: float,
-                    width: int, styles: Styles) -> Text:
+def prediction_view(
+    pred: PredictionEvent | None,
+    now_ns: int,
+    *,
+    buy: float,
+    sell: float,
+    width: int,
+    styles: Styles,
+) -> Text:
     """Probability against the entry thresholds, model id, age and inference latency."""
     out = Text(no_wrap=True, overflow="crop")
     if pred is None:
@@ -144,8 +163,10 @@ def prediction_view(pred: PredictionEvent | None, now_ns: int, *, buy: float, se
     out.append_text(_prob_scale(p, buy, sell, max(10, width), styles))
     age = max(0.0, (now_ns - pred.ts_ns) / 1e9)
     out.append(f"\n{pred.model_id}", styles["value"])
-    out.append(f"  age {age:.0f}s  inference {pred.latency_ns / 1e6:.1f} ms",
-               styles["warn" if age > 120 else "muted"])
+    out.append(
+        f"  age {age:.0f}s  inference {pred.latency_ns / 1e6:.1f} ms",
+        styles["warn" if age > 120 else "muted"],
+    )
     return out
 
 
@@ -166,8 +187,7 @@ def _prob_scale(p: float, buy: float, sell: float, width: int, styles: Styles) -
     return out
 
 
-def gauge(label: str, value: float, limit: float, text: str, *, width: int,
-          styles: Styles) -> Text:
+def gauge(label: str, value: float, limit: float, text: str, *, width: int, styles: Styles) -> Text:
     """One risk gauge: label, value against its limit, and a bar coloured by how close."""
     frac = value / limit if limit > 0 else 0.0
     role = "ok" if frac < 0.5 else "warn" if frac < 0.8 else "bad"

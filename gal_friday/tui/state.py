@@ -42,9 +42,16 @@ from gal_friday.events import (
 Clock = Callable[[], int]
 LATEST_TYPES = (BookEvent, BookInvalidatedEvent, PredictionEvent, PortfolioEvent, FeedStatsEvent)
 # Candles go with the events that must not be lost: a history snapshot arrives as a burst.
-EVERY_TYPES = (TradingStateChangedEvent, FlattenEvent, SystemStatusEvent,
-               ExecutionReportEvent, TradeSignalProposedEvent, TradeSignalApprovedEvent,
-               TradeSignalRejectedEvent, CandleEvent)
+EVERY_TYPES = (
+    TradingStateChangedEvent,
+    FlattenEvent,
+    SystemStatusEvent,
+    ExecutionReportEvent,
+    TradeSignalProposedEvent,
+    TradeSignalApprovedEvent,
+    TradeSignalRejectedEvent,
+    CandleEvent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +85,14 @@ class PairState:
 class CockpitState:
     """The latest of everything the cockpit displays; ``version`` counts changes."""
 
-    def __init__(self, settings: Settings, *, clock: Clock = time.time_ns,
-                 log_size: int = 500, candles: int = 240) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = time.time_ns,
+        log_size: int = 500,
+        candles: int = 240,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.mode = mode_label(settings)
@@ -100,8 +113,9 @@ class CockpitState:
 
     def attach(self, bus: EventBus) -> None:
         self._subs = [
-            bus.subscribe(LATEST_TYPES, self.on_latest, name="tui-latest",
-                          policy=Policy.CONFLATE, maxsize=64),
+            bus.subscribe(
+                LATEST_TYPES, self.on_latest, name="tui-latest", policy=Policy.CONFLATE, maxsize=64
+            ),
             bus.subscribe(EVERY_TYPES, self.on_every, name="tui-events", maxsize=4096),
         ]
 
@@ -147,8 +161,9 @@ class CockpitState:
 
     def _on_trading_state(self, event: TradingStateChangedEvent) -> None:
         self.halted = event.halted
-        self.halt_reason, self.halt_source = (event.reason, event.source) if event.halted \
-            else ("", "")
+        self.halt_reason, self.halt_source = (
+            (event.reason, event.source) if event.halted else ("", "")
+        )
         self.reducing = event.cause if event.reducing else ""
         if event.halted:
             self.note(event.ts_ns, "bad", f"HALT ({event.source}): {event.reason}")
@@ -172,23 +187,31 @@ class CockpitState:
         else:
             self.orders.pop(event.client_order_id, None)
         if before is None or before.status is not event.status:
-            level = {OrderStatus.FILLED: "good", OrderStatus.REJECTED: "bad",
-                     OrderStatus.ERROR: "bad"}.get(event.status, "info")
+            level = {
+                OrderStatus.FILLED: "good",
+                OrderStatus.REJECTED: "bad",
+                OrderStatus.ERROR: "bad",
+            }.get(event.status, "info")
             price = event.avg_price or event.limit_price or event.trigger_price or ""
             extra = f" ({event.reason})" if event.reason else ""
-            self.note(event.ts_ns, level,
-                      f"{event.pair} {event.side.value} {event.order_type.value} "
-                      f"{event.filled_qty}/{event.order_qty} @ {price} "
-                      f"{event.status.value}{extra}")
+            self.note(
+                event.ts_ns,
+                level,
+                f"{event.pair} {event.side.value} {event.order_type.value} "
+                f"{event.filled_qty}/{event.order_qty} @ {price} "
+                f"{event.status.value}{extra}",
+            )
 
     def _on_signal(self, event: Event) -> None:
         if isinstance(event, TradeSignalProposedEvent):
             kind = "exit" if event.is_exit else "entry"
-            self.note(event.ts_ns, "info", f"{event.pair} signal {event.side.value} {kind} "
-                      f"p_up={event.prob_up:.3f}")
+            self.note(
+                event.ts_ns,
+                "info",
+                f"{event.pair} signal {event.side.value} {kind} p_up={event.prob_up:.3f}",
+            )
         elif isinstance(event, TradeSignalApprovedEvent):
-            self.note(event.ts_ns, "good", f"{event.pair} approved {event.side.value} "
-                      f"{event.qty}")
+            self.note(event.ts_ns, "good", f"{event.pair} approved {event.side.value} {event.qty}")
         elif isinstance(event, TradeSignalRejectedEvent):
             self.note(event.ts_ns, "warn", f"{event.pair} rejected: {event.reason}")
 
@@ -213,8 +236,9 @@ class CockpitState:
         return sum(1 for p in snap.positions if p.qty) if snap else 0
 
     def working_entries(self) -> int:
-        return sum(1 for o in self.orders.values()
-                   if o.order_type in (OrderType.LIMIT, OrderType.MARKET))
+        return sum(
+            1 for o in self.orders.values() if o.order_type in (OrderType.LIMIT, OrderType.MARKET)
+        )
 
     def protective(self, pair: str) -> tuple[Decimal | None, Decimal | None]:
         """The working stop-loss and take-profit trigger prices of ``pair``."""

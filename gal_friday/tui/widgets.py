@@ -34,8 +34,9 @@ class Panel(Widget):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {f"panel--{role}" for role in ROLES}
 
-    def __init__(self, state: CockpitState, *, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, state: CockpitState, *, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self.state = state
         self._painted: object = None
@@ -67,12 +68,23 @@ class CockpitHeader(Panel):
     """Mode (LIVE is loud), connection, HALT with its reason, and the (injected) clock."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = Panel.COMPONENT_CLASSES | {
-        "header--live", "header--paper", "header--sim", "header--halted", "header--running"}
+        "header--live",
+        "header--paper",
+        "header--sim",
+        "header--halted",
+        "header--running",
+    }
 
     def key(self) -> object:
         s = self.state
-        return (s.mode, s.halted, s.halt_reason, s.reducing, s.connection,
-                s.clock() // 1_000_000_000)
+        return (
+            s.mode,
+            s.halted,
+            s.halt_reason,
+            s.reducing,
+            s.connection,
+            s.clock() // 1_000_000_000,
+        )
 
     def tick(self) -> bool:
         self.set_class(self.state.mode == "LIVE", "-live")
@@ -115,8 +127,9 @@ class BookPanel(Panel):
 
     def build(self, width: int, height: int) -> Text:
         p = self.state.pairs[self.pair]
-        return render.ladder(p.book, p.invalid_reason, p.data_age_s, rows=height, width=width,
-                             styles=self.roles())
+        return render.ladder(
+            p.book, p.invalid_reason, p.data_age_s, rows=height, width=width, styles=self.roles()
+        )
 
 
 class PricePanel(Panel):
@@ -133,8 +146,9 @@ class PricePanel(Panel):
 
     def build(self, width: int, height: int) -> Text:
         closes = self.state.pairs[self.pair].closes or ()
-        return render.price_view([c for _, c in closes], width=width, height=height,
-                                 styles=self.roles())
+        return render.price_view(
+            [c for _, c in closes], width=width, height=height, styles=self.roles()
+        )
 
 
 class PredictionPanel(Panel):
@@ -151,9 +165,14 @@ class PredictionPanel(Panel):
     def build(self, width: int, height: int) -> Text:
         s = self.state
         cfg = s.settings.strategy
-        return render.prediction_view(s.pairs[self.pair].prediction, s.clock(),
-                                      buy=cfg.buy_threshold, sell=cfg.sell_threshold,
-                                      width=width, styles=self.roles())
+        return render.prediction_view(
+            s.pairs[self.pair].prediction,
+            s.clock(),
+            buy=cfg.buy_threshold,
+            sell=cfg.sell_threshold,
+            width=width,
+            styles=self.roles(),
+        )
 
 
 class RiskPanel(Panel):
@@ -176,16 +195,25 @@ class RiskPanel(Panel):
             ("exposure", exposure, lim.max_total_exposure_pct),
         ]
         out = Text(no_wrap=True, overflow="crop")
-        out.append(f"equity {snap.equity:,.2f}  cash {snap.cash:,.2f}  "
-                   f"realised {snap.realised_pnl:+,.2f}\n", r["value"])
+        out.append(
+            f"equity {snap.equity:,.2f}  cash {snap.cash:,.2f}  "
+            f"realised {snap.realised_pnl:+,.2f}\n",
+            r["value"],
+        )
         for label, value, limit_pct in rows:
             text = f"{render.fmt_pct(value)}/{limit_pct}%"
-            out.append_text(render.gauge(label, float(value), float(limit_pct) / 100, text,
-                                         width=width, styles=r))
+            out.append_text(
+                render.gauge(
+                    label, float(value), float(limit_pct) / 100, text, width=width, styles=r
+                )
+            )
             out.append("\n")
         losses, max_losses = snap.consecutive_losses, lim.max_consecutive_losses
-        out.append_text(render.gauge("losses", losses, max_losses, f"{losses}/{max_losses}",
-                                     width=width, styles=r))
+        out.append_text(
+            render.gauge(
+                "losses", losses, max_losses, f"{losses}/{max_losses}", width=width, styles=r
+            )
+        )
         return out
 
 
@@ -232,8 +260,15 @@ class DiffTable(DataTable[str]):
 class PositionsTable(DiffTable):
     """Open positions with mark, unrealised P&L and their protective orders."""
 
-    COLUMNS = (("pair", "pair"), ("qty", "qty"), ("avg", "avg"), ("mark", "mark"),
-               ("upnl", "uP&L"), ("sl", "SL"), ("tp", "TP"))
+    COLUMNS = (
+        ("pair", "pair"),
+        ("qty", "qty"),
+        ("avg", "avg"),
+        ("mark", "mark"),
+        ("upnl", "uP&L"),
+        ("sl", "SL"),
+        ("tp", "TP"),
+    )
 
     def key(self) -> object:
         return (id(self.state.portfolio), tuple(self.state.orders))
@@ -245,16 +280,29 @@ class PositionsTable(DiffTable):
             if not p.qty:
                 continue
             sl, tp = s.protective(p.pair)
-            rows[p.pair] = (p.pair.split("/")[0], render.fmt_qty(p.qty), f"{p.avg_entry:f}",
-                            f"{p.mark:f}", f"{p.unrealised_pnl:+,.2f}", _opt(sl), _opt(tp))
+            rows[p.pair] = (
+                p.pair.split("/")[0],
+                render.fmt_qty(p.qty),
+                f"{p.avg_entry:f}",
+                f"{p.mark:f}",
+                f"{p.unrealised_pnl:+,.2f}",
+                _opt(sl),
+                _opt(tp),
+            )
         return rows
 
 
 class OrdersTable(DiffTable):
     """Working orders (entries, stop-losses, take-profits)."""
 
-    COLUMNS = (("pair", "pair"), ("side", "side"), ("type", "type"), ("qty", "filled/qty"),
-               ("price", "price"), ("status", "status"))
+    COLUMNS = (
+        ("pair", "pair"),
+        ("side", "side"),
+        ("type", "type"),
+        ("qty", "filled/qty"),
+        ("price", "price"),
+        ("status", "status"),
+    )
 
     def key(self) -> object:
         return tuple((k, o.status, o.filled_qty) for k, o in self.state.orders.items())
@@ -263,17 +311,23 @@ class OrdersTable(DiffTable):
         rows: dict[str, tuple[str, ...]] = {}
         for key, o in self.state.orders.items():
             price = o.limit_price or o.trigger_price
-            rows[key] = (o.pair.split("/")[0], o.side.value, o.order_type.value,
-                         f"{render.fmt_qty(o.filled_qty)}/{render.fmt_qty(o.order_qty)}",
-                         "market" if price is None else f"{price:f}", o.status.value)
+            rows[key] = (
+                o.pair.split("/")[0],
+                o.side.value,
+                o.order_type.value,
+                f"{render.fmt_qty(o.filled_qty)}/{render.fmt_qty(o.order_qty)}",
+                "market" if price is None else f"{price:f}",
+                o.status.value,
+            )
         return rows
 
 
 class EventLog(RichLog):
     """The scrolling event log: appends lines newer than the last one written."""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"log--{level}" for level in
-                                             ("info", "good", "warn", "bad", "time")}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        f"log--{level}" for level in ("info", "good", "warn", "bad", "time")
+    }
 
     def __init__(self, state: CockpitState, *, id: str | None = None) -> None:
         super().__init__(id=id, max_lines=500, wrap=False, markup=False, auto_scroll=True)
