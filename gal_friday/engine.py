@@ -42,7 +42,7 @@ from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
 from gal_friday.store.base import Store
 from gal_friday.timeseries import TimeSeriesWriter
-from gal_friday.wiring import TradingModules, build_trading
+from gal_friday.wiring import Component, TradingModules, build_trading
 
 log = logging.getLogger(__name__)
 _DRAIN_S = 5.0  # at a stop, how long the bus may take to hand the journal what it holds
@@ -131,6 +131,7 @@ class Engine:
         self.monitoring: MonitoringService | None = None
         self.timeseries: TimeSeriesWriter | None = None
         self.modules: TradingModules | None = None
+        self._started: list[Component] = []  # in start order; stopped in reverse
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good, serving the local control
@@ -212,8 +213,7 @@ class Engine:
         run = store_for_run(s)
         self.store = make_store(run)
         self.audit = AuditWriter(self.store, run, self.bus)
-        self.audit.attach()
-        await self.audit.start()
+        await self._launch(self.audit)
         trading = self._trading_venue(venue)
         cash = s.paper.initial_cash_usd
         if s.mode == "live":
@@ -221,7 +221,7 @@ class Engine:
         self.modules = build_trading(s, self.bus, trading, cash=cash, journal=self.audit)
         self.portfolio, self.risk = self.modules.portfolio, self.modules.risk
         self.execution = self.modules.execution
-        await self.modules.start()
+        await self._launch(self.modules, attached=True)
         await self.bus.publish(TradingStartedEvent(s.mode, cash, now_ns()))
         await self._start_monitoring()
         if s.mode == "live":
@@ -242,23 +242,25 @@ class Engine:
     async def _start_monitoring(self) -> None:
         s = self.settings
         self.monitoring = MonitoringService(s, self.bus)
-        self.monitoring.attach()
-        await self.monitoring.start()
+        await self._launch(self.monitoring)
         if s.timeseries.enabled:
             self.timeseries = TimeSeriesWriter(s, self.bus, tags={"mode": s.mode})
-            self.timeseries.attach()
-            await self.timeseries.start()
+            await self._launch(self.timeseries)
+
+    async def _launch(self, component: Component, *, attached: bool = False) -> None:
+        """Every component of a run the same way (``wiring.Component``): attach (before the
+        bus starts, so it misses nothing), start, and be stopped in reverse order."""
+        if not attached:
+            component.attach()
+        await component.start()
+        self._started.append(component)
 
     async def _stop_trading(self) -> None:
-        """After the bus has stopped: flush the audit and time series, close the store."""
-        if self.modules is not None:
-            await self.modules.stop()
-        if self.monitoring is not None:
-            await self.monitoring.stop()
-        if self.timeseries is not None:
-            await self.timeseries.stop()
-        if self.audit is not None:
-            await self.audit.stop()
+        """After the bus has stopped: every started component in reverse order (the trading
+        modules, then monitoring and the time series, the audit last so it flushes what they
+        said), then the store."""
+        while self._started:
+            await self._started.pop().stop()
         if self.store is not None:
             await self.store.close()
 
