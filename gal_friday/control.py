@@ -38,6 +38,7 @@ from gal_friday.events import (
     PortfolioEvent,
     ReduceEvent,
     ResumeEvent,
+    TradingStartedEvent,
     TradingStateChangedEvent,
 )
 from gal_friday.trading_state import (
@@ -81,11 +82,14 @@ class StatusTracker:
         self.feed_state = ComponentState.STARTING.value
         self.portfolio: PortfolioEvent | None = None
         self.working: dict[str, ExecutionReportEvent] = {}
+        # the trading modules have started and every state they announced at start (a HALT
+        # remembered from an earlier run) has reached us: before that the state is not known
+        self.started = False
 
     def attach(self, bus: EventBus) -> list[Subscription]:
         return [
             bus.subscribe(
-                (TradingStateChangedEvent, ExecutionReportEvent),
+                (TradingStateChangedEvent, ExecutionReportEvent, TradingStartedEvent),
                 self.on_event,
                 name="control-state",
                 maxsize=1024,
@@ -108,6 +112,8 @@ class StatusTracker:
                 self.working[event.client_order_id] = event
             else:
                 self.working.pop(event.client_order_id, None)
+        elif isinstance(event, TradingStartedEvent):
+            self.started = True
         elif isinstance(event, PortfolioEvent):
             self.portfolio = event
         elif isinstance(event, FeedStatsEvent):
@@ -140,6 +146,7 @@ class StatusTracker:
             "mode": mode_label(self.settings),
             "exchange": self.settings.exchange,
             "pairs": list(self.settings.pairs),
+            "started": self.started,
             "state": t.state.value,
             "halted": t.halted,
             "halt_reason": t.reason if t.halted else "",
@@ -318,6 +325,8 @@ def describe_status(status: dict[str, Any]) -> str:
         else f"REDUCING ({status['reducing']}): exits only"
         if status.get("reducing")
         else "trading (not halted)"
+        if status.get("started", True)
+        else "starting (the trading state is not known yet)"
     )
     positions = ", ".join(f"{p['pair']} {p['qty']}" for p in status["positions"]) or "none"
     return "\n".join(

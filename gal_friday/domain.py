@@ -92,3 +92,29 @@ class PortfolioSnapshot:
     @property
     def weekly_drawdown(self) -> Decimal:
         return self._drawdown(self.week_start_equity, self.equity)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTrip:
+    """A round trip still open when the previous run stopped, as the audit store recorded it:
+    what a restart carries on from (its entry price and fees, not the mark of the moment)."""
+
+    pair: str
+    trade_id: str
+    qty: Decimal
+    avg_entry: Decimal  # fees excluded, as in Position
+    entry_fees: Decimal  # buy fees of the open quantity, realised when it is sold
+    pnl: Decimal  # realised so far in this round trip (partial exits), fees included
+    opened_ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioMemory:
+    """The portfolio of the previous run, read back from the audit store at start, so a
+    restart resets no risk limit: its last snapshot (cash, peak, the day's and week's start
+    equity, realised P&L, fees; positions empty, ``trips`` has them), the open round trips,
+    and the loss counter as the closed round trips give it."""
+
+    last: PortfolioSnapshot | None
+    trips: tuple[OpenTrip, ...]
+    consecutive_losses: int

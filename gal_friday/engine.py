@@ -22,7 +22,13 @@ from pydantic import SecretStr
 
 from gal_friday.bus import EventBus
 from gal_friday.config import Credentials, Settings
-from gal_friday.events import PortfolioEvent, TradingStartedEvent, now_ns
+from gal_friday.events import (
+    PortfolioEvent,
+    TradingStartedEvent,
+    TradingState,
+    TradingStateChangedEvent,
+    now_ns,
+)
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import TradingVenue
@@ -40,9 +46,10 @@ from gal_friday.session import SessionRecorder
 from gal_friday.store import for_run as store_for_run
 from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
-from gal_friday.store.base import Store
+from gal_friday.store.base import Store, StoreUnavailable
+from gal_friday.store.memory import portfolio_memory, remembered_state
 from gal_friday.timeseries import TimeSeriesWriter
-from gal_friday.wiring import Component, TradingModules, build_trading
+from gal_friday.wiring import Component, Remembered, TradingModules, build_trading
 
 log = logging.getLogger(__name__)
 _DRAIN_S = 5.0  # at a stop, how long the bus may take to hand the journal what it holds
@@ -218,7 +225,9 @@ class Engine:
         cash = s.paper.initial_cash_usd
         if s.mode == "live":
             cash = (await trading.balances()).get("USD", Decimal(0))
-        self.modules = build_trading(s, self.bus, trading, cash=cash, journal=self.audit)
+        self.modules = build_trading(
+            s, self.bus, trading, cash=cash, journal=self.audit, memory=await self._remembered()
+        )
         self.portfolio, self.risk = self.modules.portfolio, self.modules.risk
         self.execution = self.modules.execution
         await self._launch(self.modules, attached=True)
@@ -238,6 +247,32 @@ class Engine:
         if s.mode == "live":
             where = "the SIMULATOR" if venue.name == "sim" else "KRAKEN, WITH REAL MONEY"
             log.warning(f"LIVE TRADING: orders go to {where}", extra={"mode": "LIVE"})
+
+    async def _remembered(self) -> Remembered:
+        """What the earlier runs on this store left: the portfolio's baselines and open
+        round trips, and a HALT or REDUCING still in force. A live start whose store cannot
+        answer stays HALTED (the limits it would trade under are unknown)."""
+        assert self.store is not None
+        try:
+            return Remembered(
+                await portfolio_memory(self.store),
+                await remembered_state(self.store),
+                cash=self.settings.mode == "paper",
+            )
+        except StoreUnavailable as exc:
+            log.error(
+                "the audit store could not be read at start: earlier HALTs and risk limits "
+                "are unknown",
+                extra={"error": str(exc)},
+            )
+            if self.settings.mode != "live":
+                return Remembered()
+            reason = f"audit store unreadable at start ({exc}): earlier HALTs and limits unknown"
+            return Remembered(
+                trading=TradingStateChangedEvent(
+                    TradingState.HALTED, TradingState.HALTED, reason, "store", now_ns(), True
+                )
+            )
 
     async def _start_monitoring(self) -> None:
         s = self.settings

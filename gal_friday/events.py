@@ -383,6 +383,9 @@ class TradingStateChangedEvent(Event, frozen=True):
     reason: str  # why, as the command or breach said ("" for ACTIVE)
     source: str  # who: operator, risk, monitoring's trigger name, recovery, ...
     ts_ns: int
+    # a state remembered from an earlier run, announced again at start (no new decision:
+    # a HALT policy already ran when it was first announced)
+    restored: bool = False
 
     @property
     def cause(self) -> str:

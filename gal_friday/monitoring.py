@@ -424,7 +424,7 @@ class MonitoringService:
             log.info("trading resumed by the operator", extra={"operator": event.source})
             self.failed_in_a_row = 0
         await self._publish_status()
-        if event.halted and event.source != "operator":
+        if event.halted and event.source != "operator" and not event.restored:
             await self._apply_policy(event.source)
 
     # --- breaches and HALT -----------------------------------------------------------------

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gal_friday.bus import EventBus, Policy, Subscription
-from gal_friday.domain import PortfolioSnapshot, Position
+from gal_friday.domain import PortfolioMemory, PortfolioSnapshot, Position
 from gal_friday.events import (
     BookEvent,
     Event,
@@ -159,6 +159,43 @@ class PortfolioManager:
         self._week = utc_week(start_ts_ns)
         self._snapshot: PortfolioSnapshot | None = None
         self.duplicates = 0  # reports that booked nothing because already seen
+
+    # --- restart ---------------------------------------------------------------------------
+
+    def restore(self, memory: PortfolioMemory, *, cash: bool = False) -> None:
+        """Carry on from the previous run (read from the audit store) before the first event:
+        its open round trips (entry price, entry fees, P&L so far), peak equity, the day's and
+        the week's start equity, realised P&L, fees and the loss counter, so a restart resets
+        no risk limit. The clock resumes at the last snapshot's time, so a restart in a later
+        UTC day or week rolls those baselines exactly as a run that never stopped would.
+        ``cash`` takes the last snapshot's cash too (paper trading, whose account lives only
+        here); a live run keeps the exchange's balance it was built with."""
+        for trip in memory.trips:
+            if trip.qty > 0:
+                self._holdings[trip.pair] = _Holding(
+                    trip.qty, trip.avg_entry, trip.entry_fees, trip.opened_ts_ns, trip.pnl
+                )
+        self._losses = memory.consecutive_losses
+        last = memory.last
+        if last is not None:
+            if cash:
+                self._cash = last.cash
+            self._realised, self._fees = last.realised_pnl, last.fees_paid
+            self._ts_ns = max(self._ts_ns, last.ts_ns)
+            self._day, self._week = utc_day(self._ts_ns), utc_week(self._ts_ns)
+            self._day_start, self._week_start = last.day_start_equity, last.week_start_equity
+            self._peak = max(last.peak_equity, self.equity())
+        log.info(
+            "portfolio carried on from the store",
+            extra={
+                "open_trips": [t.pair for t in memory.trips],
+                "peak_equity": str(self._peak),
+                "day_start_equity": str(self._day_start),
+                "week_start_equity": str(self._week_start),
+                "consecutive_losses": self._losses,
+            },
+        )
+        self._snapshot = None
 
     # --- reading -----------------------------------------------------------------------
 

@@ -365,6 +365,7 @@ class RiskManager:
         *,
         taker_fee_pct: Decimal,
         clock: Callable[[], int] = now_ns,
+        remembered: TradingStateChangedEvent | None = None,
     ) -> None:
         self.settings = settings
         self.taker_fee_pct = taker_fee_pct
@@ -373,7 +374,8 @@ class RiskManager:
         self._clock = clock
         self.instruments: dict[str, InstrumentSpec] = {}
         self.market_prices: dict[str, Decimal] = {}
-        self.trading = TradingStateMachine()
+        self.trading = TradingStateMachine(remembered)
+        self._remembered = remembered
         self._active_breaches: set[str] = set()
         self.approved = 0
         self.rejected = 0
@@ -395,7 +397,17 @@ class RiskManager:
         )
 
     async def start(self) -> None:
-        """Nothing of its own to run: risk answers events."""
+        """Announce a HALT or REDUCING remembered from an earlier run (it holds until an
+        operator resumes it; everyone who follows the state learns it before any entry)."""
+        remembered, self._remembered = self._remembered, None
+        if remembered is not None and not remembered.active:
+            log.warning(
+                "trading state %s remembered from an earlier run: %s",
+                remembered.state,
+                remembered.cause,
+                extra={"state": remembered.state.value, "source": remembered.source},
+            )
+            await self._bus.publish(remembered)
 
     async def stop(self) -> None:
         """Nothing to stop (see :meth:`start`)."""

@@ -26,7 +26,8 @@ from typing import Protocol
 
 from gal_friday.bus import EventBus
 from gal_friday.config import ExecutionSettings, Settings
-from gal_friday.events import now_ns
+from gal_friday.domain import PortfolioMemory
+from gal_friday.events import TradingStateChangedEvent, now_ns
 from gal_friday.execution.handler import ExecutionHandler, OrderJournal
 from gal_friday.execution.venue import TradingVenue
 from gal_friday.portfolio import PortfolioManager
@@ -55,6 +56,17 @@ def default_strategy(settings: Settings, bus: EventBus) -> StrategyArbitrator:
         pairs=settings.pairs,
         venue_brackets=settings.execution.protective_orders,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What a restart carries on from (read by ``store.memory``): the previous run's
+    portfolio and the HALT or REDUCING it left in force. ``cash`` takes the remembered cash
+    (paper trading); a live run keeps the exchange's balance."""
+
+    portfolio: PortfolioMemory | None = None
+    trading: TradingStateChangedEvent | None = None
+    cash: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +107,23 @@ def build_trading(
     strategy: StrategyFactory = default_strategy,
     execution: ExecutionSettings | None = None,
     journal: OrderJournal | None = None,
+    memory: Remembered | None = None,
 ) -> TradingModules:
     """Portfolio, risk, strategy and execution handler on ``bus`` for ``venue``, all attached
-    (see the module doc); ``await modules.start()`` starts them."""
+    (see the module doc); ``await modules.start()`` starts them. ``memory`` carries on from
+    an earlier run (a restart with a store): its portfolio and its HALT or REDUCING."""
     portfolio = PortfolioManager(
         cash, pairs=pairs or settings.pairs, start_ts_ns=start_ts_ns, bus=bus
     )
+    if memory is not None and memory.portfolio is not None:
+        portfolio.restore(memory.portfolio, cash=memory.cash)
     risk = RiskManager(
-        settings.risk, bus, portfolio.snapshot, taker_fee_pct=settings.fees.taker_pct, clock=clock
+        settings.risk,
+        bus,
+        portfolio.snapshot,
+        taker_fee_pct=settings.fees.taker_pct,
+        clock=clock,
+        remembered=memory.trading if memory is not None else None,
     )
     modules = TradingModules(
         portfolio,

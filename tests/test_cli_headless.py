@@ -197,3 +197,51 @@ def test_live_mode_refuses_to_start_without_keys(tmp_path: Path) -> None:
         "(a key with the trading and WebSocket permissions); refusing to start"
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_a_halt_survives_a_restart_until_the_operator_resumes(in_tmp: Path) -> None:
+    """halt, SIGTERM, start again on the same data folder: still HALTED, with the operator's
+    reason, and nothing enters until ``gal-friday resume``."""
+
+    def start() -> subprocess.Popen[str]:  # until its status knows the trading state
+        proc = gal_friday("--no-ui", "--exchange", "sim", cwd=in_tmp)
+        read_until(proc, '"event": "trading"', within_s=90)
+        deadline = time.monotonic() + 30
+        while not json.loads(control("status", "--json"))["started"]:
+            assert time.monotonic() < deadline, "the status never knew the trading state"
+            time.sleep(0.1)
+        return proc
+
+    def control(*args: str) -> str:
+        done = gal_friday(*args, cwd=in_tmp)
+        out, err = done.communicate(timeout=30)
+        assert done.returncode == 0, err
+        return out
+
+    def stop(proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+
+    proc = start()
+    try:
+        control("halt", "--reason", "maintenance window")
+    finally:
+        stop(proc)
+    for _ in range(2):
+        proc = start()
+        try:
+            status = json.loads(control("status", "--json"))
+            assert status["halted"] and status["halt_reason"] == "maintenance window"
+        finally:
+            stop(proc)
+    proc = start()
+    try:
+        control("resume", "--yes")
+    finally:
+        stop(proc)
+    proc = start()
+    try:
+        assert not json.loads(control("status", "--json"))["halted"]
+    finally:
+        stop(proc)

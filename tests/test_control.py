@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from decimal import Decimal
 from pathlib import Path
 
 import cockpit_script as script
@@ -21,7 +22,14 @@ from gal_friday.control import (
     run_command,
     socket_path,
 )
-from gal_friday.events import Event, FlattenEvent, HaltEvent, PortfolioEvent, ResumeEvent
+from gal_friday.events import (
+    Event,
+    FlattenEvent,
+    HaltEvent,
+    PortfolioEvent,
+    ResumeEvent,
+    TradingStartedEvent,
+)
 from gal_friday.risk import RiskManager
 
 
@@ -47,6 +55,9 @@ async def started(tmp_path: Path) -> tuple[EventBus, ControlServer, list[Event]]
 async def test_commands_publish_bus_events_and_status_reflects_them(tmp_path: Path) -> None:
     bus, server, seen = await started(tmp_path)
     try:
+        before = (await request(server.path, "status"))["status"]
+        assert "state: starting" in describe_status(before)
+        await bus.publish(TradingStartedEvent("paper", Decimal(10_000), 1))
         await bus.publish(PortfolioEvent(script.portfolio()))
         await bus.drain()
         path = server.path

@@ -42,6 +42,7 @@ from gal_friday.execution.venue import OrderRequest
 from gal_friday.logs import REDACTED
 from gal_friday.store.base import Record, Store, StoreUnavailable, decode_row, intent_record
 from gal_friday.store.ledger import AUDITED, NS_PER_DAY, AuditLedger, Row
+from gal_friday.store.memory import day_figures
 from gal_friday.store.schema import TABLES
 
 log = logging.getLogger(__name__)
@@ -356,6 +357,7 @@ class AuditWriter:
         try:
             trades = await self.store.open_trades()
             orders = await self.store.recent_orders(time.time_ns() - NS_PER_DAY)
+            day = await day_figures(self.store, time.time_ns() // NS_PER_DAY)
         except StoreUnavailable as exc:
             log.warning(
                 "audit store unreachable at start; open trades not restored",
@@ -363,7 +365,7 @@ class AuditWriter:
             )
             self._went_down(exc)
             return
-        self.ledger.restore(trades, orders)
+        self.ledger.restore(trades, orders, day)
 
     # --- spilling and counters ----------------------------------------------------------------
 

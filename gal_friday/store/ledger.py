@@ -42,6 +42,7 @@ from gal_friday.events import (
     TradingStateChangedEvent,
 )
 from gal_friday.store.base import StoredOrder
+from gal_friday.store.memory import DayFigures
 
 Row = tuple[str, dict[str, Any]]  # (record kind, row)
 ZERO = Decimal(0)
@@ -253,10 +254,26 @@ class AuditLedger:
     # --- restart ----------------------------------------------------------------------------
 
     def restore(
-        self, open_trades: Iterable[Mapping[str, Any]], orders: Iterable[StoredOrder]
+        self,
+        open_trades: Iterable[Mapping[str, Any]],
+        orders: Iterable[StoredOrder],
+        day: DayFigures | None = None,
     ) -> None:
-        """Carry on from the store after a restart: open round trips, and what each recent
-        order has already booked (so a re-sent report books nothing twice)."""
+        """Carry on from the store after a restart: open round trips, what each recent order
+        has already booked (so a re-sent report books nothing twice), and the current day's
+        figures as the store adds them up (so its summary counts the whole day)."""
+        if day is not None:
+            self._day = _Day(
+                day.day,
+                day.start_equity,
+                day.end_equity,
+                day.realised,
+                day.fees,
+                day.trades,
+                day.wins,
+                day.losses,
+            )
+            self._equity = day.end_equity
         for row in open_trades:
             trade = _Trade.from_row(row)
             self._open[trade.pair] = trade
@@ -622,4 +639,6 @@ def _equity_row(snap: PortfolioSnapshot) -> dict[str, Any]:
         "drawdown": snap.total_drawdown,
         "exposure": snap.exposure,
         "consecutive_losses": snap.consecutive_losses,
+        "day_start_equity": snap.day_start_equity,
+        "week_start_equity": snap.week_start_equity,
     }

@@ -130,10 +130,12 @@ _TRADES = _cols(
 _POSITIONS = _cols(
     "pair:text qty:money avg_entry:money mark:money unrealised_pnl:money opened_ts_ns:int ts_ns:int"
 )
-_EQUITY = _cols(
+_EQUITY_V1 = _cols(
     "ts_ns:int equity:money cash:money free_cash:money realised_pnl:money unrealised_pnl:money "
     "fees_paid:money peak_equity:money drawdown:money exposure:money consecutive_losses:int"
 )
+_EQUITY_V2 = _cols("day_start_equity:money week_start_equity:money")  # the risk baselines
+_EQUITY = _EQUITY_V1 + _EQUITY_V2
 _HALTS = _cols("event_key:text kind:text reason:text source:text operator:text ts_ns:int")
 _DAILY = _cols(
     "day:text day_start_ts_ns:int start_equity:money end_equity:money equity_pnl:money "
@@ -197,6 +199,7 @@ def _v1(dialect: Dialect) -> list[str]:
     seen: dict[str, Table] = {}
     for table in TABLES.values():
         seen.setdefault(table.name, table)
+    seen["equity_snapshots"] = Table("equity_snapshots", _EQUITY_V1, ("ts_ns",))  # as in v1
     statements = [create_table(t, dialect) for t in seen.values()]
     for name in ("signals", "risk_decisions", "orders", "order_events", "fills"):
         statements.append(f"CREATE INDEX IF NOT EXISTS ix_{name}_trade ON {name} (trade_id)")
@@ -206,6 +209,15 @@ def _v1(dialect: Dialect) -> list[str]:
         "CREATE INDEX IF NOT EXISTS ix_halts_ts ON halts (ts_ns)",
     ]
     return statements
+
+
+def _v2(dialect: Dialect) -> list[str]:
+    """The equity snapshots keep the day's and the week's start equity, so a restart carries
+    the daily and weekly drawdown limits on instead of starting them from the current cash."""
+    money = _TYPES[dialect]["money"]
+    return [f"ALTER TABLE equity_snapshots ADD COLUMN {name} {money}" for name, _ in _EQUITY_V2] + [
+        "CREATE INDEX IF NOT EXISTS ix_trades_exit ON trades (exit_ts_ns)"
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +234,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "halts, daily summaries",
         _v1,
     ),
+    Migration(2, "risk baselines in equity snapshots (day and week start equity)", _v2),
 )
 
 SCHEMA_VERSION_DDL = (
