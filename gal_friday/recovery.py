@@ -5,18 +5,26 @@ On a live start the engine runs ``recover`` after the venue connects and before 
 manager lets entries through:
 
 1. **Load** what the store believed: orders not final (intents included: written before they
-   were sent) and open round trips with their stop-loss / take-profit.
+   were sent).
 2. **Orders at the exchange**: every working order whose client order id is ours is adopted by
    the ExecutionHandler (its role is in the id; stop / target pairs become siblings again) or,
    with ``execution.orphan_orders = "cancel"``, cancelled. Orders of other clients are left
    alone and named in the log.
-3. **Orders the store believed working but the exchange no longer lists** are looked up by
-   client id; their final state is reported (an intent the exchange never saw was never sent).
-4. **Fills since the last one the store knew** are reported, so no fill is lost (reports are
-   idempotent downstream: the store keys fills by cumulative quantity).
-5. **Balances**: a reconciliation sets the portfolio and the strategy to the exchange's
+3. **Every order the store believed working, as the exchange knows it**: listed, else looked
+   up by our client id (Kraken keeps the ``cl_ord_id`` sent with each order). An intent the
+   exchange never saw was never sent; an acknowledged order it does not know stops recovery.
+4. **Fills**: the exchange's fills of our orders, tied to their orders by what the exchange
+   stores (our client id, or its order id as the look-ups and the store's acknowledgements
+   give it), beyond the quantity the store already booked per order, are reported in time
+   order, so no fill is lost or booked twice and realised P&L comes from matched entries.
+5. **Executed = found**: for every order, the exchange's executed quantity must equal the
+   fills found for it, or recovery stops naming the difference; orders no longer working get
+   their final report.
+6. **Balances**: a reconciliation sets the portfolio and the strategy to the exchange's
    holdings; a held quantity not covered by working stop / target orders (for instance after
-   the dead man's switch cancelled them) is protected again at the recorded brackets.
+   the dead man's switch cancelled them) is protected again at the stop and target of the
+   round trip it belongs to (its working orders, the stop / target it placed, or its entry
+   signal), never another trade's.
 
 If any step fails the bot stays closed to new entries: a HaltEvent with source ``recovery``
 says why, and only an operator resumes.
@@ -52,9 +60,11 @@ from gal_friday.execution.venue import (
     VenueOrder,
 )
 from gal_friday.store.base import Store, StoredOrder, StoreUnavailable
+from gal_friday.store.schema import INTENT
 
 log = logging.getLogger(__name__)
 _ZERO = Decimal(0)
+_CLOCK_SLACK_NS = 5 * 1_000_000_000  # our clock and the exchange's may differ by this much
 _FINAL_WORDS = {
     "closed": OrderStatus.FILLED,
     "filled": OrderStatus.FILLED,
@@ -123,25 +133,12 @@ async def _recover(
     stored = await store.open_orders()
     believed = {o.client_order_id: o for o in stored}
     signals = believed_signal_ids(stored)
-    last_fill = await store.last_fill_ts()
-    adopt = settings.execution.orphan_orders == "adopt"
-    adopted: list[VenueOrder] = []
-    for vo in await venue.open_orders():
-        if role_of(vo.client_order_id) is None:
-            result.foreign.append(vo.client_order_id)
-            continue
-        believed.pop(vo.client_order_id, None)
-        if adopt:
-            adopted.append(vo)
-        else:
-            await venue.cancel(vo.client_order_id)
-            result.cancelled.append(vo.client_order_id)
+    listed = {o.client_order_id: o for o in await venue.open_orders()}
+    adopted = await _sort_listed(settings, venue, listed, result)
     await _adopt(handler, bus, adopted, signals, result)
-    fills = await venue.fills_since((last_fill or 0) + 1)
-    reported = await _report_fills(bus, fills, stored)  # fills first: they carry the prices
-    result.fills_reported = sum(1 for f in fills if f.client_order_id in reported)
-    for record in believed.values():
-        await _resolve(venue, bus, record, reported.get(record.client_order_id, _ZERO), result)
+    at_exchange = await _as_the_exchange_knows(venue, bus, believed, listed, result)
+    new_fills = await _report_fills(store, venue, bus, believed, at_exchange, result)
+    await _settle(bus, believed, at_exchange, new_fills, result)
     balances = await venue.balances()
     await bus.publish(
         ReconciliationEvent(
@@ -161,7 +158,187 @@ async def _recover(
             ),
         )
     )
-    await _restore_pairs(settings, store, handler, bus, balances, adopted, result)
+    entries = _entries(believed, new_fills)
+    await _restore_pairs(settings, store, handler, bus, balances, adopted, entries, result)
+
+
+async def _sort_listed(
+    settings: Settings,
+    venue: TradingVenue,
+    listed: dict[str, VenueOrder],
+    result: RecoveryResult,
+) -> list[VenueOrder]:
+    """Working orders at the exchange: ours adopted (or cancelled, as configured), those of
+    other clients named and left alone."""
+    adopt = settings.execution.orphan_orders == "adopt"
+    adopted: list[VenueOrder] = []
+    for coid, vo in listed.items():
+        if role_of(coid) is None:
+            result.foreign.append(coid)
+        elif adopt:
+            adopted.append(vo)
+        else:
+            await venue.cancel(coid)
+            result.cancelled.append(coid)
+    return adopted
+
+
+async def _as_the_exchange_knows(
+    venue: TradingVenue,
+    bus: EventBus,
+    believed: dict[str, StoredOrder],
+    listed: dict[str, VenueOrder],
+    result: RecoveryResult,
+) -> dict[str, VenueOrder]:
+    """Every order the store believed working, as the exchange has it (by our client id,
+    which travels with each order): listed, else looked up. An intent the exchange never
+    saw was never sent and is closed here; an acknowledged order it does not know stops
+    recovery (the store and the exchange disagree on what was sent)."""
+    known: dict[str, VenueOrder] = {}
+    for coid, record in believed.items():
+        found = listed.get(coid) or await venue.lookup(coid)
+        if found is not None:
+            known[coid] = found
+            continue
+        if record.status != INTENT:
+            raise RecoveryError(
+                f"the exchange does not know order {coid}, which it had acknowledged"
+            )
+        result.never_sent.append(coid)
+        await bus.publish(
+            _report(
+                record,
+                OrderStatus.CANCELLED,
+                record.filled_qty,
+                None,
+                "never sent (found at restart)",
+            )
+        )
+    return known
+
+
+async def _report_fills(
+    store: Store,
+    venue: TradingVenue,
+    bus: EventBus,
+    believed: dict[str, StoredOrder],
+    at_exchange: dict[str, VenueOrder],
+    result: RecoveryResult,
+) -> dict[str, Decimal]:
+    """The fills of our orders the store has not booked, oldest first, as cumulative fill
+    reports; returns the quantity found per client order id.
+
+    Each fill is tied to its order by what the exchange stores: our client id when the venue
+    reports it, else the exchange's order id, which the store kept at acknowledgement and the
+    look-ups above returned. Per order, the fills the store already booked (its filled
+    quantity, in time order) are skipped, so nothing is booked twice or left out, whatever
+    the timestamps of the last fill stored."""
+    since = await _fills_since(store, believed)
+    fills = await venue.fills_since(since)
+    coid_of = {o.exchange_order_id: coid for coid, o in at_exchange.items() if o.exchange_order_id}
+    for o in await store.recent_orders(since):
+        if o.exchange_order_id:
+            coid_of.setdefault(o.exchange_order_id, o.client_order_id)
+    per_order: dict[str, list[VenueFill]] = defaultdict(list)
+    for f in fills:
+        coid = f.client_order_id or coid_of.get(f.exchange_order_id)
+        if coid is not None and role_of(coid) is not None:
+            per_order[coid].append(f)
+    found: dict[str, Decimal] = {}
+    reports: list[ExecutionReportEvent] = []
+    for coid, order_fills in per_order.items():
+        record = believed.get(coid) or await store.order(coid)
+        new = _unbooked(order_fills, record.filled_qty if record else _ZERO)
+        if new:
+            found[coid] = sum((f.qty for f in new), _ZERO)
+            reports += _fill_reports(coid, record, new)
+    for report in sorted(reports, key=lambda r: r.ts_ns):
+        await bus.publish(report)
+    result.fills_reported = len(reports)
+    return found
+
+
+async def _fills_since(store: Store, believed: dict[str, StoredOrder]) -> int:
+    """From a little before the oldest order still believed working (its fills may predate
+    the last fill stored), else just after the last fill stored."""
+    last = await store.last_fill_ts()
+    starts = [o.created_ts_ns - _CLOCK_SLACK_NS for o in believed.values()]
+    starts.append((last + 1) if last is not None else now_ns() - _CLOCK_SLACK_NS)
+    return max(0, min(starts))
+
+
+def _unbooked(fills: list[VenueFill], booked: Decimal) -> list[VenueFill]:
+    """The fills after the first ``booked`` quantity, in the order the exchange made them."""
+    out: list[VenueFill] = []
+    cum = _ZERO
+    for f in sorted(fills, key=lambda f: (f.ts_ns, f.trade_id)):
+        cum += f.qty
+        if cum > booked:
+            out.append(f)
+    return out
+
+
+def _fill_reports(
+    coid: str, record: StoredOrder | None, fills: list[VenueFill]
+) -> list[ExecutionReportEvent]:
+    cum = record.filled_qty if record else _ZERO
+    reports = []
+    for f in fills:
+        cum += f.qty
+        reports.append(
+            ExecutionReportEvent(
+                client_order_id=coid,
+                exchange_order_id=f.exchange_order_id,
+                signal_id=(record.trade_id or record.signal_id) if record else None,
+                pair=f.pair,
+                side=f.side,
+                order_type=OrderType(record.order_type) if record else OrderType.MARKET,
+                status=OrderStatus.PARTIALLY_FILLED,
+                order_qty=record.qty if record else cum,
+                filled_qty=cum,
+                avg_price=None,
+                last_fill_qty=f.qty,
+                last_fill_price=f.price,
+                fee=f.fee,
+                fee_asset="USD",
+                reason="fill found at restart",
+                ts_ns=f.ts_ns,
+            )
+        )
+    return reports
+
+
+async def _settle(
+    bus: EventBus,
+    believed: dict[str, StoredOrder],
+    at_exchange: dict[str, VenueOrder],
+    new_fills: dict[str, Decimal],
+    result: RecoveryResult,
+) -> None:
+    """The exchange's executed quantity of every order must equal the fills found for it,
+    or recovery stops naming the difference (a P&L booked from the wrong quantity is worse
+    than no trading); orders no longer working get their final report."""
+    differences = []
+    for coid, found in at_exchange.items():
+        record = believed[coid]
+        filled = record.filled_qty + new_fills.get(coid, _ZERO)
+        if found.filled_qty != filled:
+            differences.append(
+                f"{coid}: the exchange executed {found.filled_qty}, the fills found add up "
+                f"to {filled}"
+            )
+            continue
+        if found.is_open and coid not in result.cancelled:
+            continue  # adopted: the venue's own reports carry on
+        status = _FINAL_WORDS.get(found.status, OrderStatus.CANCELLED)
+        if coid in result.cancelled or (
+            status is OrderStatus.FILLED and found.filled_qty < found.qty
+        ):
+            status = OrderStatus.CANCELLED  # cancelled by us now, or closed with a remainder
+        await bus.publish(_report(record, status, filled, None, "resolved at restart"))
+        result.resolved.append(coid)
+    if differences:
+        raise RecoveryError("fills missing: " + "; ".join(differences))
 
 
 def believed_signal_ids(store_orders: list[StoredOrder]) -> dict[str, str]:
@@ -240,89 +417,6 @@ def restore_pair(handler: ExecutionHandler, event: PairRestoredEvent) -> None:
     )
 
 
-async def _resolve(
-    venue: TradingVenue,
-    bus: EventBus,
-    record: StoredOrder,
-    new_fills: Decimal,
-    result: RecoveryResult,
-) -> None:
-    """An order the store believed working that the exchange no longer lists; its final
-    report repeats the quantity its fill reports gave (prices travel with fills only)."""
-    found = await venue.lookup(record.client_order_id)
-    if found is None:
-        if record.status != "intent":
-            raise RecoveryError(
-                f"the exchange does not know order {record.client_order_id}, "
-                f"which it had acknowledged"
-            )
-        result.never_sent.append(record.client_order_id)
-        await bus.publish(
-            _report(
-                record,
-                OrderStatus.CANCELLED,
-                record.filled_qty,
-                None,
-                "never sent (found at restart)",
-            )
-        )
-        return
-    if found.is_open:
-        return  # listed meanwhile; the venue's own reports carry on
-    status = _FINAL_WORDS.get(found.status, OrderStatus.CANCELLED)
-    if status is OrderStatus.FILLED and found.filled_qty < found.qty:
-        status = OrderStatus.CANCELLED  # closed with a remainder
-    filled = record.filled_qty + new_fills
-    if found.filled_qty != filled:
-        log.warning(
-            "the exchange's filled quantity differs from the fills found; the "
-            "balances reconciliation corrects the portfolio",
-            extra={
-                "client_order_id": record.client_order_id,
-                "exchange": str(found.filled_qty),
-                "fills": str(filled),
-            },
-        )
-    await bus.publish(_report(record, status, filled, None, "resolved at restart"))
-    result.resolved.append(record.client_order_id)
-
-
-async def _report_fills(
-    bus: EventBus, fills: list[VenueFill], known: list[StoredOrder]
-) -> dict[str, Decimal]:
-    """Cumulative fill reports for our fills since the last one stored, oldest first; the
-    quantity reported per client order id."""
-    records = {o.client_order_id: o for o in known}
-    cum: dict[str, Decimal] = defaultdict(Decimal)
-    for f in sorted(fills, key=lambda f: f.ts_ns):
-        coid = f.client_order_id
-        if coid is None or role_of(coid) is None:
-            continue
-        cum[coid] += f.qty
-        record = records.get(coid)
-        await bus.publish(
-            ExecutionReportEvent(
-                client_order_id=coid,
-                exchange_order_id=f.exchange_order_id,
-                signal_id=(record.trade_id or record.signal_id) if record else None,
-                pair=f.pair,
-                side=f.side,
-                order_type=OrderType(record.order_type) if record else OrderType.MARKET,
-                status=OrderStatus.PARTIALLY_FILLED,
-                order_qty=record.qty if record else cum[coid],
-                filled_qty=(record.filled_qty if record else _ZERO) + cum[coid],
-                avg_price=None,
-                last_fill_qty=f.qty,
-                last_fill_price=f.price,
-                fee=f.fee,
-                fee_asset="USD",
-                reason="fill found at restart",
-                ts_ns=f.ts_ns,
-            )
-        )
-    return dict(cum)
-
-
 async def _restore_pairs(
     settings: Settings,
     store: Store,
@@ -330,9 +424,11 @@ async def _restore_pairs(
     bus: EventBus,
     balances: dict[str, Decimal],
     adopted: list[VenueOrder],
+    entries: dict[str, str],
     result: RecoveryResult,
 ) -> None:
-    """Tell the handler what each pair holds; protect what no working stop covers."""
+    """Tell the handler what each pair holds; protect what no working stop covers, at the
+    stop and target of the round trip that holds it."""
     for pair in settings.pairs:
         held = balances.get(pair.split("/")[0], _ZERO)
         covered = sum(
@@ -343,11 +439,14 @@ async def _restore_pairs(
             ),
             _ZERO,
         )
-        stop, target, trade_id = await _brackets(store, pair, adopted)
         rest = held - covered
+        trade_id = await _holding_trade(store, pair, adopted, entries) if held > 0 else ""
+        stop, target = (
+            await _brackets(store, trade_id, pair, adopted) if trade_id else (_ZERO, _ZERO)
+        )
         if rest > 0 and (stop <= 0 or target <= 0):
             raise RecoveryError(
-                f"{pair}: {rest} held without a stop-loss and no recorded "
+                f"{pair}: {rest} held without a stop-loss, and no round trip with recorded "
                 "brackets to protect it with"
             )
         event = PairRestoredEvent(pair, held, stop, target, max(rest, _ZERO), trade_id, now_ns())
@@ -357,11 +456,44 @@ async def _restore_pairs(
             result.reprotected[pair] = rest
 
 
+def _entries(believed: dict[str, StoredOrder], new_fills: dict[str, Decimal]) -> dict[str, str]:
+    """Pair -> trade id of the newest entry whose fills were found now (the store may not
+    have written its round trip yet)."""
+    out: dict[str, tuple[int, str]] = {}
+    for coid in new_fills:
+        record = believed.get(coid)
+        if record is None or role_of(coid) not in (Role.ENTRY, Role.ENTRY_MARKET):
+            continue
+        trade = record.trade_id or record.signal_id or coid
+        if record.pair not in out or record.created_ts_ns > out[record.pair][0]:
+            out[record.pair] = (record.created_ts_ns, trade)
+    return {pair: trade for pair, (_, trade) in out.items()}
+
+
+async def _holding_trade(
+    store: Store, pair: str, adopted: list[VenueOrder], entries: dict[str, str]
+) -> str:
+    """The round trip a held quantity belongs to: the one its working stop or target
+    protects, else the entry found filled now, else the store's open round trip."""
+    trades = await store.fetch(
+        "SELECT trade_id FROM trades WHERE pair = ? AND status = 'open' "
+        "ORDER BY entry_ts_ns DESC LIMIT 1",
+        pair,
+    )
+    stored = str(trades[0]["trade_id"]) if trades else ""
+    for o in adopted:
+        if o.pair == pair and role_of(o.client_order_id) in (Role.STOP, Role.TARGET):
+            record = await store.order(o.client_order_id)
+            if record is not None and (record.trade_id or record.signal_id):
+                return str(record.trade_id or record.signal_id)
+    return entries.get(pair) or stored
+
+
 async def _brackets(
-    store: Store, pair: str, adopted: list[VenueOrder]
-) -> tuple[Decimal, Decimal, str]:
-    """Stop and target of the pair's open trade: from its working orders, else the last
-    stop / target orders the store recorded for the pair, else the trade's signal."""
+    store: Store, trade_id: str, pair: str, adopted: list[VenueOrder]
+) -> tuple[Decimal, Decimal]:
+    """Stop and target of one round trip: its working orders, else the stop and target
+    orders it placed, else its entry signal's. Never another trade's."""
     stop, target = _ZERO, _ZERO
     for o in adopted:
         if o.pair == pair and o.trigger_price:
@@ -369,32 +501,26 @@ async def _brackets(
                 stop = o.trigger_price
             elif role_of(o.client_order_id) is Role.TARGET:
                 target = o.trigger_price
-    trades = await store.fetch(
-        "SELECT trade_id FROM trades WHERE pair = ? AND status = 'open' "
-        "ORDER BY entry_ts_ns DESC LIMIT 1",
-        pair,
+    rows = await store.fetch(
+        "SELECT client_order_id, trigger_price FROM orders WHERE trade_id = ? "
+        "AND trigger_price IS NOT NULL ORDER BY created_ts_ns DESC",
+        trade_id,
     )
-    trade_id = str(trades[0]["trade_id"]) if trades else f"recovered-{pair}"
-    for kind, prefix in (("stop", "gfs%"), ("target", "gft%")):
-        if (stop if kind == "stop" else target) > 0:
-            continue
-        rows = await store.fetch(
-            "SELECT trigger_price FROM orders WHERE pair = ? AND client_order_id LIKE ? "
-            "AND trigger_price IS NOT NULL ORDER BY created_ts_ns DESC LIMIT 1",
-            pair,
-            prefix,
-        )
-        if rows:
-            price = Decimal(str(rows[0]["trigger_price"]))
-            stop, target = (price, target) if kind == "stop" else (stop, price)
-    if (stop <= 0 or target <= 0) and trades:
+    for row in rows:
+        price = Decimal(str(row["trigger_price"]))
+        role = role_of(str(row["client_order_id"]))
+        if role is Role.STOP and stop <= 0:
+            stop = price
+        elif role is Role.TARGET and target <= 0:
+            target = price
+    if stop <= 0 or target <= 0:
         rows = await store.fetch(
             "SELECT stop_loss, take_profit FROM signals WHERE signal_id = ?", trade_id
         )
         if rows:
-            stop = stop or Decimal(str(rows[0]["stop_loss"]))
-            target = target or Decimal(str(rows[0]["take_profit"]))
-    return stop, target, trade_id
+            stop = stop or Decimal(str(rows[0]["stop_loss"] or 0))
+            target = target or Decimal(str(rows[0]["take_profit"] or 0))
+    return stop, target
 
 
 def _report(

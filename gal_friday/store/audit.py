@@ -358,6 +358,7 @@ class AuditWriter:
             trades = await self.store.open_trades()
             orders = await self.store.recent_orders(time.time_ns() - NS_PER_DAY)
             day = await day_figures(self.store, time.time_ns() // NS_PER_DAY)
+            positions = await self.store.positions()
         except StoreUnavailable as exc:
             log.warning(
                 "audit store unreachable at start; open trades not restored",
@@ -365,7 +366,7 @@ class AuditWriter:
             )
             self._went_down(exc)
             return
-        self.ledger.restore(trades, orders, day)
+        self.ledger.restore(trades, orders, day, positions)
 
     # --- spilling and counters ----------------------------------------------------------------
 

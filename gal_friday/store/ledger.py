@@ -41,7 +41,7 @@ from gal_friday.events import (
     TradingState,
     TradingStateChangedEvent,
 )
-from gal_friday.store.base import StoredOrder
+from gal_friday.store.base import StoredOrder, StoredPosition
 from gal_friday.store.memory import DayFigures
 
 Row = tuple[str, dict[str, Any]]  # (record kind, row)
@@ -258,10 +258,16 @@ class AuditLedger:
         open_trades: Iterable[Mapping[str, Any]],
         orders: Iterable[StoredOrder],
         day: DayFigures | None = None,
+        positions: Iterable[StoredPosition] = (),
     ) -> None:
         """Carry on from the store after a restart: open round trips, what each recent order
-        has already booked (so a re-sent report books nothing twice), and the current day's
-        figures as the store adds them up (so its summary counts the whole day)."""
+        has already booked (so a re-sent report books nothing twice), the current day's
+        figures as the store adds them up (so its summary counts the whole day), and the
+        positions it holds (so a pair flat since then gets its zero row)."""
+        for pos in positions:
+            if pos.qty:
+                self._position_qty[pos.pair] = pos.qty
+                self._marks[pos.pair] = pos.mark
         if day is not None:
             self._day = _Day(
                 day.day,
