@@ -138,6 +138,7 @@ class ExecutionSettings(_Section):
     dead_man_interval_s: PositiveFloat = 20.0
     reconcile_interval_s: Annotated[float, Field(ge=0)] = 60.0
     orphan_orders: Literal["adopt", "cancel"] = "adopt"
+    shutdown_wait_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class FeeSettings(_Section):

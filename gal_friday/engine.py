@@ -167,6 +167,8 @@ class Engine:
                 self.bus.start()
                 await self._run_until(stop, self.ingestor)
             finally:
+                if self.execution is not None:  # while the bus still carries its reports
+                    await self.execution.wind_down(self.settings.execution.shutdown_wait_s)
                 journal = self.session.subscription if self.session is not None else None
                 await self.bus.stop(finish=journal, timeout_s=_DRAIN_S)  # the journal gets all
                 await self._stop_trading()

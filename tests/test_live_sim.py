@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 from handmarket import HandMarket, move_book
 from pydantic import SecretStr
@@ -217,3 +218,43 @@ async def test_service_unavailable_gives_up_cleanly_with_nothing_placed(live: Li
     await live.until(lambda: bool(live.reports), within=10)
     assert live.reports[-1].status is OrderStatus.ERROR
     assert live.sim_orders() == []
+
+
+async def test_a_stop_during_an_entry_protects_its_fill_and_leaves_protection_armed(
+    live: Live,
+) -> None:
+    """SIGTERM while an entry is on its way (the review's naked 1,825 XRP): the stop waits
+    for it, protects the fill at the exchange and disarms the dead man's switch, so the stop
+    and target outlive the bot; a resting entry is cancelled rather than left to fill."""
+    assert live.sim.trading.deadman_trigger_ns is not None  # armed while trading
+    await live.bus.publish(entry("100", "2.20000"))  # marketable: fills at once
+    await live.bus.publish(entry("50", "2.15000", sig="sig-rest"))  # rests below the market
+    await live.until(lambda: live.handler.stats["submitted"] >= 1)
+    await live.handler.wind_down(5.0)
+    await live.bus.drain()
+    assert protection_at_exchange(live) == [
+        ("stop-loss", D(100), D("2.10000")),
+        ("take-profit", D(100), D("2.30000")),
+    ]
+    assert live.working(Role.ENTRY) == []
+    assert live.sim.trading.deadman_trigger_ns is None  # the protection stays
+    await live.bus.publish(entry("10", "2.20000", sig="sig-late"))  # after the stop began
+    await live.bus.drain()
+    assert "sig-late" not in {r.signal_id for r in live.reports}
+
+
+async def test_a_stop_sells_what_it_cannot_protect(live: Live) -> None:
+    unbracketed = msgspec.structs.replace(entry("100", "2.20000"), stop_loss=D(0))
+    await live.bus.publish(unbracketed)  # filled, with no stop to protect it at
+    await live.until(lambda: PAIR in live.handler.pairs and live.handler.pairs[PAIR].held > 0)
+    await live.handler.wind_down(5.0)
+    await live.until(lambda: live.sim.trading.account.balances.get("XRP", D(0)) == 0)
+    exits = live.roles(Role.EXIT)
+    assert exits and exits[-1].status is OrderStatus.FILLED
+
+
+def protection_at_exchange(live: Live) -> list[tuple[str, D, D]]:
+    return sorted(
+        (o.params.order_type, D(str(o.params.qty)), D(str(o.params.trigger_price)))
+        for o in live.sim.trading.open_orders()
+    )

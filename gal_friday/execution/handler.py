@@ -25,6 +25,7 @@ The handler reads nothing from other modules: it learns fills only from the venu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import logging
@@ -53,6 +54,7 @@ from gal_friday.events import (
     TradingStateChangedEvent,
 )
 from gal_friday.execution.venue import (
+    DeadMansSwitch,
     OrderRejected,
     OrderRequest,
     TradingVenue,
@@ -78,6 +80,7 @@ class Role(enum.StrEnum):
 
 
 _PROTECTIVE = (Role.STOP, Role.TARGET)
+_ENTRIES = (Role.ENTRY, Role.ENTRY_MARKET)
 _NOT_PLACED = frozenset({OrderStatus.REJECTED, OrderStatus.ERROR})
 _ROLE_NAMES = {
     Role.ENTRY: "entry",
@@ -196,6 +199,7 @@ class ExecutionHandler:
         self._in_flight = 0
         self._venue_connected: bool | None = None
         self._halted = False  # HALT or REDUCING: no entry is converted to market
+        self._closing = False  # winding down for a stop: no new entry
         self._last_report_ns = 0
         self._last_reconcile_ns = 0
         self._waits: list[_Wait] = []  # exits waiting for their cancels, until a deadline
@@ -243,6 +247,73 @@ class ExecutionHandler:
         """Start the venue (reports flow from here on) and the timeout timer."""
         await self.venue.start(self.on_venue_report)
         self._timer = asyncio.create_task(self._tick_loop(), name="execution:timer")
+
+    async def wind_down(self, timeout_s: float) -> None:
+        """Before a stop, while the bus still runs: leave nothing filled without its stop.
+
+        New entries are refused and working ones cancelled (a resting entry filling after we
+        are gone would be a position nobody protects); then, for up to ``timeout_s``, orders
+        in flight settle and every filled quantity gets its stop-loss and take-profit, which
+        stay at the exchange (a venue's dead man's switch is disarmed once no entry works).
+        A quantity that cannot be protected is sold at market."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._settled() and loop.time() < deadline:
+            for order in self.orders.values():
+                if order.role in _ENTRIES and order.working and not order.cancel_requested:
+                    order.timed_out = False
+                    self._spawn(self._cancel(order))
+            if self._protection_failed():
+                break
+            await asyncio.sleep(0.02)
+        await self._flatten_unprotected(max(deadline - loop.time(), self.s.cancel_wait_s))
+        entries = [o.coid for o in self.orders.values() if o.role in _ENTRIES and o.working]
+        held = {p: str(s.held) for p, s in self.pairs.items() if s.held > 0}
+        if not entries and isinstance(self.venue, DeadMansSwitch):
+            try:
+                await self.venue.disarm_dead_mans_switch()
+            except VenueError as exc:
+                log.warning("dead man's switch not disarmed: %s", exc)
+        log.info(
+            "execution wound down",
+            extra={"held": held, "entries_still_working": entries, "settled": self._settled()},
+        )
+
+    def _settled(self) -> bool:
+        """No entry working, nothing in flight or pending, everything held protected."""
+        return (
+            not self._in_flight
+            and not self._tasks
+            and not any(o.working and o.role in _ENTRIES for o in self.orders.values())
+            and not any(o.unresolved for o in self.orders.values())
+            and not any(p.unprotected > 0 and p.held > 0 for p in self.pairs.values())
+        )
+
+    def _protection_failed(self) -> bool:
+        """Quiet, yet something held is unprotected: protecting it was refused."""
+        return (
+            not self._in_flight
+            and not self._tasks
+            and any(p.unprotected > 0 and p.held > 0 for p in self.pairs.values())
+        )
+
+    async def _flatten_unprotected(self, timeout_s: float) -> None:
+        for name, pair in self.pairs.items():
+            qty = min(pair.unprotected, pair.held)
+            if qty <= 0 or not self.s.protective_orders:
+                continue
+            log.error(
+                "stopping with a quantity that could not be protected; selling it at market",
+                extra={"pair": name, "qty": str(qty)},
+            )
+            pair.unprotected = _ZERO
+            order = self._new_order(
+                Role.EXIT, f"shutdown-{name}", name, Side.SELL, OrderType.MARKET, qty
+            )
+            await self._send(order)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(order.done.wait(), timeout_s)
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *([self._timer] if self._timer else [])]
@@ -340,6 +411,9 @@ class ExecutionHandler:
     async def on_approved(self, signal: TradeSignalApprovedEvent) -> None:
         if signal.is_exit:
             self._spawn(self._exit(signal))
+            return
+        if self._closing:
+            log.warning("entry not sent: stopping", extra={"signal_id": signal.signal_id})
             return
         pair = self._pair(signal.pair)
         pair.stop, pair.target = signal.stop_loss, signal.take_profit
@@ -466,6 +540,7 @@ class ExecutionHandler:
             and order.timed_out
             and self.s.entry_timeout_action == "market"
             and not self._halted
+            and not self._closing
         ):
             market = self._new_order(
                 Role.ENTRY_MARKET,

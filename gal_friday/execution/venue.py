@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gal_friday.events import ExecutionReportEvent, OrderType, Side
 
@@ -141,6 +141,15 @@ class TradingVenue(Protocol):
 
     async def fills_since(self, ts_ns: int) -> list[VenueFill]:
         """Fills at or after ``ts_ns``, oldest first."""
+
+
+@runtime_checkable
+class DeadMansSwitch(Protocol):
+    """A venue that cancels every working order when the bot stops re-arming a timer
+    (Kraken's ``cancel_all_orders_after``). A clean stop, with no entry left working,
+    disarms it so the protective orders stay at the exchange while the bot is away."""
+
+    async def disarm_dead_mans_switch(self) -> None: ...
 
 
 class NullVenue:

@@ -37,6 +37,7 @@ execution tracker and the converters to domain reports, orders and fills).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -244,8 +245,9 @@ class KrakenTradingVenue:
             self._dms_task = asyncio.create_task(self._dms_loop(), name="kraken-dms")
 
     async def stop(self) -> None:
-        """Disconnect. The dead man's switch is left armed on purpose: unless the bot comes
-        back and re-arms it, every working order is cancelled when it expires."""
+        """Disconnect. The dead man's switch is left armed (unless a clean stop disarmed it
+        first): unless the bot comes back and re-arms it, every working order is cancelled
+        when it expires."""
         for task in (self._dms_task, self._run_task, *self._tasks):
             if task is not None:
                 task.cancel()
@@ -708,6 +710,21 @@ class KrakenTradingVenue:
                 log.info("dead man's switch over WS failed (%s); trying REST", exc)
         await self._rest_call(self.rest.cancel_all_orders_after, self.dms_timeout_s)
         self.dms_armed += 1
+
+    async def disarm_dead_mans_switch(self) -> None:
+        """Stop re-arming the switch and disarm it (timeout 0), so the protective orders
+        stay at Kraken after a clean stop (see ``DeadMansSwitch``)."""
+        task, self._dms_task = self._dms_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self.dms_timeout_s <= 0:
+            return
+        if self._connected:
+            with contextlib.suppress(VenueBusy, VenueUncertain):
+                await self._request("cancel_all_orders_after", {"timeout": 0}, changes_orders=True)
+                return
+        await self._rest_call(self.rest.cancel_all_orders_after, 0)
 
 
 def _need(value: Decimal | None, order: OrderRequest) -> Decimal:
