@@ -139,6 +139,7 @@ class Engine:
         self.timeseries: TimeSeriesWriter | None = None
         self.modules: TradingModules | None = None
         self._started: list[Component] = []  # in start order; stopped in reverse
+        self._retry: asyncio.Task[None] | None = None  # a recovery waiting for the store
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or a module fails for good, serving the local control
@@ -236,7 +237,11 @@ class Engine:
         await self.bus.publish(TradingStartedEvent(s.mode, cash, now_ns()))
         await self._start_monitoring()
         if s.mode == "live":
-            await recover(s, self.store, trading, self.execution, self.bus)
+            result = await recover(s, self.store, trading, self.execution, self.bus)
+            if result.store_away:
+                self._retry = asyncio.create_task(
+                    self._recover_when_the_store_answers(trading), name="engine:recovery"
+                )
         log.info(
             "trading",
             extra={
@@ -249,6 +254,30 @@ class Engine:
         if s.mode == "live":
             where = "the SIMULATOR" if venue.name == "sim" else "KRAKEN, WITH REAL MONEY"
             log.warning(f"LIVE TRADING: orders go to {where}", extra={"mode": "LIVE"})
+
+    async def _recover_when_the_store_answers(self, venue: TradingVenue) -> None:
+        """A recovery that failed because the store was away runs again once the store
+        answers and the audit has written what it spilled meanwhile, so every fill is booked
+        and every position gets its own round trip's brackets. The HALT stays for an
+        operator to resume."""
+        assert self.store is not None and self.audit is not None
+        assert self.execution is not None
+        while True:
+            await asyncio.sleep(self.settings.store.retry_s)
+            try:
+                await self.store.fetch("SELECT 1")
+            except StoreUnavailable:
+                continue
+            if not self.audit.db_available or self.audit.spill.pending:
+                continue
+            result = await recover(self.settings, self.store, venue, self.execution, self.bus)
+            if result.ok:
+                log.warning(
+                    "crash recovery completed now that the store answers; trading stays "
+                    "HALTED until an operator resumes"
+                )
+            if not result.store_away:
+                return
 
     async def _remembered(self) -> Remembered:
         """What the earlier runs on this store left: the portfolio's baselines and open
@@ -296,6 +325,9 @@ class Engine:
         """After the bus has stopped: every started component in reverse order (the trading
         modules, then monitoring and the time series, the audit last so it flushes what they
         said), then the store."""
+        if self._retry is not None:
+            self._retry.cancel()
+            await asyncio.gather(self._retry, return_exceptions=True)
         while self._started:
             await self._started.pop().stop()
         if self.store is not None:

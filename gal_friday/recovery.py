@@ -86,6 +86,7 @@ class RecoveryResult:
     never_sent: list[str] = field(default_factory=list)
     fills_reported: int = 0
     reprotected: dict[str, Decimal] = field(default_factory=dict)
+    store_away: bool = False  # failed because the store could not answer: worth retrying
 
 
 class RecoveryError(Exception):
@@ -93,19 +94,27 @@ class RecoveryError(Exception):
 
 
 async def recover(
-    settings: Settings, store: Store, venue: TradingVenue, handler: ExecutionHandler, bus: EventBus
+    settings: Settings,
+    store: Store,
+    venue: TradingVenue,
+    handler: ExecutionHandler,
+    bus: EventBus,
 ) -> RecoveryResult:
-    """Run every recovery step (see the module doc); never raises: a failure HALTs."""
+    """Run every recovery step (see the module doc); never raises: a failure HALTs, and
+    what the exchange holds is still handed to the portfolio, the strategy and the handler
+    (so the HALT policy can flatten it: that needs no store)."""
     result = RecoveryResult()
     try:
         await _recover(settings, store, venue, handler, bus, result)
     except (VenueError, StoreUnavailable, RecoveryError, OSError) as exc:
         result.ok, result.reason = False, f"{type(exc).__name__}: {exc}"
+        result.store_away = isinstance(exc, StoreUnavailable)
         log.error(
             "recovery failed: closed to new entries until an operator resumes",
             extra={"reason": result.reason},
         )
         await bus.publish(HaltEvent(f"crash recovery incomplete: {result.reason}", "recovery"))
+        await _hold_what_is_held(settings, venue, handler, bus)
         return result
     log.info(
         "recovery complete",
@@ -120,6 +129,37 @@ async def recover(
         },
     )
     return result
+
+
+async def _hold_what_is_held(
+    settings: Settings, venue: TradingVenue, handler: ExecutionHandler, bus: EventBus
+) -> None:
+    """After a failed recovery: the exchange's balances and working orders, without the
+    store, so every module knows what is held and a flatten can sell it."""
+    try:
+        balances = await venue.balances()
+        listed = await venue.open_orders()
+    except VenueError as exc:
+        log.error("the exchange's holdings are unknown too: %s", exc)
+        return
+    await bus.publish(
+        ReconciliationEvent(
+            balances=tuple(sorted(balances.items())),
+            open_orders=tuple(
+                OpenOrderState(
+                    o.client_order_id, o.pair, o.side, o.type, o.qty - o.filled_qty, o.limit_price
+                )
+                for o in listed
+            ),
+            venue=venue.name,
+            ts_ns=now_ns(),
+        )
+    )
+    for pair in settings.pairs:
+        held = balances.get(pair.split("/")[0], _ZERO)
+        event = PairRestoredEvent(pair, held, _ZERO, _ZERO, _ZERO, "", now_ns())
+        await bus.publish(event)
+        restore_pair(handler, event)
 
 
 async def _recover(

@@ -41,7 +41,7 @@ from gal_friday.recovery import RecoveryResult, recover
 from gal_friday.sim.server import SimExchange
 from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
-from gal_friday.store.base import Record, Store
+from gal_friday.store.base import Record, Store, StoreUnavailable
 
 PAIR = "XRP/USD"
 KEY = "recovery-key"
@@ -293,3 +293,42 @@ def _order_row(coid: str, trade: str, otype: str, trigger: str, ts: int) -> Reco
             "updated_ts_ns": ts,
         },
     )
+
+
+class AwayStore:
+    """The run's store, made unreachable and back by the test (every read fails meanwhile,
+    as a locked or lost database's do)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.away = store, True
+        self.real_fetch = store.fetch
+
+    async def fetch(self, sql: str, *params: object) -> list[dict[str, object]]:
+        if self.away:
+            raise StoreUnavailable("database is locked")
+        return await self.real_fetch(sql, *params)
+
+
+async def test_a_store_away_at_recovery_halts_hands_over_the_holdings_and_retries(
+    sim: SimExchange, start: Start, data: Path
+) -> None:
+    """The review's locked database at a live start: 1,800 XRP without a stop for 110 s.
+    Now the HALT still hands what the exchange holds to every module (so the HALT policy can
+    flatten it, which needs no store), and the recovery run again once the store answers
+    books the fill and protects the position at its own brackets."""
+    await died_after_sending(sim, data, "gfe1d", "sig-1")
+    run = await start()
+    away = AwayStore(run.store)
+    run.store.fetch = away.fetch  # type: ignore[method-assign]
+    failed = await run.recover()
+    assert not failed.ok and failed.store_away
+    assert any(isinstance(e, HaltEvent) and e.source == "recovery" for e in run.seen)
+    [pos] = run.portfolio.snapshot().positions
+    assert pos.qty == D(100)
+    assert run.handler.pairs[PAIR].held == D(100)  # a flatten's exit can sell it
+
+    away.away = False
+    again = await run.recover()
+    assert again.ok and again.fills_reported == 1
+    await run.until(lambda: len(sim.trading.open_orders()) == 2)
+    assert [price for _, _, price in protection(sim)] == [D("2.10000"), D("2.30000")]
