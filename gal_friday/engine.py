@@ -40,14 +40,14 @@ from gal_friday.monitoring import MonitoringService
 from gal_friday.portfolio import PortfolioManager
 from gal_friday.prediction.pipeline import ensure_demo_model
 from gal_friday.prediction.service import PredictionService, load_models
-from gal_friday.recovery import recover
+from gal_friday.recovery import recover, recover_paper
 from gal_friday.risk import RiskManager
 from gal_friday.session import SessionRecorder
 from gal_friday.store import for_run as store_for_run
 from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
 from gal_friday.store.base import Store, StoreUnavailable
-from gal_friday.store.memory import portfolio_memory, remembered_state
+from gal_friday.store.memory import account_of, portfolio_memory, remembered_state
 from gal_friday.timeseries import TimeSeriesWriter
 from gal_friday.wiring import Component, Remembered, TradingModules, build_trading
 
@@ -225,17 +225,23 @@ class Engine:
         self.audit = AuditWriter(self.store, run, self.bus)
         await self._launch(self.audit)
         trading = self._trading_venue(venue)
+        memory = await self._remembered()
         cash = s.paper.initial_cash_usd
         if s.mode == "live":
             cash = (await trading.balances()).get("USD", Decimal(0))
+        elif isinstance(trading, PaperVenue) and memory.portfolio and memory.portfolio.last:
+            cash = memory.portfolio.last.cash  # the paper account carries on
+            trading.restore_account(account_of(memory.portfolio))
         self.modules = build_trading(
-            s, self.bus, trading, cash=cash, journal=self.audit, memory=await self._remembered()
+            s, self.bus, trading, cash=cash, journal=self.audit, memory=memory
         )
         self.portfolio, self.risk = self.modules.portfolio, self.modules.risk
         self.execution = self.modules.execution
         await self._launch(self.modules, attached=True)
         await self.bus.publish(TradingStartedEvent(s.mode, cash, now_ns()))
         await self._start_monitoring()
+        if s.mode == "paper" and memory.portfolio and memory.portfolio.last:
+            await recover_paper(s, self.store, trading, self.execution, self.bus)
         if s.mode == "live":
             result = await recover(s, self.store, trading, self.execution, self.bus)
             if result.store_away:

@@ -131,6 +131,47 @@ async def recover(
     return result
 
 
+async def recover_paper(
+    settings: Settings,
+    store: Store,
+    venue: TradingVenue,
+    handler: ExecutionHandler,
+    bus: EventBus,
+) -> RecoveryResult:
+    """A paper run carrying on from an earlier one (its account restored into the paper
+    venue from the store): the earlier run's working orders died with its venue and are
+    closed as cancelled, and every position held gets its own round trip's stop and target
+    in the new venue. Never raises: a failure HALTs, as a live recovery's does."""
+    result = RecoveryResult()
+    try:
+        for record in await store.open_orders():
+            await bus.publish(
+                _report(
+                    record,
+                    OrderStatus.CANCELLED,
+                    record.filled_qty,
+                    None,
+                    "the paper venue stopped with the earlier run",
+                )
+            )
+            result.resolved.append(record.client_order_id)
+        balances = await venue.balances()
+        await bus.publish(
+            ReconciliationEvent(
+                balances=tuple(sorted(balances.items())),
+                open_orders=(),
+                venue=venue.name,
+                ts_ns=now_ns(),
+            )
+        )
+        await _restore_pairs(settings, store, handler, bus, balances, [], {}, result)
+    except (VenueError, StoreUnavailable, RecoveryError) as exc:
+        result.ok, result.reason = False, f"{type(exc).__name__}: {exc}"
+        log.error("paper account not carried on", extra={"reason": result.reason})
+        await bus.publish(HaltEvent(f"paper restart incomplete: {result.reason}", "recovery"))
+    return result
+
+
 async def _hold_what_is_held(
     settings: Settings, venue: TradingVenue, handler: ExecutionHandler, bus: EventBus
 ) -> None:

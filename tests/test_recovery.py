@@ -24,24 +24,29 @@ from pydantic import SecretStr
 from gal_friday.bus import EventBus
 from gal_friday.config import Credentials, Settings
 from gal_friday.events import (
+    BookEvent,
     Event,
     HaltEvent,
     OrderType,
     PortfolioEvent,
     Side,
+    TradeSignalApprovedEvent,
     TradeSignalProposedEvent,
 )
 from gal_friday.execution.handler import ExecutionHandler
+from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import OrderRequest, VenueFill
 from gal_friday.kraken.auth import NonceSource
 from gal_friday.kraken.private import KrakenPrivateRest
 from gal_friday.kraken.trading import KrakenTradingVenue
 from gal_friday.portfolio import PortfolioManager
-from gal_friday.recovery import RecoveryResult, recover
+from gal_friday.recovery import RecoveryResult, recover, recover_paper
 from gal_friday.sim.server import SimExchange
 from gal_friday.store import make_store
 from gal_friday.store.audit import AuditWriter
 from gal_friday.store.base import Record, Store, StoreUnavailable
+from gal_friday.store.memory import account_of, portfolio_memory
+from gal_friday.wiring import Remembered, TradingModules, build_trading
 
 PAIR = "XRP/USD"
 KEY = "recovery-key"
@@ -332,3 +337,91 @@ async def test_a_store_away_at_recovery_halts_hands_over_the_holdings_and_retrie
     assert again.ok and again.fills_reported == 1
     await run.until(lambda: len(sim.trading.open_orders()) == 2)
     assert [price for _, _, price in protection(sim)] == [D("2.10000"), D("2.30000")]
+
+
+@dataclass
+class PaperRun:
+    store: Store
+    audit: AuditWriter
+    paper: PaperVenue
+    modules: TradingModules
+    bus: EventBus
+
+
+async def paper_run(s: Settings, memory: Remembered | None = None) -> PaperRun:
+    """A paper start as the engine makes it: the account and portfolio carried on from the
+    store's memory, when there is one."""
+    store = make_store(s)
+    await store.connect()
+    bus = EventBus()
+    audit = AuditWriter(store, s, bus, flush_interval_s=0.01, equity_interval_s=0)
+    audit.attach()
+    await audit.start()
+    paper = PaperVenue(s.paper, s.fees)
+    paper.attach(bus)
+    cash = s.paper.initial_cash_usd
+    if memory is not None and memory.portfolio is not None:
+        paper.restore_account(account_of(memory.portfolio))
+        cash = account_of(memory.portfolio)["USD"]
+    modules = build_trading(s, bus, paper, cash=cash, journal=audit, memory=memory)
+    await modules.start()
+    bus.start()
+    return PaperRun(store, audit, paper, modules, bus)
+
+
+def book(bid: str, ask: str) -> BookEvent:
+    p = lambda x: int(D(x).scaleb(5))  # noqa: E731
+    t = time.time_ns()
+    return BookEvent(PAIR, ((p(bid), 10**12),), ((p(ask), 10**12),), 5, 8, 0, 1, False, "", t)
+
+
+async def test_a_paper_restart_carries_the_account_on_and_protects_its_position(
+    data: Path,
+) -> None:
+    """Paper trading keeps its account only in memory: a restart must carry on with the
+    cash and the position the store recorded (not the configured starting cash and nothing),
+    close the dead venue's orders, and protect the position at its own brackets again."""
+    s = Settings.model_validate(
+        {"pairs": [PAIR], "paths": {"data_dir": str(data)}, "paper": {"latency_ms": 0}}
+    )
+    first = await paper_run(s)
+    first.audit.on_event(signal("sig-1"))
+    await first.bus.publish(book("2.19000", "2.20000"))
+    await first.bus.publish(
+        TradeSignalApprovedEvent(
+            "sig-1", PAIR, Side.BUY, OrderType.LIMIT, D(100), D("2.20000"),
+            D("2.10000"), D("2.30000"), time.time_ns(),
+        )
+    )  # fmt: skip
+    await wait(lambda: len(first.modules.execution.working_orders()) == 2)
+    await first.bus.publish(PortfolioEvent(first.modules.portfolio.snapshot()))
+    await first.bus.drain()
+    await first.audit.flush()  # then the process dies: nothing is stopped cleanly
+    before = first.modules.portfolio.snapshot()
+
+    memory = Remembered(await portfolio_memory(first.store), None, cash=True)
+    second = await paper_run(s, memory)
+    execution = second.modules.execution
+    result = await recover_paper(s, second.store, second.paper, execution, second.bus)
+    await wait(lambda: len(second.paper.engine.open_orders()) == 2)
+    assert result.ok and len(result.resolved) == 2  # the dead venue's stop and target
+    placed = sorted(
+        (o.type.value, o.qty, o.trigger_price) for o in second.paper.engine.open_orders()
+    )
+    assert placed == [("stop-loss", D(100), D("2.10000")), ("take-profit", D(100), D("2.30000"))]
+    assert second.paper.balance["XRP"] == D(100)
+    assert second.paper.balance["USD"] == before.cash
+    now = second.modules.portfolio.snapshot()
+    assert now.cash == before.cash and now.positions[0].avg_entry == D("2.20000")
+    for run in (first, second):
+        await run.bus.stop()
+        await run.modules.stop()
+        await run.audit.stop()
+        await run.store.close()
+
+
+async def wait(what: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from gal_friday.bus import EventBus, Policy
@@ -81,6 +81,13 @@ class PaperVenue:
         self._asks: dict[str, Decimal] = {}
         self._now = 0
         self._on_report: ReportCallback | None = None
+
+    def restore_account(self, balances: Mapping[str, Decimal]) -> None:
+        """Carry the paper account on from an earlier run (its cash and holdings, as the
+        audit store recorded them): an account lives only here, so without this a restart
+        would sell what the portfolio still holds from an account that no longer has it."""
+        self.balance = {asset: qty for asset, qty in balances.items() if qty}
+        self.balance.setdefault(self.quote, _ZERO)
 
     def attach(self, bus: EventBus) -> None:
         """Receive the market data the engine matches against (never dropped), and the word

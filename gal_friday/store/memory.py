@@ -64,16 +64,23 @@ async def portfolio_memory(store: Store) -> PortfolioMemory:
     )
 
 
+def account_of(memory: PortfolioMemory, quote: str = "USD") -> dict[str, Decimal]:
+    """The balances the previous run ended with (its cash, the quantity of each open round
+    trip): what a paper venue, whose account lives only in memory, carries on from."""
+    cash = memory.last.cash if memory.last is not None else ZERO
+    return {quote: cash, **{t.pair.split("/")[0]: t.qty for t in memory.trips if t.qty > 0}}
+
+
 async def _last_snapshot(store: Store) -> PortfolioSnapshot | None:
     rows = await store.fetch("SELECT * FROM equity_snapshots ORDER BY ts_ns DESC LIMIT 1")
     if not rows:
         return None
     r = decode_row(TABLES["equity"], rows[0])
     equity = r["equity"]
-    fills = await store.fetch("SELECT realised_pnl, fee FROM fills")
+    fills = await store.fetch("SELECT side, qty, price, fee, realised_pnl, ts_ns FROM fills")
     return PortfolioSnapshot(
         ts_ns=r["ts_ns"],
-        cash=r["cash"],
+        cash=r["cash"] + _cash_since(fills, r["ts_ns"]),
         free_cash=r["free_cash"],
         positions=(),
         equity=equity,
@@ -84,6 +91,19 @@ async def _last_snapshot(store: Store) -> PortfolioSnapshot | None:
         fees_paid=sum((_money(f["fee"]) for f in fills), ZERO),
         consecutive_losses=r["consecutive_losses"] or 0,
     )
+
+
+def _cash_since(fills: list[dict[str, Any]], ts_ns: int) -> Decimal:
+    """What the fills after a snapshot did to its cash (snapshots are written every few
+    seconds, fills at once): a buy costs qty x price + fee, a sell yields qty x price - fee."""
+    total = ZERO
+    for f in fills:
+        if int(f["ts_ns"]) > ts_ns:
+            notional = _money(f["qty"]) * _money(f["price"])
+            total += (
+                -notional - _money(f["fee"]) if f["side"] == "buy" else notional - _money(f["fee"])
+            )
+    return total
 
 
 def _trip(row: dict[str, Any]) -> OpenTrip:
