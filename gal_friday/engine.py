@@ -170,6 +170,8 @@ class Engine:
             finally:
                 if self.execution is not None:  # while the bus still carries its reports
                     await self.execution.wind_down(self.settings.execution.shutdown_wait_s)
+                if self.portfolio is not None:  # the store's positions as the run ends
+                    await self.bus.publish(PortfolioEvent(self.portfolio.snapshot()))
                 journal = self.session.subscription if self.session is not None else None
                 await self.bus.stop(finish=journal, timeout_s=_DRAIN_S)  # the journal gets all
                 await self._stop_trading()
