@@ -80,6 +80,7 @@ from gal_friday.kraken.schemas import (
     CancelAllResult,
     PrivateFrame,
     PrivateMessageError,
+    UnreadableEntry,
     balances_message,
     decode_frame,
     encode_request,
@@ -195,6 +196,7 @@ class KrakenTradingVenue:
         self.requests = 0
         self.dms_armed = 0
         self.errors: Counter[str] = Counter()
+        self.unreadable_entries = 0  # private message entries not read (each looked up)
         self.last_disconnect_reason = ""
 
     def __repr__(self) -> str:
@@ -215,6 +217,7 @@ class KrakenTradingVenue:
             "reconnects": self.reconnects,
             "requests": self.requests,
             "dms_armed": self.dms_armed,
+            "unreadable_entries": self.unreadable_entries,
             "errors": dict(self.errors),
             "breaker": self.breaker.current_state,
         }
@@ -382,19 +385,77 @@ class KrakenTradingVenue:
             self._balances(frame)
 
     async def _executions(self, frame: PrivateFrame) -> None:
+        """Apply each entry on its own: the readable ones are reported now, the unreadable
+        ones are counted and their orders looked up over REST (nothing they said is lost)."""
         try:
-            reports, suspects = self.tracker.feed(executions_message(frame))
-        except (ValueError, KeyError, TypeError):  # PrivateMessageError is a ValueError
-            log.exception("unreadable executions message")
+            applied = self.tracker.apply(executions_message(frame))
+        except PrivateMessageError as exc:  # data not even a list: no entry, no id to read
+            log.warning("unreadable executions message", extra={"detail": str(exc)[:200]})
             self.errors["decode"] += 1
             return
-        await self._emit(reports)
+        await self._emit(applied.reports)
+        suspects = applied.suspects
+        if applied.unreadable:
+            suspects = [*suspects, *self._unreadable_entries(applied.unreadable)]
         if suspects:
-            self._spawn(self._reconcile(suspects))
+            self._spawn(self._reconcile(_distinct(suspects)))
+
+    def _unreadable_entries(self, entries: list[UnreadableEntry]) -> list[TrackedOrder]:
+        """Log and count each unreadable entry; the tracked orders they name become
+        suspects. An entry naming an order we do not track is looked up by its ids; one
+        that names no order could be a fill of any working order, so all of them are."""
+        suspects: list[TrackedOrder] = []
+        for entry in entries:
+            self.unreadable_entries += 1
+            log.warning(
+                "unreadable executions entry; looking its order up over REST",
+                extra={
+                    "problem": entry.problem,
+                    "order_id": entry.order_id,
+                    "cl_ord_id": entry.cl_ord_id,
+                },
+            )
+            tracked = self.tracker.find(entry.order_id, entry.cl_ord_id)
+            if tracked is not None:
+                suspects.append(tracked)
+            elif entry.order_id or entry.cl_ord_id:
+                self._spawn(self._adopt_unreadable(entry))
+            else:
+                suspects.extend(self.tracker.working())
+        return suspects
+
+    async def _adopt_unreadable(self, entry: UnreadableEntry) -> None:
+        """An unreadable entry for an order we do not track (placed by an earlier run):
+        QueryOrders by its order id, or Open/ClosedOrders by its client id; if it is on one
+        of our pairs, track it from what REST says and report its state."""
+        try:
+            if entry.order_id:
+                infos = await self._rest_call(self.rest.query_orders, [entry.order_id])
+                found = next(iter(infos.items()), None)
+            else:
+                found = await self._rest_find(str(entry.cl_ord_id))
+        except VenueError as exc:
+            log.warning("look-up of an unreadable entry's order failed: %s", exc)
+            return
+        if found is None:
+            return
+        adopted = self.tracker.adopt_rest_order(found[0], found[1], entry.cl_ord_id)
+        if adopted is not None:
+            await self._emit([adopted])
 
     def _balances(self, frame: PrivateFrame) -> None:
-        """Keep the streamed balances (per asset and wallet) for ``ws_balances``."""
-        msg = balances_message(frame)
+        """Keep the streamed balances (per asset and wallet) for ``ws_balances``; an
+        unreadable entry is counted and skipped (REST ``Balance`` stays the source of truth
+        for recovery and sizing), the others are kept."""
+        try:
+            msg = balances_message(frame)
+        except PrivateMessageError as exc:
+            log.warning("unreadable balances message", extra={"detail": str(exc)[:200]})
+            self.errors["decode"] += 1
+            return
+        for bad in msg.unreadable:
+            self.unreadable_entries += 1
+            log.warning("unreadable balances entry", extra={"problem": bad.problem})
         for e in msg.data:
             asset = asset_code(str(e.asset))
             if msg.snapshot:
@@ -742,6 +803,11 @@ def _match_coid(
         if info.get("cl_ord_id") is None:
             return txid, info
     return None
+
+
+def _distinct(orders: list[TrackedOrder]) -> list[TrackedOrder]:
+    """Each order once (a snapshot and an unreadable entry may both name it)."""
+    return list({id(o): o for o in orders}.values())
 
 
 def _with_coid(order: VenueOrder, coid: str) -> VenueOrder:
