@@ -37,12 +37,13 @@ def dec(raw: object) -> Decimal:
 
 
 def _ts_ns(raw: object) -> int:
-    """RFC3339 (WS) or unix seconds text (REST) as epoch ns; now if absent or unreadable."""
+    """RFC3339 (WS) or unix seconds text (REST) as epoch ns; now if absent or unreadable
+    (an unreadable time must not cost the fill it stamps: "Infinity" or 1e999999 included)."""
     if isinstance(raw, str) and "T" in raw:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, ArithmeticError):
             return parse_ts_ns(raw)
     if raw is not None:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, ArithmeticError):
             return int(dec(raw) * 1_000_000_000)
     return time.time_ns()
 
