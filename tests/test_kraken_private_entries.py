@@ -300,3 +300,72 @@ async def test_an_unreadable_balances_entry_is_counted_and_the_others_kept(
         assert venue.connected
     finally:
         await venue.stop()
+
+
+async def test_a_burst_of_unreadable_entries_costs_one_look_up_not_one_each(
+    sim: SimExchange,
+) -> None:
+    venue, reports = await _venue(sim)
+    lookups = Lookups(venue)
+    try:
+        order = OrderRequest("c1", "XRP/USD", Side.BUY, OrderType.LIMIT, D(20), D("0.10000"))
+        oid = await venue.submit(order)
+        await _until(lambda: len(reports) >= 2)
+        for _ in range(200):
+            await venue._handle(_frame([{"order_id": oid, "cum_qty": "lots"}]))
+        await _settled(venue)
+        assert venue.stats["unreadable_entries"] == 200
+        assert lookups.order_ids == [oid]  # QueryOrders once, for the 200 of them
+    finally:
+        await venue.stop()
+
+
+async def test_an_unreadable_entry_naming_no_order_looks_up_every_working_order(
+    sim: SimExchange,
+) -> None:
+    venue, reports = await _venue(sim)
+    lookups = Lookups(venue)
+    try:
+        oids = set()
+        for coid in ("w1", "w2"):
+            order = OrderRequest(coid, "XRP/USD", Side.BUY, OrderType.LIMIT, D(20), D("0.1"))
+            oids.add(await venue.submit(order))
+        await _until(lambda: len(reports) >= 4)
+        await venue._handle(_frame([{"exec_type": "trade", "last_qty": None}]))
+        await venue._handle('{"channel":"executions","type":"update","data":[{"ord')  # cut off
+        await _settled(venue)
+        assert set(lookups.order_ids) == oids
+        assert venue.stats["unreadable_entries"] == 1 and venue.errors["decode"] == 1
+    finally:
+        await venue.stop()
+
+
+async def test_an_unreadable_entry_for_an_order_we_never_placed_is_adopted_from_rest(
+    sim: SimExchange,
+) -> None:
+    venue, reports = await _venue(sim)
+    try:
+        # placed by an earlier run: the exchange has it, this venue's tracker does not
+        oid = await venue.rest.add_order("XRP/USD", "buy", "limit", D(20), D("0.1"), "old-run")
+        await _until(lambda: venue.tracker.find(oid, None) is not None)  # the stream adopts it
+        venue.tracker.orders.clear()  # forget it, as a restarted bot would
+        venue.tracker._by_oid.clear()
+        reports.clear()
+        await venue._handle(_frame([{"order_id": oid, "side": "sideways"}]))
+        await _settled(venue)
+        adopted = venue.tracker.find(oid, None)
+        assert adopted is not None and adopted.client_order_id == "old-run"
+        assert [(r.client_order_id, r.status, r.pair) for r in reports] == [
+            ("old-run", OrderStatus.ACKNOWLEDGED, "XRP/USD")
+        ]
+    finally:
+        await venue.stop()
+
+
+def test_a_fill_that_introduces_an_order_counts_once_in_its_filled_quantity() -> None:
+    """An earlier run's order first heard of in its trade: cum_qty already includes it."""
+    tracker = ExecutionTracker(PAIRS)
+    first = {**FILL, "order_id": "O5", "cl_ord_id": "old", "order_type": "limit"}
+    applied = _feed(tracker, _frame([{**first, "order_qty": 20, "cum_qty": 5, "cum_cost": 2.5}]))
+    (report,) = applied.reports
+    assert (report.filled_qty, report.last_fill_qty, report.avg_price) == (D(5), D(5), D("0.5"))

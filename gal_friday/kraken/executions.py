@@ -283,7 +283,11 @@ class ExecutionTracker:
             log.debug("ignoring order %s on unconfigured %s", e.order_id, e.symbol)
             return None
         coid = str(e.cl_ord_id or e.order_id)
-        filled = _or(e.cum_qty, ZERO)
+        filled, cost = _or(e.cum_qty, ZERO), _or(e.cum_cost, ZERO)
+        if e.exec_type == "trade" and e.last_qty is not None and e.last_price is not None:
+            # cum_qty already counts this fill, which is applied (and reported) next
+            filled = max(ZERO, filled - e.last_qty)
+            cost = max(ZERO, cost - e.last_qty * e.last_price)
         tracked = TrackedOrder(
             coid,
             e.symbol,
@@ -291,7 +295,7 @@ class ExecutionTracker:
             _order_type(e.order_type),
             e.order_qty,
             filled=filled,
-            cost=_or(e.cum_cost, ZERO),
+            cost=cost,
         )
         if e.avg_price is not None and filled > 0:
             tracked.avg_price = e.avg_price

@@ -98,6 +98,8 @@ _wire_log = logging.getLogger(f"{__name__}.wire")
 _wire_log.setLevel(logging.INFO)
 T = TypeVar("T")
 ZERO = Decimal(0)
+QUERY_ORDERS_MAX = 50  # txids per QueryOrders call
+MAX_UNKNOWN_LOOKUPS = 100  # untracked orders waiting to be found (a hostile stream is bounded)
 
 # --- balances --------------------------------------------------------------------------------
 
@@ -197,6 +199,9 @@ class KrakenTradingVenue:
         self.dms_armed = 0
         self.errors: Counter[str] = Counter()
         self.unreadable_entries = 0  # private message entries not read (each looked up)
+        self._orders_wanted: dict[str, TrackedOrder] = {}  # to look up over REST, by coid
+        self._unknown_wanted: dict[str, UnreadableEntry] = {}  # untracked orders to find
+        self._lookup_task: asyncio.Future[None] | None = None
         self.last_disconnect_reason = ""
 
     def __repr__(self) -> str:
@@ -371,6 +376,7 @@ class KrakenTradingVenue:
         except PrivateMessageError:
             log.warning("undecodable private WebSocket frame")
             self.errors["decode"] += 1
+            self._look_up(self.tracker.working())  # it may have been a fill of any of them
             return
         if frame is None:  # JSON, but not an object: nothing we read
             return
@@ -392,37 +398,61 @@ class KrakenTradingVenue:
         except PrivateMessageError as exc:  # data not even a list: no entry, no id to read
             log.warning("unreadable executions message", extra={"detail": str(exc)[:200]})
             self.errors["decode"] += 1
+            self._look_up(self.tracker.working())  # it may have carried a fill of any of them
             return
         await self._emit(applied.reports)
-        suspects = applied.suspects
-        if applied.unreadable:
-            suspects = [*suspects, *self._unreadable_entries(applied.unreadable)]
-        if suspects:
-            self._spawn(self._reconcile(_distinct(suspects)))
+        if applied.suspects:
+            self._spawn(self._reconcile(applied.suspects))
+        for entry in applied.unreadable:
+            self._unreadable_entry(entry)
 
-    def _unreadable_entries(self, entries: list[UnreadableEntry]) -> list[TrackedOrder]:
-        """Log and count each unreadable entry; the tracked orders they name become
-        suspects. An entry naming an order we do not track is looked up by its ids; one
-        that names no order could be a fill of any working order, so all of them are."""
-        suspects: list[TrackedOrder] = []
-        for entry in entries:
-            self.unreadable_entries += 1
-            log.warning(
-                "unreadable executions entry; looking its order up over REST",
-                extra={
-                    "problem": entry.problem,
-                    "order_id": entry.order_id,
-                    "cl_ord_id": entry.cl_ord_id,
-                },
-            )
-            tracked = self.tracker.find(entry.order_id, entry.cl_ord_id)
-            if tracked is not None:
-                suspects.append(tracked)
-            elif entry.order_id or entry.cl_ord_id:
-                self._spawn(self._adopt_unreadable(entry))
+    def _unreadable_entry(self, entry: UnreadableEntry) -> None:
+        """Log and count an unreadable entry and look its order up over REST: a tracked
+        order is reconciled; an order we do not track is found by its ids; an entry that
+        names no order could be a fill of any working order, so all of them are."""
+        self.unreadable_entries += 1
+        log.warning(
+            "unreadable executions entry; looking its order up over REST",
+            extra={
+                "problem": entry.problem,
+                "order_id": entry.order_id,
+                "cl_ord_id": entry.cl_ord_id,
+            },
+        )
+        tracked = self.tracker.find(entry.order_id, entry.cl_ord_id)
+        if tracked is not None:
+            self._look_up([tracked])
+        elif entry.order_id or entry.cl_ord_id:
+            key = entry.order_id or f"c:{entry.cl_ord_id}"
+            if key in self._unknown_wanted or len(self._unknown_wanted) < MAX_UNKNOWN_LOOKUPS:
+                self._unknown_wanted[key] = entry
+                self._look_up([])
             else:
-                suspects.extend(self.tracker.working())
-        return suspects
+                self.errors["lookups_dropped"] += 1
+        else:
+            self._look_up(self.tracker.working())
+
+    def _look_up(self, orders: Iterable[TrackedOrder]) -> None:
+        """Queue orders for a REST look-up. One look-up runs at a time and takes everything
+        queued meanwhile, so a burst of unreadable entries costs a few REST calls (Kraken's
+        REST counter is small), not a few per entry."""
+        for order in orders:
+            self._orders_wanted[order.client_order_id] = order
+        busy = self._lookup_task is not None and not self._lookup_task.done()
+        if not busy and (self._orders_wanted or self._unknown_wanted):
+            self._lookup_task = self._spawn(self._drain_lookups())
+
+    async def _drain_lookups(self) -> None:
+        while self._orders_wanted or self._unknown_wanted:
+            unknown = list(self._unknown_wanted.values())
+            self._unknown_wanted.clear()
+            for entry in unknown:
+                await self._adopt_unreadable(entry)
+            batch = list(self._orders_wanted.values())[:QUERY_ORDERS_MAX]
+            for order in batch:
+                del self._orders_wanted[order.client_order_id]
+            if batch:
+                await self._reconcile(batch)
 
     async def _adopt_unreadable(self, entry: UnreadableEntry) -> None:
         """An unreadable entry for an order we do not track (placed by an earlier run):
@@ -475,10 +505,11 @@ class KrakenTradingVenue:
             except Exception:
                 log.exception("on_report failed for %s", report.client_order_id)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- requests --------------------------------------------------------------------------
 
@@ -803,11 +834,6 @@ def _match_coid(
         if info.get("cl_ord_id") is None:
             return txid, info
     return None
-
-
-def _distinct(orders: list[TrackedOrder]) -> list[TrackedOrder]:
-    """Each order once (a snapshot and an unreadable entry may both name it)."""
-    return list({id(o): o for o in orders}.values())
 
 
 def _with_coid(order: VenueOrder, coid: str) -> VenueOrder:
