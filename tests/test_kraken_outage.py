@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -32,6 +33,7 @@ from gal_friday.kraken.trading import KrakenTradingVenue
 from gal_friday.kraken.ws import KrakenPublicFeed, backoff_delay
 from gal_friday.monitoring import HostSample, MonitoringService
 from gal_friday.sim import SimExchange, SyntheticMarket
+from gal_friday.sim.faults import apply_fault
 
 PAIRS = ("XRP/USD", "DOGE/USD")
 NS = 1_000_000_000
@@ -302,3 +304,20 @@ async def test_private_reconnects_back_off_after_a_healthy_session(
         assert _retry_delays(caplog, message)[before] == 0.05  # healthy again: reset
     finally:
         await venue.stop()
+
+
+async def test_the_refuse_fault_is_an_outage_of_every_websocket_until_cleared(
+    sim: SimExchange,
+) -> None:
+    assert apply_fault(sim, "refuse", {"seconds": "60"}) == {"connections": 0}
+    async with aiohttp.ClientSession() as http:
+        for url in (sim.ws_url, sim.ws_auth_url):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(url)
+            assert refused.value.status == 503
+        assert sim.stats.connections_refused == 2
+        apply_fault(sim, "clear", {})
+        async with http.ws_connect(sim.ws_url) as ws:
+            assert json.loads((await ws.receive()).data)["channel"] == "status"
+    with pytest.raises(ValueError):
+        sim.refuse_connections(0)
