@@ -192,29 +192,38 @@ def _mutate_entry(rng: random.Random, entry: dict[str, Any]) -> Any:
 
 
 def _message(rng: random.Random, fill_ids: FillIds) -> str:
+    """One batched message, mutated in at least one way."""
     channel = "executions" if rng.random() < 0.8 else "balances"
     snapshot = rng.random() < 0.1
     make: Callable[[random.Random, bool, FillIds], dict[str, Any]] = (
         _execution if channel == "executions" else _balance
     )
-    entries: list[Any] = [make(rng, snapshot, fill_ids) for _ in range(rng.randrange(1, 6))]
-    if rng.random() < 0.3 and entries:
-        entries.append(dict(rng.choice(entries)))  # a duplicate
-    if rng.random() < 0.3:
-        rng.shuffle(entries)
-    if rng.random() < 0.2 and len(entries) > 1:
-        entries.pop(rng.randrange(len(entries)))
-    if rng.random() < 0.6:
-        for i in rng.sample(range(len(entries)), rng.randrange(len(entries) + 1)):
-            entries[i] = _mutate_entry(rng, entries[i])
-    data: Any = entries if rng.random() > 0.03 else rng.choice(ODD_VALUES)
-    msg = {"channel": channel, "type": "snapshot" if snapshot else "update", "data": data}
-    if rng.random() < 0.02:
-        msg["type"] = rng.choice(ODD_VALUES)
+    entries: list[Any] = [make(rng, snapshot, fill_ids) for _ in range(rng.randrange(2, 7))]
+    msg: dict[str, Any] = {"channel": channel, "type": "snapshot" if snapshot else "update"}
+    truncate = False
+    mutated = False
+    while not mutated:
+        if rng.random() < 0.3:
+            entries.append(dict(rng.choice(entries)))  # a duplicate
+            mutated = True
+        if rng.random() < 0.3:
+            rng.shuffle(entries)
+            mutated = True
+        if rng.random() < 0.2 and len(entries) > 1:
+            entries.pop(rng.randrange(len(entries)))
+            mutated = True
+        if rng.random() < 0.6:
+            for i in rng.sample(range(len(entries)), rng.randrange(1, len(entries) + 1)):
+                entries[i] = _mutate_entry(rng, entries[i])
+            mutated = True
+        if rng.random() < 0.02:
+            msg["type"] = rng.choice(ODD_VALUES)
+            mutated = True
+        if rng.random() < 0.03:
+            truncate = mutated = True
+    msg["data"] = entries if rng.random() > 0.03 else rng.choice(ODD_VALUES)
     text = json.dumps(msg)
-    if rng.random() < 0.03:
-        text = text[: rng.randrange(len(text))]  # truncated JSON
-    return text
+    return text[: rng.randrange(len(text))] if truncate else text  # truncated JSON
 
 
 # --- the run -----------------------------------------------------------------------------------

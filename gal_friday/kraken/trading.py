@@ -401,8 +401,7 @@ class KrakenTradingVenue:
             self._look_up(self.tracker.working())  # it may have carried a fill of any of them
             return
         await self._emit(applied.reports)
-        if applied.suspects:
-            self._spawn(self._reconcile(applied.suspects))
+        self._look_up(applied.suspects)
         for entry in applied.unreadable:
             self._unreadable_entry(entry)
 
@@ -433,9 +432,11 @@ class KrakenTradingVenue:
             self._look_up(self.tracker.working())
 
     def _look_up(self, orders: Iterable[TrackedOrder]) -> None:
-        """Queue orders for a REST look-up. One look-up runs at a time and takes everything
-        queued meanwhile, so a burst of unreadable entries costs a few REST calls (Kraken's
-        REST counter is small), not a few per entry."""
+        """Queue orders for a REST look-up (suspects after a snapshot, orders named by an
+        unreadable entry). One look-up runs at a time and takes everything queued meanwhile,
+        50 orders per QueryOrders, so a burst of unreadable entries costs a few REST calls
+        (Kraken's REST counter is small), not a few per entry, and an order named twice is
+        looked up once."""
         for order in orders:
             self._orders_wanted[order.client_order_id] = order
         busy = self._lookup_task is not None and not self._lookup_task.done()
