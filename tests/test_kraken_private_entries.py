@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -185,10 +186,11 @@ async def _venue(sim: SimExchange) -> tuple[KrakenTradingVenue, list[ExecutionRe
 
 
 async def test_a_fill_beside_an_entry_for_an_unknown_order_is_published_and_kept(
-    sim: SimExchange,
+    sim: SimExchange, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The review's case: a fill for our order, then an entry the parser does not know (an
     unknown side, a null). The fill must be published, once, and a snapshot not repeat it."""
+    caplog.set_level(logging.DEBUG, logger="gal_friday.kraken")
     venue, reports = await _venue(sim)
     try:
         order = OrderRequest("c1", "XRP/USD", Side.BUY, OrderType.LIMIT, D(20), D("0.10000"))
@@ -206,6 +208,13 @@ async def test_a_fill_beside_an_entry_for_an_unknown_order_is_published_and_kept
         ]
         assert venue.stats["unreadable_entries"] == 2
         assert venue.connected
+        logged = [r for r in caplog.records if r.getMessage().startswith("unreadable")]
+        assert [(r.order_id, r.cl_ord_id) for r in logged] == [  # type: ignore[attr-defined]
+            ("O-STRANGER", "c2"),
+            (None, None),
+        ]
+        text = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+        assert venue._token and venue._token not in text and SECRET not in text
     finally:
         await venue.stop()
 
