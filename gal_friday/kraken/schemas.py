@@ -220,8 +220,15 @@ class ExecutionsMessage(msgspec.Struct, kw_only=True, frozen=True):
 def executions_message(frame: PrivateFrame) -> ExecutionsMessage:
     """The ``executions`` message a frame carries, read entry by entry. Raises
     PrivateMessageError only if its ``data`` is not a list."""
-    data, unreadable = _read_entries(_raw_items(frame), _entry_decoder, _execution_problem)
+    typed = _typed_items(frame, _entry_list)
+    if typed is not None:  # the usual case: every entry has the right types
+        data, unreadable = _read_entries(typed, _as_is, _execution_problem)
+    else:
+        data, unreadable = _read_entries(_raw_items(frame), _entry_decoder, _execution_problem)
     return ExecutionsMessage(type=frame.type, data=data, unreadable=unreadable)
+
+
+_entry_list = msgspec.json.Decoder(list[ExecutionEntry] | None)
 
 
 _entry_decoder = msgspec.json.Decoder(ExecutionEntry).decode
@@ -277,6 +284,8 @@ def _ids_of(item: object) -> tuple[str | None, str | None]:
             ids = _ids_decoder.decode(item)
         elif isinstance(item, Mapping):
             ids = _Ids(item.get("order_id"), item.get("cl_ord_id"))
+        elif isinstance(item, ExecutionEntry):
+            ids = _Ids(item.order_id, item.cl_ord_id)
     except msgspec.DecodeError:
         return None, None
     if ids is None:
@@ -309,6 +318,23 @@ def _read_entries(
             oid, coid = _ids_of(item)
             unreadable.append(UnreadableEntry(problem=problem[:200], order_id=oid, cl_ord_id=coid))
     return data, unreadable
+
+
+def _typed_items(
+    frame: PrivateFrame, decoder: msgspec.json.Decoder[list[E] | None]
+) -> list[E] | None:
+    """All of a message's entries decoded in one pass (the fast path), or None if any of
+    them (or ``data`` itself) has the wrong types: then they are read one by one."""
+    if not bytes(frame.data):
+        return []
+    try:
+        return decoder.decode(frame.data) or []
+    except msgspec.DecodeError:
+        return None
+
+
+def _as_is(entry: E) -> E:
+    return entry
 
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw] | None)
@@ -371,8 +397,15 @@ def _balance_problem(e: BalanceEntry) -> str | None:
 def balances_message(frame: PrivateFrame) -> BalancesMessage:
     """The ``balances`` message a frame carries, read entry by entry. Raises
     PrivateMessageError only if its ``data`` is not a list."""
-    data, unreadable = _read_entries(_raw_items(frame), _balance_decoder, _balance_problem)
+    typed = _typed_items(frame, _balance_list)
+    if typed is not None:
+        data, unreadable = _read_entries(typed, _as_is, _balance_problem)
+    else:
+        data, unreadable = _read_entries(_raw_items(frame), _balance_decoder, _balance_problem)
     return BalancesMessage(type=frame.type, data=data, unreadable=unreadable)
+
+
+_balance_list = msgspec.json.Decoder(list[BalanceEntry] | None)
 
 
 # --- requests ----------------------------------------------------------------------------------
