@@ -17,6 +17,9 @@ Safety rules, all about never duplicating or losing an order or a fill:
 * After every (re)connect the ``executions`` snapshot is compared with what we believed:
   orders that finished while we were away, or filled more than we saw, are resolved over
   REST (QueryOrders / ClosedOrders, then TradesHistory) and their fills reported.
+* Each entry of a batched ``executions`` (or ``balances``) message is applied on its own: one
+  that cannot be read is logged with its ids, counted (``stats['unreadable_entries']``) and
+  its order looked up over REST like a suspect, so it never costs the fills beside it.
 * A circuit breaker (``pybreaker``) counts consecutive ``VenueBusy`` / ``VenueUncertain``
   outcomes; while it is open ``submit`` refuses without touching the exchange. Cancels and
   lookups still go through: they reduce risk or resolve uncertainty. ``OrderRejected`` is the
