@@ -260,7 +260,6 @@ async def test_a_fill_beside_an_unknown_entry_is_reported_once_and_the_stranger_
         await _until(lambda: venue.stats["connections"] == 2 and venue.connected)
         await _settled(venue)
         assert sum((r.last_fill_qty or D(0)) for r in _fills(reports)) == D(20)
-        assert len({r.last_fill_qty for r in _fills(reports)}) >= 1
         assert [r.status for r in reports].count(OrderStatus.FILLED) == 1
     finally:
         await venue.stop()
