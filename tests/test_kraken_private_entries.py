@@ -377,3 +377,30 @@ def test_a_fill_that_introduces_an_order_counts_once_in_its_filled_quantity() ->
     applied = _feed(tracker, _frame([{**first, "order_qty": 20, "cum_qty": 5, "cum_cost": 2.5}]))
     (report,) = applied.reports
     assert (report.filled_qty, report.last_fill_qty, report.avg_price) == (D(5), D(5), D("0.5"))
+
+
+async def test_a_look_up_that_fails_on_its_answer_does_not_stop_the_others(
+    sim: SimExchange,
+) -> None:
+    venue, reports = await _venue(sim)
+    lookups = Lookups(venue)
+    query = venue.rest.query_orders
+
+    async def chokes_on_one(txids: list[str]) -> dict[str, dict[str, Any]]:
+        if txids == ["O-UNREADABLE-ANSWER"]:
+            raise RuntimeError("an answer the adapter cannot read")
+        return await query(txids)
+
+    venue.rest.query_orders = chokes_on_one  # type: ignore[method-assign]
+    try:
+        order = OrderRequest("c1", "XRP/USD", Side.BUY, OrderType.LIMIT, D(20), D("0.10000"))
+        oid = await venue.submit(order)
+        await _until(lambda: len(reports) >= 2)
+        await venue._handle(
+            _frame([{"order_id": "O-UNREADABLE-ANSWER", "side": 1}, {"order_id": oid, "side": 2}])
+        )
+        await _settled(venue)
+        assert oid in lookups.order_ids
+        assert venue.stats["unreadable_entries"] == 2
+    finally:
+        await venue.stop()

@@ -40,6 +40,7 @@ execution tracker and the converters to domain reports, orders and fills).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -447,16 +448,22 @@ class KrakenTradingVenue:
             self._lookup_task = self._spawn(self._drain_lookups())
 
     async def _drain_lookups(self) -> None:
+        """Run the queued look-ups until none is left; one that fails on an answer it cannot
+        read is logged and the others still run (a venue must outlive its own bugs)."""
         while self._orders_wanted or self._unknown_wanted:
             unknown = list(self._unknown_wanted.values())
             self._unknown_wanted.clear()
-            for entry in unknown:
-                await self._adopt_unreadable(entry)
             batch = list(self._orders_wanted.values())[:QUERY_ORDERS_MAX]
             for order in batch:
                 del self._orders_wanted[order.client_order_id]
+            lookups = [functools.partial(self._adopt_unreadable, e) for e in unknown]
             if batch:
-                await self._reconcile(batch)
+                lookups.append(functools.partial(self._reconcile, batch))
+            for lookup in lookups:
+                try:
+                    await lookup()
+                except Exception:
+                    log.exception("REST look-up of missed order state failed")
 
     async def _adopt_unreadable(self, entry: UnreadableEntry) -> None:
         """An unreadable entry for an order we do not track (placed by an earlier run):
