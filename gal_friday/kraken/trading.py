@@ -40,7 +40,6 @@ execution tracker and the converters to domain reports, orders and fills).
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import random
@@ -456,14 +455,10 @@ class KrakenTradingVenue:
             batch = list(self._orders_wanted.values())[:QUERY_ORDERS_MAX]
             for order in batch:
                 del self._orders_wanted[order.client_order_id]
-            lookups = [functools.partial(self._adopt_unreadable, e) for e in unknown]
+            for entry in unknown:
+                await _logged(self._adopt_unreadable(entry))
             if batch:
-                lookups.append(functools.partial(self._reconcile, batch))
-            for lookup in lookups:
-                try:
-                    await lookup()
-                except Exception:
-                    log.exception("REST look-up of missed order state failed")
+                await _logged(self._reconcile(batch))
 
     async def _adopt_unreadable(self, entry: UnreadableEntry) -> None:
         """An unreadable entry for an order we do not track (placed by an earlier run):
@@ -811,6 +806,14 @@ class KrakenTradingVenue:
                 log.info("dead man's switch over WS failed (%s); trying REST", exc)
         await self._rest_call(self.rest.cancel_all_orders_after, self.dms_timeout_s)
         self.dms_armed += 1
+
+
+async def _logged(lookup: Awaitable[None]) -> None:
+    """Run one REST look-up; a failure on an answer it cannot read is logged, not raised."""
+    try:
+        await lookup
+    except Exception:
+        log.exception("REST look-up of missed order state failed")
 
 
 def _need(value: Decimal | None, order: OrderRequest) -> Decimal:
