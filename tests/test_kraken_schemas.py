@@ -209,11 +209,36 @@ def test_snapshot_triggers_and_missing_data() -> None:
     assert executions_message(frame('{"channel":"executions","data":null}')).data == []
 
 
-def test_unreadable_executions_name_the_field() -> None:
-    bad = frame('{"channel":"executions","type":"update","data":[{"last_qty":"lots"}]}')
-    with pytest.raises(PrivateMessageError, match=r"unreadable executions message.*last_qty"):
-        executions_message(bad)
-    with pytest.raises(PrivateMessageError):
+def test_unreadable_entries_are_named_and_their_neighbours_read() -> None:
+    msg = executions_message(
+        frame(
+            '{"channel":"executions","type":"update","data":['
+            '{"order_id":"O1","last_qty":"lots"},'
+            '{"order_id":"O2","exec_type":"new"},'
+            '{"order_id":"O3","cl_ord_id":"c3","side":"sideways"},'
+            '{"cl_ord_id":"c4","exec_type":"trade","last_qty":null,"last_price":1},'
+            '{"order_id":7,"last_price":"NaN"},'
+            '{"order_id":"O6","cum_qty":-1},'
+            '{"order_id":"O7","exec_type":"trade","last_qty":1e40,"last_price":1},'
+            "null]}"
+        )
+    )
+    assert [e.order_id for e in msg.data] == ["O2"]
+    ids = [(e.order_id, e.cl_ord_id) for e in msg.unreadable]
+    assert ids == [
+        ("O1", None),
+        ("O3", "c3"),
+        (None, "c4"),
+        (None, None),
+        ("O6", None),
+        ("O7", None),
+        (None, None),
+    ]
+    problems = [e.problem for e in msg.unreadable]
+    assert "last_qty" in problems[0] and "unknown side 'sideways'" in problems[1]
+    assert "without last_qty" in problems[2] and "negative" in problems[4]
+    assert "not a finite amount" in problems[5]
+    with pytest.raises(PrivateMessageError, match="unreadable executions message"):
         executions_message(frame('{"channel":"executions","data":{"order_id":"O1"}}'))
 
 
@@ -223,8 +248,10 @@ def test_decoded_objects_read_through_the_same_schema() -> None:
     msg = ExecutionsMessage.from_mapping(obj)
     assert msg == executions_message(frame(TRADE))
     assert ExecutionsMessage.from_mapping({"type": "update"}).data == []
+    odd = ExecutionsMessage.from_mapping({"data": [{"order_id": "O1", "order_qty": "x"}, 5]})
+    assert odd.data == [] and [e.order_id for e in odd.unreadable] == ["O1", None]
     with pytest.raises(PrivateMessageError):
-        ExecutionsMessage.from_mapping({"data": [{"order_qty": "x"}]})
+        ExecutionsMessage.from_mapping({"data": "x"})
 
 
 # --- balances ----------------------------------------------------------------------------------
@@ -243,12 +270,17 @@ def test_balances_snapshot_and_update() -> None:
     assert not update.snapshot
     e = update.data[0]
     assert (e.asset, e.wallet_type, e.wallet_id, e.balance) == ("USD", "spot", "main", D(500))
-    with pytest.raises(PrivateMessageError, match="unreadable balances message"):
-        balances_message(
-            frame(
-                '{"channel":"balances","type":"update","data":[{"asset":"USD","balance":"much"}]}'
-            )
+    mixed = balances_message(
+        frame(
+            '{"channel":"balances","type":"update","data":[{"asset":"USD","balance":"much"},'
+            '{"asset":"XRP","balance":5,"wallet_type":"spot","wallet_id":"main"},'
+            '{"asset":null,"balance":1},{"asset":"DOGE","balance":"Infinity"}]}'
         )
+    )
+    assert [(e.asset, e.balance) for e in mixed.data] == [("XRP", D(5))]
+    assert len(mixed.unreadable) == 3
+    with pytest.raises(PrivateMessageError, match="unreadable balances message"):
+        balances_message(frame('{"channel":"balances","type":"update","data":7}'))
 
 
 # --- requests ----------------------------------------------------------------------------------

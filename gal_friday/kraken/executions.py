@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from gal_friday.events import ExecutionReportEvent, OrderStatus, OrderType, Side
 from gal_friday.execution.venue import OrderRequest, VenueFill, VenueOrder
-from gal_friday.kraken.schemas import ExecutionEntry, ExecutionsMessage, Fee
+from gal_friday.kraken.schemas import ExecutionEntry, ExecutionsMessage, Fee, UnreadableEntry
 from gal_friday.kraken.symbols import pair_from_rest
 from gal_friday.timeutil import parse_ts_ns
 
@@ -37,12 +37,13 @@ def dec(raw: object) -> Decimal:
 
 
 def _ts_ns(raw: object) -> int:
-    """RFC3339 (WS) or unix seconds text (REST) as epoch ns; now if absent or unreadable."""
+    """RFC3339 (WS) or unix seconds text (REST) as epoch ns; now if absent or unreadable
+    (an unreadable time must not cost the fill it stamps: "Infinity" or 1e999999 included)."""
     if isinstance(raw, str) and "T" in raw:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, ArithmeticError):
             return parse_ts_ns(raw)
     if raw is not None:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, ArithmeticError):
             return int(dec(raw) * 1_000_000_000)
     return time.time_ns()
 
@@ -87,6 +88,15 @@ def _order_type(raw: object) -> OrderType:
     except ValueError:
         log.debug("order type %r is not one the bot uses; treating it as limit", raw)
         return OrderType.LIMIT
+
+
+class Applied(NamedTuple):
+    """What one ``executions`` message did: reports to publish, orders to reconcile over REST
+    and entries that could not be read (to look up over REST by the ids they carry)."""
+
+    reports: list[ExecutionReportEvent]
+    suspects: list[TrackedOrder]
+    unreadable: list[UnreadableEntry]
 
 
 @dataclass(slots=True)
@@ -180,37 +190,68 @@ class ExecutionTracker:
     def feed(
         self, msg: ExecutionsMessage | Mapping[str, Any]
     ) -> tuple[list[ExecutionReportEvent], list[TrackedOrder]]:
-        """One ``executions`` message -> (reports, suspects). Suspects are orders whose fills
-        or final state we may have missed; only snapshots and sparse terminal updates whose
-        ``cum_qty`` is ahead of ours produce them. A message not yet typed (a decoded object)
-        is read through the schema first. Raises ValueError (``PrivateMessageError``) or
-        KeyError if the message is not readable."""
+        """One ``executions`` message -> (reports, suspects); see ``apply``, which also names
+        the entries that could not be read."""
+        applied = self.apply(msg)
+        return applied.reports, applied.suspects
+
+    def apply(self, msg: ExecutionsMessage | Mapping[str, Any]) -> Applied:
+        """One ``executions`` message, each entry on its own: the reports of the entries
+        read, the suspects (orders whose fills or final state we may have missed: after a
+        snapshot, and sparse terminal updates whose ``cum_qty`` is ahead of ours) and the
+        entries that could not be read (the venue looks those up over REST). A message not
+        yet typed (a decoded object) is read through the schema first. Raises ValueError
+        (``PrivateMessageError``) only if the message as a whole is not readable."""
         if not isinstance(msg, ExecutionsMessage):
             msg = ExecutionsMessage.from_mapping(msg)
-        data = msg.data
         snapshot = msg.snapshot
-        reports: list[ExecutionReportEvent] = []
-        suspects: list[TrackedOrder] = []
+        out = Applied([], [], list(msg.unreadable))
         seen: set[str] = set()
-        for entry in data:
-            tracked = self._find_or_create(entry)
-            if tracked is None:
-                continue
-            seen.add(tracked.client_order_id)
-            self._update_fields(tracked, entry)
-            if snapshot:
-                report, suspect = self._snapshot_entry(tracked, entry)
-            else:
-                report, suspect = self._update_entry(tracked, entry)
-            reports.extend(report)
-            if suspect:
-                suspects.append(tracked)
+        for entry in msg.data:
+            try:
+                self._apply_entry(entry, snapshot, out, seen)
+            except Exception as exc:  # a bug must cost this entry only, never its neighbours
+                log.exception("execution entry for order %s not applied", entry.order_id)
+                out.unreadable.append(
+                    UnreadableEntry(
+                        problem=f"not applied: {type(exc).__name__}",
+                        order_id=entry.order_id,
+                        cl_ord_id=entry.cl_ord_id,
+                    )
+                )
         if snapshot:
-            suspects.extend(
+            out.suspects.extend(
                 o for o in self.orders.values() if o.client_order_id not in seen and not o.done
             )
         self._prune()
-        return reports, suspects
+        return out
+
+    def _apply_entry(
+        self, entry: ExecutionEntry, snapshot: bool, out: Applied, seen: set[str]
+    ) -> None:
+        tracked = self._find_or_create(entry)
+        if tracked is None:
+            return
+        seen.add(tracked.client_order_id)
+        self._update_fields(tracked, entry)
+        if snapshot:
+            report, suspect = self._snapshot_entry(tracked, entry)
+        else:
+            report, suspect = self._update_entry(tracked, entry)
+        out.reports.extend(report)
+        if suspect:
+            out.suspects.append(tracked)
+
+    def find(self, order_id: str | None, client_order_id: str | None) -> TrackedOrder | None:
+        """The tracked order an entry's ids name, by exchange order id first."""
+        tracked = self._by_oid.get(order_id) if order_id else None
+        if tracked is None and client_order_id:
+            tracked = self.orders.get(client_order_id)
+        return tracked
+
+    def working(self) -> list[TrackedOrder]:
+        """The orders not finished yet (any of them could have a fill we missed)."""
+        return [o for o in self.orders.values() if not o.done]
 
     def _prune(self) -> None:
         """Forget the oldest finished orders beyond ``MAX_DONE`` (a long run must not grow
@@ -224,10 +265,8 @@ class ExecutionTracker:
                 self._by_oid.pop(order.order_id, None)
 
     def _find_or_create(self, e: ExecutionEntry) -> TrackedOrder | None:
-        oid, coid = e.order_id, e.cl_ord_id
-        tracked = self._by_oid.get(oid) if oid else None
-        if tracked is None and coid:
-            tracked = self.orders.get(coid)
+        oid = e.order_id
+        tracked = self.find(oid, e.cl_ord_id)
         if tracked is None:
             tracked = self._create(e)
         if tracked is not None and oid:
@@ -244,7 +283,11 @@ class ExecutionTracker:
             log.debug("ignoring order %s on unconfigured %s", e.order_id, e.symbol)
             return None
         coid = str(e.cl_ord_id or e.order_id)
-        filled = _or(e.cum_qty, ZERO)
+        filled, cost = _or(e.cum_qty, ZERO), _or(e.cum_cost, ZERO)
+        if e.exec_type == "trade" and e.last_qty is not None and e.last_price is not None:
+            # cum_qty already counts this fill, which is applied (and reported) next
+            filled = max(ZERO, filled - e.last_qty)
+            cost = max(ZERO, cost - e.last_qty * e.last_price)
         tracked = TrackedOrder(
             coid,
             e.symbol,
@@ -252,7 +295,7 @@ class ExecutionTracker:
             _order_type(e.order_type),
             e.order_qty,
             filled=filled,
-            cost=_or(e.cum_cost, ZERO),
+            cost=cost,
         )
         if e.avg_price is not None and filled > 0:
             tracked.avg_price = e.avg_price
@@ -376,6 +419,37 @@ class ExecutionTracker:
             reason=None if reason is None else str(reason),
             ts_ns=_ts_ns(info.get("closetm") or info.get("opentm")),
         )
+
+    def adopt_rest_order(
+        self, order_id: str, info: Mapping[str, Any], client_order_id: str | None = None
+    ) -> ExecutionReportEvent | None:
+        """Track an order first heard of in an entry we could not read, from its REST state
+        (as ``_create`` adopts an earlier run's order from a snapshot: what it filled before
+        is the baseline, not a fill of ours to report) and report that state. None if it is
+        not on one of our pairs."""
+        if order_id in self._by_oid:
+            return self.apply_rest_order(order_id, info)
+        order = venue_order_from_rest(order_id, info, self.pairs)
+        if order is None:
+            return None
+        coid = order.client_order_id or client_order_id or order_id
+        tracked = TrackedOrder(
+            coid,
+            order.pair,
+            order.side,
+            order.type,
+            order.qty,
+            limit_price=order.limit_price,
+            trigger_price=order.trigger_price,
+            filled=order.filled_qty,
+        )
+        price = info.get("price")
+        if order.filled_qty > 0 and price is not None and dec(price) > 0:
+            tracked.avg_price = dec(price)
+            tracked.cost = order.filled_qty * tracked.avg_price
+        self.orders.setdefault(coid, tracked)
+        self.set_order_id(coid, order_id)
+        return self.apply_rest_order(order_id, info)
 
     @staticmethod
     def _report(

@@ -116,7 +116,12 @@ class PublicStreamDecoder:
         self._candles: dict[str, _OpenCandle] = {}
         self.resync: set[str] = set()
         self.instruments_received = False
+        # When each channel last spoke for each pair: the data age monitoring HALTs on. Only
+        # a message moves it; reconnects and subscriptions never do.
         self.last_seen: dict[tuple[str, str], float] = {}
+        # When each channel was last asked for on the current connection: the watchdog gives
+        # a new subscription its full limit before it recycles the connection.
+        self._asked: dict[tuple[str, str], float] = {}
         self.stats = DecoderStats()
 
     # --- connection lifecycle ------------------------------------------------------------
@@ -131,14 +136,17 @@ class PublicStreamDecoder:
                 events.append(BookInvalidatedEvent(pair, reason))
             self._valid[pair] = False
         self.resync.clear()
-        now = self._monotonic()
-        for key in list(self.last_seen):
-            self.last_seen[key] = now
+        self._asked.clear()
         return events
 
     def mark_subscribed(self, channel: str, pair: str) -> None:
-        """Start the staleness clock for a channel and pair from the moment we asked."""
-        self.last_seen[(channel, pair)] = self._monotonic()
+        """We asked for a channel and pair on this connection: the watchdog's clock starts
+        now. The data age starts here only if nothing was ever received (so a feed that
+        never delivers still ages); otherwise it keeps counting from the last message,
+        whatever the reconnects do, so the stale-data HALT fires during an outage."""
+        now = self._monotonic()
+        self._asked[(channel, pair)] = now
+        self.last_seen.setdefault((channel, pair), now)
 
     def book_ready(self) -> bool:
         return bool(self.books) and all(self._valid.get(p) for p in self.pairs)
@@ -351,12 +359,20 @@ class PublicStreamDecoder:
         return []
 
     def stale(self, now: float, limits: dict[str, float]) -> str | None:
-        """The first channel/pair silent for longer than its limit, as a reason, or None."""
-        for (channel, pair), seen in self.last_seen.items():
+        """The first channel/pair silent on this connection for longer than its limit (since
+        its last message or, if later, since we asked for it), as a reason, or None."""
+        for key, seen in self.last_seen.items():
+            channel, pair = key
             limit = limits.get(channel, 0.0)
-            if limit > 0 and now - seen > limit:
-                return f"no {channel} data for {pair} in {now - seen:.1f}s (limit {limit:g}s)"
+            quiet = now - max(seen, self._asked.get(key, seen))
+            if limit > 0 and quiet > limit:
+                return f"no {channel} data for {pair} in {quiet:.1f}s (limit {limit:g}s)"
         return None
+
+    def data_age(self, now: float, channel: str, pair: str) -> float | None:
+        """Seconds since the channel last spoke for the pair (None: never asked for)."""
+        seen = self.last_seen.get((channel, pair))
+        return None if seen is None else now - seen
 
 
 def _closed(candle: CandleEvent) -> CandleEvent:

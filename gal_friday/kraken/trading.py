@@ -17,6 +17,9 @@ Safety rules, all about never duplicating or losing an order or a fill:
 * After every (re)connect the ``executions`` snapshot is compared with what we believed:
   orders that finished while we were away, or filled more than we saw, are resolved over
   REST (QueryOrders / ClosedOrders, then TradesHistory) and their fills reported.
+* Each entry of a batched ``executions`` (or ``balances``) message is applied on its own: one
+  that cannot be read is logged with its ids, counted (``stats['unreadable_entries']``) and
+  its order looked up over REST like a suspect, so it never costs the fills beside it.
 * A circuit breaker (``pybreaker``) counts consecutive ``VenueBusy`` / ``VenueUncertain``
   outcomes; while it is open ``submit`` refuses without touching the exchange. Cancels and
   lookups still go through: they reduce risk or resolve uncertainty. ``OrderRejected`` is the
@@ -81,6 +84,7 @@ from gal_friday.kraken.schemas import (
     CancelAllResult,
     PrivateFrame,
     PrivateMessageError,
+    UnreadableEntry,
     balances_message,
     decode_frame,
     encode_request,
@@ -98,6 +102,8 @@ _wire_log = logging.getLogger(f"{__name__}.wire")
 _wire_log.setLevel(logging.INFO)
 T = TypeVar("T")
 ZERO = Decimal(0)
+QUERY_ORDERS_MAX = 50  # txids per QueryOrders call
+MAX_UNKNOWN_LOOKUPS = 100  # untracked orders waiting to be found (a hostile stream is bounded)
 
 # --- balances --------------------------------------------------------------------------------
 
@@ -196,6 +202,10 @@ class KrakenTradingVenue:
         self.requests = 0
         self.dms_armed = 0
         self.errors: Counter[str] = Counter()
+        self.unreadable_entries = 0  # private message entries not read (each looked up)
+        self._orders_wanted: dict[str, TrackedOrder] = {}  # to look up over REST, by coid
+        self._unknown_wanted: dict[str, UnreadableEntry] = {}  # untracked orders to find
+        self._lookup_task: asyncio.Future[None] | None = None
         self.last_disconnect_reason = ""
 
     def __repr__(self) -> str:
@@ -216,6 +226,7 @@ class KrakenTradingVenue:
             "reconnects": self.reconnects,
             "requests": self.requests,
             "dms_armed": self.dms_armed,
+            "unreadable_entries": self.unreadable_entries,
             "errors": dict(self.errors),
             "breaker": self.breaker.current_state,
         }
@@ -370,6 +381,7 @@ class KrakenTradingVenue:
         except PrivateMessageError:
             log.warning("undecodable private WebSocket frame")
             self.errors["decode"] += 1
+            self._look_up(self.tracker.working())  # it may have been a fill of any of them
             return
         if frame is None:  # JSON, but not an object: nothing we read
             return
@@ -384,19 +396,104 @@ class KrakenTradingVenue:
             self._balances(frame)
 
     async def _executions(self, frame: PrivateFrame) -> None:
+        """Apply each entry on its own: the readable ones are reported now, the unreadable
+        ones are counted and their orders looked up over REST (nothing they said is lost)."""
         try:
-            reports, suspects = self.tracker.feed(executions_message(frame))
-        except (ValueError, KeyError, TypeError):  # PrivateMessageError is a ValueError
-            log.exception("unreadable executions message")
+            applied = self.tracker.apply(executions_message(frame))
+        except PrivateMessageError as exc:  # data not even a list: no entry, no id to read
+            log.warning("unreadable executions message", extra={"detail": str(exc)[:200]})
             self.errors["decode"] += 1
+            self._look_up(self.tracker.working())  # it may have carried a fill of any of them
             return
-        await self._emit(reports)
-        if suspects:
-            self._spawn(self._reconcile(suspects))
+        await self._emit(applied.reports)
+        self._look_up(applied.suspects)
+        for entry in applied.unreadable:
+            self._unreadable_entry(entry)
+
+    def _unreadable_entry(self, entry: UnreadableEntry) -> None:
+        """Log and count an unreadable entry and look its order up over REST: a tracked
+        order is reconciled; an order we do not track is found by its ids; an entry that
+        names no order could be a fill of any working order, so all of them are."""
+        self.unreadable_entries += 1
+        log.warning(
+            "unreadable executions entry; looking its order up over REST",
+            extra={
+                "problem": entry.problem,
+                "order_id": entry.order_id,
+                "cl_ord_id": entry.cl_ord_id,
+            },
+        )
+        tracked = self.tracker.find(entry.order_id, entry.cl_ord_id)
+        if tracked is not None:
+            self._look_up([tracked])
+        elif entry.order_id or entry.cl_ord_id:
+            key = entry.order_id or f"c:{entry.cl_ord_id}"
+            if key in self._unknown_wanted or len(self._unknown_wanted) < MAX_UNKNOWN_LOOKUPS:
+                self._unknown_wanted[key] = entry
+                self._look_up([])
+            else:
+                self.errors["lookups_dropped"] += 1
+        else:
+            self._look_up(self.tracker.working())
+
+    def _look_up(self, orders: Iterable[TrackedOrder]) -> None:
+        """Queue orders for a REST look-up (suspects after a snapshot, orders named by an
+        unreadable entry). One look-up runs at a time and takes everything queued meanwhile,
+        50 orders per QueryOrders, so a burst of unreadable entries costs a few REST calls
+        (Kraken's REST counter is small), not a few per entry, and an order named twice is
+        looked up once."""
+        for order in orders:
+            self._orders_wanted[order.client_order_id] = order
+        busy = self._lookup_task is not None and not self._lookup_task.done()
+        if not busy and (self._orders_wanted or self._unknown_wanted):
+            self._lookup_task = self._spawn(self._drain_lookups())
+
+    async def _drain_lookups(self) -> None:
+        """Run the queued look-ups until none is left; one that fails on an answer it cannot
+        read is logged and the others still run (a venue must outlive its own bugs)."""
+        while self._orders_wanted or self._unknown_wanted:
+            unknown = list(self._unknown_wanted.values())
+            self._unknown_wanted.clear()
+            batch = list(self._orders_wanted.values())[:QUERY_ORDERS_MAX]
+            for order in batch:
+                del self._orders_wanted[order.client_order_id]
+            for entry in unknown:
+                await _logged(self._adopt_unreadable(entry))
+            if batch:
+                await _logged(self._reconcile(batch))
+
+    async def _adopt_unreadable(self, entry: UnreadableEntry) -> None:
+        """An unreadable entry for an order we do not track (placed by an earlier run):
+        QueryOrders by its order id, or Open/ClosedOrders by its client id; if it is on one
+        of our pairs, track it from what REST says and report its state."""
+        try:
+            if entry.order_id:
+                infos = await self._rest_call(self.rest.query_orders, [entry.order_id])
+                found = next(iter(infos.items()), None)
+            else:
+                found = await self._rest_find(str(entry.cl_ord_id))
+        except VenueError as exc:
+            log.warning("look-up of an unreadable entry's order failed: %s", exc)
+            return
+        if found is None:
+            return
+        adopted = self.tracker.adopt_rest_order(found[0], found[1], entry.cl_ord_id)
+        if adopted is not None:
+            await self._emit([adopted])
 
     def _balances(self, frame: PrivateFrame) -> None:
-        """Keep the streamed balances (per asset and wallet) for ``ws_balances``."""
-        msg = balances_message(frame)
+        """Keep the streamed balances (per asset and wallet) for ``ws_balances``; an
+        unreadable entry is counted and skipped (REST ``Balance`` stays the source of truth
+        for recovery and sizing), the others are kept."""
+        try:
+            msg = balances_message(frame)
+        except PrivateMessageError as exc:
+            log.warning("unreadable balances message", extra={"detail": str(exc)[:200]})
+            self.errors["decode"] += 1
+            return
+        for bad in msg.unreadable:
+            self.unreadable_entries += 1
+            log.warning("unreadable balances entry", extra={"problem": bad.problem})
         for e in msg.data:
             asset = asset_code(str(e.asset))
             if msg.snapshot:
@@ -416,10 +513,11 @@ class KrakenTradingVenue:
             except Exception:
                 log.exception("on_report failed for %s", report.client_order_id)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- requests --------------------------------------------------------------------------
 
@@ -725,6 +823,14 @@ class KrakenTradingVenue:
                 await self._request("cancel_all_orders_after", {"timeout": 0}, changes_orders=True)
                 return
         await self._rest_call(self.rest.cancel_all_orders_after, 0)
+
+
+async def _logged(lookup: Awaitable[None]) -> None:
+    """Run one REST look-up; a failure on an answer it cannot read is logged, not raised."""
+    try:
+        await lookup
+    except Exception:
+        log.exception("REST look-up of missed order state failed")
 
 
 def _need(value: Decimal | None, order: OrderRequest) -> Decimal:

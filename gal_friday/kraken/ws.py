@@ -9,7 +9,13 @@ Failure handling:
 * a book whose checksum fails is discarded and re-subscribed for a fresh snapshot;
 * a connection that stays open while data stops (no frame at all for ``silence_limit_s``, or a
   channel silent for one pair beyond its staleness limit) is recycled;
-* every disconnect is followed by exponential backoff with jitter, then a full resubscribe.
+* every disconnect is followed by exponential backoff with jitter, then a full resubscribe:
+  after any failure, the first after a healthy session included (that one waits
+  ``reconnect_initial_s``), doubling to ``reconnect_max_s``; only a connection that delivered
+  live books again resets it, so an outage costs a handful of connection attempts, not one
+  every few milliseconds;
+* data age counts from the last message received per channel and pair, whatever the
+  reconnects do, so the stale-data HALT fires at its limit during an outage.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ class KrakenPublicFeed:
         """Connect, stream and reconnect until cancelled."""
         attempt = 0
         while True:
+            self._ready = False  # healthy means this attempt got live books, not the last one
             try:
                 await self._session()
             except FatalFeedError:
@@ -103,7 +110,7 @@ class KrakenPublicFeed:
                 raise FatalFeedError(f"bad Kraken WebSocket URL {self.url!r}: {exc}") from None
             else:
                 reason = "connection closed by peer"
-            healthy = self._ready
+            healthy = self._ready  # only a healthy connection resets the backoff
             self.last_disconnect_reason = reason
             await self._set_state(ComponentState.DISCONNECTED, reason)
             for event in self.decoder.reset_connection(reason):

@@ -10,7 +10,8 @@ message).
 
 ``apply_fault`` is the ``POST /sim/fault/<name>`` endpoint without the HTTP: a fault name and
 its parameters (strings, from the query string, a form or a JSON body) applied to the
-exchange. Names: ``drop``; ``corrupt_checksum`` (``symbol``); ``hostile`` (``kind``, optional
+exchange. Names: ``drop``; ``refuse`` (``seconds``: an outage, every WebSocket handshake
+refused); ``corrupt_checksum`` (``symbol``); ``hostile`` (``kind``, optional
 ``symbol``), ``malformed`` (= hostile with kind malformed); ``stall`` (``seconds``, optional
 ``channel``, ``symbol``); ``clear``; ``reject_next_orders`` (``n``, ``error``);
 ``drop_after_accept`` (``n``); ``set_balance`` (``asset``, ``amount``).
@@ -89,6 +90,7 @@ class FaultTarget(Protocol):
     """The exchange's misbehaviour switches (``SimExchange`` has them all)."""
 
     def drop_connections(self) -> int: ...
+    def refuse_connections(self, seconds: float) -> int: ...
     def corrupt_next_checksum(self, symbol: str) -> None: ...
     def send_hostile(self, kind: str = ..., symbol: str | None = ...) -> int: ...
     def stall(self, seconds: float, channel: str | None = ..., symbol: str | None = ...) -> int: ...
@@ -104,6 +106,8 @@ def apply_fault(target: FaultTarget, name: str, params: dict[str, str]) -> dict[
     symbol = params.get("symbol") or None
     if name == "drop":
         return {"connections": target.drop_connections()}
+    if name == "refuse":
+        return {"connections": target.refuse_connections(float(params["seconds"]))}
     if name == "corrupt_checksum":
         target.corrupt_next_checksum(params["symbol"])
         return {"symbol": params["symbol"]}

@@ -134,6 +134,7 @@ class SimExchange:
         self.protocol = PublicProtocol(self.market, self.fanout, self.stats)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._refuse_until = 0.0  # loop time until which WebSocket handshakes are refused
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class SimExchange:
         """Listen, then start the market and the heartbeat timer."""
         app = web.Application()
         app.router.add_get("/v2", self._ws_handler)
-        app.router.add_get("/auth/v2", self.private_ws.handle)
+        app.router.add_get("/auth/v2", self._auth_ws_handler)
         app.router.add_route("*", "/0/public/{method}", self._rest_handler)
         app.router.add_post("/0/private/{method}", self.private.handle)
         app.router.add_post("/sim/fault/{name}", self._fault_handler)
@@ -223,7 +224,21 @@ class SimExchange:
 
     # --- WebSocket connections ---------------------------------------------------------------
 
-    async def _ws_handler(self, request: web.Request) -> web.WebSocketResponse:
+    def _refusing(self) -> bool:
+        """An outage is on: count the attempt and refuse it (HTTP 503, as a gateway would)."""
+        if asyncio.get_running_loop().time() >= self._refuse_until:
+            return False
+        self.stats.connections_refused += 1
+        return True
+
+    async def _auth_ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self._refusing():
+            return web.Response(status=503, text="service unavailable (simulated outage)")
+        return await self.private_ws.handle(request)
+
+    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self._refusing():
+            return web.Response(status=503, text="service unavailable (simulated outage)")
         ws = web.WebSocketResponse(timeout=2.0, compress=False, max_msg_size=1 << 20)
         await ws.prepare(request)
         conn = Conn(self._ids.getrandbits(63) | (1 << 63), ws, request)
@@ -278,6 +293,17 @@ class SimExchange:
             self.fanout.forget(conn)
         return len(conns) + self.private_ws.drop_all()
 
+    def refuse_connections(self, seconds: float) -> int:
+        """An outage: cut every WebSocket connection (as ``drop_connections``) and refuse
+        every WebSocket handshake, public and private, for ``seconds`` (HTTP 503; REST keeps
+        answering). ``stats.connections_refused`` counts the attempts; ``clear_faults`` ends
+        it early. Returns how many connections were cut."""
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        self.stats.fault("refuse")
+        self._refuse_until = asyncio.get_running_loop().time() + seconds
+        return self.drop_connections()
+
     def reject_next_orders(self, n: int, error: str) -> None:
         """The next ``n`` order placements (REST ``AddOrder`` or WS ``add_order``) fail with
         the Kraken error string ``error`` and place nothing."""
@@ -331,7 +357,8 @@ class SimExchange:
         return len(conns)
 
     def clear_faults(self) -> None:
-        """End every stall now and disarm pending checksum corruption."""
+        """End every stall and refusal now and disarm pending checksum corruption."""
+        self._refuse_until = 0.0
         self.fanout.corrupt.clear()
         for conn in list(self.fanout.conns):
             for stall in list(conn.stalls):

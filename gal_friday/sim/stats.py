@@ -11,6 +11,7 @@ class SimStats:
 
     connections_accepted: int = 0
     connections_open: int = 0
+    connections_refused: int = 0  # WebSocket handshakes refused during a simulated outage
     subscriptions: int = 0  # successful subscribe acks, ever
     unsubscriptions: int = 0
     active_subscriptions: int = 0
