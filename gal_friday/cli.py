@@ -19,7 +19,7 @@ from typing import Any
 from gal_friday import __version__
 from gal_friday.backtest.options import add_parser as add_backtest
 from gal_friday.config import ConfigError, Settings, load_settings, merge_overrides
-from gal_friday.logs import setup_logging
+from gal_friday.logs import quiet_stdout, setup_logging, stdout_closed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("gal_friday.cli")
@@ -249,6 +249,21 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A reader that stops reading (``gal-friday config | head``) ends the
+    output quietly with exit 0, as ``head`` expects; no traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError as exc:
+        if not stdout_closed():  # a socket's broken pipe: a failure, not the reader leaving
+            print(f"gal-friday: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        quiet_stdout()
+        return EXIT_OK
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "run"
@@ -365,6 +380,10 @@ def _run(coro: Any) -> int:
         ControlError,
     ) as exc:
         raise FatalError(str(exc)) from None
+    except BrokenPipeError:
+        if stdout_closed():
+            raise  # the reader of stdout went away: main ends quietly
+        raise FatalError("connection closed by the other end (broken pipe)") from None
     except OSError as exc:
         raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
     return EXIT_OK

@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -335,6 +336,20 @@ def recording_inputs(
     )
 
 
+def _console() -> Any:
+    """The console the summary is printed on. When its reader goes away (``| head``) it
+    raises BrokenPipeError, which ``gal-friday`` ends quietly with exit 0 like every other
+    command (rich itself would exit 1); the report files are written before it prints."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "stdout closed")
+
+    return PipeConsole()
+
+
 def _setup_failed(console: Any, exc: Exception) -> int:
     """One line for a setup problem: a usage error (exit 2), or a model or candle file that
     cannot be used (1)."""
@@ -379,12 +394,10 @@ async def _report(
 
 async def run_recording(settings: Settings, args: argparse.Namespace, out: Path) -> int:
     """``--recording``: the event-driven backtest on recorded market data."""
-    from rich.console import Console
-
     from gal_friday.backtest.recording import run_recording_backtest
     from gal_friday.kraken.recorder import RecordingError
 
-    console = Console()
+    console = _console()
     try:
         capital = initial_capital(settings, args)
         predictor, strategy, notes = recording_inputs(settings, args)
@@ -419,8 +432,6 @@ async def run_recording(settings: Settings, args: argparse.Namespace, out: Path)
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the backtest, print the summary and write the report; the exit code."""
-    from rich.console import Console
-
     from gal_friday.backtest.runner import run_backtest
 
     out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
@@ -428,7 +439,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     )
     if getattr(args, "recording", None):
         return await run_recording(settings, args, out)
-    console = Console()
+    console = _console()
     try:
         capital = initial_capital(settings, args)
         check_options(args)
@@ -490,9 +501,13 @@ async def _run_with_progress(
             strategy=strategy,
             depth=args.depth or "volume",
         )
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
+    # on stderr, as the download's (stdout is the report, which may go through a pipe), and
+    # only on a terminal: a redirected stderr gets no bar
+    console = Console(stderr=True)
+    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("backtest", total=1)
 
         def progress(done: int, total: int) -> None:

@@ -1,0 +1,72 @@
+"""Bad input found on main, each through the real ``gal-friday`` command: one line naming the
+problem (and the path or value), exit 2 for a bad flag or setting, 1 for a file or folder the
+run cannot use, never a traceback, and nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def gal_friday(
+    *args: str, cwd: Path, stdout: int | None = subprocess.PIPE, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GAL_FRIDAY_", "KRAKEN_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "gal_friday", *args],
+        cwd=cwd,
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- a reader that goes away: `gal-friday config | head` -------------------------------------
+
+
+def closed_pipe() -> int:
+    """The write end of a pipe whose reader has already gone, as after ``head`` exits."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("config",),
+        ("config", "--json"),
+        ("--exchange", "sim", "backtest", "--synthetic", "1", "--strategy", "sma", "--no-chart"),
+    ],
+)
+def test_a_closed_stdout_ends_the_output_quietly(args: tuple[str, ...], in_tmp: Path) -> None:
+    out = closed_pipe()
+    try:
+        done = gal_friday(*args, cwd=in_tmp, stdout=out)
+    finally:
+        os.close(out)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_headless_run_goes_on_logging_to_its_file_when_stdout_closes(in_tmp: Path) -> None:
+    out = closed_pipe()
+    try:
+        done = gal_friday("--exchange", "sim", "--no-ui", "--duration", "3", cwd=in_tmp, stdout=out)
+    finally:
+        os.close(out)
+    assert done.returncode == 0
+    assert "Logging error" not in done.stderr and "Traceback" not in done.stderr
+    events = [
+        json.loads(line)["event"]
+        for line in (in_tmp / "logs" / "gal-friday.jsonl").read_text().splitlines()
+    ]
+    assert "stdout closed; logging to the file only" in events
+    assert events[-1] == "gal-friday stopped"  # the run went on to its end, every line kept
