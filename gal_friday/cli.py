@@ -274,6 +274,11 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     if command == "config":
         return _show_config(settings, as_json=args.json)
+    try:
+        _check_sim_pairs(settings, command, args)
+    except UsageError as exc:
+        print(f"gal-friday: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if command in ("halt", "reduce", "resume", "flatten", "status"):
         from gal_friday.control import ask_on_terminal, run_command
 
@@ -312,6 +317,29 @@ def _main(argv: Sequence[str] | None) -> int:
     except FatalError as exc:
         print(f"gal-friday: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+_SIM_COMMANDS = ("run", "record", "download", "train")  # they start it with --exchange sim
+
+
+def _check_sim_pairs(settings: Settings, command: str, args: argparse.Namespace) -> None:
+    """Before anything starts: every pair a command would ask the simulator for is one it
+    serves (a recording replayed instead brings its own pairs)."""
+    uses_sim = command == "sim-exchange" or (
+        settings.exchange == "sim"
+        and command in _SIM_COMMANDS
+        and not (command == "train" and args.candles)
+    )
+    if not uses_sim or settings.sim.replay:
+        return
+    from gal_friday.sim.instruments import INSTRUMENTS
+
+    pairs = [*settings.pairs, *([args.pair] if getattr(args, "pair", None) else [])]
+    unknown = [pair for pair in dict.fromkeys(pairs) if pair not in INSTRUMENTS]
+    if unknown:
+        raise UsageError(
+            f"the simulator has no pair {', '.join(unknown)}; it serves {', '.join(INSTRUMENTS)}"
+        )
 
 
 def _cockpit(settings: Settings, duration: float | None) -> int:

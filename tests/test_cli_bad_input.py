@@ -28,6 +28,37 @@ def gal_friday(
     )
 
 
+def one_line(stderr: str) -> str:
+    """The single line a bad input ends with (log lines on stderr are JSON objects)."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line and not line.startswith("{")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# --- a pair the simulator does not serve --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "unknown"),
+    [
+        (("--exchange", "sim", "--pairs", "BTC/USD", "--no-ui"), "BTC/USD"),
+        (("--pairs", "XRP/USD,ETH/USD,BTC/USD", "sim-exchange"), "ETH/USD, BTC/USD"),
+        (("--exchange", "sim", "download", "--pair", "BTC/USD"), "BTC/USD"),
+        (("--exchange", "sim", "train", "--pair", "BTC/USD"), "BTC/USD"),
+    ],
+)
+def test_an_unknown_pair_on_the_simulator_is_one_line_listing_the_pairs_it_serves(
+    args: tuple[str, ...], unknown: str, in_tmp: Path
+) -> None:
+    done = gal_friday(*args, cwd=in_tmp)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (
+        f"gal-friday: the simulator has no pair {unknown}; it serves XRP/USD, DOGE/USD"
+    )
+    assert not (in_tmp / "data").exists()  # refused before anything started
+
+
 # --- a reader that goes away: `gal-friday config | head` -------------------------------------
 
 
