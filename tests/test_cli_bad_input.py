@@ -59,6 +59,37 @@ def test_an_unknown_pair_on_the_simulator_is_one_line_listing_the_pairs_it_serve
     assert not (in_tmp / "data").exists()  # refused before anything started
 
 
+# --- a candle file with high < low ----------------------------------------------------------
+
+BAD_CANDLES = (
+    "1700000040,1.0,1.1,0.9,1.0,5,1\n"
+    "1700000100,1.0,1.1,0.9,1.05,5,1\n"
+    "1700000160,1.0,0.9,1.1,1.0,5,1\n"  # line 3: high below low
+    "1700000220,1.0,0.8,1.2,1.0,5,1\n"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("features", "--candles", "bad.csv", "--out", "f.csv"),
+        ("train", "--candles", "bad.csv", "--no-progress"),
+        ("backtest", "--candles", "XRP/USD=bad.csv", "--pairs", "XRP/USD", "--strategy", "sma"),
+    ],
+)
+def test_a_candle_file_with_high_below_low_is_refused_naming_the_file_and_line(
+    args: tuple[str, ...], in_tmp: Path
+) -> None:
+    (in_tmp / "bad.csv").write_text(BAD_CANDLES)
+    done = gal_friday("--exchange", "sim", *args, cwd=in_tmp)
+    assert done.returncode == 1
+    assert one_line(done.stderr if done.stderr.strip() else done.stdout) == (
+        "gal-friday: bad.csv:3: high and low do not enclose open and close "
+        "(open 1.0, high 0.9, low 1.1, close 1.0)"
+    )
+    assert not (in_tmp / "f.csv").exists() and not (in_tmp / "models").exists()
+
+
 # --- a reader that goes away: `gal-friday config | head` -------------------------------------
 
 
