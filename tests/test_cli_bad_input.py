@@ -59,6 +59,52 @@ def test_an_unknown_pair_on_the_simulator_is_one_line_listing_the_pairs_it_serve
     assert not (in_tmp / "data").exists()  # refused before anything started
 
 
+# --- a truncated model file ---------------------------------------------------------------
+
+
+def save_truncated_model(directory: Path) -> Path:
+    """A small model on three real features, its model.txt then cut in half."""
+    import lightgbm
+    import numpy as np
+
+    from gal_friday.config import FeatureSettings
+    from gal_friday.features import candle_feature_names
+    from gal_friday.prediction.model import ModelMetadata, save_model_files
+
+    names = candle_feature_names(FeatureSettings())[:3]
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 3))
+    booster = lightgbm.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lightgbm.Dataset(x, (x[:, 0] > 0).astype(int)),
+        10,
+    )
+    meta = ModelMetadata("cut", names, {"threshold_pct": 0.1, "horizon_min": 5})
+    save_model_files(directory, booster.model_to_string(), meta)
+    path = directory / "model.txt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--no-ui", "--duration", "30"),  # loaded by the inference worker processes
+        ("backtest", "--synthetic", "1", "--no-progress"),  # loaded in the command's process
+    ],
+)
+def test_a_truncated_model_file_is_one_line_naming_it(args: tuple[str, ...], in_tmp: Path) -> None:
+    path = save_truncated_model(in_tmp / "models" / "default")
+    done = gal_friday("--exchange", "sim", *args, cwd=in_tmp)
+    assert done.returncode == 1
+    assert "LightGBM" not in done.stderr + done.stdout  # its own fatal lines never show
+    assert one_line(done.stderr if done.stderr.strip() else done.stdout) == (
+        f"gal-friday: {path.relative_to(in_tmp)} is damaged: it does not match the SHA-256 "
+        "recorded in model.json (cut short or changed after training); restore it or retrain "
+        "with 'gal-friday train'"
+    )
+
+
 # --- a candle file with high < low ----------------------------------------------------------
 
 BAD_CANDLES = (
