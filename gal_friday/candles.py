@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gal_friday.folders import make_folder
+
 FloatArray = npt.NDArray[np.float64]
 CandleRow = tuple[int, str, str, str, str, str, int]  # time_s, o, h, l, c, volume, count
 IntArray = npt.NDArray[np.int64]
@@ -171,7 +173,7 @@ def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:
     and a row that is not later than the one before is refused, so no caller can ever write a
     duplicated or unordered minute.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "candle folder")
     tmp = path.with_suffix(path.suffix + ".tmp")
     written, prev = 0, None
     try:

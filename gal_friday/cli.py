@@ -19,6 +19,7 @@ from typing import Any
 from gal_friday import __version__
 from gal_friday.backtest.options import add_parser as add_backtest
 from gal_friday.config import ConfigError, Settings, load_settings, merge_overrides
+from gal_friday.folders import FolderError, prepare_data_folder
 from gal_friday.logs import quiet_stdout, setup_logging, stdout_closed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -290,7 +291,13 @@ def _main(argv: Sequence[str] | None) -> int:
             as_json=getattr(args, "json", False),
             ask=ask_on_terminal,
         )
-    setup_logging(settings.logging, secrets=_secrets(settings))
+    try:
+        setup_logging(settings.logging, secrets=_secrets(settings))
+        if _writes_data_folder(command, args):
+            prepare_data_folder(Path(settings.paths.data_dir))
+    except OSError as exc:
+        print(f"gal-friday: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     duration = getattr(args, "duration", None)
     try:
         if command == "sim-exchange":
@@ -320,6 +327,25 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 _SIM_COMMANDS = ("run", "record", "download", "train")  # they start it with --exchange sim
+
+
+def _writes_data_folder(command: str, args: argparse.Namespace) -> bool:
+    """Commands that write into paths.data_dir (a download or training run that is told
+    where its candles are does not)."""
+    if command == "download":
+        return args.out is None
+    if command == "train":
+        return args.candles is None
+    return command in ("run", "record")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed write: our own message, or what failed on which path."""
+    if isinstance(exc, FolderError):
+        return str(exc)
+    if exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror or exc}"
+    return str(exc.strerror or exc)
 
 
 def _check_sim_pairs(settings: Settings, command: str, args: argparse.Namespace) -> None:
@@ -514,6 +540,10 @@ def _features(settings: Settings, args: argparse.Namespace) -> int:
         rows = write_feature_table(args.candles, args.out, settings.features)
     except CandleFileError as exc:
         print(f"gal-friday: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:  # the candles were read: it is the table that cannot be written
+        why = f"cannot write the feature table {args.out}: {exc.strerror or exc}"
+        print(f"gal-friday: {exc if isinstance(exc, FolderError) else why}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"wrote {rows} rows to {args.out}")
     return EXIT_OK

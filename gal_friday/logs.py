@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gal_friday.config import LoggingSettings
+from gal_friday.folders import make_folder
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _SECRET_NAMES = ("secret", "api_key", "apikey", "token", "password", "api-sign", "signature")
@@ -196,7 +197,7 @@ def setup_logging(
         root.addHandler(console)
     if to_file and settings.file:
         path = Path(settings.file)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, "log folder")
         file_handler = SizeAndDayRotatingFileHandler(
             path, maxBytes=settings.max_bytes, backupCount=settings.backup_count
         )

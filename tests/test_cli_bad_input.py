@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,15 @@ import pytest
 
 
 def gal_friday(
-    *args: str, cwd: Path, stdout: int | None = subprocess.PIPE, timeout: float = 120
+    *args: str,
+    cwd: Path,
+    stdout: int | None = subprocess.PIPE,
+    timeout: float = 120,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GAL_FRIDAY_", "KRAKEN_"))}
     return subprocess.run(
-        [sys.executable, "-m", "gal_friday", *args],
+        [*prefix, sys.executable, "-m", "gal_friday", *args],
         cwd=cwd,
         env=env,
         stdout=stdout,
@@ -34,6 +39,87 @@ def one_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line and not line.startswith("{")]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+# --- the data folder: read-only, or its parent missing -------------------------------------
+
+
+def as_a_user() -> tuple[str, ...]:
+    """A command prefix under which file permissions hold: root ignores them (it has
+    CAP_DAC_OVERRIDE), so as root the command runs without that capability."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "as root this test needs setpriv (util-linux)"
+    return (setpriv, "--bounding-set=-dac_override,-dac_read_search")
+
+
+DATA_COMMANDS = [
+    ("--no-ui", "--duration", "30"),
+    ("download", "--pair", "XRP/USD", "--days", "0.1", "--no-progress"),
+    ("record", "--out", "rec.jsonl.gz", "--duration", "30"),
+    ("train", "--no-progress"),
+]
+
+
+@pytest.mark.parametrize("args", DATA_COMMANDS)
+def test_a_read_only_data_folder_is_one_line_naming_it_and_what_it_holds(
+    args: tuple[str, ...], in_tmp: Path
+) -> None:
+    data = in_tmp / "data"
+    data.mkdir()
+    data.chmod(0o555)
+    try:
+        done = gal_friday("--exchange", "sim", *args, cwd=in_tmp, prefix=as_a_user())
+    finally:
+        data.chmod(0o755)
+    assert done.returncode == 1
+    assert one_line(done.stderr) == (
+        "gal-friday: cannot write in the data folder data (Permission denied); it holds the "
+        "audit store, the session journals, the control socket and candle files"
+    )
+    assert list(data.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", DATA_COMMANDS)
+def test_a_data_folder_whose_parent_is_missing_is_named_and_not_created(
+    args: tuple[str, ...], in_tmp: Path
+) -> None:
+    done = gal_friday(
+        "--exchange", "sim", "--set", 'paths.data_dir="mnt/disk/data"', *args, cwd=in_tmp
+    )
+    assert done.returncode == 1
+    assert one_line(done.stderr) == (
+        "gal-friday: cannot create the data folder mnt/disk/data: its parent folder mnt/disk "
+        "does not exist (a disk not mounted, or a mistyped path?); create it first"
+    )
+    assert not (in_tmp / "mnt").exists()
+
+
+def test_a_read_only_output_folder_names_the_file_that_could_not_be_written(
+    in_tmp: Path,
+) -> None:
+    (in_tmp / "c.csv").write_text("".join(f"{1700000040 + 60 * i},1,1,1,1,5,1\n" for i in range(3)))
+    out = in_tmp / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        feats = gal_friday(
+            "features", "--candles", "c.csv", "--out", "out/f.csv", cwd=in_tmp, prefix=as_a_user()
+        )
+        rec = gal_friday(
+            "--exchange", "sim", "record", "--out", "out/r.jsonl.gz", "--duration", "30",
+            cwd=in_tmp, prefix=as_a_user(),
+        )  # fmt: skip
+    finally:
+        out.chmod(0o755)
+    assert feats.returncode == 1 and rec.returncode == 1
+    assert one_line(feats.stderr) == (
+        "gal-friday: cannot write the feature table out/f.csv: Permission denied"
+    )
+    assert one_line(rec.stderr) == (
+        "gal-friday: cannot write the recording out/r.jsonl.gz: Permission denied"
+    )
 
 
 # --- a pair the simulator does not serve --------------------------------------------------

@@ -39,6 +39,7 @@ from gal_friday.bus import EventBus, Policy, Subscription
 from gal_friday.config import Settings
 from gal_friday.events import Event
 from gal_friday.execution.venue import OrderRequest
+from gal_friday.folders import make_folder
 from gal_friday.logs import REDACTED
 from gal_friday.store.base import Record, Store, StoreUnavailable, decode_row, intent_record
 from gal_friday.store.ledger import AUDITED, NS_PER_DAY, AuditLedger, Row
@@ -88,7 +89,7 @@ class SpillFile:
         """Write and fsync: once this returns, the records survive a crash."""
         if not records:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "audit spill folder")
         lines = "".join(
             json.dumps(
                 {"seq": r.seq, "kind": r.kind, "row": r.row},

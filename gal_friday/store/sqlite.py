@@ -21,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from gal_friday.folders import make_folder
 from gal_friday.store.base import Record, Store, StoreUnavailable, runs
 from gal_friday.store.schema import (
     MIGRATIONS,
@@ -113,7 +114,7 @@ class SqliteStore(Store):
         if self._db is not None:
             return self._db
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path.parent, "audit store folder")
             db = await aiosqlite.connect(
                 self.path, isolation_level=None, timeout=self.busy_timeout_s
             )
