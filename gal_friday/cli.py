@@ -417,6 +417,7 @@ def _run(coro: Any) -> int:
     from gal_friday.kraken.ws import FatalFeedError
     from gal_friday.prediction.model import ModelError
     from gal_friday.prediction.training import ModelRejected
+    from gal_friday.store.base import StoreCorrupt
 
     try:
         asyncio.run(coro)
@@ -432,6 +433,7 @@ def _run(coro: Any) -> int:
         LiveModeError,
         VenueAuthError,
         ControlError,
+        StoreCorrupt,
     ) as exc:
         raise FatalError(str(exc)) from None
     except BrokenPipeError:

@@ -145,6 +145,29 @@ def test_an_unknown_pair_on_the_simulator_is_one_line_listing_the_pairs_it_serve
     assert not (in_tmp / "data").exists()  # refused before anything started
 
 
+# --- a damaged SQLite store ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["paper", "live"])
+def test_a_damaged_sqlite_store_refuses_the_start_in_every_mode(mode: str, in_tmp: Path) -> None:
+    """Before: paper mode took it for a database that was away, spilled to a file and ended
+    with exit 0. Now the run refuses to start before it trades, and the file is left as is."""
+    store = in_tmp / "data" / f"gal-friday-sim-{mode}.sqlite3"
+    store.parent.mkdir()
+    store.write_bytes(b"not a database, whatever it once was\n" * 200)
+    args = ("--exchange", "sim", "--mode", mode, "--no-ui", "--duration", "30")
+    done = gal_friday(*args, cwd=in_tmp)
+    assert done.returncode == 1
+    assert one_line(done.stderr) == (
+        f"gal-friday: the audit store data/{store.name} is damaged (file is not a database); "
+        "restore it from a backup, or move it aside to start a new one (its orders and fills "
+        "are then not known to the bot)"
+    )
+    assert store.read_bytes() == b"not a database, whatever it once was\n" * 200
+    events = [json.loads(line)["event"] for line in done.stdout.splitlines() if line[:1] == "{"]
+    assert "trading" not in events and "audit store unreachable at start" not in " ".join(events)
+
+
 # --- a truncated model file ---------------------------------------------------------------
 
 
