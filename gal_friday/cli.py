@@ -254,13 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     output quietly with exit 0, as ``head`` expects; no traceback."""
     try:
         code = _main(argv)
-        sys.stdout.flush()
     except BrokenPipeError as exc:
         if not stdout_closed():  # a socket's broken pipe: a failure, not the reader leaving
             print(f"gal-friday: {exc}", file=sys.stderr)
             return EXIT_FAILURE
+        code = EXIT_OK
+    try:
+        sys.stdout.flush()  # what is still buffered; the command's exit code stands
+    except BrokenPipeError:
         quiet_stdout()
-        return EXIT_OK
     return code
 
 
@@ -390,17 +392,29 @@ def _replay(settings: Settings, session: Path) -> int:
     except (SessionError, OSError) as exc:
         raise FatalError(str(exc)) from None
     counts = ", ".join(f"{n} {kind}" for kind, n in result.compared.items())
-    print(f"replayed {result.session}: {result.events} events; compared {counts}")
+    _emit(f"replayed {result.session}: {result.events} events; compared {counts}")
     for line in result.mismatches:
-        print(f"MISMATCH {line}")
+        _emit(f"MISMATCH {line}")
     if result.truncated:
         tail = ", ".join(f"{n} {kind}" for kind, n in result.unchecked.items()) or "none"
-        print(
+        _emit(
             f"the journal ends early (the run did not stop cleanly): everything recorded "
             f"was compared; decisions the replay made past its end, unchecked: {tail}"
         )
-    print("reproduced exactly" if result.ok else "NOT reproduced")
+    _emit("reproduced exactly" if result.ok else "NOT reproduced")
     return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def _emit(text: str) -> None:
+    """Print a line of a command's output. When the reader has gone (``| head``) the rest
+    goes nowhere and the command carries on to its end and its own exit code (a replay
+    that differs still exits 1, a download still fetches every pair)."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        quiet_stdout()
 
 
 class FatalError(Exception):
@@ -476,7 +490,7 @@ async def _download(settings: Settings, args: argparse.Namespace) -> None:
         imported = import_history(
             args.import_file, pairs[0], data_dir, kind=args.kind, out=args.out
         )
-        print(
+        _emit(
             f"imported {imported.candles} {imported.interval_min}-min candles into {imported.out}"
         )
         return
@@ -493,7 +507,7 @@ async def _download(settings: Settings, args: argparse.Namespace) -> None:
                 except asyncio.CancelledError:
                     print("interrupted; run the same command again to continue", file=sys.stderr)
                     raise
-                print(
+                _emit(
                     f"{pair}: {result.candles} candles in {result.out}"
                     + (" (already up to date)" if result.up_to_date else "")
                 )
@@ -527,7 +541,7 @@ async def _train(settings: Settings, args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     s = result.summary
-    print(
+    _emit(
         f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
         f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
         f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows"
@@ -547,7 +561,7 @@ def _features(settings: Settings, args: argparse.Namespace) -> int:
         why = f"cannot write the feature table {args.out}: {exc.strerror or exc}"
         print(f"gal-friday: {exc if isinstance(exc, FolderError) else why}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"wrote {rows} rows to {args.out}")
+    _emit(f"wrote {rows} rows to {args.out}")
     return EXIT_OK
 
 
@@ -575,7 +589,7 @@ def _show_config(settings: Settings, *, as_json: bool) -> int:
         "KRAKEN_API_SECRET": "set (hidden)" if creds.api_secret else "not set",
     }
     if as_json:
-        print(json.dumps(data, indent=2))
+        _emit(json.dumps(data, indent=2))
     else:
         _print_tree(data, "")
     return EXIT_OK
@@ -586,4 +600,4 @@ def _print_tree(data: dict[str, Any], prefix: str) -> None:
         if isinstance(value, dict):
             _print_tree(value, f"{prefix}{key}.")
         else:
-            print(f"{prefix}{key} = {json.dumps(value)}")
+            _emit(f"{prefix}{key} = {json.dumps(value)}")

@@ -273,6 +273,29 @@ def test_a_closed_stdout_ends_the_output_quietly(args: tuple[str, ...], in_tmp: 
     assert done.stderr == ""
 
 
+def test_with_stdout_closed_a_command_still_does_all_its_work_and_keeps_its_exit_code(
+    in_tmp: Path,
+) -> None:
+    out = closed_pipe()
+    try:
+        download = gal_friday(
+            "--exchange", "sim", "download", "--days", "0.05", "--no-progress",
+            cwd=in_tmp, stdout=out,
+        )  # fmt: skip
+        (in_tmp / "bad.csv").write_text(BAD_CANDLES)
+        backtest = gal_friday(
+            "backtest", "--candles", "XRP/USD=bad.csv", "--pairs", "XRP/USD", "--strategy", "sma",
+            cwd=in_tmp, stdout=out,
+        )  # fmt: skip
+    finally:
+        os.close(out)
+    assert download.returncode == 0, download.stderr
+    assert (in_tmp / "data" / "XRPUSD_1.csv").is_file()  # the first pair's line went nowhere,
+    assert (in_tmp / "data" / "XDGUSD_1.csv").is_file()  # and the second pair was still fetched
+    assert backtest.returncode == 1  # its error line went nowhere, its exit code did not
+    assert "Traceback" not in download.stderr + backtest.stderr
+
+
 def test_a_headless_run_goes_on_logging_to_its_file_when_stdout_closes(in_tmp: Path) -> None:
     out = closed_pipe()
     try:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -76,6 +75,7 @@ from gal_friday.backtest.walkforward import (
 from gal_friday.candles import CandleFileError
 from gal_friday.config import Settings
 from gal_friday.features import candle_feature_names, warmup_rows
+from gal_friday.logs import quiet_stdout
 from gal_friday.prediction.model import ModelError
 from gal_friday.prediction.service import load_models
 from gal_friday.wiring import StrategyFactory, default_strategy
@@ -338,14 +338,14 @@ def recording_inputs(
 
 def _console() -> Any:
     """The console the summary is printed on. When its reader goes away (``| head``) it
-    raises BrokenPipeError, which ``gal-friday`` ends quietly with exit 0 like every other
-    command (rich itself would exit 1); the report files are written before it prints."""
+    falls silent and the backtest ends as it would have, with its own exit code (rich
+    itself would exit 1 at once)."""
     from rich.console import Console
 
     class PipeConsole(Console):
         def on_broken_pipe(self) -> None:
             self.quiet = True
-            raise BrokenPipeError(errno.EPIPE, "stdout closed")
+            quiet_stdout()
 
     return PipeConsole()
 
