@@ -137,6 +137,36 @@ async def test_a_locked_store_at_open_is_only_unavailable_and_opens_once_free(
     await store.close()
 
 
+async def test_a_writer_started_on_a_locked_store_spills_and_retries_without_a_halt(
+    tmp_path: Path,
+) -> None:
+    path = await filled_store(tmp_path)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    bus = EventBus()
+    halts: list[HaltEvent] = []
+    bus.subscribe(HaltEvent, halts.append, name="sink")
+    store = SqliteStore(path, busy_timeout_s=0.1)
+    writer = AuditWriter(store, settings(tmp_path), bus, flush_interval_s=0.01)
+    try:
+        await writer.start()  # as before: the run starts, the store is only away
+        bus.start()
+        writer.on_event(halted(300))
+        await wait_for(lambda: writer.stats().spill_pending >= 1)
+        assert not writer.db_available and writer.damage is None
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    await wait_for(lambda: writer.db_available and writer.stats().spill_pending == 0)
+    await writer.stop()
+    await bus.stop()
+    await store.close()
+    assert halts == []
+    check = SqliteStore(path)
+    assert (await check.fetch("SELECT COUNT(*) AS n FROM halts"))[0]["n"] == 301
+    await check.close()
+
+
 async def test_the_audit_writer_refuses_to_start_on_a_damaged_store(tmp_path: Path) -> None:
     path = await filled_store(tmp_path)
     garble_pages(path)
