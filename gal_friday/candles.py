@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gal_friday.folders import make_folder
+
 FloatArray = npt.NDArray[np.float64]
 CandleRow = tuple[int, str, str, str, str, str, int]  # time_s, o, h, l, c, volume, count
 IntArray = npt.NDArray[np.int64]
@@ -72,7 +74,8 @@ _MAX_TIME_S = 4_102_444_800  # 2100-01-01: a larger time is in milliseconds, or 
 
 def read_candles(path: Path) -> CandleSeries:
     """Read an OHLCVT CSV (Kraken's layout, a header line allowed); rows must be in strictly
-    increasing time, with finite positive prices. A bad row is named by its line."""
+    increasing time, with finite positive prices that high and low enclose. The first bad
+    row is named by its line."""
     rows: list[list[str]] = []
     lines: list[int] = []
     try:
@@ -122,8 +125,14 @@ def _numeric(text: str) -> bool:
     return True
 
 
+_OHLC = ("open", "high", "low", "close")
+_NOT_ENCLOSED = "high and low do not enclose open and close"
+
+
 def _check_rows(path: Path, series: CandleSeries, lines: list[int]) -> None:
-    """Times in seconds and increasing; prices finite and positive; volume finite, >= 0."""
+    """Times in seconds and increasing; prices finite and positive, high >= open, close >=
+    low (a candle with high < low cannot be traded on: every fill would be wrong); volume
+    finite, >= 0."""
     if len(series) == 0:
         return
     prices = np.vstack([series.open, series.high, series.low, series.close])
@@ -136,6 +145,11 @@ def _check_rows(path: Path, series: CandleSeries, lines: list[int]) -> None:
             ~np.isfinite(prices).all(axis=0) | (prices <= 0).any(axis=0),
             "prices must be finite and positive",
         ),
+        (
+            (series.low > np.minimum(series.open, series.close))
+            | (np.maximum(series.open, series.close) > series.high),
+            _NOT_ENCLOSED,
+        ),
         (~np.isfinite(series.volume) | (series.volume < 0), "volume must be finite, >= 0"),
         (
             np.r_[False, np.diff(series.time_s) <= 0],
@@ -144,7 +158,11 @@ def _check_rows(path: Path, series: CandleSeries, lines: list[int]) -> None:
     )
     for bad, what in checks:
         if bad.any():
-            raise CandleFileError(f"{path}:{lines[int(bad.argmax())]}: {what}")
+            row = int(bad.argmax())
+            if what == _NOT_ENCLOSED:
+                shown = zip(_OHLC, prices[:, row], strict=True)
+                what += " (" + ", ".join(f"{name} {float(p)!r}" for name, p in shown) + ")"
+            raise CandleFileError(f"{path}:{lines[row]}: {what}")
 
 
 def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:
@@ -155,7 +173,7 @@ def write_candles(path: Path, rows: Iterable[CandleRow]) -> int:
     and a row that is not later than the one before is refused, so no caller can ever write a
     duplicated or unordered minute.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "candle folder")
     tmp = path.with_suffix(path.suffix + ".tmp")
     written, prev = 0, None
     try:

@@ -19,7 +19,8 @@ from typing import Any
 from gal_friday import __version__
 from gal_friday.backtest.options import add_parser as add_backtest
 from gal_friday.config import ConfigError, Settings, load_settings, merge_overrides
-from gal_friday.logs import setup_logging
+from gal_friday.folders import FolderError, prepare_data_folder
+from gal_friday.logs import quiet_stdout, setup_logging, stdout_closed
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("gal_friday.cli")
@@ -249,6 +250,23 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A reader that stops reading (``gal-friday config | head``) ends the
+    output quietly with exit 0, as ``head`` expects; no traceback."""
+    try:
+        code = _main(argv)
+    except BrokenPipeError as exc:
+        if not stdout_closed():  # a socket's broken pipe: a failure, not the reader leaving
+            print(f"gal-friday: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        code = EXIT_OK
+    try:
+        sys.stdout.flush()  # what is still buffered; the command's exit code stands
+    except BrokenPipeError:
+        quiet_stdout()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "run"
@@ -259,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "config":
         return _show_config(settings, as_json=args.json)
+    try:
+        _check_sim_pairs(settings, command, args)
+    except UsageError as exc:
+        print(f"gal-friday: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if command in ("halt", "reduce", "resume", "flatten", "status"):
         from gal_friday.control import ask_on_terminal, run_command
 
@@ -270,7 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             as_json=getattr(args, "json", False),
             ask=ask_on_terminal,
         )
-    setup_logging(settings.logging, secrets=_secrets(settings))
+    try:
+        setup_logging(settings.logging, secrets=_secrets(settings))
+        if _writes_data_folder(command, args):
+            prepare_data_folder(Path(settings.paths.data_dir))
+    except OSError as exc:
+        print(f"gal-friday: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     duration = getattr(args, "duration", None)
     try:
         if command == "sim-exchange":
@@ -299,6 +328,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+_SIM_COMMANDS = ("run", "record", "download", "train")  # they start it with --exchange sim
+
+
+def _writes_data_folder(command: str, args: argparse.Namespace) -> bool:
+    """Commands that write into paths.data_dir (a download or training run that is told
+    where its candles are does not)."""
+    if command == "download":
+        return args.out is None
+    if command == "train":
+        return args.candles is None
+    return command in ("run", "record")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed write: our own message, or what failed on which path."""
+    if isinstance(exc, FolderError):
+        return str(exc)
+    if exc.filename:
+        return f"cannot write {exc.filename}: {exc.strerror or exc}"
+    return str(exc.strerror or exc)
+
+
+def _check_sim_pairs(settings: Settings, command: str, args: argparse.Namespace) -> None:
+    """Before anything starts: every pair a command would ask the simulator for is one it
+    serves (a recording replayed instead brings its own pairs)."""
+    uses_sim = command == "sim-exchange" or (
+        settings.exchange == "sim"
+        and command in _SIM_COMMANDS
+        and not (command == "train" and args.candles)
+    )
+    if not uses_sim or settings.sim.replay:
+        return
+    from gal_friday.sim.instruments import INSTRUMENTS
+
+    pairs = [*settings.pairs, *([args.pair] if getattr(args, "pair", None) else [])]
+    unknown = [pair for pair in dict.fromkeys(pairs) if pair not in INSTRUMENTS]
+    if unknown:
+        raise UsageError(
+            f"the simulator has no pair {', '.join(unknown)}; it serves {', '.join(INSTRUMENTS)}"
+        )
+
+
 def _cockpit(settings: Settings, duration: float | None) -> int:
     """The Textual cockpit; logs go to the file only (stdout is the screen)."""
     from gal_friday.tui.app import run_tui
@@ -321,17 +392,29 @@ def _replay(settings: Settings, session: Path) -> int:
     except (SessionError, OSError) as exc:
         raise FatalError(str(exc)) from None
     counts = ", ".join(f"{n} {kind}" for kind, n in result.compared.items())
-    print(f"replayed {result.session}: {result.events} events; compared {counts}")
+    _emit(f"replayed {result.session}: {result.events} events; compared {counts}")
     for line in result.mismatches:
-        print(f"MISMATCH {line}")
+        _emit(f"MISMATCH {line}")
     if result.truncated:
         tail = ", ".join(f"{n} {kind}" for kind, n in result.unchecked.items()) or "none"
-        print(
+        _emit(
             f"the journal ends early (the run did not stop cleanly): everything recorded "
             f"was compared; decisions the replay made past its end, unchecked: {tail}"
         )
-    print("reproduced exactly" if result.ok else "NOT reproduced")
+    _emit("reproduced exactly" if result.ok else "NOT reproduced")
     return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def _emit(text: str) -> None:
+    """Print a line of a command's output. When the reader has gone (``| head``) the rest
+    goes nowhere and the command carries on to its end and its own exit code (a replay
+    that differs still exits 1, a download still fetches every pair)."""
+    try:
+        print(text)
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        quiet_stdout()
 
 
 class FatalError(Exception):
@@ -348,6 +431,7 @@ def _run(coro: Any) -> int:
     from gal_friday.kraken.ws import FatalFeedError
     from gal_friday.prediction.model import ModelError
     from gal_friday.prediction.training import ModelRejected
+    from gal_friday.store.base import StoreCorrupt
 
     try:
         asyncio.run(coro)
@@ -363,8 +447,13 @@ def _run(coro: Any) -> int:
         LiveModeError,
         VenueAuthError,
         ControlError,
+        StoreCorrupt,
     ) as exc:
         raise FatalError(str(exc)) from None
+    except BrokenPipeError:
+        if stdout_closed():
+            raise  # the reader of stdout went away: main ends quietly
+        raise FatalError("connection closed by the other end (broken pipe)") from None
     except OSError as exc:
         raise FatalError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
     return EXIT_OK
@@ -401,7 +490,7 @@ async def _download(settings: Settings, args: argparse.Namespace) -> None:
         imported = import_history(
             args.import_file, pairs[0], data_dir, kind=args.kind, out=args.out
         )
-        print(
+        _emit(
             f"imported {imported.candles} {imported.interval_min}-min candles into {imported.out}"
         )
         return
@@ -418,7 +507,7 @@ async def _download(settings: Settings, args: argparse.Namespace) -> None:
                 except asyncio.CancelledError:
                     print("interrupted; run the same command again to continue", file=sys.stderr)
                     raise
-                print(
+                _emit(
                     f"{pair}: {result.candles} candles in {result.out}"
                     + (" (already up to date)" if result.up_to_date else "")
                 )
@@ -452,7 +541,7 @@ async def _train(settings: Settings, args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     s = result.summary
-    print(
+    _emit(
         f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
         f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
         f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows"
@@ -468,7 +557,11 @@ def _features(settings: Settings, args: argparse.Namespace) -> int:
     except CandleFileError as exc:
         print(f"gal-friday: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"wrote {rows} rows to {args.out}")
+    except OSError as exc:  # the candles were read: it is the table that cannot be written
+        why = f"cannot write the feature table {args.out}: {exc.strerror or exc}"
+        print(f"gal-friday: {exc if isinstance(exc, FolderError) else why}", file=sys.stderr)
+        return EXIT_FAILURE
+    _emit(f"wrote {rows} rows to {args.out}")
     return EXIT_OK
 
 
@@ -496,7 +589,7 @@ def _show_config(settings: Settings, *, as_json: bool) -> int:
         "KRAKEN_API_SECRET": "set (hidden)" if creds.api_secret else "not set",
     }
     if as_json:
-        print(json.dumps(data, indent=2))
+        _emit(json.dumps(data, indent=2))
     else:
         _print_tree(data, "")
     return EXIT_OK
@@ -507,4 +600,4 @@ def _print_tree(data: dict[str, Any], prefix: str) -> None:
         if isinstance(value, dict):
             _print_tree(value, f"{prefix}{key}.")
         else:
-            print(f"{prefix}{key} = {json.dumps(value)}")
+            _emit(f"{prefix}{key} = {json.dumps(value)}")

@@ -41,6 +41,7 @@ from gal_friday.events import (
     TradingStartedEvent,
     TradingStateChangedEvent,
 )
+from gal_friday.folders import make_folder
 from gal_friday.trading_state import (
     TRADING_COMMANDS,
     TradingCommand,
@@ -183,7 +184,7 @@ class ControlServer:
     async def start(self) -> None:
         """Bind the socket; refuse when another live instance already answers on it."""
         _check_length(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "data folder")
         if self.path.exists() or self.path.is_symlink():
             if await _answers(self.path):
                 raise ControlError(
@@ -191,9 +192,14 @@ class ControlServer:
                     f"socket {self.path} answers); stop it first"
                 )
             self.path.unlink()  # left over from a run that did not stop cleanly
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE
-        )
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE
+            )
+        except OSError as exc:  # bind() names no path of its own
+            raise ControlError(
+                f"cannot create the control socket {self.path}: {exc.strerror or exc}"
+            ) from None
         os.chmod(self.path, 0o600)
         log.info("control socket listening", extra={"path": str(self.path)})
 

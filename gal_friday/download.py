@@ -47,6 +47,7 @@ from rich.progress import (
 )
 
 from gal_friday.candles import MINUTE, CandleFileError, CandleRow, aggregate_trades, write_candles
+from gal_friday.folders import make_folder
 from gal_friday.kraken.history import (
     OHLCVT_NAME,
     PAGE_SIZE,
@@ -214,7 +215,7 @@ def _save_state(out: Path, state: _State) -> None:
     """Replace the sidecar atomically (temporary file, fsync, rename): a crash leaves either
     the old state or the new one, never a mix."""
     path = _state_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "candle folder")
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as fh:
         fh.write(msgspec.json.encode(state))
@@ -339,7 +340,7 @@ def _window(days: float, now_s: float) -> tuple[int, int]:
 
 def _begin_job(out: Path, state: _State, lo: int, hi: int) -> None:
     state.job = _Job(start_s=lo, end_s=hi, cursor=(lo - _LEAD_S) * _NS, reached_s=lo)
-    _part_path(out).parent.mkdir(parents=True, exist_ok=True)
+    make_folder(_part_path(out).parent, "candle folder")
     _part_path(out).write_bytes(b"")
     _save_state(out, state)
 

@@ -33,6 +33,7 @@ from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import TradingVenue
 from gal_friday.features import FeatureEngine
+from gal_friday.folders import make_folder
 from gal_friday.ingest import DataIngestor
 from gal_friday.kraken.rest import KrakenError
 from gal_friday.kraken.ws import RawSink
@@ -354,7 +355,7 @@ class Engine:
 
         x = s.execution
         nonce_state = Path(s.paths.data_dir) / f"nonce-{venue.name}.state"
-        nonce_state.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(nonce_state.parent, "data folder")
         return KrakenTradingVenue(
             s.kraken,
             venue.credentials,

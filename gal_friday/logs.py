@@ -21,6 +21,8 @@ import contextvars
 import json
 import logging
 import logging.handlers
+import os
+import select
 import sys
 import time
 from collections import OrderedDict
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gal_friday.config import LoggingSettings
+from gal_friday.folders import make_folder
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _SECRET_NAMES = ("secret", "api_key", "apikey", "token", "password", "api-sign", "signature")
@@ -97,6 +100,49 @@ class SizeAndDayRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return bool(super().shouldRollover(record))
 
 
+def stdout_closed() -> bool:
+    """Whether the reader of stdout went away (``gal-friday config | head`` after ``head``
+    exited): a pipe whose read end is closed polls as an error."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a StringIO, or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def quiet_stdout() -> None:
+    """Send what is still buffered for a closed stdout nowhere, so the interpreter's final
+    flush does not print a BrokenPipeError at exit."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+class ConsoleHandler(logging.StreamHandler[TextIO]):
+    """JSON lines on stdout. When the reader goes away (``gal-friday --no-ui | head``) the
+    run goes on: this handler falls silent and the log file keeps every line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.reader_gone = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.reader_gone:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            self.reader_gone = True
+            if self.stream is sys.stdout:
+                quiet_stdout()
+            logging.getLogger(__name__).warning("stdout closed; logging to the file only")
+            return
+        super().handleError(record)
+
+
 def _utc_ms(created: float) -> str:
     seconds = int(created)
     millis = int((created - seconds) * 1000)
@@ -145,13 +191,13 @@ def setup_logging(
         handler.close()
     root.setLevel(settings.level)
     if settings.stdout:
-        console = logging.StreamHandler(stream or sys.stdout)
+        console = ConsoleHandler(stream or sys.stdout)
         console.setFormatter(formatter)
         console.addFilter(signal_ids)
         root.addHandler(console)
     if to_file and settings.file:
         path = Path(settings.file)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, "log folder")
         file_handler = SizeAndDayRotatingFileHandler(
             path, maxBytes=settings.max_bytes, backupCount=settings.backup_count
         )

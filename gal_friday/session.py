@@ -52,6 +52,7 @@ from gal_friday.events import (
     TradingStartedEvent,
     TradingStateChangedEvent,
 )
+from gal_friday.folders import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ class SessionRecorder:
         self.recorded = 0
 
     def attach(self, bus: EventBus) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_folder(self.directory.parent, "data folder")
+        make_folder(self.directory, "session journal folder")
         base, n = self.path.name.removesuffix(".jsonl.gz"), 1
         while self.path.exists():  # two runs started within the same second: keep both
             n += 1

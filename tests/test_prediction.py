@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from gal_friday.prediction.model import (
     Calibration,
     ModelError,
     ModelMetadata,
+    load_booster,
     load_metadata,
     save_model_files,
 )
@@ -68,6 +70,54 @@ def test_missing_model_points_to_train(tmp_path: Path) -> None:
         load_models([tmp_path / "nothing"], None, ENGINE)
     with pytest.raises(ModelError, match="gal-friday train"):
         load_models([], None, ENGINE)
+
+
+def drop_recorded_digest(directory: Path) -> None:
+    """As a model saved before model.json recorded its file's SHA-256."""
+    meta = json.loads((directory / "model.json").read_text())
+    del meta["model_sha256"]
+    (directory / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["sha256 recorded", "older model"])
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_a_truncated_model_file_is_refused_naming_it_before_lightgbm_reads_it(
+    tmp_path: Path, recorded: bool, keep: float
+) -> None:
+    """LightGBM aborts or crashes on a truncated file (nothing to catch): it must not see one."""
+    train(tmp_path / "m", "m1", ENGINE[:3])
+    if not recorded:
+        drop_recorded_digest(tmp_path / "m")
+    path = tmp_path / "m" / "model.txt"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ModelError) as caught:
+        load_models([tmp_path / "m"], None, ENGINE)
+    assert str(caught.value).startswith(f"{path} is ")
+    assert ("SHA-256" in str(caught.value)) == recorded
+    assert "retrain with 'gal-friday train'" in str(caught.value)
+
+
+def test_an_older_model_that_is_whole_still_loads(tmp_path: Path) -> None:
+    train(tmp_path / "m", "m1", ENGINE[:3])
+    drop_recorded_digest(tmp_path / "m")
+    assert load_metadata(tmp_path / "m").model_sha256 == ""
+    assert load_booster(tmp_path / "m").num_trees() == 30
+
+
+async def test_a_model_lightgbm_refuses_in_a_worker_is_one_model_error(tmp_path: Path) -> None:
+    """Whole in structure (so the pre-check passes) but unreadable: the worker reports it, the
+    service says it once, and no worker is left running."""
+    train(tmp_path / "m", "m1", ENGINE[:3])
+    drop_recorded_digest(tmp_path / "m")
+    path = tmp_path / "m" / "model.txt"
+    text = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in text if not line.startswith("feature_names=")))
+    service = PredictionService(EventBus(), load_models([tmp_path / "m"], None, ENGINE))
+    with pytest.raises(ModelError, match="cannot be read by LightGBM") as caught:
+        await service.start()
+    assert str(caught.value).startswith(str(path)) and "feature_names" in str(caught.value)
+    assert service._pool is None
 
 
 def test_model_needing_features_the_engine_lacks_is_refused(tmp_path: Path) -> None:

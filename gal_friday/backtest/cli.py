@@ -75,6 +75,7 @@ from gal_friday.backtest.walkforward import (
 from gal_friday.candles import CandleFileError
 from gal_friday.config import Settings
 from gal_friday.features import candle_feature_names, warmup_rows
+from gal_friday.logs import quiet_stdout
 from gal_friday.prediction.model import ModelError
 from gal_friday.prediction.service import load_models
 from gal_friday.wiring import StrategyFactory, default_strategy
@@ -335,6 +336,20 @@ def recording_inputs(
     )
 
 
+def _console() -> Any:
+    """The console the summary is printed on. When its reader goes away (``| head``) it
+    falls silent and the backtest ends as it would have, with its own exit code (rich
+    itself would exit 1 at once)."""
+    from rich.console import Console
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            quiet_stdout()
+
+    return PipeConsole()
+
+
 def _setup_failed(console: Any, exc: Exception) -> int:
     """One line for a setup problem: a usage error (exit 2), or a model or candle file that
     cannot be used (1)."""
@@ -379,12 +394,10 @@ async def _report(
 
 async def run_recording(settings: Settings, args: argparse.Namespace, out: Path) -> int:
     """``--recording``: the event-driven backtest on recorded market data."""
-    from rich.console import Console
-
     from gal_friday.backtest.recording import run_recording_backtest
     from gal_friday.kraken.recorder import RecordingError
 
-    console = Console()
+    console = _console()
     try:
         capital = initial_capital(settings, args)
         predictor, strategy, notes = recording_inputs(settings, args)
@@ -419,8 +432,6 @@ async def run_recording(settings: Settings, args: argparse.Namespace, out: Path)
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the backtest, print the summary and write the report; the exit code."""
-    from rich.console import Console
-
     from gal_friday.backtest.runner import run_backtest
 
     out = args.out or Path(settings.backtest.report_dir) / datetime.now(UTC).strftime(
@@ -428,7 +439,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     )
     if getattr(args, "recording", None):
         return await run_recording(settings, args, out)
-    console = Console()
+    console = _console()
     try:
         capital = initial_capital(settings, args)
         check_options(args)
@@ -490,9 +501,13 @@ async def _run_with_progress(
             strategy=strategy,
             depth=args.depth or "volume",
         )
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
+    # on stderr, as the download's (stdout is the report, which may go through a pipe), and
+    # only on a terminal: a redirected stderr gets no bar
+    console = Console(stderr=True)
+    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("backtest", total=1)
 
         def progress(done: int, total: int) -> None:

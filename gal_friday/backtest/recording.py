@@ -75,7 +75,7 @@ from gal_friday.events import (
 from gal_friday.features import FeatureEngine
 from gal_friday.kraken.public import PublicStreamDecoder
 from gal_friday.kraken.recorder import RecordingError, RecordingFrames, read_recording
-from gal_friday.prediction.model import MODEL_FILE
+from gal_friday.prediction.model import load_booster
 from gal_friday.prediction.service import Combine, LoadedModel, combine
 from gal_friday.wiring import StrategyFactory, default_strategy
 
@@ -91,12 +91,10 @@ class ModelPredictor:
     NaN, ``Booster.predict`` on one row, ``Calibration.apply``, then ``combine``."""
 
     def __init__(self, models: Sequence[LoadedModel], how: Combine) -> None:
-        import lightgbm
-
         self.models = list(models)
         self.how = how
         self.model_id = "+".join(m.meta.model_id for m in models)
-        self.boosters = [lightgbm.Booster(model_file=str(m.directory / MODEL_FILE)) for m in models]
+        self.boosters = [load_booster(m.directory) for m in models]
         self.skipped_incomplete = 0
 
     def __call__(

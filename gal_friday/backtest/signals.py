@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from gal_friday.candles import CandleSeries, FloatArray
 from gal_friday.config import FeatureSettings
 from gal_friday.features import FeatureTable, batch_candle_features, candle_feature_names
-from gal_friday.prediction.model import MODEL_FILE, Calibration, ModelError, check_features
+from gal_friday.prediction.model import Calibration, ModelError, check_features, load_booster
 from gal_friday.prediction.service import Combine, LoadedModel
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,6 @@ def model_probabilities(
 ) -> FloatArray:
     """Calibrated probabilities of one model for every row (NaN where a feature is missing,
     as the live service publishes nothing for an incomplete row)."""
-    import lightgbm
-
     positions = list(check_features(model.meta, names))
     # no copies when the model reads every column in order and every row is complete (the
     # usual case): the predict call then reads the feature matrix itself
@@ -129,7 +127,7 @@ def model_probabilities(
     complete = ~np.isnan(x).any(axis=1)
     out = np.full(len(x), np.nan)
     if complete.any():
-        booster = lightgbm.Booster(model_file=str(model.directory / MODEL_FILE))
+        booster = load_booster(model.directory)
         rows = x if complete.all() else x[complete]
         raw = np.asarray(booster.predict(rows, num_threads=1), dtype=np.float64)
         out[complete] = calibrate(model.meta.calibration, raw)

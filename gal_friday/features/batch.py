@@ -26,6 +26,7 @@ from scipy.signal import lfilter  # type: ignore[import-untyped]
 from gal_friday.candles import CandleSeries, FloatArray, IntArray, read_candles
 from gal_friday.config import FeatureSettings
 from gal_friday.features.names import candle_feature_names
+from gal_friday.folders import make_folder
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def write_feature_table(candles_path: Path, out_csv: Path, s: FeatureSettings) -
     columns are absent: candle files hold neither. Raises ``CandleFileError`` for a bad file.
     """
     table = batch_candle_features(read_candles(candles_path), s)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out_csv.parent, "feature table folder")
     tmp = out_csv.with_name(out_csv.name + ".tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gal_friday.folders import make_folder
+
 MAX_NONCE = 2**64 - 1  # Kraken's nonce is an unsigned 64-bit integer
 DEFAULT_LEASE_NS = 1_000_000_000
 
@@ -128,7 +130,7 @@ def _read_mark(path: Path) -> int:
 def _write_mark(path: Path, mark: int) -> None:
     """Replace ``path`` with ``mark`` atomically (temp file, fsync, rename): a crash leaves
     either the old or the new value, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "nonce state folder")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as fh:

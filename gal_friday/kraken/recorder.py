@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from gal_friday.folders import make_folder
+
 FORMAT = "gal-friday-recording"
 VERSION = 1
 
@@ -37,12 +39,15 @@ class Recorder:
         depth: int,
         flush_every_s: float = 2.0,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, "recording folder")
         self.path = path
         self.frames = 0
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
-        self._fh: TextIO = gzip.open(path, "wt", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._fh: TextIO = gzip.open(path, "wt", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise RecordingError(f"cannot write the recording {path}: {exc.strerror}") from None
         header = {
             "format": FORMAT,
             "version": VERSION,

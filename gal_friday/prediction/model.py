@@ -7,9 +7,15 @@ calibration map applied to raw probabilities, and the library versions that prod
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +70,7 @@ class ModelMetadata:
     library_versions: dict[str, str] = field(default_factory=dict)
     calibration: Calibration = Calibration()
     created: str = ""
+    model_sha256: str = ""  # of model.txt; empty in models saved before it was recorded
 
     def to_json(self) -> str:
         body = asdict(self)
@@ -81,7 +88,9 @@ def save_model_files(directory: Path, model_text: str, meta: ModelMetadata) -> P
     """Write ``model.txt`` and ``model.json`` (metadata last, so a half-written model is never
     taken for a complete one)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).write_text(model_text)
+    data = model_text.encode()
+    (directory / MODEL_FILE).write_bytes(data)
+    meta = replace(meta, model_sha256=hashlib.sha256(data).hexdigest())
     tmp = directory / (META_FILE + ".tmp")
     tmp.write_text(meta.to_json())
     tmp.replace(directory / META_FILE)
@@ -89,7 +98,8 @@ def save_model_files(directory: Path, model_text: str, meta: ModelMetadata) -> P
 
 
 def load_metadata(directory: Path) -> ModelMetadata:
-    """Read and validate a model's metadata, or raise ModelError with a clear message."""
+    """Read and validate a model's metadata and check its model file is whole, or raise
+    ModelError with a clear message."""
     meta_path = directory / META_FILE
     if not (directory / MODEL_FILE).is_file() or not meta_path.is_file():
         raise ModelError(
@@ -104,7 +114,7 @@ def load_metadata(directory: Path) -> ModelMetadata:
         raise ModelError(f"{meta_path} is not a gal-friday model (format/version)")
     try:
         cal = body.get("calibration") or {}
-        return ModelMetadata(
+        meta = ModelMetadata(
             model_id=str(body["model_id"]),
             feature_names=tuple(str(n) for n in body["feature_names"]),
             label=dict(body["label"]),
@@ -114,9 +124,82 @@ def load_metadata(directory: Path) -> ModelMetadata:
             library_versions=dict(body.get("library_versions") or {}),
             calibration=Calibration(tuple(cal.get("raw", ())), tuple(cal.get("calibrated", ()))),
             created=str(body.get("created", "")),
+            model_sha256=str(body.get("model_sha256", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{meta_path} is missing or has a bad field: {exc}") from None
+    check_model_file(directory / MODEL_FILE, meta)
+    return meta
+
+
+_DAMAGED = "; restore it or retrain with 'gal-friday train'"
+_TREE_SIZES = re.compile(rb"^tree_sizes=([0-9 ]*)$", re.MULTILINE)
+
+
+def check_model_file(path: Path, meta: ModelMetadata) -> None:
+    """Refuse a model file LightGBM cannot read, before LightGBM reads it.
+
+    LightGBM does not report a truncated or damaged model file: its parser aborts or
+    crashes the process that loads it. So the file must match the SHA-256 recorded beside
+    it at training; a model saved before that was recorded must at least be complete (its
+    trees as long as its header says, its last section's end marker present)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if meta.model_sha256:
+        if hashlib.sha256(data).hexdigest() != meta.model_sha256:
+            raise ModelError(
+                f"{path} is damaged: it does not match the SHA-256 recorded in {META_FILE} "
+                f"(cut short or changed after training){_DAMAGED}"
+            )
+        return
+    problem = _incomplete(data)
+    if problem:
+        raise ModelError(f"{path} is not a complete LightGBM model ({problem}){_DAMAGED}")
+
+
+def _incomplete(data: bytes) -> str:
+    """Why a LightGBM text model is incomplete, or "" when its structure is whole."""
+    if not data.startswith(b"tree\n"):
+        return "no LightGBM header"
+    sizes = _TREE_SIZES.search(data)
+    end = data.find(b"\nend of trees\n")
+    first = data.find(b"\nTree=0\n")
+    whole = data.find(b"\nend of parameters\n") > end  # the last section LightGBM writes
+    if sizes is None or end < 0 or first < 0 or not whole:
+        return f"cut short after {len(data)} bytes"
+    if first + 1 + sum(int(n) for n in sizes.group(1).split()) != end + 1:
+        return "its trees are not as long as its header says"
+    return ""
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null for the block (LightGBM's C++ writes there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_booster(directory: Path) -> Any:
+    """The LightGBM booster of a model directory whose metadata was loaded (and its file
+    checked) by :func:`load_metadata`; ModelError if LightGBM still refuses it."""
+    import lightgbm  # heavy: only the processes that predict need it
+
+    path = directory / MODEL_FILE
+    try:
+        with _native_stderr_muted():  # its own "[Fatal]" line: the ModelError says it once
+            return lightgbm.Booster(model_file=str(path))
+    except lightgbm.basic.LightGBMError as exc:
+        raise ModelError(f"{path} cannot be read by LightGBM ({exc}){_DAMAGED}") from None
 
 
 def check_features(meta: ModelMetadata, engine_features: tuple[str, ...]) -> tuple[int, ...]:

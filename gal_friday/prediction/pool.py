@@ -23,6 +23,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from gal_friday.prediction import worker
+from gal_friday.prediction.model import ModelError
 
 log = logging.getLogger(__name__)
 Rows = list[tuple[str, list[float]]]
@@ -33,8 +34,13 @@ class WorkerLost(RuntimeError):
 
 
 def _serve(conn: Connection, model_dirs: list[str]) -> None:
-    """Worker process main loop: load the models, then answer until told to stop."""
-    worker.init_worker(model_dirs)
+    """Worker process main loop: load the models, then answer until told to stop. A model
+    that cannot be loaded is reported to the parent (which says so once), not raised here."""
+    try:
+        worker.init_worker(model_dirs)
+    except ModelError as exc:
+        conn.send(("refused", str(exc)))
+        return
     conn.send(("ready", worker.loaded_models()))
     while True:
         try:
@@ -81,19 +87,31 @@ class InferencePool:
         w = _Worker(self._ctx, self.model_dirs)
         self._processes.append(w.process)
         assert self._loop is not None
-        ready = await self._loop.run_in_executor(None, self._await_ready, w)
-        if not ready:
-            raise WorkerLost("an inference worker failed to load the models")
+        refused = await self._loop.run_in_executor(None, self._await_ready, w)
+        if refused is not None:
+            w.process.join(5)
+            raise ModelError(refused or self._died_loading(w))
         self._workers.append(w)
         self._loop.add_reader(w.conn.fileno(), self._on_readable, w)
         self._release(w)
 
     @staticmethod
-    def _await_ready(w: _Worker) -> bool:
+    def _await_ready(w: _Worker) -> str | None:
+        """None once the worker has loaded the models; else why not ("" if it died)."""
         try:
-            return bool(w.conn.poll(120) and w.conn.recv()[0] == "ready")
+            if not w.conn.poll(120):
+                return ""
+            kind, detail = w.conn.recv()
         except (EOFError, OSError):
-            return False
+            return ""
+        return None if kind == "ready" else str(detail)
+
+    def _died_loading(self, w: _Worker) -> str:
+        return (
+            f"an inference worker died loading the models {', '.join(self.model_dirs)} "
+            f"(exit code {w.process.exitcode}); check their files or retrain with "
+            "'gal-friday train'"
+        )
 
     async def predict(self, rows: Rows) -> tuple[list[float], int]:
         w = self._idle.popleft() if self._idle else await self._wait_for_worker()

@@ -86,7 +86,11 @@ class PredictionService:
     async def start(self) -> None:
         """Start the pool, wait until every worker has loaded the models, then subscribe."""
         self._pool = InferencePool([str(m.directory) for m in self.models], self.workers)
-        await self._pool.start()
+        try:
+            await self._pool.start()
+        except BaseException:  # a model a worker refused: no worker left behind
+            await self.stop()
+            raise
         self.bus.subscribe(
             FeatureEvent, self.on_features, name="prediction", policy=Policy.BLOCK, maxsize=1024
         )

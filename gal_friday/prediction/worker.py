@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gal_friday.prediction.model import MODEL_FILE, Calibration, load_metadata
+from gal_friday.prediction.model import Calibration, load_booster, load_metadata
 
 _models: dict[str, tuple[object, Calibration]] = {}
 
@@ -21,13 +21,10 @@ _models: dict[str, tuple[object, Calibration]] = {}
 def init_worker(model_dirs: list[str]) -> None:
     """Pool initializer: load each booster and its calibration map once per process."""
     os.environ["OMP_NUM_THREADS"] = "1"  # before LightGBM loads OpenMP: the pool is the parallelism
-    import lightgbm  # heavy: only inference processes need it
-
     for directory in model_dirs:
         path = Path(directory)
         meta = load_metadata(path)
-        booster = lightgbm.Booster(model_file=str(path / MODEL_FILE))
-        _models[meta.model_id] = (booster, meta.calibration)
+        _models[meta.model_id] = (load_booster(path), meta.calibration)
 
 
 def predict_rows(requests: list[tuple[str, list[float]]]) -> tuple[list[float], int]:

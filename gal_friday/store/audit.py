@@ -37,10 +37,18 @@ from typing import Any
 
 from gal_friday.bus import EventBus, Policy, Subscription
 from gal_friday.config import Settings
-from gal_friday.events import Event
+from gal_friday.events import Event, HaltEvent
 from gal_friday.execution.venue import OrderRequest
+from gal_friday.folders import make_folder
 from gal_friday.logs import REDACTED
-from gal_friday.store.base import Record, Store, StoreUnavailable, decode_row, intent_record
+from gal_friday.store.base import (
+    Record,
+    Store,
+    StoreCorrupt,
+    StoreUnavailable,
+    decode_row,
+    intent_record,
+)
 from gal_friday.store.ledger import AUDITED, NS_PER_DAY, AuditLedger, Row
 from gal_friday.store.memory import day_figures
 from gal_friday.store.schema import TABLES
@@ -89,7 +97,7 @@ class SpillFile:
         """Write and fsync: once this returns, the records survive a crash."""
         if not records:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "audit spill folder")
         lines = "".join(
             json.dumps(
                 {"seq": r.seq, "kind": r.kind, "row": r.row},
@@ -178,6 +186,8 @@ class AuditWriter:
         self._closed = False
         self.written = self.spilled = self.replayed = self.rejected = 0
         self.db_available = True
+        self.damage: str | None = None  # the store's file is damaged: never written again
+        self._halt_sent = False
 
     # --- wiring -----------------------------------------------------------------------------
 
@@ -193,7 +203,11 @@ class AuditWriter:
         )
 
     async def start(self) -> None:
-        """Replay what a previous run spilled, pick up open trades, start the writer task."""
+        """Open the store, replay what a previous run spilled, pick up open trades, start the
+        writer task. A damaged database raises StoreCorrupt (the run must not start on it);
+        one that is away is spilled to until it returns."""
+        with contextlib.suppress(StoreUnavailable):  # _replay and _restore report it
+            await self.store.connect()
         if self.spill.pending:
             log.warning(
                 "audit spill file found; replaying it",
@@ -257,7 +271,7 @@ class AuditWriter:
         try:
             await self.store.write([record])
             self.written += 1
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, StoreCorrupt) as exc:
             self._went_down(exc)
             self._spill_records([record])
 
@@ -289,6 +303,10 @@ class AuditWriter:
         )
 
     async def _cycle(self) -> None:
+        if self.damage is not None:
+            await self._request_halt()
+            self._spill_queue()  # kept in the spill file: nothing is lost
+            return
         if self.spill.pending:
             self._spill_queue()
             if self._clock() >= self._retry_at or self._stopping:
@@ -311,7 +329,7 @@ class AuditWriter:
             self._inflight = batch
         try:
             await self.store.write(batch)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, StoreCorrupt) as exc:
             self._inflight = []
             self._went_down(exc)
             return False
@@ -331,7 +349,7 @@ class AuditWriter:
         for i, record in enumerate(batch):
             try:
                 await self.store.write([record])
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, StoreCorrupt) as exc:
                 self._went_down(exc)
                 if not replay:
                     self._queue.extendleft(reversed(batch[i + 1 :]))
@@ -382,12 +400,32 @@ class AuditWriter:
 
     def _went_down(self, exc: Exception) -> None:
         self._retry_at = self._clock() + self.retry_s
-        if self.db_available:
+        if isinstance(exc, StoreCorrupt):
+            self._damaged(exc)
+        elif self.db_available:
             log.error(
                 "audit store unavailable; spilling to file until it returns",
                 extra={"error": str(exc), "spill_file": str(self.spill.path)},
             )
         self.db_available = False
+
+    def _damaged(self, exc: StoreCorrupt) -> None:
+        """A damaged database is not "away": it is never retried, everything goes to the
+        spill file, and the run HALTs with the reason (the writer task asks for it)."""
+        if self.damage is None:
+            log.error(
+                "audit store damaged; requesting a HALT, keeping every record in the spill file",
+                extra={"error": str(exc), "spill_file": str(self.spill.path)},
+            )
+        self.damage = str(exc)
+        self.db_available = False
+        self._wake.set()
+
+    async def _request_halt(self) -> None:
+        if self._halt_sent or self.bus is None:
+            return
+        self._halt_sent = True
+        await self.bus.publish(HaltEvent(str(self.damage), "store"))
 
     def _reject(self, record: Record, exc: Exception) -> None:
         self.rejected += 1

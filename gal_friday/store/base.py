@@ -27,6 +27,11 @@ class StoreUnavailable(Exception):
     """The database cannot take writes now; keep the records and try again later."""
 
 
+class StoreCorrupt(Exception):
+    """The database file is damaged (not a database, malformed): no retry can mend it. A run
+    refuses to start on it, and one already trading HALTs; the message names the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One row to upsert: ``kind`` names a :data:`~gal_friday.store.schema.TABLES` entry.
