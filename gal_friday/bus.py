@@ -219,7 +219,8 @@ class EventBus:
         await asyncio.gather(*(sub.stop() for sub in self._subs if sub is not finish))
         if finish is not None and was_running:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finish.wait_idle(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await finish.wait_idle()
         if finish is not None:
             await finish.stop()
 

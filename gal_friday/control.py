@@ -137,7 +137,8 @@ class StatusTracker:
                 )
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
 
     def status(self) -> dict[str, Any]:
         snap = self.portfolio.snapshot if self.portfolio else None
@@ -271,7 +272,8 @@ def _check_length(path: Path) -> None:
 
 async def _answers(path: Path) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_unix_connection(str(path))
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -289,9 +291,8 @@ async def request(
     """Send one command to the instance serving ``path`` and return its reply."""
     _check_length(path)
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=MAX_LINE), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
     except (FileNotFoundError, ConnectionRefusedError):
         raise ControlError(
             f"no running gal-friday found (no control socket answers at {path})"
@@ -301,7 +302,8 @@ async def request(
     try:
         writer.write(json.dumps({"cmd": cmd, **(fields or {})}).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            line = await reader.readline()
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"the running gal-friday did not answer: {exc or 'timeout'}") from None
     finally:

@@ -377,7 +377,8 @@ class TimeSeriesWriter:
                 await asyncio.sleep(min(interval * 2**self._failing, MAX_BACKOFF_S))
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
             self._wake.clear()
             await self._flush()
 
@@ -396,9 +397,8 @@ class TimeSeriesWriter:
             if api is None:
                 raise RuntimeError("writer not started")
             # the default precision is nanoseconds, as the points are stamped
-            await asyncio.wait_for(
-                api.write(bucket=s.bucket, org=s.org, record=batch), WRITE_TIMEOUT_S
-            )
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await api.write(bucket=s.bucket, org=s.org, record=batch)
         except asyncio.CancelledError:
             self.dropped += len(batch)
             raise

@@ -5,6 +5,7 @@ silent socket, hostile frames, and REST trading rules."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -271,3 +272,26 @@ async def test_ingestor_puts_market_data_and_trading_rules_on_the_bus(sim: SimEx
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await bus.stop()
+
+
+async def test_a_reconnect_loop_ends_when_a_swallowed_cancel_is_pending() -> None:
+    """Python 3.11's wait_for can swallow a cancel whose awaited result arrives at the same
+    moment (the review's bot that ignored Ctrl-C and kept trading): the reconnect loops ask
+    ``raise_if_cancelling`` at every turn, so the stop still lands."""
+    from gal_friday.kraken.ws import raise_if_cancelling
+
+    turns = 0
+
+    async def reconnecting() -> None:
+        nonlocal turns
+        while True:
+            raise_if_cancelling()
+            turns += 1
+            with contextlib.suppress(asyncio.CancelledError):  # a library swallowed it
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(reconnecting())
+    await asyncio.sleep(0.03)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done and task.cancelled()

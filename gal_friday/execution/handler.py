@@ -313,7 +313,8 @@ class ExecutionHandler:
             )
             await self._send(order)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(order.done.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await order.done.wait()
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *([self._timer] if self._timer else [])]

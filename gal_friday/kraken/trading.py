@@ -93,7 +93,7 @@ from gal_friday.kraken.schemas import (
     method_result,
 )
 from gal_friday.kraken.symbols import asset_code
-from gal_friday.kraken.ws import backoff_delay
+from gal_friday.kraken.ws import backoff_delay, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 # The websockets library's own logger: at DEBUG it dumps frames, and every private request
@@ -275,6 +275,7 @@ class KrakenTradingVenue:
         attempt = 0
         first = True
         while True:
+            raise_if_cancelling()
             self._healthy = False
             try:
                 await self._session()
@@ -558,7 +559,8 @@ class KrakenTradingVenue:
     ) -> PrivateFrame:
         timeout = self.settings.request_timeout_s
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         except (TimeoutError, _ConnectionLost) as exc:
             why = "no response in time" if isinstance(exc, TimeoutError) else str(exc)
             line = f"Kraken {method}: {why}"

@@ -99,6 +99,7 @@ class KrakenPublicFeed:
         """Connect, stream and reconnect until cancelled."""
         attempt = 0
         while True:
+            raise_if_cancelling()
             self._ready = False  # healthy means this attempt got live books, not the last one
             try:
                 await self._session()
@@ -178,7 +179,8 @@ class KrakenPublicFeed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Recycle("no instrument list from the exchange in time")
-            raw = await asyncio.wait_for(ws.recv(), remaining)
+            async with asyncio.timeout(remaining):
+                raw = await ws.recv()
             await self._handle(raw)
 
     async def _subscribe_market(self, ws: ClientConnection) -> None:
@@ -249,6 +251,15 @@ class KrakenPublicFeed:
         if state is not self.state:
             self.state = state
             await self._sink(SystemStatusEvent(COMPONENT, state, detail))
+
+
+def raise_if_cancelling() -> None:
+    """A reconnect loop stops when its task is being cancelled, even if a library swallowed
+    the CancelledError on its way up (Python 3.11's ``wait_for`` can, when the awaited result
+    arrives as the cancel does): a stop must never be lost to a reconnect."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _describe(exc: BaseException) -> str:

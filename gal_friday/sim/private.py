@@ -441,7 +441,8 @@ class PrivateWebSocket:
         for conn in list(self.conns):
             conn.closed = True
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-                await asyncio.wait_for(conn.ws.close(code=1001, message=b"server shutdown"), 2)
+                async with asyncio.timeout(2):
+                    await conn.ws.close(code=1001, message=b"server shutdown")
 
     # --- updates ---------------------------------------------------------------------------
 

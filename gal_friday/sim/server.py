@@ -186,7 +186,8 @@ class SimExchange:
         for conn in list(self.fanout.conns):
             conn.closed = True
             with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-                await asyncio.wait_for(conn.ws.close(code=1001, message=b"server shutdown"), 2)
+                async with asyncio.timeout(2):
+                    await conn.ws.close(code=1001, message=b"server shutdown")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

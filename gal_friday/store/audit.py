@@ -226,7 +226,8 @@ class AuditWriter:
         task, self._task = self._task, None
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -284,7 +285,8 @@ class AuditWriter:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._cycle()

@@ -94,7 +94,8 @@ class PostgresStore(Store):
             conn, self._conn = self._conn, None
             if conn is not None:
                 try:
-                    await asyncio.wait_for(conn.close(), self.timeout_s)
+                    async with asyncio.timeout(self.timeout_s):
+                        await conn.close()
                 except Exception:
                     conn.terminate()
 
@@ -114,7 +115,8 @@ class PostgresStore(Store):
         async with self._lock:
             conn = await self._ensure()
             try:
-                return await asyncio.wait_for(op(conn), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    return await op(conn)
             except Exception as exc:
                 if not _unavailable(exc):
                     raise
@@ -140,7 +142,8 @@ class PostgresStore(Store):
                 raise
             raise StoreUnavailable(f"cannot connect to postgresql: {exc}") from exc
         try:
-            await asyncio.wait_for(_migrate(conn), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                await _migrate(conn)
         except Exception as exc:
             conn.terminate()
             if not _unavailable(exc):
