@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -247,3 +249,27 @@ async def test_pool_spreads_requests_and_replaces_a_worker_that_dies(tmp_path: P
         assert len(pool._workers) == 2
     finally:
         await pool.stop()
+
+
+async def test_a_stop_signal_to_the_process_group_leaves_the_workers_to_the_parent(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C or SIGTERM reach every process of the group; a worker that died of it would
+    be replaced in the middle of the shutdown (the replacement then failed as "Task
+    exception was never retrieved"). The worker ignores both; the parent's stop ends it."""
+    train(tmp_path / "a", "a", ENGINE[:3])
+    pool = InferencePool([str(tmp_path / "a")], workers=1)
+    await pool.start()
+    try:
+        worker = pool._workers[0].process
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+        await asyncio.sleep(0.5)
+        assert worker.is_alive()
+        (prob,), _ = await pool.predict([("a", [0.1, 0.2, 0.3])])
+        assert 0 <= prob <= 1
+    finally:
+        await pool.stop()
+    assert not worker.is_alive()
+    assert not pool._replacing

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import multiprocessing
+import signal
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -35,7 +36,12 @@ class WorkerLost(RuntimeError):
 
 def _serve(conn: Connection, model_dirs: list[str]) -> None:
     """Worker process main loop: load the models, then answer until told to stop. A model
-    that cannot be loaded is reported to the parent (which says so once), not raised here."""
+    that cannot be loaded is reported to the parent (which says so once), not raised here.
+    Ctrl-C and SIGTERM reach the whole process group; the worker leaves them to the parent,
+    which stops it in order (a worker dying first would be replaced during the shutdown).
+    If the parent dies, the pipe's end-of-file ends the worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         worker.init_worker(model_dirs)
     except ModelError as exc:
@@ -77,6 +83,8 @@ class InferencePool:
         self._waiting: collections.deque[asyncio.Future[_Worker]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._processes: list[BaseProcess] = []  # every process started, for stop()
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         """Start the workers and wait until each has loaded the models."""
@@ -157,8 +165,17 @@ class InferencePool:
         self._forget(w)
         if w.future is not None and not w.future.done():
             w.future.set_exception(WorkerLost("an inference worker exited while answering"))
+        if self._stopping:
+            return
         assert self._loop is not None
-        self._loop.create_task(self._start_worker())
+        task = self._loop.create_task(self._start_worker(), name="inference:replace")
+        self._replacing.add(task)
+        task.add_done_callback(self._replaced)
+
+    def _replaced(self, task: asyncio.Task[None]) -> None:
+        self._replacing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("inference worker not replaced: %s", task.exception())
 
     def _forget(self, w: _Worker) -> None:
         assert self._loop is not None
@@ -171,6 +188,10 @@ class InferencePool:
 
     async def stop(self) -> None:
         """Ask every worker to finish, then wait for the processes (killed if they hang)."""
+        self._stopping = True
+        for task in list(self._replacing):
+            task.cancel()
+        await asyncio.gather(*self._replacing, return_exceptions=True)
         for w in list(self._workers):
             with contextlib.suppress(OSError):
                 w.conn.send(None)
