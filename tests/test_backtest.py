@@ -533,6 +533,32 @@ def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> Non
             2,
             "--end (2025-01-01) must be after --start (2025-02-01)",
         ),
+        # short.csv: 25 one-minute candles from 2023-11-14T22:14Z
+        (
+            ["--candles", "{tmp}/short.csv", "--start", "2023-11-14T22:00"],
+            2,
+            "--start 2023-11-14T22:00 is before the first XRP/USD candle in {tmp}/short.csv "
+            "(2023-11-14T22:14Z): the indicators need 30 rows of history before the start",
+        ),
+        (
+            ["--candles", "{tmp}/short.csv", "--start", "2023-11-14T22:24"],
+            2,
+            "{tmp}/short.csv: 10 rows of XRP/USD before --start 2023-11-14T22:24, too few to "
+            "warm up: the indicators need at least 30 (30 to converge); give a file that "
+            "begins earlier",
+        ),
+        (
+            ["--strategy", "model", "--candles", "{tmp}/short.csv", "--start", "2023-11-14T22:24"],
+            2,
+            "10 rows of XRP/USD before --start 2023-11-14T22:24, too few to warm up: the "
+            "indicators need at least 33 (210 to converge)",
+        ),
+        (
+            ["--candles", "{tmp}/short.csv"],
+            2,
+            "{tmp}/short.csv: 25 rows of XRP/USD, too few to warm up: the indicators need 30 "
+            "rows before the first candle traded (30 to converge); give a longer file",
+        ),
     ],
 )
 def test_bad_options_and_files_get_one_line_and_an_exit_code(
@@ -544,6 +570,9 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
     from gal_friday.cli import _common_options, settings_from_args
 
     (tmp_path / "bad.csv").write_text("1700000040,1,2\n")
+    (tmp_path / "short.csv").write_text(
+        "".join(f"{T0 + 60 * k},1.0,1.1,0.9,1.0,10,1\n" for k in range(25))
+    )
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
     args = parser.parse_args(
