@@ -23,6 +23,16 @@ in-sample, and ``metrics.json`` lists each model's data window and how it relate
 period (``models``: ``before`` / ``overlaps`` / ``after``; ``models_in_sample``: the ids of
 the last two).
 
+Warm-up. The indicators are warmed on every candle of the file before ``--start``, as the
+live bot warms them from REST OHLC: RSI, MACD and ATR are recursive and forget where the
+series began only after ``features.convergence_rows`` rows (210 with the defaults; a run
+begun 34 rows before ``--start`` had RSI points off and MACD histograms of the wrong sign for
+its first ~250 rows). ``--start`` before a pair's first candle, or fewer rows before it than
+``features.warmup_rows`` (33; the slow window for ``sma``), is a usage error (exit 2); fewer
+than ``convergence_rows`` runs, and the console and ``metrics.json`` (``warmup``) say how many
+rows each pair was missing. Without ``--start`` (and with ``--synthetic``) the data's first
+``convergence_rows`` rows are history only and the period starts after them.
+
 ``--recording FILE`` (repeatable) replays files written by ``gal-friday record`` event by
 event instead of candles: recorded books (checksums verified), trades and candles on the
 recorded receive times, through the live feature engine (book and trade-flow features too),
