@@ -533,6 +533,32 @@ def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> Non
             2,
             "--end (2025-01-01) must be after --start (2025-02-01)",
         ),
+        # short.csv: 25 one-minute candles from 2023-11-14T22:14Z
+        (
+            ["--candles", "{tmp}/short.csv", "--start", "2023-11-14T22:00"],
+            2,
+            "--start 2023-11-14T22:00 is before the first XRP/USD candle in {tmp}/short.csv "
+            "(2023-11-14T22:14Z): the indicators need 30 rows of history before the start",
+        ),
+        (
+            ["--candles", "{tmp}/short.csv", "--start", "2023-11-14T22:24"],
+            2,
+            "{tmp}/short.csv: 10 rows of XRP/USD before --start 2023-11-14T22:24, too few to "
+            "warm up: the indicators need at least 30 (30 to converge); give a file that "
+            "begins earlier",
+        ),
+        (
+            ["--strategy", "model", "--candles", "{tmp}/short.csv", "--start", "2023-11-14T22:24"],
+            2,
+            "10 rows of XRP/USD before --start 2023-11-14T22:24, too few to warm up: the "
+            "indicators need at least 33 (210 to converge)",
+        ),
+        (
+            ["--candles", "{tmp}/short.csv"],
+            2,
+            "{tmp}/short.csv: 25 rows of XRP/USD, too few to warm up: the indicators need 30 "
+            "rows before the first candle traded (30 to converge); give a longer file",
+        ),
     ],
 )
 def test_bad_options_and_files_get_one_line_and_an_exit_code(
@@ -544,6 +570,9 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
     from gal_friday.cli import _common_options, settings_from_args
 
     (tmp_path / "bad.csv").write_text("1700000040,1,2\n")
+    (tmp_path / "short.csv").write_text(
+        "".join(f"{T0 + 60 * k},1.0,1.1,0.9,1.0,10,1\n" for k in range(25))
+    )
     parser = argparse.ArgumentParser()
     backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
     args = parser.parse_args(
@@ -699,14 +728,166 @@ def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
         data, signals, _, _ = backtest_cli.warmed_inputs(settings_from_args(args), args)
         return data, signals
 
-    _, whole_signals = inputs()
+    # without --start the file's first rows only warm the indicators: the period starts
+    # once they have converged (the slow SMA window; the model's 210 rows)
+    (whole,), whole_signals = inputs()
+    need = 20 if strategy == "sma" else 210
+    assert int(whole.candles.time_s[0]) == int(c.time_s[need])
     from datetime import UTC, datetime
 
     (period,), period_signals = inputs(
         "--start", datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M")
     )
     assert int(period.candles.time_s[0]) == start and len(period.candles) == len(c) - 1000
-    got, want = period_signals["XRP/USD"].prob, whole_signals["XRP/USD"].prob[1000:]
+    got, want = period_signals["XRP/USD"].prob, whole_signals["XRP/USD"].prob[1000 - need :]
     np.testing.assert_array_equal(got, want)
     if strategy == "model":  # a prediction from the period's first candle on
         assert not np.isnan(got[0])
+
+
+# --- warm-up that converges --------------------------------------------------------------------
+
+DAY_S = 86_400
+WARM_STRATEGY = [  # a strategy that trades the weak model's probabilities, ATR stops
+    "strategy.confirm_momentum=false",
+    "strategy.min_edge_pct=0",
+    "strategy.buy_threshold=0.53",
+    "strategy.sell_threshold=0.47",
+    "strategy.stop_mode=atr",
+    "risk.max_consecutive_losses=1000",
+    "risk.max_daily_drawdown_pct=100",
+    "risk.max_weekly_drawdown_pct=100",
+    "risk.max_total_drawdown_pct=100",
+]
+
+
+def write_candles(c: CandleSeries, path: Any) -> Any:
+    rows = zip(
+        c.time_s.tolist(),
+        c.open.tolist(),
+        c.high.tolist(),
+        c.low.tolist(),
+        c.close.tolist(),
+        c.volume.tolist(),
+        c.trades.tolist(),
+        strict=True,
+    )
+    path.write_text("".join(",".join(map(str, row)) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_history(tmp_path_factory: Any) -> dict[str, Any]:
+    """Three months of the simulator's XRP/USD minutes, --start two days before their end, a
+    model trained on their first days, and candle files beginning three months, one week and
+    100 rows before --start."""
+    from gal_friday.prediction.pipeline import train_from_candles
+    from gal_friday.prediction.training import TrainSpec
+
+    tmp = tmp_path_factory.mktemp("warmup")
+    (data,) = synthetic_pairs(["XRP/USD"], seed=5, days=92)
+    c = data.candles
+    first = int(np.searchsorted(c.time_s, int(c.time_s[-1]) - 2 * DAY_S))
+    week = int(np.searchsorted(c.time_s, int(c.time_s[first]) - 7 * DAY_S))
+    train_from_candles(
+        load_settings(None, {}),
+        c.slice(0, 4000),
+        tmp / "model",
+        spec=TrainSpec(min_auc=0.0, max_brier=1.0, rounds=20, folds=2),
+        model_id="warm",
+        progress=False,
+    )
+    return {
+        "candles": c,
+        "first": first,
+        "model": tmp / "model",
+        "files": {
+            "three months": write_candles(c, tmp / "long.csv"),
+            "one week": write_candles(c.slice(week, len(c)), tmp / "week.csv"),
+            "100 rows": write_candles(c.slice(first - 100, len(c)), tmp / "short.csv"),
+        },
+    }
+
+
+def warm_backtest(
+    history: dict[str, Any], file: str, out: Any
+) -> tuple[PairSignals, list[str], dict[str, Any], int]:
+    """Backtest the model from --start on one of the files: the period's signals, the trades
+    (trades.csv rows), metrics.json and the exit code."""
+    import argparse
+    import json
+    from datetime import UTC, datetime
+
+    from gal_friday.backtest import cli as backtest_cli
+    from gal_friday.cli import _common_options, settings_from_args
+
+    start = int(history["candles"].time_s[history["first"]])
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    args = parser.parse_args(
+        [
+            "backtest",
+            "--pairs",
+            "XRP/USD",
+            "--candles",
+            f"XRP/USD={history['files'][file]}",
+            "--start",
+            datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M"),
+            "--no-progress",
+            "--no-chart",
+            "--out",
+            str(out),
+            "--set",
+            f'prediction.models=["{history["model"]}"]',
+            *(item for s in WARM_STRATEGY for item in ("--set", s)),
+        ]
+    )
+    s = settings_from_args(args)
+    (period,), signals, _, _ = backtest_cli.warmed_inputs(s, args)
+    assert int(period.candles.time_s[0]) == start
+    code = asyncio.run(backtest_cli.run(s, args))
+    trades = (out / "trades.csv").read_text().splitlines()[1:]
+    return signals["XRP/USD"], trades, json.loads((out / "metrics.json").read_text()), code
+
+
+def test_a_backtest_from_start_does_not_depend_on_where_the_candle_file_begins(
+    long_history: dict[str, Any], tmp_path: Any, in_tmp: Any, capsys: Any
+) -> None:
+    from gal_friday.backtest.report import iso
+
+    c, first = long_history["candles"], long_history["first"]
+    runs = {
+        name: warm_backtest(long_history, name, tmp_path / name.replace(" ", "_"))
+        for name in ("three months", "one week")
+    }
+    assert "converge" not in capsys.readouterr().out  # enough history: no warning
+    # at --start the features are those of the whole three months: RSI, MACD and ATR have
+    # forgotten where the file began (warmed on 34 rows, RSI was off by points and the MACD
+    # histogram could have the wrong sign)
+    reference = batch_candle_features(c, FeatureSettings()).values[first:]
+    for signals, _, metrics, code in runs.values():
+        assert code == 0
+        np.testing.assert_allclose(signals.features, reference, rtol=1e-9, atol=1e-12)
+        warmup = metrics["warmup"]["pairs"]["XRP/USD"]
+        assert warmup["missing_rows"] == 0 and warmup["history_rows"] >= 7 * 1440 - 60
+    # after the first day: the same signals and the same trades, bit for bit
+    (long, long_trades, _, _), (week, week_trades, _, _) = runs.values()
+    day = int(np.searchsorted(c.time_s[first:], int(c.time_s[first]) + DAY_S))
+    np.testing.assert_array_equal(long.features[day:], week.features[day:])
+    np.testing.assert_array_equal(long.prob[day:], week.prob[day:])
+    after = iso((int(c.time_s[first]) + DAY_S) * 1_000_000_000)
+    later = [
+        [t for t in trades if t.split(",")[1] >= after] for trades in (long_trades, week_trades)
+    ]
+    assert later[0] == later[1] and len(later[0]) > 0
+
+
+def test_too_little_history_to_converge_runs_and_says_how_many_rows_were_missing(
+    long_history: dict[str, Any], tmp_path: Any, in_tmp: Any, capsys: Any
+) -> None:
+    _, _, metrics, code = warm_backtest(long_history, "100 rows", tmp_path / "r")
+    assert code == 0
+    assert metrics["warmup"]["rows_to_converge"] == 210
+    assert metrics["warmup"]["pairs"]["XRP/USD"] == {"history_rows": 100, "missing_rows": 110}
+    out = capsys.readouterr().out
+    assert "XRP/USD has 100 rows of history before the period, 110 fewer than the 210" in out

@@ -21,6 +21,8 @@ from gal_friday.features import (
     PairFeatures,
     batch_candle_features,
     candle_feature_names,
+    converged_rows,
+    convergence_rows,
     first_valid_rows,
     warmup_rows,
 )
@@ -112,6 +114,40 @@ def test_warm_up_is_nan_until_each_feature_has_its_history_then_never() -> None:
         assert not np.isnan(column[first:]).any(), name
     complete = ~np.isnan(table.values).any(axis=1)
     assert int(np.argmax(complete)) == warmup_rows(settings) == 33
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        FeatureSettings(),
+        FeatureSettings(rsi_period=7, macd_fast=5, macd_slow=35, macd_signal=5, atr_period=21),
+    ],
+)
+def test_after_its_convergence_rows_a_feature_forgets_where_the_series_began(
+    settings: FeatureSettings,
+) -> None:
+    # a series begun converged_rows before a row gives that row's feature within a millionth
+    # of the feature's range of the value from the whole series; begun only warmup rows
+    # before, the recursive ones (RSI, MACD, ATR) are far off
+    series = random_walk(6_000, 0.5, seed=4, decimals=6)
+    full = batch_candle_features(series, settings)
+    converged, first = converged_rows(settings), first_valid_rows(settings)
+    recursive = ("rsi_", "macd_", "atr_")
+    for j, name in enumerate(full.names):
+        column = full.values[:, j]
+        allowed = 1e-6 * (np.nanmax(column) - np.nanmin(column))
+        warm_only = 0.0
+        for at in (1_500, 3_000, 4_500, 5_900):
+            for rows in (converged[name], first[name]):
+                short = batch_candle_features(series.slice(at - rows, len(series)), settings)
+                error = abs(short.values[rows, j] - column[at])
+                if rows == converged[name]:
+                    assert error <= allowed, (name, at, error, allowed)
+                else:
+                    warm_only = max(warm_only, error)
+        assert (warm_only > 100 * allowed) == name.startswith(recursive), name
+    assert convergence_rows(settings) == max(converged.values())
+    assert convergence_rows(FeatureSettings()) == 210
 
 
 def test_series_shorter_than_the_warm_up_is_all_nan_in_both() -> None:

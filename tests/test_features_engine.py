@@ -210,6 +210,20 @@ async def test_pairs_are_independent(
     assert by_pair[(PAIR, 2)] == pytest.approx(10.0)
 
 
+def test_priming_on_too_little_history_to_converge_warns(caplog: pytest.LogCaptureFixture) -> None:
+    # Kraken's REST OHLC gives up to 720 candles: enough for the 210 rows the default
+    # indicators need to converge; fewer (a young pair, a gap) leave them depending on where
+    # the history began, and the log says by how many rows
+    series = random_walk(500, 0.5, seed=2, decimals=6)
+    engine = FeatureEngine(SETTINGS, EventBus())
+    with caplog.at_level("WARNING", logger="gal_friday.features.engine"):
+        engine.prime(PAIR, series.slice(0, 100))
+        engine.prime("DOGE/USD", series.slice(0, 210))
+    (record,) = caplog.records
+    assert "too little history to converge" in record.getMessage()
+    assert (record.pair, record.rows, record.needed, record.missing) == (PAIR, 100, 210, 110)  # type: ignore[attr-defined]
+
+
 def test_priming_from_history_continues_exactly_where_the_batch_table_would() -> None:
     series = random_walk(500, 0.5, seed=2, decimals=6)
     engine = FeatureEngine(SETTINGS, EventBus())

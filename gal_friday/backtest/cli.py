@@ -23,6 +23,16 @@ in-sample, and ``metrics.json`` lists each model's data window and how it relate
 period (``models``: ``before`` / ``overlaps`` / ``after``; ``models_in_sample``: the ids of
 the last two).
 
+Warm-up. The indicators are warmed on every candle of the file before ``--start``, as the
+live bot warms them from REST OHLC: RSI, MACD and ATR are recursive and forget where the
+series began only after ``features.convergence_rows`` rows (210 with the defaults; a run
+begun 34 rows before ``--start`` had RSI points off and MACD histograms of the wrong sign for
+its first ~250 rows). ``--start`` before a pair's first candle, or fewer rows before it than
+``features.warmup_rows`` (33; the slow window for ``sma``), is a usage error (exit 2); fewer
+than ``convergence_rows`` runs, and the console and ``metrics.json`` (``warmup``) say how many
+rows each pair was missing. Without ``--start`` (and with ``--synthetic``) the data's first
+``convergence_rows`` rows are history only and the period starts after them.
+
 ``--recording FILE`` (repeatable) replays files written by ``gal-friday record`` event by
 event instead of candles: recorded books (checksums verified), trades and candles on the
 recorded receive times, through the live feature engine (book and trade-flow features too),
@@ -63,6 +73,7 @@ from gal_friday.backtest.signals import (
     PairSignals,
     check_candle_models,
     default_builder,
+    feature_rows_mask,
     model_signals,
     sma_cross_signals,
 )
@@ -72,9 +83,9 @@ from gal_friday.backtest.walkforward import (
     Report,
     walk_forward_signals,
 )
-from gal_friday.candles import CandleFileError
+from gal_friday.candles import CandleFileError, CandleSeries
 from gal_friday.config import Settings
-from gal_friday.features import candle_feature_names, warmup_rows
+from gal_friday.features import candle_feature_names, convergence_rows, warmup_rows
 from gal_friday.logs import quiet_stdout
 from gal_friday.prediction.model import ModelError
 from gal_friday.prediction.service import load_models
@@ -180,34 +191,129 @@ def walk_forward_inputs(
         raise BacktestUsageError(str(exc)) from None
 
 
+def warmup_rows_needed(settings: Settings, args: argparse.Namespace) -> tuple[int, int]:
+    """Rows of history the strategy's indicators need before the period's first candle:
+    (to converge, at the least). The model's features: ``convergence_rows`` (the recursive
+    RSI, MACD and ATR forget where the series began) and ``warmup_rows`` (every feature has a
+    value); the SMA crossover: its slow window, both (a window forgets the start at once)."""
+    if args.strategy == "sma":
+        slow = max(sma_periods(args))
+        return slow, slow
+    return convergence_rows(settings.features), warmup_rows(settings.features)
+
+
+def history_rows(series: CandleSeries, first: int, strategy: str) -> int:
+    """Rows the indicators see before candle ``first``: the feature rows (candles with
+    volume) for the model, every candle for the SMA crossover."""
+    if strategy == "sma":
+        return first
+    return int(np.count_nonzero(feature_rows_mask(series.slice(0, first))))
+
+
+def _when(time_s: int) -> str:
+    return datetime.fromtimestamp(time_s, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _row_time(series: CandleSeries, rows: int, strategy: str) -> int | None:
+    """Start time of the candle with ``rows`` rows before it (None: the series is shorter)."""
+    if strategy == "sma":
+        return int(series.time_s[rows]) if rows < len(series) else None
+    positions = np.flatnonzero(feature_rows_mask(series))
+    return int(series.time_s[positions[rows]]) if rows < len(positions) else None
+
+
+def period_start(
+    data: list[PairData], sources: dict[str, str], need: int, least: int, strategy: str
+) -> int:
+    """Without ``--start``: the first time at which every pair has ``need`` rows of history
+    (each pair as many as it has, but at least ``least``); the candles before it only warm."""
+    starts = []
+    for d in data:
+        rows = history_rows(d.candles, len(d.candles), strategy)
+        at = _row_time(d.candles, min(need, max(rows - 1, 0)), strategy)
+        if rows <= least or at is None:
+            raise BacktestUsageError(
+                f"{sources[d.pair]}: {rows} rows of {d.pair}, too few to warm up: the "
+                f"indicators need {least} rows before the first candle traded ({need} to "
+                "converge); give a longer file"
+            )
+        starts.append(at)
+    return max(starts)
+
+
+def warmup_notes(
+    data: list[PairData],
+    firsts: dict[str, int],
+    sources: dict[str, str],
+    start: int,
+    need: int,
+    least: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Check the history before the period; what the report says about it. ``--start``
+    before a pair's first candle, or fewer than ``least`` rows before it, is a usage error
+    (exit 2); fewer than ``need`` runs, the missing rows named per pair."""
+    pairs: dict[str, dict[str, int]] = {}
+    for d in data:
+        first_s = int(d.candles.time_s[0])
+        ready = _row_time(d.candles, need, args.strategy)
+        advice = (
+            f"start at {_when(ready)} or later, or give a file that begins earlier"
+            if ready is not None
+            else "give a file that begins earlier"
+        )
+        if args.start and start < first_s:
+            raise BacktestUsageError(
+                f"--start {args.start} is before the first {d.pair} candle in "
+                f"{sources[d.pair]} ({_when(first_s)}): the indicators need {need} rows "
+                f"of history before the start; {advice}"
+            )
+        rows = history_rows(d.candles, firsts[d.pair], args.strategy)
+        if rows < least:
+            raise BacktestUsageError(
+                f"{sources[d.pair]}: {rows} rows of {d.pair} before --start {args.start}, "
+                f"too few to warm up: the indicators need at least {least} ({need} to "
+                f"converge); {advice}"
+            )
+        pairs[d.pair] = {"history_rows": rows, "missing_rows": max(0, need - rows)}
+    return {"rows_to_converge": need, "rows_at_least": least, "pairs": pairs}
+
+
 def warmed_inputs(
     settings: Settings, args: argparse.Namespace
 ) -> tuple[list[PairData], dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
-    """The period's candles and signals, the signals computed with the candles before
-    ``--start`` as history (the live bot starts with its indicators warmed from REST OHLC;
-    without this the first ~30 candles of a period would have no prediction)."""
+    """The period's candles and signals, the signals computed with every candle before the
+    period as history, as the live bot starts with its indicators warmed from REST OHLC.
+
+    With ``--start`` the history is all the candle file holds before it; it must hold at
+    least the indicators' warm-up (else exit 2), and should hold ``convergence_rows``: with
+    fewer, the period's first signals depend on where the file begins, and the report says
+    how many rows were missing. Without ``--start`` (and with ``--synthetic``) the data's
+    first ``convergence_rows`` rows are history only and the period starts after them."""
     start = parse_time(args.start)
-    if start is None or args.synthetic:
-        data = load_data(settings, args)
-        return (data, *build_signals(settings, data, args))
-    files = candle_files(settings.pairs, args.candles, Path(settings.paths.data_dir))
-    full = load_pairs(files, start_s=None, end_s=parse_time(args.end))
-    sma_rows = max(sma_periods(args)) if args.strategy == "sma" else 0
-    warm = max(warmup_rows(settings.features), sma_rows) + 1
+    if args.synthetic:
+        full = load_data(settings, args)
+        sources = {d.pair: f"the synthetic {d.pair} market" for d in full}
+    else:
+        files = candle_files(settings.pairs, args.candles, Path(settings.paths.data_dir))
+        full = load_pairs(files, start_s=None, end_s=parse_time(args.end))
+        sources = {pair: str(path) for pair, path in files.items()}
+    need, least = warmup_rows_needed(settings, args)
+    if start is None:
+        start = period_start(full, sources, need, least, args.strategy)
     firsts = {d.pair: int(np.searchsorted(d.candles.time_s, start)) for d in full}
     for d in full:
         if firsts[d.pair] >= len(d.candles):
             raise CandleFileError(
-                f"{files[d.pair]}: no candles for {d.pair} in the requested range"
+                f"{sources[d.pair]}: no candles for {d.pair} in the requested range"
             )
-    history = [
-        replace(d, candles=d.candles.slice(max(0, firsts[d.pair] - warm), len(d.candles)))
-        for d in full
-    ]
-    signals, strategy, notes = build_signals(settings, history, args, period_start_s=start)
-    cut = {d.pair: min(firsts[d.pair], warm) for d in history}  # rows of history before it
-    period = [replace(d, candles=d.candles.slice(cut[d.pair], len(d.candles))) for d in history]
-    return period, {p: trim_signals(s, cut[p]) for p, s in signals.items()}, strategy, notes
+    warmup = warmup_notes(full, firsts, sources, start, need, least, args)
+    signals, strategy, notes = build_signals(
+        settings, full, args, period_start_s=start, firsts=firsts
+    )
+    period = [replace(d, candles=d.candles.slice(firsts[d.pair], len(d.candles))) for d in full]
+    trimmed = {p: trim_signals(s, firsts[p]) for p, s in signals.items()}
+    return period, trimmed, strategy, {**notes, "warmup": warmup}
 
 
 def trim_signals(signals: PairSignals, first: int) -> PairSignals:
@@ -221,9 +327,12 @@ def build_signals(
     args: argparse.Namespace,
     *,
     period_start_s: int | None = None,
+    firsts: dict[str, int] | None = None,
 ) -> tuple[dict[str, PairSignals], StrategyFactory, dict[str, Any]]:
     """Signals per pair, the strategy that trades them, and notes for the report (a model's
-    training window is compared with the period from ``period_start_s`` when given)."""
+    training window is compared with the period from ``period_start_s`` when given; the
+    model predicts from each pair's candle ``firsts[pair]`` on, the candles before it only
+    warm the features)."""
     if args.strategy == "sma":
         periods = sma_periods(args)
         return (
@@ -237,7 +346,12 @@ def build_signals(
     )
     check_candle_models(models, settings.features)
     build = default_builder(settings.features)
-    signals = {d.pair: model_signals(d.candles, models, cfg.combine, build) for d in data}
+    signals = {
+        d.pair: model_signals(
+            d.candles, models, cfg.combine, build, first=(firsts or {}).get(d.pair, 0)
+        )
+        for d in data
+    }
     first = min(int(d.candles.time_s[0]) for d in data)
     first = max(first, period_start_s) if period_start_s is not None else first
     last = max(int(d.candles.time_s[-1]) for d in data)
@@ -457,6 +571,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             data, signals, strategy, notes = warmed_inputs(settings, args)
     except (BacktestUsageError, CandleFileError, ModelError) as exc:
         return _setup_failed(console, exc)
+    from gal_friday.backtest.report import warmup_lines
+
+    for line in warmup_lines(notes.get("warmup")):
+        console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
     if notes.get("models_in_sample"):
         console.print(
             "warning: the model was trained on data overlapping this backtest (or "

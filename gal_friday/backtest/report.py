@@ -87,6 +87,21 @@ def halt_lines(result: BacktestResult) -> list[str]:
     return lines
 
 
+def warmup_lines(warmup: dict[str, Any] | None) -> list[str]:
+    """What the console says when a pair had too little history before the period for its
+    indicators to converge (``metrics.json``: ``warmup``)."""
+    if not warmup:
+        return []
+    need = warmup["rows_to_converge"]
+    return [
+        f"warning: {pair} has {p['history_rows']:,} rows of history before the period, "
+        f"{p['missing_rows']:,} fewer than the {need:,} its indicators need to converge: its "
+        "first signals depend on where the candle file begins"
+        for pair, p in warmup["pairs"].items()
+        if p["missing_rows"]
+    ]
+
+
 def write_report(
     result: BacktestResult,
     out_dir: Path,

@@ -158,11 +158,18 @@ def check_candle_models(models: Sequence[LoadedModel], settings: FeatureSettings
 
 
 def model_signals(
-    series: CandleSeries, models: Sequence[LoadedModel], how: Combine, build: FeatureBuilder
+    series: CandleSeries,
+    models: Sequence[LoadedModel],
+    how: Combine,
+    build: FeatureBuilder,
+    *,
+    first: int = 0,
 ) -> PairSignals:
-    """Features and combined model probabilities for every candle of one pair."""
+    """Features for every candle of one pair, combined model probabilities from candle
+    ``first`` on (NaN before it: candles there only warm the features up)."""
     table = checked_features(series, build)
-    prob = combined_probabilities(models, table.values, table.names, how)
+    prob = np.full(len(series), np.nan)
+    prob[first:] = combined_probabilities(models, table.values[first:], table.names, how)
     model_id = "+".join(m.meta.model_id for m in models)
     return PairSignals(prob, table.names, table.values, model_id)
 

@@ -41,6 +41,13 @@ Candle features (live and batch):
 Warm-up: a feature is NaN before its first row above (``names.first_valid_rows``); from
 ``names.warmup_rows(settings)`` on (33 with the defaults) every candle feature has a value.
 
+Convergence: the recursive smoothers (RSI, MACD, ATR) never forget their seed exactly; it
+keeps ``(1 - a) ** k`` of the weight k rows later. From ``names.convergence_rows(settings)``
+on (210 with the defaults) no feature depends on where the series began by more than a
+millionth of its starting error (``names.converged_rows`` per feature), so the history that
+warms a backtest (every candle before ``--start``) or the live bot (REST OHLC, at most 720
+candles) should be at least that long.
+
 Book features (live only; the latest verified book when the candle closes; all NaN without a
 two-sided book, or between a ``BookInvalidatedEvent`` and the next snapshot). ``b``/``a``:
 best bid/ask, ``mid = (b + a) / 2``; per side over its best N levels (fewer if the book has
@@ -75,6 +82,8 @@ from gal_friday.features.incremental import CandleFeatureState, is_feature_row
 from gal_friday.features.names import (
     book_feature_names,
     candle_feature_names,
+    converged_rows,
+    convergence_rows,
     feature_names,
     first_valid_rows,
     flow_feature_names,
@@ -90,6 +99,8 @@ __all__ = [
     "book_feature_names",
     "book_features",
     "candle_feature_names",
+    "converged_rows",
+    "convergence_rows",
     "feature_names",
     "first_valid_rows",
     "flow_feature_names",

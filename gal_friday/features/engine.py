@@ -36,7 +36,7 @@ from gal_friday.events import (
 from gal_friday.features.book import book_features
 from gal_friday.features.flow import TradeFlow
 from gal_friday.features.incremental import CandleFeatureState, is_feature_row
-from gal_friday.features.names import feature_names
+from gal_friday.features.names import convergence_rows, feature_names
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,19 @@ class FeatureEngine:
         return FeatureEvent(candle.pair, candle.open_ts_ns, self.names, values)
 
     def prime(self, pair: str, series: CandleSeries) -> int:
-        """Warm one pair's indicators from history before going live; rows used."""
-        used = self.state(pair).prime(series)
-        log.info("features primed from history", extra={"pair": pair, "rows": used})
+        """Warm one pair's indicators from history before going live; rows used. Fewer than
+        ``convergence_rows`` (210 with the defaults; Kraken's REST OHLC gives at most 720
+        candles, enough unless the periods are made much longer) leave the recursive
+        indicators depending on where the history began until that many rows have passed:
+        a warning says so."""
+        state = self.state(pair)
+        used = state.prime(series)
+        have, need = state.candles.rows, convergence_rows(self.settings)
+        log.info("features primed from history", extra={"pair": pair, "rows": used, "needed": need})
+        if have < need:
+            log.warning(
+                "too little history to converge the indicators: their first values depend "
+                "on where it began",
+                extra={"pair": pair, "rows": have, "needed": need, "missing": need - have},
+            )
         return used
