@@ -314,7 +314,9 @@ class TradingStartedEvent(Event, frozen=True):
 
 class OrderAdoptedEvent(Event, frozen=True):
     """Crash recovery handed the execution handler an order of an earlier run found working
-    at the venue; its reports are handled as if this run had sent it."""
+    at the venue; its reports are handled as if this run had sent it. An entry carries its
+    signal's stop and target, which protect what it fills from now on (0: not known, as in
+    journals written before they were carried)."""
 
     client_order_id: str
     pair: str
@@ -328,6 +330,8 @@ class OrderAdoptedEvent(Event, frozen=True):
     signal_id: str
     sibling: str | None
     ts_ns: int
+    stop: Decimal = Decimal(0)
+    target: Decimal = Decimal(0)
 
 
 class PairRestoredEvent(Event, frozen=True):

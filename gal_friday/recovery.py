@@ -216,7 +216,7 @@ async def _recover(
     signals = believed_signal_ids(stored)
     listed = {o.client_order_id: o for o in await venue.open_orders()}
     adopted = await _sort_listed(settings, venue, listed, result)
-    await _adopt(handler, bus, adopted, signals, result)
+    await _adopt(store, handler, bus, adopted, signals, result)
     at_exchange = await _as_the_exchange_knows(venue, bus, believed, listed, result)
     new_fills = await _report_fills(store, venue, bus, believed, at_exchange, result)
     await _settle(bus, believed, at_exchange, new_fills, result)
@@ -427,14 +427,17 @@ def believed_signal_ids(store_orders: list[StoredOrder]) -> dict[str, str]:
 
 
 async def _adopt(
+    store: Store,
     handler: ExecutionHandler,
     bus: EventBus,
     adopted: list[VenueOrder],
     signals: dict[str, str],
     result: RecoveryResult,
 ) -> None:
-    """Adopt working orders; stop / target orders of one trade and quantity are siblings.
-    Each adoption is published too (the session journal, so a replay adopts it as well)."""
+    """Adopt working orders; stop / target orders of one trade and quantity are siblings; an
+    entry brings its own signal's stop and target (what it fills after the restart is
+    protected by them). Each adoption is published too (the session journal, so a replay
+    adopts it as well)."""
     groups: dict[tuple[str, Decimal], dict[Role, VenueOrder]] = defaultdict(dict)
     for vo in adopted:
         role = role_of(vo.client_order_id)
@@ -443,10 +446,13 @@ async def _adopt(
     sibling_of: dict[str, str] = {}
     for pair in groups.values():
         if Role.STOP in pair and Role.TARGET in pair:
-            stop, target = pair[Role.STOP].client_order_id, pair[Role.TARGET].client_order_id
-            sibling_of[stop], sibling_of[target] = target, stop
+            stop_id, target_id = pair[Role.STOP].client_order_id, pair[Role.TARGET].client_order_id
+            sibling_of[stop_id], sibling_of[target_id] = target_id, stop_id
     for vo in adopted:
         status = OrderStatus.PARTIALLY_FILLED if vo.filled_qty > 0 else OrderStatus.ACKNOWLEDGED
+        trade_id = signals.get(vo.client_order_id, "")
+        entry = role_of(vo.client_order_id) in (Role.ENTRY, Role.ENTRY_MARKET)
+        stop, target = await _signal_brackets(store, trade_id) if entry else (_ZERO, _ZERO)
         event = OrderAdoptedEvent(
             vo.client_order_id,
             vo.pair,
@@ -460,6 +466,8 @@ async def _adopt(
             signals.get(vo.client_order_id, ""),
             sibling_of.get(vo.client_order_id),
             now_ns(),
+            stop,
+            target,
         )
         adopt_order(handler, event)
         await bus.publish(event)
@@ -483,6 +491,8 @@ def adopt_order(handler: ExecutionHandler, event: OrderAdoptedEvent) -> None:
         filled=event.filled,
         signal_id=event.signal_id,
         sibling=event.sibling,
+        stop=event.stop,
+        target=event.target,
     )
 
 
@@ -595,13 +605,19 @@ async def _brackets(
         elif role is Role.TARGET and target <= 0:
             target = price
     if stop <= 0 or target <= 0:
-        rows = await store.fetch(
-            "SELECT stop_loss, take_profit FROM signals WHERE signal_id = ?", trade_id
-        )
-        if rows:
-            stop = stop or Decimal(str(rows[0]["stop_loss"] or 0))
-            target = target or Decimal(str(rows[0]["take_profit"] or 0))
+        signal_stop, signal_target = await _signal_brackets(store, trade_id)
+        stop, target = stop or signal_stop, target or signal_target
     return stop, target
+
+
+async def _signal_brackets(store: Store, trade_id: str) -> tuple[Decimal, Decimal]:
+    """The stop and target of the round trip's entry signal; zeros when unknown."""
+    rows = await store.fetch(
+        "SELECT stop_loss, take_profit FROM signals WHERE signal_id = ?", trade_id
+    )
+    if not rows:
+        return _ZERO, _ZERO
+    return Decimal(str(rows[0]["stop_loss"] or 0)), Decimal(str(rows[0]["take_profit"] or 0))
 
 
 def _report(

@@ -24,7 +24,7 @@ from gal_friday.events import (
     TradingState,
     TradingStateChangedEvent,
 )
-from gal_friday.execution.handler import ClientIds, ExecutionHandler, Role
+from gal_friday.execution.handler import ClientIds, ExecutionHandler, Role, role_of
 from gal_friday.execution.paper import PaperVenue
 from gal_friday.execution.venue import (
     OrderRejected,
@@ -464,6 +464,40 @@ async def test_an_exit_after_the_stop_sold_everything_sends_nothing(rig: Rig) ->
     assert report.signal_id == "sig-x"  # the strategy's exit is answered
     assert await rig.venue.open_orders() == []
     assert rig.handler.stats["rejected"] == rig.handler.stats["errors"] == 0
+
+
+async def test_an_exit_while_the_take_profit_is_still_going_out_leaves_no_order_behind(
+    rig: Rig,
+) -> None:
+    """The crash loop's race: the stop went out, the take-profit's intent was still being
+    written when the exit began. The exit's cancel of the take-profit used to overtake its
+    request ("Kraken does not know it"), and the take-profit then rested at the exchange
+    with nothing to sell. The cancel now waits for the request to go out."""
+    gate = asyncio.Event()
+
+    class SlowJournal:
+        async def record_order_intent(self, request: OrderRequest) -> None:
+            if role_of(request.client_order_id) is Role.TARGET:
+                await gate.wait()
+
+    rig.handler.journal = SlowJournal()
+    await rig.handler.on_approved(entry("100"))
+    await rig.settle()
+    rig.clock.now += S
+    await rig.venue.on_market(book("1.99990", "1.99995", rig.clock.now))  # the entry fills
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert [o.role for o in rig.handler.orders.values() if o.working] == [Role.STOP, Role.TARGET]
+    exiting = asyncio.create_task(rig.handler.on_approved(exit_signal("100")))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    gate.set()
+    async with asyncio.timeout(5):  # before: the exit waited for a cancel that never came
+        await exiting
+    await rig.settle()
+    assert rig.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
+    assert await rig.venue.open_orders() == []
+    assert rig.handler.working_orders() == []
 
 
 async def test_flatten_from_an_operator_closes_the_position_through_the_whole_path() -> None:

@@ -18,7 +18,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from handmarket import HandMarket
+from handmarket import HandMarket, move_book
 from pydantic import SecretStr
 
 from gal_friday.bus import EventBus
@@ -176,7 +176,9 @@ def signal(sig: str, stop: str = "2.10000", target: str = "2.30000") -> TradeSig
     )
 
 
-async def died_after_sending(sim: SimExchange, data: Path, coid: str, sig: str) -> None:
+async def died_after_sending(
+    sim: SimExchange, data: Path, coid: str, sig: str, limit: str = "2.20000"
+) -> None:
     """The previous run: its entry's signal and order intent are in the store, the order
     reached the exchange (our client id with it) and filled; then kill -9, before any
     acknowledgement or fill was recorded."""
@@ -186,13 +188,13 @@ async def died_after_sending(sim: SimExchange, data: Path, coid: str, sig: str) 
     writer = AuditWriter(store, s)
     await writer.start()
     writer.on_event(signal(sig))
-    order = OrderRequest(coid, PAIR, Side.BUY, OrderType.LIMIT, D(100), D("2.20000"), sig)
+    order = OrderRequest(coid, PAIR, Side.BUY, OrderType.LIMIT, D(100), D(limit), sig)
     await writer.record_order_intent(order)
     await writer.flush()
     await store.close()  # the writer is never stopped: its process died
     rest = KrakenPrivateRest(sim.rest_url, CREDS, NonceSource())
     try:
-        await rest.add_order(PAIR, "buy", "limit", D(100), D("2.20000"), coid)
+        await rest.add_order(PAIR, "buy", "limit", D(100), D(limit), coid)
     finally:
         await rest.close()
 
@@ -227,6 +229,25 @@ async def test_an_entry_filled_while_the_bot_was_dead_is_found_booked_and_protec
     assert (pos.qty, pos.avg_entry) == (D(100), D("2.20000"))  # booked at its fill price
     [stored] = [p for p in await run.store.positions() if p.pair == PAIR]
     assert stored.qty == sim.trading.account.balances["XRP"] == D(100)
+
+
+async def test_an_entry_adopted_resting_is_protected_by_its_own_signal_when_it_fills(
+    sim: SimExchange, start: Start, data: Path
+) -> None:
+    """The dead run's entry still rests at the exchange; the new run adopts it, and when
+    it fills the position gets the stop and target of the signal that sent it (found by
+    the crash loop: the adopted entry's fill, and its timeout's market rest, went unprotected)."""
+    await died_after_sending(sim, data, "gfe1c", "sig-1", limit="2.18000")
+    run = await start()
+    result = await run.recover()
+    assert result.ok and result.adopted == ["gfe1c"]
+    assert [o.params.cl_ord_id for o in sim.trading.open_orders()] == ["gfe1c"]  # nothing filled
+    move_book(sim, PAIR, [("2.17000", "1000")], [("2.17500", "1000")])
+    await run.until(lambda: len(sim.trading.open_orders()) == 2)
+    assert protection(sim) == [
+        ("stop-loss", D(100), D("2.10000")),
+        ("take-profit", D(100), D("2.30000")),
+    ]
 
 
 async def test_protection_never_borrows_another_trades_stop(

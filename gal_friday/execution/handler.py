@@ -150,6 +150,7 @@ class _Order:
     unresolved: bool = False  # sent, outcome unknown, not yet found by lookup
     deadline_ns: int = 0  # entries: when the timeout acts
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    submitted: asyncio.Event = field(default_factory=asyncio.Event)  # its request went out
 
     @property
     def coid(self) -> str:
@@ -367,14 +368,21 @@ class ExecutionHandler:
         filled: Decimal,
         signal_id: str,
         sibling: str | None = None,
+        stop: Decimal = _ZERO,
+        target: Decimal = _ZERO,
     ) -> None:
         """Take over an order found working at the venue after a restart (crash recovery):
-        its reports are handled as if this run had sent it."""
+        its reports are handled as if this run had sent it. An entry's ``stop`` and
+        ``target`` (its signal's) protect what it fills from now on, as when it was sent."""
         role = role_of(request.client_order_id)
         if role is None:
             raise ValueError(f"{request.client_order_id} is not one of our client order ids")
         order = _Order(request, role, signal_id, status=status, filled=filled, sibling=sibling)
+        order.submitted.set()
         self.orders[order.coid] = order
+        if role in (Role.ENTRY, Role.ENTRY_MARKET) and stop > 0 and target > 0:
+            pair = self._pair(request.pair)
+            pair.stop, pair.target = stop, target
         if role is Role.ENTRY:
             order.deadline_ns = self.clock_ns() + int(self.s.entry_timeout_s * _NS)
 
@@ -388,9 +396,12 @@ class ExecutionHandler:
         unprotected: Decimal,
         signal_id: str,
     ) -> None:
-        """Set what a pair holds after a restart; ``unprotected`` is then protected anew."""
+        """Set what a pair holds after a restart; ``unprotected`` is then protected anew.
+        Brackets not given (0) keep what an adopted entry brought: a flat pair with its entry
+        still resting must protect that entry's fills at the entry's own stop and target."""
         state = self._pair(pair)
-        state.held, state.stop, state.target, state.unprotected = held, stop, target, _ZERO
+        state.held, state.unprotected = held, _ZERO
+        state.stop, state.target = stop or state.stop, target or state.target
         if unprotected > 0 and self.s.protective_orders:
             state.unprotected = unprotected
             self._spawn(self._protect(pair, signal_id))
@@ -600,7 +611,10 @@ class ExecutionHandler:
                 trigger=pair.target,
             )
             stop.sibling, target.sibling = target.coid, stop.coid
-            await self._send(target)
+            if pair.exiting:  # an exit began while the stop went out: it sells this quantity
+                target = None
+            else:
+                await self._send(target)
         if target is None:  # no stop: the quantity waits to be protected with the next fill
             pair.unprotected += qty
             log.warning(
@@ -675,6 +689,7 @@ class ExecutionHandler:
             await self._send_with_retries(order)
         finally:
             self._in_flight -= 1
+            order.submitted.set()
 
     async def _send_with_retries(self, order: _Order) -> None:
         for attempt in range(self.s.busy_retries + 1):
@@ -745,8 +760,17 @@ class ExecutionHandler:
             await self._lookup(order)
 
     async def _cancel(self, order: _Order) -> None:
-        """Cancel by client id; cancels are idempotent, so every failure is retried."""
+        """Cancel by client id; cancels are idempotent, so every failure is retried. An
+        order whose request has not gone out yet (its intent still being written) is waited
+        for first, up to ``cancel_wait_s``: a cancel overtaking it would find nothing to
+        cancel, and the order would then rest at the exchange unmanaged."""
         order.cancel_requested = True
+        if not order.submitted.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.s.cancel_wait_s):
+                    await order.submitted.wait()
+            if not order.working:
+                return
         for attempt in range(self.s.busy_retries + 1):
             try:
                 await self.venue.cancel(order.coid)
