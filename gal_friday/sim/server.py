@@ -10,6 +10,8 @@ One aiohttp server on one port serves:
   ``OHLC``, ``Trades``, ``Depth`` (GET, or POST with a form or JSON body);
 * ``POST /sim/fault/<name>`` and ``GET /sim/stats`` -- the misbehaviour switches and counters
   for a simulator started in another process (names below);
+* ``GET /sim/account`` -- the simulated account's balances, orders and fills as JSON
+  (``sim/snapshot.py``), the exchange's truth to compare a bot's store with;
 * ``http://HOST:PORT/0/private/<Method>`` -- signed private REST (``Balance``,
   ``GetWebSocketsToken``, ``AddOrder``, ``CancelOrder``, ``CancelAll``,
   ``CancelAllOrdersAfter``, ``OpenOrders``, ``ClosedOrders``, ``QueryOrders``,
@@ -78,6 +80,7 @@ from gal_friday.sim.private import PrivateRest, PrivateWebSocket
 from gal_friday.sim.protocol import PublicProtocol
 from gal_friday.sim.replay import ReplayMarket
 from gal_friday.sim.rest import PublicRest
+from gal_friday.sim.snapshot import account_snapshot
 from gal_friday.sim.source import MarketSource
 from gal_friday.sim.stats import SimStats
 from gal_friday.sim.tape import Trade
@@ -165,6 +168,7 @@ class SimExchange:
         app.router.add_post("/0/private/{method}", self.private.handle)
         app.router.add_post("/sim/fault/{name}", self._fault_handler)
         app.router.add_get("/sim/stats", self._stats_handler)
+        app.router.add_get("/sim/account", self._account_handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port)
@@ -378,6 +382,9 @@ class SimExchange:
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
         return web.json_response(asdict(self.stats))
+
+    async def _account_handler(self, request: web.Request) -> web.Response:
+        return web.json_response(account_snapshot(self.trading))
 
 
 async def _request_params(request: web.Request) -> dict[str, str]:
