@@ -543,8 +543,11 @@ async def _train(settings: Settings, args: argparse.Namespace) -> None:
     s = result.summary
     _emit(
         f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
-        f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
-        f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows"
+        f"{s['mean_auc']:.4f}; out of sample on the last {s['calibrated_folds']} of "
+        f"{s['calibrated_folds'] + 1} folds ({s['calibrated_rows']} rows, each fold calibrated "
+        f"only on the folds before it): calibrated Brier "
+        f"{s['calibrated_brier']:.5f}, climatology Brier {s['climatology_brier']:.5f}, "
+        f"Brier skill {s['brier_skill']:+.4f}, log loss {s['calibrated_log_loss']:.4f}"
     )
 
 

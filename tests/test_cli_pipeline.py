@@ -49,6 +49,8 @@ def test_download_features_and_train_from_a_fresh_directory(in_tmp: Path) -> Non
         "--set",
         "training.min_auc=0",
         "--set",
+        "training.min_brier_skill=off",
+        "--set",
         "training.folds=2",
         "--set",
         "training.rounds=20",
