@@ -47,7 +47,12 @@ FeatureBuilder = Callable[[CandleSeries], tuple[tuple[str, ...], Array]]
 
 
 class ModelRejected(Exception):
-    """Validation did not clear the acceptance floors; nothing was written."""
+    """Validation did not clear the acceptance floors; nothing was written. ``summary`` holds
+    the validation figures the floors judged."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary: dict[str, Any] = dict(summary or {})
 
 
 @dataclass(frozen=True)
@@ -303,10 +308,8 @@ def _check_floors(summary: dict[str, Any], spec: TrainSpec) -> None:
         problems.append(f"mean AUC {summary['mean_auc']:.4f} is below the floor {spec.min_auc}")
     if spec.min_brier_skill is not None and not summary["brier_skill"] > spec.min_brier_skill:
         problems.append(
-            f"Brier skill score {summary['brier_skill']:.4f} over climatology (calibrated "
-            f"Brier {summary['calibrated_brier']:.5f} vs climatology "
-            f"{summary['climatology_brier']:.5f}, out of sample) is not above the margin "
-            f"{spec.min_brier_skill}"
+            f"Brier skill score {summary['brier_skill']:+.4f} over climatology is not above "
+            f"the margin {spec.min_brier_skill}"
         )
     if not summary["calibrated_brier"] <= spec.max_brier:
         problems.append(
@@ -314,7 +317,22 @@ def _check_floors(summary: dict[str, Any], spec: TrainSpec) -> None:
             f"the ceiling {spec.max_brier}"
         )
     if problems:
-        raise ModelRejected("model rejected: " + "; ".join(problems))
+        raise ModelRejected(
+            f"model rejected: {'; '.join(problems)}. Validation: {summary_line(summary)}", summary
+        )
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The validation figures in one line (``gal-friday train``): the model's out-of-sample
+    calibrated Brier score beside climatology's, and the skill over it."""
+    scored = int(summary["calibrated_folds"])
+    return (
+        f"mean AUC {summary['mean_auc']:.4f}; out of sample on the last {scored} of "
+        f"{scored + 1} folds ({summary['calibrated_rows']} rows, each calibrated only on the "
+        f"folds before it): calibrated Brier {summary['calibrated_brier']:.5f}, climatology "
+        f"Brier {summary['climatology_brier']:.5f}, Brier skill {summary['brier_skill']:+.4f}, "
+        f"log loss {summary['calibrated_log_loss']:.4f}"
+    )
 
 
 def _versions() -> dict[str, str]:
