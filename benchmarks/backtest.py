@@ -249,7 +249,7 @@ def lightgbm_year(days: int) -> None:
         ("DOGE/USD", synthetic(n + 20_000, 12, 0.18, 7)),
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        spec = TrainSpec(min_auc=0.0, max_brier=1.0, rounds=100, folds=2)
+        spec = TrainSpec(min_auc=0.0, min_brier_skill=None, rounds=100, folds=2)
         train = pairs[0][1].slice(0, 20_000)  # trained on the candles before the backtest
         train_from_candles(settings, train, Path(tmp), spec=spec, model_id="bench", progress=False)
         models = load_models([Path(tmp)], None, default_builder(settings.features)(train).names)

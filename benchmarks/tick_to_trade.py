@@ -110,7 +110,7 @@ async def main() -> None:
     history = uptrend(20_000)
     live = uptrend(20_000 + args.events + 1)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = TrainSpec(min_auc=0.0, max_brier=1.0, rounds=200, folds=2)
+        spec = TrainSpec(min_auc=0.0, min_brier_skill=None, rounds=200, folds=2)
         train_from_candles(
             settings, history, Path(tmp) / "m", spec=spec, model_id="bench", progress=False
         )

@@ -517,6 +517,7 @@ async def _train(settings: Settings, args: argparse.Namespace) -> None:
     from gal_friday.candles import read_candles
     from gal_friday.engine import open_venue
     from gal_friday.prediction.pipeline import fetch_history, train_from_candles
+    from gal_friday.prediction.training import summary_line
 
     pair = args.pair or settings.pairs[0]
     path = args.candles
@@ -540,11 +541,8 @@ async def _train(settings: Settings, args: argparse.Namespace) -> None:
         model_id=args.model_id,
         progress=not args.no_progress,
     )
-    s = result.summary
     _emit(
-        f"model {result.meta.model_id} accepted and saved to {out}: mean AUC "
-        f"{s['mean_auc']:.4f}, calibrated Brier {s['calibrated_brier']:.4f}, log loss "
-        f"{s['calibrated_log_loss']:.4f} over {s['calibrated_rows']} out-of-fold rows"
+        f"model {result.meta.model_id} accepted and saved to {out}: " + summary_line(result.summary)
     )
 
 

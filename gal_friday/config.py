@@ -100,15 +100,23 @@ class StrategySettings(_Section):
 class TrainingSettings(_Section):
     threshold_pct: Annotated[float, Field(gt=0)] = 0.1
     horizon_min: Annotated[int, Field(ge=1, le=240)] = 5
-    folds: Annotated[int, Field(ge=1, le=20)] = 4
+    folds: Annotated[int, Field(ge=2, le=20)] = 4  # fold 0 only warms calibration up
     window: Literal["expanding", "rolling"] = "expanding"
     min_auc: Annotated[float, Field(ge=0, le=1)] = 0.52
-    max_brier: Annotated[float, Field(gt=0, le=1)] = 0.25
+    # out-of-sample Brier skill over climatology must exceed this margin (a fraction, not %);
+    # "off" (None) accepts a model without skill (experiments on the simulator's market)
+    min_brier_skill: Annotated[float, Field(ge=0, le=0.5)] | None = 0.002
+    max_brier: Annotated[float, Field(gt=0, le=1)] = 1.0  # optional absolute ceiling
     rounds: Annotated[int, Field(ge=1)] = 200
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
     num_leaves: Annotated[int, Field(ge=2)] = 31
     min_data_in_leaf: Annotated[int, Field(ge=1)] = 50
     history_days: Annotated[float, Field(gt=0)] = 90.0
+
+    @field_validator("min_brier_skill", mode="before")
+    @classmethod
+    def _skill_floor_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
 
 class PredictionSettings(_Section):

@@ -717,7 +717,7 @@ def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
             load_settings(None, {}),
             c.slice(0, 800),
             tmp_path / "model",
-            spec=TrainSpec(min_auc=0.0, max_brier=1.0, rounds=20, folds=2),
+            spec=TrainSpec(min_auc=0.0, min_brier_skill=None, rounds=20, folds=2),
             model_id="warm",
             progress=False,
         )

@@ -198,7 +198,7 @@ def test_model_strategy_on_a_recording_uses_live_features_and_limit_fills(
         strategy={"buy_threshold": 0.51, "sell_threshold": 0.49}, execution={"entry_timeout_s": 30}
     )
     history = synthetic_pairs(["XRP/USD"], seed=11, days=1)[0].candles
-    spec = replace(TrainSpec(), min_auc=0.0, max_brier=1.0, rounds=20, folds=2)
+    spec = replace(TrainSpec(), min_auc=0.0, min_brier_skill=None, rounds=20, folds=2)
     train_from_candles(s, history, tmp_path / "m", spec=spec, model_id="test-model", progress=False)
     models = load_models([tmp_path / "m"], None, feature_names(s.features))
     predictor = ModelPredictor(models, "mean")

@@ -49,6 +49,8 @@ def test_download_features_and_train_from_a_fresh_directory(in_tmp: Path) -> Non
         "--set",
         "training.min_auc=0",
         "--set",
+        "training.min_brier_skill=off",
+        "--set",
         "training.folds=2",
         "--set",
         "training.rounds=20",
@@ -56,6 +58,7 @@ def test_download_features_and_train_from_a_fresh_directory(in_tmp: Path) -> Non
     )
     assert ok.returncode == 0, ok.stderr
     assert "model cli-test accepted" in ok.stdout
+    assert "climatology Brier 0." in ok.stdout and "Brier skill " in ok.stdout
     meta = load_metadata(in_tmp / "models" / "m")
     assert "rsi_14" in meta.feature_names and meta.label["horizon_min"] == 5
 

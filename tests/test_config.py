@@ -69,6 +69,15 @@ def test_every_setting_in_config_toml_has_a_comment() -> None:
         ('[risk]\nmax_daily_drawdown_pct = "lots"\n', "risk.max_daily_drawdown_pct"),
         ('pairs = ["XRPUSD"]\n', "'XRPUSD' is not a pair"),
         ("[kraken\n", "is not valid TOML"),
+        (
+            "[training]\nmin_brier_skill = -0.01\n",
+            "training.min_brier_skill: Input should be greater than or equal to 0",
+        ),
+        (
+            "[training]\nmin_brier_skill = 2\n",  # percent for a fraction: no model passes
+            "training.min_brier_skill: Input should be less than or equal to 0.5",
+        ),
+        ("[training]\nfolds = 1\n", "training.folds: Input should be greater than or equal to 2"),
     ],
 )
 def test_bad_config_is_one_clear_line_naming_the_field(
@@ -79,6 +88,16 @@ def test_bad_config_is_one_clear_line_naming_the_field(
         load_settings(cfg)
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_an_older_training_section_still_loads_and_the_skill_floor_can_be_turned_off(
+    in_tmp: Path,
+) -> None:
+    old = write(in_tmp / "old.toml", "[training]\nmin_auc = 0.52\nmax_brier = 0.25\n")
+    training = load_settings(old).training
+    assert training.max_brier == 0.25 and training.min_brier_skill == 0.002
+    off = write(in_tmp / "off.toml", '[training]\nmin_brier_skill = "off"\n')
+    assert load_settings(off).training.min_brier_skill is None
 
 
 def test_missing_explicit_file_is_an_error(in_tmp: Path) -> None:

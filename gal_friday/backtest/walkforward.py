@@ -22,9 +22,10 @@ earlier block are still managed by their protective orders and the strategy's ti
 
 Every block model is saved under ``<report>/models/<model id>/`` and described in the report
 (``metrics.json``, key ``walk_forward``): its id, its block, the requested training window,
-the data window it was actually fitted on, its out-of-fold AUC and Brier score, or the reason
-it was rejected. Model ids are derived from the block (``wf-00-20251228T0000``), so the same
-inputs give the same report.
+the data window it was actually fitted on, its out-of-fold AUC, its out-of-sample calibrated
+Brier score beside climatology's and the skill score over it, or the reason it was rejected.
+Model ids are derived from the block (``wf-00-20251228T0000``), so the same inputs give the
+same report.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class BlockModel:
             }
             doc["mean_auc"] = _finite(self.summary.get("mean_auc"))
             doc["calibrated_brier"] = _finite(self.summary.get("calibrated_brier"))
+            doc["climatology_brier"] = _finite(self.summary.get("climatology_brier"))
+            doc["brier_skill"] = _finite(self.summary.get("brier_skill"))
             if models_dir is not None:
                 doc["model_dir"] = str(models_dir / self.model_id)
         else:
@@ -217,7 +220,9 @@ def train_blocks(
             if entry.model is not None:
                 report(
                     f"  {entry.model_id}: mean AUC {entry.summary['mean_auc']:.4f}, "
-                    f"calibrated Brier {entry.summary['calibrated_brier']:.4f}"
+                    f"calibrated Brier {entry.summary['calibrated_brier']:.4f} vs climatology "
+                    f"{entry.summary['climatology_brier']:.4f} "
+                    f"(skill {entry.summary['brier_skill']:+.4f}, out of sample)"
                 )
             else:
                 report(f"  {entry.model_id}: {entry.reason}; the block trades nothing")
@@ -310,6 +315,7 @@ def walk_forward_signals(
                 "folds": spec.folds,
                 "rounds": spec.rounds,
                 "min_auc": spec.min_auc,
+                "min_brier_skill": spec.min_brier_skill,
                 "max_brier": spec.max_brier,
             },
             "blocks": [m.describe(Path("models")) for m in models],

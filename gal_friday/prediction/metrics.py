@@ -1,9 +1,10 @@
 """Probability-forecast metrics and isotonic calibration, in plain numpy.
 
-AUC (rank form of Mann-Whitney U, ties averaged), log loss, Brier score, a reliability table,
-precision at the strategy's entry thresholds, and pool-adjacent-violators isotonic regression
-for calibrating raw model probabilities (the strategy acts on thresholds like 0.65, so a
-model whose 0.7 means 0.55 would trade on a lie).
+AUC (rank form of Mann-Whitney U, ties averaged), log loss, Brier score and the Brier skill
+score over a reference forecast (climatology), a reliability table, precision at the strategy's
+entry thresholds, and pool-adjacent-violators isotonic regression for calibrating raw model
+probabilities (the strategy acts on thresholds like 0.65, so a model whose 0.7 means 0.55
+would trade on a lie).
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def log_loss(y: Array, p: Array) -> float:
 
 def brier(y: Array, p: Array) -> float:
     return float(np.mean((p - y) ** 2))
+
+
+def brier_skill(model_brier: float, reference_brier: float) -> float:
+    """Brier skill score ``1 - model / reference`` (0: no better than the reference, e.g.
+    climatology; 1: perfect). A reference of 0 (it was never wrong) leaves no room for skill:
+    0 for a model that is never wrong either, else -inf."""
+    if reference_brier == 0:
+        return 0.0 if model_brier == 0 else float("-inf")
+    return 1.0 - model_brier / reference_brier
 
 
 def reliability(y: Array, p: Array, bins: int = 10) -> list[dict[str, float]]:

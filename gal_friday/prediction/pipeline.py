@@ -98,7 +98,14 @@ async def ensure_demo_model(settings: Settings, rest_url: str) -> Path:
     path = await fetch_history(demo, rest_url, pair, days=0.9, pause_s=0.0, progress=False)
     spec = spec_from_settings(settings.training, settings.strategy)
     spec = TrainSpec(
-        **{**spec.__dict__, "min_auc": 0.0, "max_brier": 1.0, "rounds": 50, "folds": 3}
+        **{
+            **spec.__dict__,
+            "min_auc": 0.0,
+            "min_brier_skill": None,
+            "max_brier": 1.0,
+            "rounds": 50,
+            "folds": 3,
+        }
     )
     result = train_from_candles(
         settings, read_candles(path), directory, spec=spec, model_id="sim-demo", progress=False

@@ -8,8 +8,20 @@ only (the batch feature engine guarantees it).
 Walk-forward: the data is cut into ``folds + 1`` consecutive blocks; fold k trains on block k
 (rolling) or blocks 0..k (expanding) and tests on block k+1, with the last ``horizon`` rows
 before each test block purged from training so no training label peeks into the test window.
-Out-of-fold predictions give the isotonic calibration map and the acceptance metrics; the final
-model is trained on everything and saved with its metadata only if it clears the floors.
+
+Calibration, scored out of sample ("forward"): fold k's out-of-fold predictions are calibrated
+by an isotonic map fitted only on the out-of-fold predictions of folds 0..k-1 (purged of their
+last ``horizon`` rows, whose labels look into fold k's window), and scored against climatology:
+always predicting the base rate of those same earlier rows. Fold 0 has no earlier folds: it
+only warms the map up and is left out of the calibrated scoring, so at least two folds are
+needed. Every reported calibrated metric (``calibrated_*``, ``climatology_brier``,
+``brier_skill``) is thus scored on rows neither the map nor the base rate saw.
+
+Acceptance: the mean raw AUC must reach ``min_auc`` and the out-of-sample Brier skill score over
+climatology, ``1 - brier / climatology_brier``, must exceed ``min_brier_skill`` (plus the
+optional absolute ceiling ``max_brier``, off at 1.0). Only then is the final model trained on
+everything and saved, with the map it uses live fitted on *all* out-of-fold predictions (more
+data than any forward map had: the reported figures, if anything, understate it).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import numpy.typing as npt
 from gal_friday import __version__
 from gal_friday.candles import CandleSeries
 from gal_friday.config import StrategySettings, TrainingSettings
-from gal_friday.prediction.metrics import evaluate, isotonic_fit
+from gal_friday.prediction.metrics import brier, brier_skill, evaluate, isotonic_fit
 from gal_friday.prediction.model import Calibration, ModelMetadata, save_model_files
 
 Array = npt.NDArray[np.float64]
@@ -35,7 +47,12 @@ FeatureBuilder = Callable[[CandleSeries], tuple[tuple[str, ...], Array]]
 
 
 class ModelRejected(Exception):
-    """Validation did not clear the acceptance floors; nothing was written."""
+    """Validation did not clear the acceptance floors; nothing was written. ``summary`` holds
+    the validation figures the floors judged."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary: dict[str, Any] = dict(summary or {})
 
 
 @dataclass(frozen=True)
@@ -47,7 +64,8 @@ class TrainSpec:
     folds: int = 4
     window: Literal["expanding", "rolling"] = "expanding"
     min_auc: float = 0.52
-    max_brier: float = 0.25
+    min_brier_skill: float | None = 0.002  # None: no skill floor (the simulator's demo model)
+    max_brier: float = 1.0  # absolute ceiling on the calibrated Brier; 1.0 = none
     buy_threshold: float = 0.65
     sell_threshold: float = 0.35
     params: dict[str, Any] = field(
@@ -77,6 +95,7 @@ def spec_from_settings(training: TrainingSettings, strategy: StrategySettings) -
         folds=training.folds,
         window=training.window,
         min_auc=training.min_auc,
+        min_brier_skill=training.min_brier_skill,
         max_brier=training.max_brier,
         buy_threshold=strategy.buy_threshold,
         sell_threshold=strategy.sell_threshold,
@@ -126,8 +145,8 @@ def walk_forward(
     n: int, folds: int, horizon: int, window: Literal["expanding", "rolling"]
 ) -> list[Fold]:
     """Consecutive blocks; training always ends ``horizon`` rows before its test block."""
-    if folds < 1:
-        raise ValueError("at least one fold is needed")
+    if folds < 2:
+        raise ValueError("at least two folds are needed (the first only warms up calibration)")
     edges = np.linspace(0, n, folds + 2).astype(int)
     out = []
     for k in range(folds):
@@ -177,12 +196,13 @@ def train_model(
                 **evaluate(y[te], oof[te], spec.buy_threshold, spec.sell_threshold),
             }
         )
-    tested = ~np.isnan(oof)
-    raw, cal = isotonic_fit(oof[tested], y[tested])
-    calibration = Calibration(raw, cal)
-    calibrated = np.array([calibration.apply(float(p)) for p in oof[tested]])
-    summary = _summary(fold_metrics, y[tested], calibrated, spec)
+    forward = forward_calibration(oof, y, folds, spec.horizon_min)
+    for entry, fold_forward in zip(fold_metrics, forward.per_fold, strict=True):
+        entry.update(fold_forward)
+    summary = _summary(fold_metrics, forward, y, spec)
     _check_floors(summary, spec)
+    tested = ~np.isnan(oof)
+    calibration = Calibration(*isotonic_fit(oof[tested], y[tested]))  # the live map: all folds
     final = _fit(x, y, spec)
     meta = ModelMetadata(
         model_id=model_id or f"lgbm-{datetime.now(UTC):%Y%m%d-%H%M%S}",
@@ -203,14 +223,82 @@ def train_model(
     return TrainResult(meta, out_dir, summary)
 
 
+@dataclass(frozen=True)
+class ForwardCalibration:
+    """Out-of-sample calibrated predictions and the climatology forecast, on the rows of
+    folds 1.. (``rows``: positions in the labelled table), and what each fold was given."""
+
+    rows: npt.NDArray[np.int64]
+    calibrated: Array
+    climatology: Array
+    per_fold: list[dict[str, Any]]
+
+
+def forward_calibration(
+    oof: Array, y: Array, folds: list[Fold], horizon: int
+) -> ForwardCalibration:
+    """Calibrate each fold's out-of-fold predictions with a map fitted only on earlier folds.
+
+    For fold k >= 1 the isotonic map and the climatology base rate come from the out-of-fold
+    rows before ``test start - horizon`` (the rows after would have labels looking into fold k);
+    fold 0 has nothing before it and is not scored (its per-fold entries are None).
+    """
+    rows, calibrated, climatology = [], [], []
+    per_fold: list[dict[str, Any]] = [_unscored()]
+    tested = ~np.isnan(oof)
+    for fold in folds[1:]:
+        earlier = tested.copy()
+        earlier[max(fold.test[0] - horizon, 0) :] = False
+        if not earlier.any():
+            raise ValueError("no earlier out-of-fold rows to calibrate a fold on")
+        cal_map = Calibration(*isotonic_fit(oof[earlier], y[earlier]))
+        base_rate = float(y[earlier].mean())
+        te = np.arange(*fold.test)
+        cal = np.array([cal_map.apply(float(p)) for p in oof[te]])
+        clim = np.full(len(te), base_rate)
+        model_brier, clim_brier = brier(y[te], cal), brier(y[te], clim)
+        per_fold.append(
+            {
+                "calibration_rows": int(earlier.sum()),
+                "calibrated_brier": model_brier,
+                "climatology_rate": base_rate,
+                "climatology_brier": clim_brier,
+                "brier_skill": brier_skill(model_brier, clim_brier),
+            }
+        )
+        rows.append(te)
+        calibrated.append(cal)
+        climatology.append(clim)
+    return ForwardCalibration(
+        np.concatenate(rows), np.concatenate(calibrated), np.concatenate(climatology), per_fold
+    )
+
+
+def _unscored() -> dict[str, Any]:
+    return {
+        "calibration_rows": 0,
+        "calibrated_brier": None,
+        "climatology_rate": None,
+        "climatology_brier": None,
+        "brier_skill": None,
+    }
+
+
 def _summary(
-    fold_metrics: list[dict[str, Any]], y: Array, calibrated: Array, spec: TrainSpec
+    fold_metrics: list[dict[str, Any]], forward: ForwardCalibration, y: Array, spec: TrainSpec
 ) -> dict[str, Any]:
-    calibrated_metrics = evaluate(y, calibrated, spec.buy_threshold, spec.sell_threshold)
+    """Raw per-fold means, and the forward-calibrated metrics pooled over folds 1.. (out of
+    sample: see ``forward_calibration``) with climatology's Brier and the skill over it."""
+    scored = y[forward.rows]
+    calibrated = evaluate(scored, forward.calibrated, spec.buy_threshold, spec.sell_threshold)
+    climatology_brier = brier(scored, forward.climatology)
     return {
         "mean_auc": float(np.nanmean([f["auc"] for f in fold_metrics])),
         "mean_brier_raw": float(np.mean([f["brier"] for f in fold_metrics])),
-        **{f"calibrated_{k}": v for k, v in calibrated_metrics.items()},
+        **{f"calibrated_{k}": v for k, v in calibrated.items()},
+        "climatology_brier": climatology_brier,
+        "brier_skill": brier_skill(calibrated["brier"], climatology_brier),
+        "calibrated_folds": len(fold_metrics) - 1,
     }
 
 
@@ -218,13 +306,33 @@ def _check_floors(summary: dict[str, Any], spec: TrainSpec) -> None:
     problems = []
     if not summary["mean_auc"] >= spec.min_auc:
         problems.append(f"mean AUC {summary['mean_auc']:.4f} is below the floor {spec.min_auc}")
+    if spec.min_brier_skill is not None and not summary["brier_skill"] > spec.min_brier_skill:
+        problems.append(
+            f"Brier skill score {summary['brier_skill']:+.4f} over climatology is not above "
+            f"the margin {spec.min_brier_skill}"
+        )
     if not summary["calibrated_brier"] <= spec.max_brier:
         problems.append(
             f"calibrated Brier score {summary['calibrated_brier']:.4f} is above "
             f"the ceiling {spec.max_brier}"
         )
     if problems:
-        raise ModelRejected("model rejected: " + "; ".join(problems))
+        raise ModelRejected(
+            f"model rejected: {'; '.join(problems)}. Validation: {summary_line(summary)}", summary
+        )
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The validation figures in one line (``gal-friday train``): the model's out-of-sample
+    calibrated Brier score beside climatology's, and the skill over it."""
+    scored = int(summary["calibrated_folds"])
+    return (
+        f"mean AUC {summary['mean_auc']:.4f}; out of sample on the last {scored} of "
+        f"{scored + 1} folds ({summary['calibrated_rows']} rows, each calibrated only on the "
+        f"folds before it): calibrated Brier {summary['calibrated_brier']:.5f}, climatology "
+        f"Brier {summary['climatology_brier']:.5f}, Brier skill {summary['brier_skill']:+.4f}, "
+        f"log loss {summary['calibrated_log_loss']:.4f}"
+    )
 
 
 def _versions() -> dict[str, str]:
