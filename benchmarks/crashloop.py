@@ -127,9 +127,13 @@ def free_port() -> int:
 
 
 def child_env() -> dict[str, str]:
-    env = {**os.environ, "KRAKEN_API_KEY": KEY, "KRAKEN_API_SECRET": SECRET}
-    env.pop("PYTHONPATH", None)
-    return env
+    """The bot and simulator run this checkout's code, whatever is installed."""
+    return {
+        **os.environ,
+        "KRAKEN_API_KEY": KEY,
+        "KRAKEN_API_SECRET": SECRET,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
 
 
 def gal_friday(*args: str) -> list[str]:
@@ -237,10 +241,11 @@ def store_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
     if not path.exists():
         return {"orders": [], "fills": [], "trades": [], "positions": [], "halts": []}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
     try:
         for table in ("orders", "fills", "trades", "positions", "halts"):
-            out[table] = [dict(r) for r in db.execute(f"SELECT * FROM {table}")]
+            cursor = db.execute(f"SELECT * FROM {table}")
+            names = [column[0] for column in cursor.description]
+            out[table] = [dict(zip(names, row, strict=True)) for row in cursor]
     finally:
         db.close()
     return out

@@ -793,7 +793,7 @@ def long_history(tmp_path_factory: Any) -> dict[str, Any]:
         load_settings(None, {}),
         c.slice(0, 4000),
         tmp / "model",
-        spec=TrainSpec(min_auc=0.0, max_brier=1.0, rounds=20, folds=2),
+        spec=TrainSpec(min_auc=0.0, min_brier_skill=None, rounds=20, folds=2),
         model_id="warm",
         progress=False,
     )
