@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,7 +88,17 @@ SERVERS: dict[str, tuple[str, Callable[[], None]]] = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``needs_server(NAME)`` talk to a real server. When one that the selected
     tests need does not answer, stop before the first test with one line that says how to
-    start it: never a skip, and never dozens of connection errors."""
+    start it: never a skip, and never dozens of connection errors. Tests marked
+    ``beside_the_suite`` go last, and the crash loop they check starts now."""
+    _check_servers(items)
+    late = [item for item in items if item.get_closest_marker("beside_the_suite")]
+    if late:
+        items[:] = [item for item in items if item not in late] + late
+        if not config.option.collectonly:
+            config.stash[CRASH_LOOP] = CrashLoop()
+
+
+def _check_servers(items: list[pytest.Item]) -> None:
     needed = sorted(
         {str(mark.args[0]) for item in items for mark in item.iter_markers("needs_server")}
     )
@@ -106,3 +120,57 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "tests (see README.md)",
             returncode=pytest.ExitCode.TESTS_FAILED,
         )
+
+
+# --- the crash loop, beside the suite ---------------------------------------------------------
+
+CRASH_LOOP_KILLS = 10
+
+
+class CrashLoop:
+    """``benchmarks/crashloop.py --kills 10`` running in its own folder."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="gal-friday-crashloop-"))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "crashloop.py"),
+                "--kills",
+                str(CRASH_LOOP_KILLS),
+                "--seed",
+                "10",
+                "--dir",
+                str(self.folder / "run"),
+                "--verbose",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KRAKEN_")},
+        )
+
+    def result(self, timeout_s: float) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode, out, err
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+CRASH_LOOP = pytest.StashKey[CrashLoop]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    loop = config.stash.get(CRASH_LOOP, None)
+    if loop is not None:
+        loop.close()
+
+
+@pytest.fixture
+def crash_loop(request: pytest.FixtureRequest) -> CrashLoop:
+    """The crash loop started when collection ended (see ``beside_the_suite``)."""
+    return request.config.stash[CRASH_LOOP]
