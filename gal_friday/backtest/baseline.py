@@ -1,0 +1,479 @@
+"""Chance as the baseline of every backtest, and why a run made few or no trades.
+
+Beside the strategy's own figures a backtest reports:
+
+* **Buy-and-hold** of the same pairs over the same period, equal-weighted: each pair gets
+  ``capital / pairs`` at the open of its first candle of the period and is sold at its last
+  close, a taker fee paid in and out (``close / open * (1 - fee) / (1 + fee) - 1``).
+* **Random entries with the same exits** (``seeds`` runs, 200 by default): in each run every
+  pair makes as many trades as the strategy made in it, entered at uniformly random decision
+  candles (a probability was published there and the bracket clears the fee check), one
+  position at a time (an entry drawn inside the previous trade moves to the first decision
+  candle after its exit), each exited by the strategy's own rules: its stop and target
+  (percent or ATR), its maximum holding time, its prediction-reversal exit on the model's own
+  probabilities, at its fees and slippage, sized as risk sizes it (``risk_per_trade_pct`` over
+  the stop distance, capped by ``max_asset_exposure_pct`` and ``max_order_value_usd`` of the
+  initial capital). Only the entry times are chance. The HALT rules are not replayed: the
+  count of trades is the strategy's, which already stops where its run stopped.
+* The strategy's **percentile** in that distribution, for total return and for the mean
+  per-trade return (net of fees). The trades are simulated by a vectorised one-position-at-a-
+  time replay of the engine's rules (below); the strategy's own entries go through the same
+  replay, so both sides of the comparison share its approximations, and ``metrics.json``
+  says how closely that replay reproduces the engine's trades (``baseline.replay``).
+  The result beats chance when its total-return percentile is at least 95.
+* Per-trade **gross and net bps** (mean of ``exit / entry - 1`` and of ``pnl / cost`` over the
+  engine's trades), **fees as a share of gross profit** (fees over the summed before-fee P&L
+  of the trades that made money before fees) and the **break-even hit rate** of the bracket:
+  with a stop ``S`` and target ``T`` below and above the entry (percent of it) and a round
+  trip costing ``F`` percent (entry fee, exit fee and the exit's slippage), a share ``p`` of
+  targets breaks even when ``p (T - F) = (1 - p) (S + F)``, so ``p = (S + F) / (S + T)``. In
+  ATR mode ``S`` and ``T`` are the averages over the strategy's trades (else over every
+  decision candle).
+
+The replay (one pair, one position; the engine's intrabar path): an entry decided at the close
+of candle ``i`` is a limit buy at that close; it fills on candle ``i + 1`` at its open as a
+taker when the open is at or below the limit (at ``min(open * (1 + slip), limit)``), else as a
+maker at the limit when the path reaches it before the entry timeout. The path of a candle is
+open, the extreme nearer the open's side, the other extreme, close (low first when it closed
+up). The stop and target trigger at the first path point beyond them (at the open itself
+after a gap, else at their own price) and sell at market (taker, slippage); the holding limit
+sells at the first path point after it; a reversal (a probability below ``sell_threshold`` at
+a candle's close) sells at the next candle's open. A position still open when the data ends
+is no trade, as in the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from gal_friday.backtest.data import NS, PairData
+from gal_friday.backtest.metrics import Trade
+from gal_friday.backtest.signals import PairSignals
+from gal_friday.candles import FloatArray, IntArray
+from gal_friday.config import Settings
+
+DEFAULT_SEEDS = 200
+BEATS_CHANCE_PERCENTILE = 95.0
+FEW_TRADES = 10  # fewer trades than this: the console says why
+_BPS = 1e4
+_STOP, _TARGET, _TIME, _REVERSAL = 0, 1, 2, 3
+_WINDOW = 64  # candles scanned at once for an exit
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The strategy's exit, fee and sizing rules as floats (percent as fractions)."""
+
+    atr_mode: bool
+    stop_frac: float
+    target_frac: float
+    atr_stop: float
+    atr_target: float
+    atr_feature: str
+    min_edge_frac: float
+    sell_threshold: float
+    reversal: bool
+    hold_s: float
+    latency_s: float
+    timeout_s: float
+    slip: float
+    maker: float
+    taker: float
+    risk_frac: float
+    asset_frac: float
+    order_frac: float  # max_order_value_usd over the initial capital
+
+    @classmethod
+    def of(cls, settings: Settings, capital: Decimal) -> Rules:
+        s, fees, risk = settings.strategy, settings.fees, settings.risk
+        return cls(
+            atr_mode=s.stop_mode == "atr",
+            stop_frac=float(s.stop_loss_pct) / 100,
+            target_frac=float(s.take_profit_pct) / 100,
+            atr_stop=float(s.atr_stop_mult),
+            atr_target=float(s.atr_take_profit_mult),
+            atr_feature=s.atr_feature,
+            min_edge_frac=float(s.min_edge_pct) / 100,
+            sell_threshold=float(s.sell_threshold),
+            reversal=bool(s.exit_on_reversal),
+            hold_s=float(s.max_holding_min) * 60,
+            latency_s=float(settings.paper.latency_ms) / 1000,
+            timeout_s=float(settings.execution.entry_timeout_s),
+            slip=float(settings.paper.slippage_bps) / _BPS,
+            maker=float(fees.maker_pct) / 100,
+            taker=float(fees.taker_pct) / 100,
+            risk_frac=float(risk.risk_per_trade_pct) / 100,
+            asset_frac=float(risk.max_asset_exposure_pct) / 100,
+            order_frac=float(risk.max_order_value_usd / capital),
+        )
+
+
+class Market:
+    """One pair's candles as the replay walks them: four path points per candle."""
+
+    def __init__(self, data: PairData, signals: PairSignals, rules: Rules) -> None:
+        c = data.candles
+        self.n = len(c)
+        self.interval_s = float(data.interval_s)
+        o, h, low, close = (
+            np.asarray(a, dtype=np.float64) for a in (c.open, c.high, c.low, c.close)
+        )
+        up = close >= o
+        self.close = close
+        self.points: FloatArray = np.column_stack(
+            [o, np.where(up, low, h), np.where(up, h, low), close]
+        ).ravel()
+        quarter = self.interval_s / 4
+        self.times: FloatArray = (
+            np.asarray(c.time_s, dtype=np.float64)[:, None] + quarter * np.arange(4)
+        ).ravel()
+        # a corner equal to the point before it is not a point of the path (nothing moves)
+        same = np.zeros((self.n, 4), dtype=bool)
+        pts = self.points.reshape(self.n, 4)
+        same[:, 1:] = pts[:, 1:] == pts[:, :-1]
+        self.visited: np.ndarray = ~same.ravel()
+        self.prob: FloatArray = np.asarray(signals.prob, dtype=np.float64)
+        # a reversal decided at candle k's close sells at candle k + 1's open (its point 0)
+        rev = np.zeros(4 * self.n, dtype=bool)
+        if rules.reversal:
+            with np.errstate(invalid="ignore"):
+                rev[4::4] = self.prob[:-1] < rules.sell_threshold
+        self.reversal = rev
+        atr = np.full(self.n, np.nan)
+        if rules.atr_mode and rules.atr_feature in signals.names:
+            atr = np.asarray(signals.features[:, signals.names.index(rules.atr_feature)])
+        self.atr: FloatArray = atr.astype(np.float64)
+
+
+@dataclass
+class Replayed:
+    """Trades replayed from decision candles (arrays aligned with the decisions)."""
+
+    decide: IntArray
+    filled: np.ndarray
+    exit_candle: IntArray  # candle of the exit; -1 when not filled or still open at the end
+    kind: IntArray
+    entry_px: FloatArray
+    exit_px: FloatArray
+    fee_in: FloatArray  # fraction of the entry notional
+    stop_frac: FloatArray  # the bracket, fractions of the limit price
+    target_frac: FloatArray
+    size_frac: FloatArray  # entry notional as a fraction of equity
+
+    @property
+    def closed(self) -> np.ndarray:
+        return self.filled & (self.exit_candle >= 0)
+
+    def gross(self) -> FloatArray:
+        return np.asarray(self.exit_px / self.entry_px - 1.0)
+
+    def net(self, taker: float) -> FloatArray:
+        """Return on the entry notional after both fees."""
+        ratio = self.exit_px / self.entry_px
+        return np.asarray(ratio - 1.0 - self.fee_in - ratio * taker)
+
+
+def brackets(m: Market, decide: IntArray, r: Rules) -> tuple[FloatArray, FloatArray]:
+    """Stop and target distances (fractions of the limit) of entries at ``decide``."""
+    if r.atr_mode:
+        atr = m.atr[decide] / m.close[decide]
+        return atr * r.atr_stop, atr * r.atr_target
+    ones = np.ones(len(decide))
+    return ones * r.stop_frac, ones * r.target_frac
+
+
+def eligible(m: Market, r: Rules) -> IntArray:
+    """Decision candles where the strategy could enter: a probability was published, a
+    bracket exists and its target clears the fee check, and a next candle exists."""
+    idx = np.flatnonzero(~np.isnan(m.prob[: max(m.n - 1, 0)]))
+    stop, target = brackets(m, idx, r)
+    with np.errstate(invalid="ignore"):
+        ok = (stop > 0) & (target > r.maker + r.taker + r.min_edge_frac)
+    return idx[ok]
+
+
+def enter(
+    m: Market, decide: IntArray, r: Rules
+) -> tuple[np.ndarray, FloatArray, FloatArray, FloatArray, IntArray]:
+    """Entries decided at the closes of candles ``decide``: whether the limit at that close
+    fills on the next candle, its price, fee (fraction), time (s) and the path point after
+    it. At the open as a taker when the open is at or below the limit; else as a maker where
+    the path reaches the limit, up to the first point visited after the entry timeout (the
+    timeout cancels there, latency after the order arrived)."""
+    limit = m.close[decide]
+    has_next = decide + 1 < m.n
+    base = 4 * np.minimum(decide + 1, max(m.n - 1, 0))
+    opened = m.points[base]
+    taker = has_next & (opened <= limit)
+    entry_px = np.where(taker, np.minimum(opened * (1 + r.slip), limit), limit)
+    at = np.where(taker, m.times[base] + r.latency_s, np.nan)
+    after = np.where(taker, base + 1, -1)
+    quarter = m.interval_s / 4
+    waiting = has_next & ~taker
+    for s in (1, 2, 3):
+        a, b = m.points[base + s - 1], m.points[base + s]
+        hit = waiting & (b <= limit)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(a != b, (a - limit) / (a - b), 0.0)
+        at = np.where(hit, m.times[base + s - 1] + quarter * frac, at)
+        after = np.where(hit, np.where(b < limit, base + s, base + s + 1), after)
+        waiting &= ~hit
+        if s * quarter > r.latency_s + r.timeout_s:
+            waiting &= ~m.visited[base + s]  # the first point after the timeout cancels
+        if not waiting.any():
+            break
+    filled = after >= 0
+    return filled, entry_px, np.where(taker, r.taker, r.maker), at, after
+
+
+def replay(m: Market, decide: IntArray, r: Rules) -> Replayed:
+    """Entries decided at candles ``decide`` and their exits (see the module doc)."""
+    decide = np.asarray(decide, dtype=np.int64)
+    k = len(decide)
+    stop_f, target_f = brackets(m, decide, r)
+    limit = m.close[decide]
+    filled, entry_px, fee_in, at, after = enter(m, decide, r)
+    stop = limit * (1 - stop_f)
+    target = limit * (1 + target_f)
+    deadline = at + (r.hold_s if r.hold_s else math.inf)
+    exit_g = np.full(k, -1, dtype=np.int64)
+    kind = np.full(k, -1, dtype=np.int64)
+    exit_px = np.full(k, np.nan)
+    todo = np.flatnonzero(filled)
+    start = np.maximum(after, 0)
+    total = 4 * m.n
+    span = 4 * _WINDOW
+    while len(todo):
+        g = start[todo, None] + np.arange(span)[None, :]
+        inside = g < total
+        gc = np.minimum(g, total - 1)
+        px = m.points[gc]
+        trig = inside & ((px <= stop[todo, None]) | (px >= target[todo, None]))
+        timed = inside & m.visited[gc] & (m.times[gc] > deadline[todo, None])
+        rev = inside & m.reversal[gc]
+        # the first event; at one point the venue's triggers come first
+        score = np.where(trig, 0, np.where(timed | rev, 1, 2)) + 4 * np.arange(span)[None, :]
+        score = np.where(trig | timed | rev, score, np.iinfo(np.int64).max)
+        first = score.argmin(axis=1)
+        row = np.arange(len(todo))
+        found = (trig | timed | rev)[row, first]
+        gg = g[row, first]
+        p = m.points[np.minimum(gg, total - 1)]
+        t_rows = todo[found]
+        gg_f, p_f = gg[found], p[found]
+        is_trig = trig[row, first][found]
+        is_stop = is_trig & (p_f <= stop[t_rows])
+        at_open = gg_f % 4 == 0
+        level = np.where(is_stop, stop[t_rows], target[t_rows])
+        price = np.where(is_trig & ~at_open, level, p_f)
+        exit_px[t_rows] = price * (1 - r.slip)
+        exit_g[t_rows] = gg_f
+        kind[t_rows] = np.where(
+            is_trig,
+            np.where(is_stop, _STOP, _TARGET),
+            np.where(timed[row, first][found], _TIME, _REVERSAL),
+        )
+        rest = todo[~found]
+        start[rest] += span
+        todo = rest[start[rest] < total]
+    exit_candle = np.where(exit_g >= 0, exit_g // 4, -1)
+    size = np.minimum(
+        np.minimum(r.risk_frac / np.maximum(stop_f, 1e-12), r.asset_frac), r.order_frac
+    )
+    return Replayed(
+        decide, filled, exit_candle, kind, entry_px, exit_px, fee_in, stop_f, target_f, size
+    )
+
+
+def random_runs(
+    m: Market, count: int, r: Rules, seeds: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
+    """``seeds`` runs of ``count`` random non-overlapping entries on one pair: per run and
+    trade, the net return on equity (sized), the net and the gross return on the entry
+    notional, and whether the trade exists (each of shape (seeds, count))."""
+    sized = np.zeros((seeds, count))
+    net = np.zeros((seeds, count))
+    gross = np.zeros((seeds, count))
+    ok = np.zeros((seeds, count), dtype=bool)
+    cand = eligible(m, r)
+    cand = cand[enter(m, cand, r)[0]]  # the strategy's count is of entries that filled
+    if count == 0 or len(cand) == 0:
+        return sized, net, gross, ok
+    draws = np.sort(rng.integers(0, len(cand), (seeds, count)), axis=1)
+    free_from = np.zeros(seeds, dtype=np.int64)  # first decision candle after the last exit
+    alive = np.ones(seeds, dtype=bool)
+    for k in range(count):
+        want = np.maximum(cand[draws[:, k]], free_from)
+        pos = np.searchsorted(cand, want)
+        alive &= pos < len(cand)
+        decide = cand[np.minimum(pos, len(cand) - 1)]
+        t = replay(m, decide, r)
+        done = alive & t.closed
+        ret = t.net(r.taker)
+        sized[:, k] = np.where(done, ret * t.size_frac, 0.0)
+        net[:, k] = np.where(done, ret, 0.0)
+        gross[:, k] = np.where(done, t.gross(), 0.0)
+        ok[:, k] = done
+        free_from = np.where(t.filled, t.exit_candle, decide + 1)
+        alive &= ~t.filled | (t.exit_candle >= 0)  # a position open at the end ends the run
+    return sized, net, gross, ok
+
+
+def percentile(value: float, null: FloatArray) -> float:
+    """Share of the null below ``value`` (ties count half), in percent."""
+    if len(null) == 0:
+        return math.nan
+    below = float(np.count_nonzero(null < value))
+    ties = float(np.count_nonzero(null == value))
+    return (below + ties / 2) / len(null) * 100
+
+
+def buy_and_hold_pct(data: Sequence[PairData], taker_pct: float) -> float:
+    """Equal-weight buy-and-hold return over the period, after a taker fee in and out."""
+    fee = taker_pct / 100
+    rets = [
+        float(d.candles.close[-1]) / float(d.candles.open[0]) * (1 - fee) / (1 + fee) - 1
+        for d in data
+        if len(d.candles)
+    ]
+    return float(np.mean(rets)) * 100 if rets else 0.0
+
+
+def breakeven_hit_rate(stop_frac: float, target_frac: float, cost_frac: float) -> float | None:
+    """Share of targets (the rest stops) at which a bracket breaks even after costs:
+    ``(S + F) / (S + T)``; None for an empty bracket."""
+    if stop_frac + target_frac <= 0:
+        return None
+    return (stop_frac + cost_frac) / (stop_frac + target_frac)
+
+
+def decision_candles(m: Market, data: PairData, trades: Sequence[Trade]) -> IntArray:
+    """The candle at whose close each trade's entry was decided (the last candle ending at or
+    before its first fill)."""
+    ends = (np.asarray(data.candles.time_s, dtype=np.int64) + data.interval_s) * NS
+    at = np.array([t.entry_ns for t in trades], dtype=np.int64)
+    return np.maximum(np.searchsorted(ends, at, side="right") - 1, 0).astype(np.int64)
+
+
+def trade_costs(trades: Sequence[Trade]) -> dict[str, Any]:
+    """Per-trade gross and net bps, and fees as a share of gross profit, of the engine's
+    trades (``metrics`` keys)."""
+    if not trades:
+        return {
+            "gross_bps_per_trade": None,
+            "net_bps_per_trade": None,
+            "gross_pnl": 0.0,
+            "fees_share_of_gross_profit": None,
+        }
+    cost = np.array([float(t.qty * t.entry_price) for t in trades])
+    proceeds = np.array([float(t.qty * t.exit_price) for t in trades])
+    pnl = np.array([float(t.pnl) for t in trades])
+    fees = float(sum((t.fees for t in trades), Decimal(0)))
+    gross = proceeds - cost
+    profit = float(gross[gross > 0].sum())
+    return {
+        "gross_bps_per_trade": float(np.mean(gross / cost)) * _BPS,
+        "net_bps_per_trade": float(np.mean(pnl / cost)) * _BPS,
+        "gross_pnl": float(gross.sum()),
+        "fees_share_of_gross_profit": fees / profit if profit > 0 else None,
+    }
+
+
+def baseline(
+    settings: Settings,
+    data: Sequence[PairData],
+    signals: dict[str, PairSignals],
+    trades: Sequence[Trade],
+    total_return_pct: float,
+    *,
+    capital: Decimal,
+    seeds: int = DEFAULT_SEEDS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ``baseline`` section of ``metrics.json`` (see the module doc)."""
+    r = Rules.of(settings, capital)
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {
+        "buy_hold_return_pct": buy_and_hold_pct(data, float(settings.fees.taker_pct)),
+        "seeds": seeds,
+    }
+    sizeds, nets, grosses, oks = [], [], [], []
+    own_net, own_ok, stops, targets, fee_in = [], [], [], [], []
+    engine_net, matched = [], 0
+    for d in data:
+        m = Market(d, signals[d.pair], r)
+        mine = [t for t in trades if t.pair == d.pair]
+        own = replay(m, decision_candles(m, d, mine), r)
+        closed = own.closed
+        own_net.append((own.net(r.taker) * own.size_frac)[closed])
+        own_ok.append(own.net(r.taker)[closed])
+        engine_net.append(np.array([float(t.pnl / (t.qty * t.entry_price)) for t in mine])[closed])
+        matched += int(np.count_nonzero(closed))
+        stops.append(own.stop_frac[own.filled])
+        targets.append(own.target_frac[own.filled])
+        fee_in.append(own.fee_in[own.filled])
+        if seeds:
+            sized, net, gross, ok = random_runs(m, len(mine), r, seeds, rng)
+            sizeds.append(sized)
+            nets.append(net)
+            grosses.append(gross)
+            oks.append(ok)
+        if not mine:
+            idx = eligible(m, r)
+            s, t = brackets(m, idx, r)
+            stops.append(s)
+            targets.append(t)
+    stop_all, target_all = np.concatenate(stops), np.concatenate(targets)
+    fees_in = np.concatenate(fee_in)
+    entry_fee = float(fees_in.mean()) if len(fees_in) else r.taker
+    s_avg = float(np.nanmean(stop_all)) if np.isfinite(stop_all).any() else r.stop_frac
+    t_avg = float(np.nanmean(target_all)) if np.isfinite(target_all).any() else r.target_frac
+    cost = entry_fee + r.taker + r.slip
+    out["breakeven_hit_rate"] = breakeven_hit_rate(s_avg, t_avg, cost)
+    out["bracket"] = {"stop_pct": s_avg * 100, "target_pct": t_avg * 100, "cost_pct": cost * 100}
+    replay_scaled = np.concatenate(own_net) if own_net else np.zeros(0)
+    replay_net = np.concatenate(own_ok) if own_ok else np.zeros(0)
+    eng = np.concatenate(engine_net) if engine_net else np.zeros(0)
+    replay_total = (float(np.prod(1 + replay_scaled)) - 1) * 100
+    out["replay"] = {
+        "trades": len(trades),
+        "replayed": matched,
+        "total_return_pct": replay_total,
+        "net_bps_per_trade": float(replay_net.mean()) * _BPS if len(replay_net) else None,
+        "engine_net_bps_per_trade": float(eng.mean()) * _BPS if len(eng) else None,
+        "mean_abs_diff_bps": float(np.mean(np.abs(replay_net - eng))) * _BPS if len(eng) else None,
+    }
+    out["engine_total_return_pct"] = total_return_pct
+    if not trades or not seeds:
+        out.update(random_percentile=None, random_percentile_per_trade=None, beats_chance=None)
+        return out
+    sized = np.concatenate(sizeds, axis=1)
+    net = np.concatenate(nets, axis=1)
+    gross = np.concatenate(grosses, axis=1)
+    ok = np.concatenate(oks, axis=1)
+    made = np.maximum(ok.sum(axis=1), 1)
+    totals = (np.prod(1 + sized, axis=1) - 1) * 100
+    per_trade = net.sum(axis=1) / made * _BPS
+    own_per_trade = float(replay_net.mean()) * _BPS if len(replay_net) else math.nan
+    out["random"] = {
+        "total_return_pct": _quantiles(totals),
+        "net_bps_per_trade": _quantiles(per_trade),
+        "gross_bps_per_trade": _quantiles(gross.sum(axis=1) / made * _BPS),
+        "trades_per_run": float(ok.sum(axis=1).mean()),
+    }
+    pct = percentile(replay_total, totals)
+    out["random_percentile"] = pct
+    out["random_percentile_per_trade"] = percentile(own_per_trade, per_trade)
+    out["beats_chance"] = bool(pct >= BEATS_CHANCE_PERCENTILE)
+    return out
+
+
+def _quantiles(values: FloatArray) -> dict[str, float]:
+    q = np.percentile(values, [5, 50, 95])
+    return {"p5": float(q[0]), "median": float(q[1]), "p95": float(q[2])}
