@@ -193,6 +193,7 @@ class BacktestSettings(_Section):
     initial_capital_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
     report_dir: str = "reports"
     risk_free_rate_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0")
+    baseline_seeds: Annotated[int, Field(ge=0)] = 200
 
 
 class SimSettings(_Section):

@@ -88,11 +88,13 @@ class Rules:
     risk_frac: float
     asset_frac: float
     order_frac: float  # max_order_value_usd over the initial capital
+    market_entry: bool = False  # enters at market, without the fee check (``sma``)
 
     @classmethod
-    def of(cls, settings: Settings, capital: Decimal) -> Rules:
+    def of(cls, settings: Settings, capital: Decimal, *, market_entry: bool = False) -> Rules:
         s, fees, risk = settings.strategy, settings.fees, settings.risk
         return cls(
+            market_entry=market_entry,
             atr_mode=s.stop_mode == "atr",
             stop_frac=float(s.stop_loss_pct) / 100,
             target_frac=float(s.take_profit_pct) / 100,
@@ -193,8 +195,9 @@ def eligible(m: Market, r: Rules) -> IntArray:
     bracket exists and its target clears the fee check, and a next candle exists."""
     idx = np.flatnonzero(~np.isnan(m.prob[: max(m.n - 1, 0)]))
     stop, target = brackets(m, idx, r)
+    costs = -math.inf if r.market_entry else r.maker + r.taker + r.min_edge_frac
     with np.errstate(invalid="ignore"):
-        ok = (stop > 0) & (target > r.maker + r.taker + r.min_edge_frac)
+        ok = (stop > 0) & (target > costs)
     return idx[ok]
 
 
@@ -210,6 +213,9 @@ def enter(
     has_next = decide + 1 < m.n
     base = 4 * np.minimum(decide + 1, max(m.n - 1, 0))
     opened = m.points[base]
+    if r.market_entry:  # at the next open, against the book there
+        at = m.times[base] + r.latency_s
+        return has_next, opened * (1 + r.slip), np.full(len(decide), r.taker), at, base + 1
     taker = has_next & (opened <= limit)
     entry_px = np.where(taker, np.minimum(opened * (1 + r.slip), limit), limit)
     at = np.where(taker, m.times[base] + r.latency_s, np.nan)
@@ -395,9 +401,11 @@ def baseline(
     capital: Decimal,
     seeds: int = DEFAULT_SEEDS,
     seed: int = 0,
+    market_entry: bool = False,
 ) -> dict[str, Any]:
-    """The ``baseline`` section of ``metrics.json`` (see the module doc)."""
-    r = Rules.of(settings, capital)
+    """The ``baseline`` section of ``metrics.json`` (see the module doc); ``market_entry``
+    for a strategy entering at market (``sma``)."""
+    r = Rules.of(settings, capital, market_entry=market_entry)
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {
         "buy_hold_return_pct": buy_and_hold_pct(data, float(settings.fees.taker_pct)),
@@ -477,3 +485,162 @@ def baseline(
 def _quantiles(values: FloatArray) -> dict[str, float]:
     q = np.percentile(values, [5, 50, 95])
     return {"p5": float(q[0]), "median": float(q[1]), "p95": float(q[2])}
+
+
+# --- why a run traded little -----------------------------------------------------------------
+
+
+def why(
+    settings: Settings, signals: dict[str, PairSignals], stats: dict[str, Any]
+) -> dict[str, Any]:
+    """What stood between the signals and trades (``metrics.json``: ``why``): per pair the
+    highest probability published against ``buy_threshold`` and how many candles passed it,
+    the entries the strategy skipped by reason, the signals risk refused by check, and the
+    entries skipped while HALTED."""
+    threshold = float(settings.strategy.buy_threshold)
+    pairs: dict[str, Any] = {}
+    for pair, sig in signals.items():
+        prob = np.asarray(sig.prob, dtype=np.float64)
+        seen = prob[~np.isnan(prob)]
+        pairs[pair] = {
+            "predictions": len(seen),
+            "max_prob": float(seen.max()) if len(seen) else None,
+            "above_threshold": int(np.count_nonzero(seen > threshold)),
+        }
+    counted = {k: v for k, v in stats.items() if isinstance(v, int)}
+    return {
+        "buy_threshold": threshold,
+        "pairs": pairs,
+        "skipped_by_strategy": {
+            k.removeprefix("skipped_").replace("_", " "): v
+            for k, v in counted.items()
+            if k.startswith("skipped_")
+        },
+        "refused_by_risk": {
+            k.removeprefix("rejected_"): v for k, v in counted.items() if k.startswith("rejected_")
+        },
+        "skipped_halted": counted.get("entries_skipped_halted", 0),
+    }
+
+
+def why_lines(w: dict[str, Any], trades: int) -> list[str]:
+    """The console's account of a run with fewer than ``FEW_TRADES`` trades."""
+    if trades >= FEW_TRADES:
+        return []
+    threshold = w["buy_threshold"]
+    probs = [
+        f"{pair} {p['max_prob']:.3f} ({p['above_threshold']:,} candles above)"
+        if p["max_prob"] is not None
+        else f"{pair} none published"
+        for pair, p in w["pairs"].items()
+    ]
+    lines = [
+        f"why {trades} trade(s): the highest probability reached, against buy_threshold "
+        f"{threshold:g}: {', '.join(probs)}"
+    ]
+    if not any(p["above_threshold"] for p in w["pairs"].values()):
+        lines[0] += "; no prediction passed the threshold"
+    refusals = [
+        ("the strategy skipped", w["skipped_by_strategy"]),
+        ("risk refused", w["refused_by_risk"]),
+    ]
+    for who, counts in refusals:
+        if counts:
+            listed = ", ".join(
+                f"{k} {n:,}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+            )
+            lines.append(f"  {who} {sum(counts.values()):,} entry signal(s): {listed}")
+        else:
+            lines.append(f"  {who} no entry signal")
+    if w["skipped_halted"]:
+        lines.append(f"  {w['skipped_halted']:,} entry signal(s) skipped while HALTED")
+    return lines
+
+
+# --- the report's figures and lines -----------------------------------------------------------
+
+
+def _ordinal(pct: float) -> str:
+    k = round(pct)
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def chance_lines(metrics: dict[str, Any], base: dict[str, Any]) -> list[str]:
+    """Per-trade costs, buy-and-hold and one plain line on whether the result beats chance."""
+    lines = []
+    if metrics.get("trades"):
+        share = metrics.get("fees_share_of_gross_profit")
+        be = metrics.get("breakeven_hit_rate")
+        br = base["bracket"]
+        lines.append(
+            f"per trade: {metrics['gross_bps_per_trade']:+.2f} bps before fees, "
+            f"{metrics['net_bps_per_trade']:+.2f} bps after; fees "
+            + (f"{share:.0%} of gross profit" if share is not None else "with no gross profit")
+            + (
+                f"; the bracket (stop {br['stop_pct']:.2f} %, target {br['target_pct']:.2f} %, "
+                f"costs {br['cost_pct']:.2f} %) breaks even at a {be:.1%} hit rate"
+                if be is not None
+                else ""
+            )
+            + (
+                f" (won {metrics['win_rate_pct']:.1f} %)"
+                if metrics.get("win_rate_pct") is not None
+                else ""
+            )
+        )
+    lines.append(
+        f"buy-and-hold of the same pairs (equal weight, taker fee in and out): "
+        f"{base['buy_hold_return_pct']:+.2f} % (strategy {base['engine_total_return_pct']:+.2f} %)"
+    )
+    pct = base.get("random_percentile")
+    if pct is None:
+        if base["seeds"] and not metrics.get("trades"):
+            lines.append("chance: no trades, nothing to compare with random entries")
+        return lines
+    rnd = base["random"]["total_return_pct"]
+    verdict = (
+        "beats chance"
+        if base["beats_chance"]
+        else f"NOT distinguishable from chance (needs >= {BEATS_CHANCE_PERCENTILE:.0f}th)"
+    )
+    lines.append(
+        f"chance: the strategy's return is at the {_ordinal(pct)} percentile of "
+        f"{base['seeds']} random-entry runs with the same exits (median {rnd['median']:+.2f} %, "
+        f"95th {rnd['p95']:+.2f} %), its per-trade return at the "
+        f"{_ordinal(base['random_percentile_per_trade'])}: {verdict}"
+    )
+    return lines
+
+
+def chance_report(
+    settings: Settings,
+    data: Sequence[PairData],
+    signals: dict[str, PairSignals],
+    metrics: dict[str, Any],
+    trades: Sequence[Trade],
+    stats: dict[str, Any],
+    *,
+    capital: Decimal,
+    seeds: int = DEFAULT_SEEDS,
+    market_entry: bool = False,
+) -> tuple[dict[str, Any], list[str]]:
+    """Add the per-trade figures to ``metrics``; the report's ``baseline`` and ``why``
+    sections and the console's lines about them."""
+    metrics.update(trade_costs(trades))
+    base = baseline(
+        settings,
+        data,
+        signals,
+        trades,
+        float(metrics["total_return_pct"]),
+        capital=capital,
+        seeds=seeds,
+        market_entry=market_entry,
+    )
+    metrics["breakeven_hit_rate"] = base["breakeven_hit_rate"]
+    w = why(settings, signals, stats)
+    return {"baseline": base, "why": w}, [
+        *chance_lines(metrics, base),
+        *why_lines(w, len(trades)),
+    ]

@@ -125,6 +125,22 @@ def initial_capital(settings: Settings, args: argparse.Namespace) -> Decimal:
     return capital
 
 
+def baseline_seeds(settings: Settings, args: argparse.Namespace) -> int:
+    """``--baseline-seeds`` (else ``backtest.baseline_seeds``): random-entry runs, 0 or more."""
+    text = getattr(args, "baseline_seeds", None)
+    if text is None:
+        return int(settings.backtest.baseline_seeds)
+    try:
+        seeds = int(text)
+    except ValueError:
+        raise BacktestUsageError(
+            f"--baseline-seeds must be a whole number of runs, got {text!r}"
+        ) from None
+    if seeds < 0:
+        raise BacktestUsageError(f"--baseline-seeds must be 0 or more, got {text!r}")
+    return seeds
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot describe a run, before any data is read."""
     if args.synthetic is not None and not args.synthetic > 0:
@@ -428,6 +444,7 @@ def recording_inputs(
         ("--end", args.end),
         ("--depth", args.depth),
         ("--seed", args.seed),
+        ("--baseline-seeds", getattr(args, "baseline_seeds", None)),
     ):
         if given is not None and given != []:  # 0 given is given too
             raise BacktestUsageError(f"{option} does not apply to --recording")
@@ -556,6 +573,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     console = _console()
     try:
         capital = initial_capital(settings, args)
+        seeds = baseline_seeds(settings, args)
         check_options(args)
         if args.retrain_every is not None:
             data, signals, notes = walk_forward_inputs(
@@ -592,7 +610,23 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         result = await _run_with_progress(
             settings, data, signals, strategy, capital, args, run_backtest
         )
-    paths = await _report(console, result, out, args, notes)
+    from gal_friday.backtest.baseline import chance_report
+
+    against, lines = await asyncio.to_thread(
+        chance_report,
+        settings,
+        data,
+        signals,
+        result.metrics,
+        result.trades,
+        result.stats,
+        capital=capital,
+        seeds=seeds,
+        market_entry=args.strategy == "sma",
+    )
+    paths = await _report(console, result, out, args, {**notes, **against})
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     candles = result.stats["candles"]
     console.print(
         f"{candles:,} candles in {result.stats['loop_seconds']:.2f} s; report in "

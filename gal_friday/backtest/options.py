@@ -70,6 +70,12 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
         help="walk-forward: days of candles each block's model is trained on "
         "(default: training.history_days)",
     )
+    bt.add_argument(
+        "--baseline-seeds",
+        metavar="N",
+        help="random-entry runs with the strategy's exits to compare it with "
+        "(default: backtest.baseline_seeds; 0: none)",
+    )
     bt.add_argument("--out", type=Path, metavar="DIR", help="report directory")
     bt.add_argument("--no-progress", action="store_true")
     bt.add_argument("--no-chart", action="store_true", help="skip the PNG chart")

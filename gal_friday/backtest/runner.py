@@ -86,6 +86,10 @@ async def run_backtest(
     )
     out = await engine.run()
     loop_s = time.perf_counter() - started
+    # why entries the strategy's gate admitted were not proposed (``skipped_<reason>``), beside
+    # the engine's ``rejected_<check>`` of risk: a run with few trades says why
+    for reason, n in sorted(getattr(engine.strategy, "skipped", {}).items()):
+        out.stats["skipped_" + reason.replace(" ", "_")] = n
     grid = candle_grid(data)
     closes = {d.pair: (d.candles.time_s * NS + d.interval_s * NS, d.candles.close) for d in data}
     equity = equity_curve(grid, capital, out.fills, closes)
