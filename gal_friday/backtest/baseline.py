@@ -230,7 +230,7 @@ def enter(
         at = np.where(hit, m.times[base + s - 1] + quarter * frac, at)
         after = np.where(hit, np.where(b < limit, base + s, base + s + 1), after)
         waiting &= ~hit
-        if s * quarter > r.latency_s + r.timeout_s:
+        if s * quarter >= r.timeout_s:
             waiting &= ~m.visited[base + s]  # the first point after the timeout cancels
         if not waiting.any():
             break
@@ -297,37 +297,70 @@ def replay(m: Market, decide: IntArray, r: Rules) -> Replayed:
     )
 
 
+def candidates(m: Market, r: Rules) -> IntArray:
+    """The decision candles a random entry may be drawn at: eligible, and its limit fills
+    (the strategy's count is of entries that filled)."""
+    cand = eligible(m, r)
+    return cand[enter(m, cand, r)[0]]
+
+
 def random_runs(
-    m: Market, count: int, r: Rules, seeds: int, rng: np.random.Generator
+    m: Market,
+    own: Replayed,
+    r: Rules,
+    seeds: int,
+    rng: np.random.Generator,
 ) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
-    """``seeds`` runs of ``count`` random non-overlapping entries on one pair: per run and
-    trade, the net return on equity (sized), the net and the gross return on the entry
-    notional, and whether the trade exists (each of shape (seeds, count))."""
+    """``seeds`` runs of as many random non-overlapping entries on one pair as ``own`` (the
+    strategy's replayed trades) holds: per run and trade, the net return on equity (sized),
+    the net and the gross return on the entry notional, and whether the trade exists (each of
+    shape (seeds, count)).
+
+    Placement: the K trades are laid out like K random points in the time the strategy spent
+    flat (the candidate candles outside its own trades): the gaps before each entry are the
+    uniform spacings of K sorted uniform draws over that free time, each counted from the
+    previous trade's exit. So entries are spread over the period as memoryless signals would
+    be (as the strategy's own would, were they chance), never bunched behind exits."""
+    count = len(own.decide)
     sized = np.zeros((seeds, count))
     net = np.zeros((seeds, count))
     gross = np.zeros((seeds, count))
     ok = np.zeros((seeds, count), dtype=bool)
-    cand = eligible(m, r)
-    cand = cand[enter(m, cand, r)[0]]  # the strategy's count is of entries that filled
+    cand = candidates(m, r)
     if count == 0 or len(cand) == 0:
         return sized, net, gross, ok
-    draws = np.sort(rng.integers(0, len(cand), (seeds, count)), axis=1)
-    free_from = np.zeros(seeds, dtype=np.int64)  # first decision candle after the last exit
-    alive = np.ones(seeds, dtype=bool)
-    for k in range(count):
-        want = np.maximum(cand[draws[:, k]], free_from)
-        pos = np.searchsorted(cand, want)
-        alive &= pos < len(cand)
-        decide = cand[np.minimum(pos, len(cand) - 1)]
-        t = replay(m, decide, r)
-        done = alive & t.closed
-        ret = t.net(r.taker)
-        sized[:, k] = np.where(done, ret * t.size_frac, 0.0)
-        net[:, k] = np.where(done, ret, 0.0)
-        gross[:, k] = np.where(done, t.gross(), 0.0)
-        ok[:, k] = done
-        free_from = np.where(t.filled, t.exit_candle, decide + 1)
-        alive &= ~t.filled | (t.exit_candle >= 0)  # a position open at the end ends the run
+    closed = own.closed
+    busy = np.searchsorted(cand, own.exit_candle[closed]) - np.searchsorted(
+        cand, own.decide[closed]
+    )
+    free = np.full(seeds, float(max(len(cand) - int(np.maximum(busy, 0).sum()), count)))
+    runs = np.arange(seeds)
+    for _ in range(4):  # a run that came short of the count at the end is laid out tighter
+        points = np.sort(rng.random((len(runs), count)) * free[runs, None], axis=1)
+        gaps = np.diff(points.astype(np.int64), axis=1, prepend=0)
+        at = np.zeros(len(runs), dtype=np.int64)  # first candidate position after an exit
+        alive = np.ones(len(runs), dtype=bool)
+        ended = np.zeros(len(runs), dtype=bool)  # a position still open when the data ends
+        for k in range(count):
+            pos = at + gaps[:, k]
+            alive &= pos < len(cand)
+            decide = cand[np.minimum(pos, len(cand) - 1)]
+            t = replay(m, decide, r)
+            done = alive & t.closed
+            ret = t.net(r.taker)
+            sized[runs, k] = np.where(done, ret * t.size_frac, 0.0)
+            net[runs, k] = np.where(done, ret, 0.0)
+            gross[runs, k] = np.where(done, t.gross(), 0.0)
+            ok[runs, k] = done
+            ended |= alive & (t.exit_candle < 0)
+            alive &= t.exit_candle >= 0
+            at = np.maximum(np.searchsorted(cand, t.exit_candle), pos + 1)
+        made = ok[runs].sum(axis=1)
+        short = (made < count) & ~ended
+        if not short.any():
+            break
+        free[runs[short]] *= made[short] / count * 0.97
+        runs = runs[short]
     return sized, net, gross, ok
 
 
@@ -427,7 +460,7 @@ def baseline(
         targets.append(own.target_frac[own.filled])
         fee_in.append(own.fee_in[own.filled])
         if seeds:
-            sized, net, gross, ok = random_runs(m, len(mine), r, seeds, rng)
+            sized, net, gross, ok = random_runs(m, own, r, seeds, rng)
             sizeds.append(sized)
             nets.append(net)
             grosses.append(gross)
