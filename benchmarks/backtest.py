@@ -262,12 +262,63 @@ def lightgbm_year(days: int) -> None:
         prepared = time.perf_counter()
         result = asyncio.run(run_backtest(settings, data, signals, capital=Decimal(10_000)))
         done = time.perf_counter()
-    total = sum(len(d.candles) for d in data)
+        total = sum(len(d.candles) for d in data)
+        print(
+            f"LightGBM strategy, {days} days x 2 pairs = {total:,} candles: features + "
+            f"predictions {prepared - started:.2f} s, loop {done - prepared:.2f} s, total "
+            f"{done - started:.2f} s ({total / (done - started):,.0f} candles/s); "
+            f"{result.stats['decisions']:,} decisions, {result.metrics['trades']} trades"
+        )
+        random_baseline(settings, data, signals, result, "the model's")
+        # the baseline's cost grows with the trades: the same year with entries at many more
+        # candles (the model's probabilities, a lower threshold)
+        busy = load_settings(
+            None,
+            {
+                "pairs": ["XRP/USD", "DOGE/USD"],
+                "strategy": {"buy_threshold": 0.55, "confirm_momentum": False},
+                "risk": {
+                    "max_consecutive_losses": 10**6,
+                    "max_daily_drawdown_pct": 100,
+                    "max_weekly_drawdown_pct": 100,
+                    "max_total_drawdown_pct": 100,
+                },
+            },
+        )
+        result = asyncio.run(run_backtest(busy, data, signals, capital=Decimal(10_000)))
+        random_baseline(busy, data, signals, result, "buy_threshold 0.55:")
+
+
+def random_baseline(
+    settings: Settings,
+    data: list[PairData],
+    signals: dict[str, Any],
+    result: BacktestResult,
+    label: str,
+) -> None:
+    """The report's baseline (buy-and-hold, 200 random-entry runs with the same exits) on a
+    run's cached candles, signals and trades."""
+    from gal_friday.backtest.baseline import chance_report
+
+    started = time.perf_counter()
+    notes, _ = chance_report(
+        settings,
+        data,
+        signals,
+        dict(result.metrics),
+        result.trades,
+        result.stats,
+        capital=Decimal(10_000),
+        seeds=200,
+    )
+    took = time.perf_counter() - started
+    base = notes["baseline"]
+    pct = base["random_percentile"]
     print(
-        f"LightGBM strategy, {days} days x 2 pairs = {total:,} candles: features + "
-        f"predictions {prepared - started:.2f} s, loop {done - prepared:.2f} s, total "
-        f"{done - started:.2f} s ({total / (done - started):,.0f} candles/s); "
-        f"{result.stats['decisions']:,} decisions, {result.metrics['trades']} trades"
+        f"  random baseline, 200 seeds, {label} {result.metrics['trades']:,} trades: "
+        f"{took:.2f} s (aim: at most 30 s); strategy at the "
+        f"{'n/a' if pct is None else f'{pct:.0f}th'} percentile, replay of its trades "
+        f"{base['replay']['mean_abs_diff_bps'] or 0:.3f} bps from the engine's per trade"
     )
 
 
