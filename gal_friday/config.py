@@ -181,10 +181,26 @@ class TimeseriesSettings(_Section):
     queue_size: Annotated[int, Field(ge=100)] = 50_000
 
 
+HalfSpreadBps = Annotated[Decimal, Field(ge=0, le=500)]  # above 5 % is a typo, not a market
+
+
 class BacktestSettings(_Section):
+    """How a backtest prices what candles do not say: the spread, queue and intrabar order
+    (config.toml gives the measured defaults and their sources)."""
+
     initial_capital_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
     report_dir: str = "reports"
     risk_free_rate_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0")
+    intrabar: Literal["pessimistic", "path"] = "pessimistic"
+    half_spread_bps: HalfSpreadBps = Decimal("1")
+    pair_half_spread_bps: dict[str, HalfSpreadBps] = Field(
+        default_factory=lambda: {"XRP/USD": Decimal("1"), "DOGE/USD": Decimal("1")}
+    )
+    queue_share: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("1")
+
+    def half_spread_for(self, pair: str) -> Decimal:
+        """The pair's half-spread in basis points of the price (its own, else the default)."""
+        return self.pair_half_spread_bps.get(pair, self.half_spread_bps)
 
 
 class SimSettings(_Section):

@@ -323,6 +323,7 @@ class _Path:
     seg: int = 1  # heading from corners[seg - 1] to corners[seg]
     price: int = 0  # the last point visited
     started: bool = False
+    held_before: Decimal | None = None  # set when the candle reaches both stop and target
 
 
 def _floats(values: FloatArray) -> FloatArray:
@@ -333,6 +334,13 @@ def intrabar_corners(o: int, h: int, low: int, c: int) -> list[int]:
     """Open, the extreme nearer to the open's side first, the other extreme, close: low before
     high when the candle closed up (or flat), high before low when it closed down."""
     return [o, low, h, c] if c >= o else [o, h, low, c]
+
+
+def adverse_corners(o: int, h: int, low: int, c: int, *, long: bool) -> list[int]:
+    """Open, the extreme against a position first (a long's low, a short's high), the other
+    extreme, close: the order in which a candle touching a position's stop and its target
+    takes the stop (``backtest.intrabar = "pessimistic"``)."""
+    return [o, low, h, c] if long else [o, h, low, c]
 
 
 def next_point(price: int, target: int, extra: Sequence[int]) -> int:
@@ -369,6 +377,7 @@ class BacktestEngine:
         self.capital = capital
         self.progress = progress
         self.exhaustive = exhaustive
+        self.pessimistic = settings.backtest.intrabar == "pessimistic"
         self.now = min(p.open_ns.item(0) for p in self.pairs if len(p.open_ns))
         self.bus = DirectBus()
         s = self.settings
@@ -391,6 +400,7 @@ class BacktestEngine:
             "replayed_candles": 0,
             "books": 0,
             "entries_skipped_halted": 0,
+            "ambiguous_exits": 0,
         }
         self._next_midnight = (self.now // _DAY_NS + 1) * _DAY_NS
         self._forget_at = 64  # orders submitted when finished ones are next forgotten
@@ -607,12 +617,14 @@ class BacktestEngine:
         if depth <= 0:
             return None
         self.stats["replayed_candles"] += 1
-        corners = intrabar_corners(
-            pair.scaled(pair.o.item(i)),
-            pair.scaled(pair.h.item(i)),
-            pair.scaled(pair.l.item(i)),
-            pair.scaled(pair.c.item(i)),
-        )
+        o, h = pair.scaled(pair.o.item(i)), pair.scaled(pair.h.item(i))
+        low, c = pair.scaled(pair.l.item(i)), pair.scaled(pair.c.item(i))
+        held = self.held.get(pair.name)
+        ambiguous = held is not None and self._both_barriers(pair, low, h)
+        if ambiguous and self.pessimistic:
+            corners = adverse_corners(o, h, low, c, long=held is not None and held > 0)
+        else:
+            corners = intrabar_corners(o, h, low, c)
         quarter = pair.interval_ns // 4
         opened = pair.open_ns.item(i)
         return _Path(
@@ -622,7 +634,16 @@ class BacktestEngine:
             [opened + k * quarter for k in range(4)],
             quarter,
             pair.end_ns.item(i),
+            held_before=held if ambiguous else None,
         )
+
+    @staticmethod
+    def _both_barriers(pair: _Pair, low: int, high: int) -> bool:
+        """Whether a candle's range (scaled) reaches both prices watched for a held position:
+        its stop below and its target above. Candles do not say which came first."""
+        if pair.lo == -INF or pair.hi == INF:
+            return False
+        return low <= round(pair.lo * pair.unit) and high >= round(pair.hi * pair.unit)
 
     async def _replay(self, paths: list[_Path]) -> None:
         """Replay candles ending at the same time along their intrabar paths (see the module
@@ -659,7 +680,18 @@ class BacktestEngine:
                     await self.handler.tick(self.now)
                 await self.venue.advance(self.now)
                 await self._settle()
+        for path in paths:
+            if path.held_before is not None:
+                self._count_ambiguous_exit(path)
         self._rewatch()
+
+    def _count_ambiguous_exit(self, path: _Path) -> None:
+        """Count a position reduced on a candle that reached both its stop and its target:
+        the exit depends on the intrabar assumption (``backtest.intrabar``)."""
+        before = path.held_before
+        after = self.held.get(path.pair.name, Decimal(0))
+        if before is not None and abs(after) < abs(before):
+            self.stats["ambiguous_exits"] += 1
 
     def _step(self, path: _Path) -> tuple[int, int | None] | None:
         """The path's next point ``(time, scaled price)``, ``(time, None)`` when a sent order
