@@ -192,15 +192,15 @@ class BacktestSettings(_Section):
     report_dir: str = "reports"
     risk_free_rate_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0")
     intrabar: Literal["pessimistic", "path"] = "pessimistic"
-    half_spread_bps: HalfSpreadBps = Decimal("1")
-    pair_half_spread_bps: dict[str, HalfSpreadBps] = Field(
+    half_spread_bps: dict[str, HalfSpreadBps] = Field(
         default_factory=lambda: {"XRP/USD": Decimal("1"), "DOGE/USD": Decimal("1")}
     )
     queue_share: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("1")
 
-    def half_spread_for(self, pair: str) -> Decimal:
-        """The pair's half-spread in basis points of the price (its own, else the default)."""
-        return self.pair_half_spread_bps.get(pair, self.half_spread_bps)
+    def half_spread_for(self, pair: str) -> Decimal | None:
+        """The pair's half-spread in basis points of the price; None for a pair not listed
+        (its book is one tick either side of the price, the narrowest there is)."""
+        return self.half_spread_bps.get(pair)
 
 
 class SimSettings(_Section):

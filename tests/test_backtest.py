@@ -60,8 +60,7 @@ def series(rows: list[tuple[float, float, float, float]], volume: float = 1e6) -
 # the tests of other rules price at the path itself, as before the spread model: no spread,
 # a touch fills, today's colour-ordered walk; the spread, queue and intrabar tests set them
 AT_THE_PATH = {
-    "half_spread_bps": 0,
-    "pair_half_spread_bps": {},
+    "half_spread_bps": {"XRP/USD": 0, "DOGE/USD": 0},
     "queue_share": 0,
     "intrabar": "path",
 }

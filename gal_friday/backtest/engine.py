@@ -61,6 +61,7 @@ from gal_friday.backtest.signals import PairSignals
 from gal_friday.backtest.venue import INF, BacktestVenue, DirectBus
 from gal_friday.candles import FloatArray, IntArray
 from gal_friday.config import Settings
+from gal_friday.domain import to_decimal
 from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
@@ -69,6 +70,7 @@ from gal_friday.events import (
     OrderType,
     PredictionEvent,
     Side,
+    TradeEvent,
     TradeSignalRejectedEvent,
     TradingStateChangedEvent,
 )
@@ -96,6 +98,8 @@ class Fill:
     order_type: OrderType
     client_order_id: str
     signal_id: str
+    liquidity: str = ""  # "maker" / "taker"
+    spread_cost: Decimal = Decimal(0)  # a taker's half-spread times quantity (quote)
 
 
 def wire_trading(
@@ -109,7 +113,9 @@ def wire_trading(
 ) -> tuple[BacktestVenue, TradingModules]:
     """The backtest's venue, then the live trading modules (``wiring.build_trading``) on a
     backtest's bus and clock; both backtest runners use it."""
-    venue = BacktestVenue(settings.paper, settings.fees, clock_ns=clock)
+    venue = BacktestVenue(
+        settings.paper, settings.fees, clock_ns=clock, queue_share=settings.backtest.queue_share
+    )
     venue.attach(bus)
     modules = build_trading(
         settings,
@@ -186,11 +192,16 @@ def record_rejections(bus: DirectBus) -> dict[str, int]:
     return counts
 
 
-def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent) -> None:
+def record_fill(
+    fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent, venue: BacktestVenue
+) -> None:
     """Add a fill report to a run's fills and to what each pair holds (both backtest runners
-    keep these for their reports and marks)."""
+    keep these for their reports and marks); a taker fill's spread cost is half the spread
+    of the book it took, times its quantity."""
     if not r.last_fill_qty or r.last_fill_price is None:
         return
+    liquidity = r.liquidity or ""
+    cost = r.last_fill_qty * venue.half_spread(r.pair) if liquidity == "taker" else Decimal(0)
     fills.append(
         Fill(
             r.ts_ns,
@@ -202,6 +213,8 @@ def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportE
             r.order_type,
             r.client_order_id,
             r.signal_id or "",
+            liquidity,
+            cost,
         )
     )
     sign = 1 if r.side is Side.BUY else -1
@@ -229,7 +242,9 @@ class _Pair:
     """One pair's candles as plain lists (fast scalar access) and arrays (fast scans), its
     place in the run's timeline and its watch state."""
 
-    def __init__(self, data: PairData, signals: PairSignals, depth: str) -> None:
+    def __init__(
+        self, data: PairData, signals: PairSignals, depth: str, half_spread_bps: Decimal | None
+    ) -> None:
         c = data.candles
         self.name = data.pair
         self.spec = data.instrument
@@ -246,6 +261,11 @@ class _Pair:
         self.unit: int = 10**self.spec.price_precision
         self.qunit: int = 10**self.spec.qty_precision
         self.unlimited = depth == "unlimited"
+        # half-spread = price * num / den ticks (bps / 10000, exact integers); a pair without
+        # a configured spread gets one tick
+        num, den = (half_spread_bps or Decimal(0)).as_integer_ratio()
+        self._hs_num, self._hs_den = 2 * num, 2 * den * 10_000
+        self._hs_least = 0 if half_spread_bps is not None and not num else 1
         self.lo, self.hi, self.when = -INF, INF, INF
         self.deadline = INF  # earliest entry timeout of a working entry
         self.pos: IntArray = np.zeros(0, dtype=np.int64)  # candle -> timeline position
@@ -267,6 +287,33 @@ class _Pair:
 
     def scaled(self, price: float) -> int:
         return round(price * self.unit)
+
+    def half_ticks(self, price: int) -> int:
+        """The half-spread at a scaled path price, in ticks: the configured share of the
+        price, rounded half up, at least one tick (none when the share is 0)."""
+        if not self._hs_num:
+            return self._hs_least
+        return max(1, (price * self._hs_num + self._hs_den // 2) // self._hs_den)
+
+    def bid_at_most(self, price: int) -> int:
+        """The highest path price whose bid is at or below ``price`` (scaled): where a bid
+        reaches a strategy's stop. The bid ``p - half_ticks(p)`` never falls as ``p`` rises."""
+        p = price + self.half_ticks(price)
+        while p - self.half_ticks(p) > price:
+            p -= 1
+        while p + 1 - self.half_ticks(p + 1) <= price:
+            p += 1
+        return p
+
+    def bid_at_least(self, price: int) -> int:
+        """The lowest path price whose bid is at or above ``price`` (scaled): where a bid
+        reaches a strategy's target."""
+        p = price + self.half_ticks(price)
+        while p - self.half_ticks(p) < price:
+            p += 1
+        while p - 1 - self.half_ticks(p - 1) >= price:
+            p -= 1
+        return p
 
     def depth(self, i: int, points: int) -> int:
         return _UNLIMITED if self.unlimited else int(self.v.item(i) / points * self.qunit)
@@ -372,7 +419,8 @@ class BacktestEngine:
         paper = settings.paper.model_copy(update={"initial_cash_usd": capital})
         self.settings = settings.model_copy(update={"execution": execution, "paper": paper})
         check_one_interval(data)
-        self.pairs = [_Pair(d, signals[d.pair], depth) for d in data]
+        spread = settings.backtest.half_spread_for
+        self.pairs = [_Pair(d, signals[d.pair], depth, spread(d.pair)) for d in data]
         self.by_name = {p.name: p for p in self.pairs}
         self.capital = capital
         self.progress = progress
@@ -392,6 +440,8 @@ class BacktestEngine:
         # a point's book is a share of the candle's volume: a resting limit the path moves
         # through gets that much, not all it asks for
         self.venue.engine.crossing_fills_take_depth = depth == "volume"
+        # stops follow the path price (the trades), not the modelled bid below it
+        self.venue.engine.triggers_from_trades = True
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}
         self.stats = {
@@ -565,12 +615,13 @@ class BacktestEngine:
     # --- publishing ----------------------------------------------------------------------------
 
     def _book(self, pair: _Pair, price: int, qty: int, ts: int) -> BookEvent:
-        level = ((price, qty),)
+        """A one-level book around a path price: bid and ask a half-spread either side."""
+        half = pair.half_ticks(price)
         self.stats["books"] += 1
         return BookEvent(
             pair.name,
-            level,
-            level,
+            ((max(1, price - half), qty),),
+            ((price + half, qty),),
             pair.spec.price_precision,
             pair.spec.qty_precision,
             0,
@@ -668,8 +719,9 @@ class BacktestEngine:
             if price is None:
                 await self._take_effect(path.pair, ts)
             else:
+                falling = path.started and price < path.price
                 path.price, path.started = price, True
-                await self._visit(path.pair, price, ts, path.depth)
+                await self._visit(path.pair, price, ts, path.depth, falling)
             if len(paths) > 1:
                 self._rewatch()  # the other pairs' orders may have changed too
         for path in paths:
@@ -731,12 +783,25 @@ class BacktestEngine:
         now = self.now
         return min((t for t in self.venue.due.get(pair.name, ()) if t > now), default=None)
 
-    async def _visit(self, pair: _Pair, price: int, ts: int, depth: int) -> None:
-        """The market at one point of the path: a one-level book at ``price``."""
+    async def _visit(self, pair: _Pair, price: int, ts: int, depth: int, falling: bool) -> None:
+        """The market at one point of the path: a one-level book around ``price``, then a
+        trade at ``price`` of the point's volume (what resting limits and stops follow)."""
         self.now = max(self.now, ts)
         if pair.deadline <= ts:
             await self.handler.tick(ts)  # entry timeouts, as the live timer would
         await self.bus.publish(self._book(pair, price, depth, ts))
+        await self.bus.publish(
+            TradeEvent(
+                pair.name,
+                0,
+                Side.SELL if falling else Side.BUY,
+                to_decimal(price, pair.spec.price_precision),
+                to_decimal(depth, pair.spec.qty_precision),
+                "market",
+                ts,
+                ts,
+            )
+        )
         await self._settle()
         self._watch(pair)
 
@@ -754,11 +819,14 @@ class BacktestEngine:
     def _order_prices(self, pair: _Pair) -> list[int]:
         """Scaled prices of the pair's working orders (and the strategy's own brackets when
         the venue holds none)."""
-        prices = self.venue.prices(pair.name)
+        prices = [int(p * pair.unit) for p in self.venue.prices(pair.name)]
         watch = self.strategy.book_watch(pair.name)
-        if watch is not None:
-            prices += [p for p in (watch.stop, watch.target) if p is not None]
-        return [int(p * pair.unit) for p in prices]
+        if watch is not None:  # where the bid reaches them
+            if watch.stop is not None:
+                prices.append(pair.bid_at_most(int(watch.stop * pair.unit)))
+            if watch.target is not None:
+                prices.append(pair.bid_at_least(int(watch.target * pair.unit)))
+        return prices
 
     async def _settle(self) -> None:
         self._forget_at = await settle(self.handler, self.venue, self._forget_at)
@@ -780,10 +848,11 @@ class BacktestEngine:
         if watch is not None:
             if watch.deadline_ns is not None:
                 when = min(when, float(watch.deadline_ns))
+            # the strategy exits on the bid, a half-spread below the path price
             if watch.stop is not None:
-                lo = max(lo, float(watch.stop))
+                lo = max(lo, pair.bid_at_most(int(watch.stop * pair.unit)) / pair.unit)
             if watch.target is not None:
-                hi = min(hi, float(watch.target))
+                hi = min(hi, pair.bid_at_least(int(watch.target * pair.unit)) / pair.unit)
         pair.lo, pair.hi, pair.when = lo, hi, when
 
     # --- marks and records ---------------------------------------------------------------------
@@ -809,7 +878,7 @@ class BacktestEngine:
         self._next_midnight = midnight + _DAY_NS
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
-        record_fill(self.fills, self.held, r)
+        record_fill(self.fills, self.held, r, self.venue)
 
     async def _finish(self) -> None:
         """Settle what is left and mark every held pair at its last close."""

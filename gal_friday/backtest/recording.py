@@ -432,7 +432,7 @@ class RecordingBacktest:
         self._forget_at = await settle(self.handler, self.venue, self._forget_at)
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
-        record_fill(self.fills, self.held, r)
+        record_fill(self.fills, self.held, r, self.venue)
 
     async def _finish(self) -> None:
         await self._settle()
