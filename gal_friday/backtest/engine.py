@@ -2,26 +2,39 @@
 
 Every decision goes through the code that trades live: ``StrategyArbitrator`` (or another
 strategy with its interface), ``RiskManager``, ``ExecutionHandler`` on a paper venue
-(``MatchingEngine``: maker/taker fees, slippage, latency, touch-or-cross limit fills, partial
+(``MatchingEngine``: maker/taker fees, slippage, latency, limit fills from trades, partial
 fills, triggered stop-loss / take-profit) and ``PortfolioManager``, wired on a ``DirectBus``.
 Features and predictions are computed for the whole run beforehand (``signals``); row ``i`` is
 published only at the close of candle ``i``.
 
 Time. Candle ``i`` of a pair covers ``[open, open + interval)``. At ``open + interval`` (its
-close) the pair's book (one level at the close), its feature row and its prediction are
-published; orders sent then reach the venue ``latency`` later and fill on later candles.
+close) the pair's book (one level each side of the close), its feature row and its prediction
+are published; orders sent then reach the venue ``latency`` later and fill on later candles.
 
 Intrabar path (an assumption: candles do not say in which order their prices came). A candle
-is replayed as one-level books at ``open``, then ``low`` before ``high`` when it closed up
-(``high`` before ``low`` when it closed down), then ``close``, evenly spaced in time over the
-interval. Prices move continuously between these points, so every working limit or trigger
-price lying between two of them is visited too, in path order: a stop is filled at its
-trigger (less slippage), not at the candle's low. Each point offers the candle's volume
-divided by the number of points (``depth="unlimited"`` offers any quantity), so large orders
-fill partially. Bid and ask are both the path price: the spread is modelled by
-``paper.slippage_bps``. The moment a sent order or cancel takes effect (``latency`` after it was
-sent) is a stop on the path as well, against the book of the last point: an entry filled at the
-open is protected at once, before the path reaches its stop. Candles of several pairs ending at
+is replayed as points at ``open``, then ``low`` before ``high`` when it closed up (``high``
+before ``low`` when it closed down), then ``close``, evenly spaced in time over the interval.
+With ``backtest.intrabar = "pessimistic"`` (the default) a candle whose range reaches both the
+stop and the target of a position held before it goes to the extreme against the position
+first (a long's low): the stop is taken; ``"path"`` keeps the colour's order. Such exits are
+counted either way (``ambiguous_exits``). Prices move continuously between the points, so
+every working limit or trigger price lying between two of them is visited too, in path
+order: a stop is filled at its trigger (less slippage), not at the candle's low.
+
+The book and the trades. At each point the pair's book is one level each side of the path
+price ``p``: bid ``p - h``, ask ``p + h``, ``h`` the pair's ``backtest.half_spread_bps`` of ``p``
+on its tick grid (at least one tick; none when configured 0). Then a trade prints at ``p``.
+Market orders, triggered stops and limits crossing on arrival take the bid or ask (taker:
+half-spread, slippage, taker fee); resting limits fill from the trades only (``MatchingEngine``
+``fills_from_trades``): a buy when ``p`` goes below its limit, or at its limit after
+``backtest.queue_share`` of the quantity there went to the orders ahead; stops trigger on ``p``
+(Kraken's last-price trigger), not on the modelled bid. A strategy watching its own brackets
+reads the bid, so its watched prices are where the bid reaches them. Each point (book side
+and trade alike) offers the candle's volume divided by the number of points
+(``depth="unlimited"`` offers any quantity), so large orders fill partially. The moment a sent
+order or cancel takes effect (``latency`` after it was sent) is a stop on the path as well,
+against the book of the last point: an entry filled at the open is protected at once, before
+the path reaches its stop. Candles of several pairs ending at
 the same time are replayed together, their points in time order, before any decision at their
 end, so one pair's orders never meet another pair's later market (which is why the pairs of a
 run share one candle interval; candle files of different intervals are refused).
