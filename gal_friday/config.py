@@ -41,6 +41,13 @@ class ConfigError(Exception):
     """A user mistake in configuration; its message is one line meant for the user."""
 
 
+def _check_pair(pair: str) -> None:
+    """Refuse a name that cannot be a pair (a typo would otherwise configure nothing)."""
+    base, slash, quote = pair.partition("/")
+    if not (slash and base.isalnum() and quote.isalnum() and pair == pair.upper()):
+        raise ValueError(f"{pair!r} is not a pair like 'XRP/USD'")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -197,6 +204,13 @@ class BacktestSettings(_Section):
     )
     queue_share: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("1")
 
+    @field_validator("half_spread_bps")
+    @classmethod
+    def _spreads_of_pairs(cls, spreads: dict[str, Decimal]) -> dict[str, Decimal]:
+        for pair in spreads:
+            _check_pair(pair)
+        return spreads
+
     def half_spread_for(self, pair: str) -> Decimal | None:
         """The pair's half-spread in basis points of the price; None for a pair not listed
         (its book is one tick either side of the price, the narrowest there is)."""
@@ -338,9 +352,7 @@ class Settings(BaseSettings):
         if not pairs:
             raise ValueError("at least one pair is needed")
         for pair in pairs:
-            base, slash, quote = pair.partition("/")
-            if not (slash and base.isalnum() and quote.isalnum() and pair == pair.upper()):
-                raise ValueError(f"{pair!r} is not a pair like 'XRP/USD'")
+            _check_pair(pair)
         if len(set(pairs)) != len(pairs):
             raise ValueError("a pair is listed twice")
         return pairs

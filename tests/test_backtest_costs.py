@@ -100,6 +100,7 @@ def test_adverse_corners_put_the_extreme_against_the_position_first() -> None:
             "backtest.half_spread_bps.XRP/USD: Input should be greater",
         ),
         ("backtest.half_spread_bps.DOGE/USD=900", "less than or equal to 500"),
+        ("backtest.half_spread_bps.xrp=1", "'xrp' is not a pair like 'XRP/USD'"),
         ("backtest.queue_share=1.5", "backtest.queue_share: Input should be less than or equal"),
     ],
 )
@@ -210,3 +211,25 @@ def test_the_strategys_own_stop_is_watched_on_the_bid() -> None:
     assert buy.price == D("1.001")  # the ask at the next open
     assert sell.price == D("0.98901") and sell.order_type is OrderType.MARKET
     assert (T0 + 120) * 10**9 <= sell.ts_ns < (T0 + 180) * 10**9
+
+
+def test_the_report_shows_maker_shares_spread_cost_and_ambiguous_exits(tmp_path: Any) -> None:
+    import json
+
+    from rich.console import Console
+
+    from gal_friday.backtest.report import summary_table, write_report
+
+    result = run(
+        bracketed("pessimistic"), series([FLAT, FLAT, BOTH, FLAT]), [0.9] + [NAN] * 3, market=True
+    )
+    metrics = json.loads(write_report(result, tmp_path, chart=False)["metrics"].read_text())[
+        "metrics"
+    ]
+    assert metrics["ambiguous_exits"] == 1 and metrics["maker_exits_pct"] == 0.0
+    assert metrics["maker_entries_pct"] == 0.0 and metrics["spread_cost"] == 0.0  # no spread
+    console = Console(width=100, record=True)
+    console.print(summary_table(result))
+    text = console.export_text()
+    for label in ("Maker share of entries", "Maker share of exits", "Spread cost", "touching both"):
+        assert label in text

@@ -384,6 +384,7 @@ class _Path:
     price: int = 0  # the last point visited
     started: bool = False
     held_before: Decimal | None = None  # set when the candle reaches both stop and target
+    traded: Decimal = Decimal(0)  # what each point's trade prints (the depth, as a quantity)
 
 
 def _floats(values: FloatArray) -> FloatArray:
@@ -699,6 +700,7 @@ class BacktestEngine:
             quarter,
             pair.end_ns.item(i),
             held_before=held if ambiguous else None,
+            traded=to_decimal(depth, pair.spec.qty_precision),
         )
 
     @staticmethod
@@ -734,7 +736,7 @@ class BacktestEngine:
             else:
                 falling = path.started and price < path.price
                 path.price, path.started = price, True
-                await self._visit(path.pair, price, ts, path.depth, falling)
+                await self._visit(path, price, ts, falling)
             if len(paths) > 1:
                 self._rewatch()  # the other pairs' orders may have changed too
         for path in paths:
@@ -796,9 +798,10 @@ class BacktestEngine:
         now = self.now
         return min((t for t in self.venue.due.get(pair.name, ()) if t > now), default=None)
 
-    async def _visit(self, pair: _Pair, price: int, ts: int, depth: int, falling: bool) -> None:
+    async def _visit(self, path: _Path, price: int, ts: int, falling: bool) -> None:
         """The market at one point of the path: a one-level book around ``price``, then a
         trade at ``price`` of the point's volume (what resting limits and stops follow)."""
+        pair, depth = path.pair, path.depth
         self.now = max(self.now, ts)
         if pair.deadline <= ts:
             await self.handler.tick(ts)  # entry timeouts, as the live timer would
@@ -809,7 +812,7 @@ class BacktestEngine:
                 0,
                 Side.SELL if falling else Side.BUY,
                 to_decimal(price, pair.spec.price_precision),
-                to_decimal(depth, pair.spec.qty_precision),
+                path.traded,
                 "market",
                 ts,
                 ts,

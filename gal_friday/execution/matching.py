@@ -306,8 +306,18 @@ class MatchingEngine:
         ts = trade.received_ts_ns
         out = self._run_due(ts, inclusive=False)
         self._last_trade[trade.pair] = trade.price
-        # what a trade can give, shared first come first served: at the limit what the queue
-        # ahead leaves; through it everything (or, capped by depth, the trade's quantity)
+        if self._resting:
+            out.extend(self._match_trade(trade, ts))
+        if self._armed:
+            out.extend(self._fire_triggers(trade.pair, trade.price, ts))
+        out.extend(self._run_due(ts, inclusive=True))
+        return out
+
+    def _match_trade(self, trade: TradeEvent, ts: int) -> list[OrderUpdate]:
+        """Resting limits a public trade fills: what a trade can give is shared first come
+        first served; at the limit what the queue ahead leaves, through it everything (or,
+        capped by depth, the trade's quantity)."""
+        out: list[OrderUpdate] = []
         available = trade.qty
         touch = trade.qty * (1 - self.queue_share)
         for state in list(self._resting):
@@ -327,8 +337,6 @@ class MatchingEngine:
             else:
                 continue
             out.append(self._fill(state, qty, limit, maker=True, ts_ns=ts))
-        out.extend(self._fire_triggers(trade.pair, trade.price, ts))
-        out.extend(self._run_due(ts, inclusive=True))
         return out
 
     # --- internals -----------------------------------------------------------------------
