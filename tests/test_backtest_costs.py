@@ -233,3 +233,27 @@ def test_the_report_shows_maker_shares_spread_cost_and_ambiguous_exits(tmp_path:
     text = console.export_text()
     for label in ("Maker share of entries", "Maker share of exits", "Spread cost", "touching both"):
         assert label in text
+
+
+def test_a_pair_without_a_configured_spread_gets_one_tick_either_side() -> None:
+    import asyncio
+
+    import numpy as np
+
+    from gal_friday.backtest.classic import MarketStrategy
+    from gal_friday.backtest.data import PairData, instrument_for
+    from gal_friday.backtest.runner import run_backtest
+    from gal_friday.backtest.signals import PairSignals
+
+    s = settings(strategy={"stop_loss_pct": "49", "take_profit_pct": "99"})
+    s = s.model_copy(update={"pairs": ("ETH/USD",)})
+    candles = series([(2000.0, 2000.0, 2000.0, 2000.0)] * 3)
+    data = [PairData("ETH/USD", candles, instrument_for("ETH/USD", candles), 60)]
+    signals = {"ETH/USD": PairSignals(np.array([0.9, NAN, NAN]), (), np.empty((3, 0)), "m")}
+
+    def strat(st: Any, bus: Any) -> MarketStrategy:
+        return MarketStrategy(st.strategy, st.fees, bus)
+
+    result = asyncio.run(run_backtest(s, data, signals, capital=D(10000), strategy=strat))
+    tick = D(1).scaleb(-data[0].instrument.price_precision)
+    assert result.fills[0].price == D(2000) + tick

@@ -11,8 +11,8 @@ failure would be wrong.
 backtest loop needs to skip quiet candles: per pair, the prices at which a working order could
 fill or trigger and the times at which a sent order or cancel takes effect. It also forgets
 finished orders, which the engine and the handler otherwise keep for ever (their scans over
-every order ever sent would make long runs slow down super-linearly), and keeps each pair's
-latest book, whose spread a taker fill pays (the report's spread cost).
+every order ever sent would make long runs slow down super-linearly), and says what spread a
+taker fill paid (the report's spread cost) from the paper venue's latest book.
 
 Its matching engine fills resting limits and triggers stops from trades only
 (``fills_from_trades``): a resting buy fills when the price trades below it, or, at its price,
@@ -30,7 +30,7 @@ from decimal import Decimal
 from gal_friday.bus import EventBus, Handler, Policy, Subscription
 from gal_friday.config import FeeSettings, PaperSettings
 from gal_friday.domain import to_decimal
-from gal_friday.events import BookEvent, Event, OrderStatus, OrderType, Side
+from gal_friday.events import Event, OrderStatus, OrderType, Side
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.matching import OrderUpdate
 from gal_friday.execution.paper import PaperVenue
@@ -101,16 +101,10 @@ class BacktestVenue(PaperVenue):
         super().__init__(settings, fees, clock_ns=clock_ns)
         self.engine.fills_from_trades = True
         self.engine.queue_share = queue_share
-        self.books: dict[str, BookEvent] = {}  # pair -> the latest book
         self.latency_ns = int(settings.latency_ms * 1_000_000)
         self.working: dict[str, dict[str, OrderRequest]] = {}  # pair -> coid -> request
         self.due: dict[str, list[int]] = {}  # pair -> times a sent order / cancel takes effect
         self.submitted = 0
-
-    def on_market_now(self, event: Event) -> list[OrderUpdate]:
-        if type(event) is BookEvent:
-            self.books[event.pair] = event
-        return super().on_market_now(event)
 
     def half_spread(self, pair: str) -> Decimal:
         """Half the latest book's spread (price units): what a taker paid over the mid."""
