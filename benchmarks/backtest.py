@@ -18,9 +18,9 @@ Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR] [--profile]
 
 Last measured (2 cores, about +-10 % run to run): real XBT/USD hourly 101k candles/s vs
 backtrader 20.0k (5.0x); synthetic 50k 117k vs 20.1k (5.8x); 500k 115k vs 20.7k (5.6x, 0.99
-of the 50k rate); LightGBM year: features + predictions 3.86 s, loop 0.12 s, total 3.99 s. With the spread
-model (README, "Tests and benchmarks"): about +4 % of the work per order, the loop's figures
-within the machine's noise of those before it.
+of the 50k rate); LightGBM year: features + predictions 3.86 s, loop 0.12 s, total 3.99 s.
+With the spread model (README, "Tests and benchmarks"): about +4 % of the work per order,
+the loop's figures within the machine's noise of those before it.
 """
 
 from __future__ import annotations
