@@ -41,6 +41,13 @@ class ConfigError(Exception):
     """A user mistake in configuration; its message is one line meant for the user."""
 
 
+def _check_pair(pair: str) -> None:
+    """Refuse a name that cannot be a pair (a typo would otherwise configure nothing)."""
+    base, slash, quote = pair.partition("/")
+    if not (slash and base.isalnum() and quote.isalnum() and pair == pair.upper()):
+        raise ValueError(f"{pair!r} is not a pair like 'XRP/USD'")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -189,11 +196,34 @@ class TimeseriesSettings(_Section):
     queue_size: Annotated[int, Field(ge=100)] = 50_000
 
 
+HalfSpreadBps = Annotated[Decimal, Field(ge=0, le=500)]  # above 5 % is a typo, not a market
+
+
 class BacktestSettings(_Section):
+    """How a backtest prices what candles do not say: the spread, queue and intrabar order
+    (config.toml gives the measured defaults and their sources)."""
+
     initial_capital_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
     report_dir: str = "reports"
     risk_free_rate_pct: Annotated[Decimal, Field(ge=0)] = Decimal("0")
+    intrabar: Literal["pessimistic", "path"] = "pessimistic"
     baseline_seeds: Annotated[int, Field(ge=0)] = 200
+    half_spread_bps: dict[str, HalfSpreadBps] = Field(
+        default_factory=lambda: {"XRP/USD": Decimal("1"), "DOGE/USD": Decimal("1")}
+    )
+    queue_share: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("1")
+
+    @field_validator("half_spread_bps")
+    @classmethod
+    def _spreads_of_pairs(cls, spreads: dict[str, Decimal]) -> dict[str, Decimal]:
+        for pair in spreads:
+            _check_pair(pair)
+        return spreads
+
+    def half_spread_for(self, pair: str) -> Decimal | None:
+        """The pair's half-spread in basis points of the price; None for a pair not listed
+        (its book is one tick either side of the price, the narrowest there is)."""
+        return self.half_spread_bps.get(pair)
 
 
 class SimSettings(_Section):
@@ -331,9 +361,7 @@ class Settings(BaseSettings):
         if not pairs:
             raise ValueError("at least one pair is needed")
         for pair in pairs:
-            base, slash, quote = pair.partition("/")
-            if not (slash and base.isalnum() and quote.isalnum() and pair == pair.upper()):
-                raise ValueError(f"{pair!r} is not a pair like 'XRP/USD'")
+            _check_pair(pair)
         if len(set(pairs)) != len(pairs):
             raise ValueError("a pair is listed twice")
         return pairs

@@ -262,6 +262,7 @@ class ExecutionReportEvent(Event, frozen=True):
     ts_ns: int
     limit_price: Decimal | None = None
     trigger_price: Decimal | None = None  # stop-loss / take-profit orders
+    liquidity: str | None = None  # "maker" / "taker" on a fill, when the venue says
 
 
 class OrderRequestEvent(Event, frozen=True):

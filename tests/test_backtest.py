@@ -57,8 +57,18 @@ def series(rows: list[tuple[float, float, float, float]], volume: float = 1e6) -
     )
 
 
+# the tests of other rules price at the path itself, as before the spread model: no spread,
+# a touch fills, today's colour-ordered walk; the spread, queue and intrabar tests set them
+AT_THE_PATH = {
+    "half_spread_bps": {"XRP/USD": 0, "DOGE/USD": 0},
+    "queue_share": 0,
+    "intrabar": "path",
+}
+
+
 def settings(**sections: dict[str, Any]) -> Settings:
     base: dict[str, Any] = {
+        "backtest": AT_THE_PATH,
         "pairs": ["XRP/USD"],
         "strategy": {"confirm_momentum": False, "max_holding_min": 0, "min_edge_pct": 0},
         "paper": {"latency_ms": 1, "slippage_bps": 0},

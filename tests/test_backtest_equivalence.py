@@ -1,6 +1,7 @@
 """The skipping backtest equals the brute-force one: visiting every candle and publishing every
 prediction (the strategy ignoring what its own gate refuses) gives the same fills, HALTs and
-final portfolio as jumping to the next candle that can matter, over random configurations."""
+final portfolio as jumping to the next candle that can matter, over random configurations
+(spread, queue share and intrabar rule included)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def random_settings(rng: random.Random) -> dict[str, Any]:
             "max_daily_drawdown_pct": rng.choice([1, 100]),
             "max_weekly_drawdown_pct": 100,
             "max_total_drawdown_pct": 100,
+        },
+        "backtest": {
+            "intrabar": rng.choice(["pessimistic", "path"]),
+            "half_spread_bps": dict.fromkeys(PAIRS, rng.choice([0, 1, 5])),
+            "queue_share": rng.choice([0, "0.5", 1]),
         },
     }
 
@@ -112,3 +118,31 @@ def test_skipping_candles_changes_nothing(seed: int) -> None:
     )
     assert fast.halts == every.halts
     assert fast.stats["entries_skipped_halted"] == every.stats["entries_skipped_halted"]
+    assert fast.stats["ambiguous_exits"] == every.stats["ambiguous_exits"]
+    assert [(f.liquidity, f.spread_cost) for f in fast.fills] == [
+        (f.liquidity, f.spread_cost) for f in every.fills
+    ]
+
+
+@pytest.mark.parametrize("seed", [s for s in range(13) if s != 7])  # 7 meets no such candle
+def test_skipping_candles_changes_nothing_when_candles_touch_both_barriers(seed: int) -> None:
+    # brackets inside a minute's range: many exits fall on candles reaching the stop and the
+    # target, where the intrabar rule decides
+    rng = random.Random(1000 + seed)
+    cfg = random_settings(rng)
+    cfg["strategy"].update(stop_loss_pct=rng.choice(["0.02", "0.03"]), take_profit_pct="0.03")
+    cfg["fees"] = {"maker_pct": 0, "taker_pct": 0}
+    cfg["risk"].update(max_consecutive_losses=1000, max_daily_drawdown_pct=100)
+    s = load_settings(None, cfg)
+    data = [d for d in DATA if d.pair in s.pairs]
+    signals = random_signals(rng, data)
+    strategy = market if rng.random() < 0.5 else None
+    depth = rng.choice(["volume", "unlimited"])
+    fast = run(s, data, signals, strategy, exhaustive=False, depth=depth)
+    every = run(s, data, signals, strategy, exhaustive=True, depth=depth)
+    assert fast.stats["ambiguous_exits"] > 0, "no ambiguous candle: the comparison proves little"
+    assert fast.stats["ambiguous_exits"] == every.stats["ambiguous_exits"]
+    assert [(f.ts_ns, f.side, f.qty, f.price, f.order_type, f.liquidity) for f in fast.fills] == [
+        (f.ts_ns, f.side, f.qty, f.price, f.order_type, f.liquidity) for f in every.fills
+    ]
+    assert (fast.final_cash, fast.held, fast.halts) == (every.final_cash, every.held, every.halts)

@@ -2,26 +2,39 @@
 
 Every decision goes through the code that trades live: ``StrategyArbitrator`` (or another
 strategy with its interface), ``RiskManager``, ``ExecutionHandler`` on a paper venue
-(``MatchingEngine``: maker/taker fees, slippage, latency, touch-or-cross limit fills, partial
+(``MatchingEngine``: maker/taker fees, slippage, latency, limit fills from trades, partial
 fills, triggered stop-loss / take-profit) and ``PortfolioManager``, wired on a ``DirectBus``.
 Features and predictions are computed for the whole run beforehand (``signals``); row ``i`` is
 published only at the close of candle ``i``.
 
 Time. Candle ``i`` of a pair covers ``[open, open + interval)``. At ``open + interval`` (its
-close) the pair's book (one level at the close), its feature row and its prediction are
-published; orders sent then reach the venue ``latency`` later and fill on later candles.
+close) the pair's book (one level each side of the close), its feature row and its prediction
+are published; orders sent then reach the venue ``latency`` later and fill on later candles.
 
 Intrabar path (an assumption: candles do not say in which order their prices came). A candle
-is replayed as one-level books at ``open``, then ``low`` before ``high`` when it closed up
-(``high`` before ``low`` when it closed down), then ``close``, evenly spaced in time over the
-interval. Prices move continuously between these points, so every working limit or trigger
-price lying between two of them is visited too, in path order: a stop is filled at its
-trigger (less slippage), not at the candle's low. Each point offers the candle's volume
-divided by the number of points (``depth="unlimited"`` offers any quantity), so large orders
-fill partially. Bid and ask are both the path price: the spread is modelled by
-``paper.slippage_bps``. The moment a sent order or cancel takes effect (``latency`` after it was
-sent) is a stop on the path as well, against the book of the last point: an entry filled at the
-open is protected at once, before the path reaches its stop. Candles of several pairs ending at
+is replayed as points at ``open``, then ``low`` before ``high`` when it closed up (``high``
+before ``low`` when it closed down), then ``close``, evenly spaced in time over the interval.
+With ``backtest.intrabar = "pessimistic"`` (the default) a candle whose range reaches both the
+stop and the target of a position held before it goes to the extreme against the position
+first (a long's low): the stop is taken; ``"path"`` keeps the colour's order. Such exits are
+counted either way (``ambiguous_exits``). Prices move continuously between the points, so
+every working limit or trigger price lying between two of them is visited too, in path
+order: a stop is filled at its trigger (less slippage), not at the candle's low.
+
+The book and the trades. At each point the pair's book is one level each side of the path
+price ``p``: bid ``p - h``, ask ``p + h``, ``h`` the pair's ``backtest.half_spread_bps`` of ``p``
+on its tick grid (at least one tick; none when configured 0). Then a trade prints at ``p``.
+Market orders, triggered stops and limits crossing on arrival take the bid or ask (taker:
+half-spread, slippage, taker fee); resting limits fill from the trades only (``MatchingEngine``
+``fills_from_trades``): a buy when ``p`` goes below its limit, or at its limit after
+``backtest.queue_share`` of the quantity there went to the orders ahead; stops trigger on ``p``
+(Kraken's last-price trigger), not on the modelled bid. A strategy watching its own brackets
+reads the bid, so its watched prices are where the bid reaches them. Each point (book side
+and trade alike) offers the candle's volume divided by the number of points
+(``depth="unlimited"`` offers any quantity), so large orders fill partially. The moment a sent
+order or cancel takes effect (``latency`` after it was sent) is a stop on the path as well,
+against the book of the last point: an entry filled at the open is protected at once, before
+the path reaches its stop. Candles of several pairs ending at
 the same time are replayed together, their points in time order, before any decision at their
 end, so one pair's orders never meet another pair's later market (which is why the pairs of a
 run share one candle interval; candle files of different intervals are refused).
@@ -61,6 +74,7 @@ from gal_friday.backtest.signals import PairSignals
 from gal_friday.backtest.venue import INF, BacktestVenue, DirectBus
 from gal_friday.candles import FloatArray, IntArray
 from gal_friday.config import Settings
+from gal_friday.domain import to_decimal
 from gal_friday.events import (
     BookEvent,
     ExecutionReportEvent,
@@ -69,6 +83,7 @@ from gal_friday.events import (
     OrderType,
     PredictionEvent,
     Side,
+    TradeEvent,
     TradeSignalRejectedEvent,
     TradingStateChangedEvent,
 )
@@ -96,6 +111,8 @@ class Fill:
     order_type: OrderType
     client_order_id: str
     signal_id: str
+    liquidity: str = ""  # "maker" / "taker"
+    spread_cost: Decimal = Decimal(0)  # a taker's half-spread times quantity (quote)
 
 
 def wire_trading(
@@ -109,7 +126,9 @@ def wire_trading(
 ) -> tuple[BacktestVenue, TradingModules]:
     """The backtest's venue, then the live trading modules (``wiring.build_trading``) on a
     backtest's bus and clock; both backtest runners use it."""
-    venue = BacktestVenue(settings.paper, settings.fees, clock_ns=clock)
+    venue = BacktestVenue(
+        settings.paper, settings.fees, clock_ns=clock, queue_share=settings.backtest.queue_share
+    )
     venue.attach(bus)
     modules = build_trading(
         settings,
@@ -186,11 +205,16 @@ def record_rejections(bus: DirectBus) -> dict[str, int]:
     return counts
 
 
-def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent) -> None:
+def record_fill(
+    fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportEvent, venue: BacktestVenue
+) -> None:
     """Add a fill report to a run's fills and to what each pair holds (both backtest runners
-    keep these for their reports and marks)."""
+    keep these for their reports and marks); a taker fill's spread cost is half the spread
+    of the book it took, times its quantity."""
     if not r.last_fill_qty or r.last_fill_price is None:
         return
+    liquidity = r.liquidity or ""
+    cost = r.last_fill_qty * venue.half_spread(r.pair) if liquidity == "taker" else Decimal(0)
     fills.append(
         Fill(
             r.ts_ns,
@@ -202,6 +226,8 @@ def record_fill(fills: list[Fill], held: dict[str, Decimal], r: ExecutionReportE
             r.order_type,
             r.client_order_id,
             r.signal_id or "",
+            liquidity,
+            cost,
         )
     )
     sign = 1 if r.side is Side.BUY else -1
@@ -229,7 +255,9 @@ class _Pair:
     """One pair's candles as plain lists (fast scalar access) and arrays (fast scans), its
     place in the run's timeline and its watch state."""
 
-    def __init__(self, data: PairData, signals: PairSignals, depth: str) -> None:
+    def __init__(
+        self, data: PairData, signals: PairSignals, depth: str, half_spread_bps: Decimal | None
+    ) -> None:
         c = data.candles
         self.name = data.pair
         self.spec = data.instrument
@@ -246,6 +274,11 @@ class _Pair:
         self.unit: int = 10**self.spec.price_precision
         self.qunit: int = 10**self.spec.qty_precision
         self.unlimited = depth == "unlimited"
+        # half-spread = price * num / den ticks (bps / 10000, exact integers); a pair without
+        # a configured spread gets one tick
+        num, den = (half_spread_bps or Decimal(0)).as_integer_ratio()
+        self._hs_num, self._hs_den = 2 * num, 2 * den * 10_000
+        self._hs_least = 0 if half_spread_bps is not None and not num else 1
         self.lo, self.hi, self.when = -INF, INF, INF
         self.deadline = INF  # earliest entry timeout of a working entry
         self.pos: IntArray = np.zeros(0, dtype=np.int64)  # candle -> timeline position
@@ -267,6 +300,33 @@ class _Pair:
 
     def scaled(self, price: float) -> int:
         return round(price * self.unit)
+
+    def half_ticks(self, price: int) -> int:
+        """The half-spread at a scaled path price, in ticks: the configured share of the
+        price, rounded half up, at least one tick (none when the share is 0)."""
+        if not self._hs_num:
+            return self._hs_least
+        return max(1, (price * self._hs_num + self._hs_den // 2) // self._hs_den)
+
+    def bid_at_most(self, price: int) -> int:
+        """The highest path price whose bid is at or below ``price`` (scaled): where a bid
+        reaches a strategy's stop. The bid ``p - half_ticks(p)`` never falls as ``p`` rises."""
+        p = price + self.half_ticks(price)
+        while p - self.half_ticks(p) > price:
+            p -= 1
+        while p + 1 - self.half_ticks(p + 1) <= price:
+            p += 1
+        return p
+
+    def bid_at_least(self, price: int) -> int:
+        """The lowest path price whose bid is at or above ``price`` (scaled): where a bid
+        reaches a strategy's target."""
+        p = price + self.half_ticks(price)
+        while p - self.half_ticks(p) < price:
+            p += 1
+        while p - 1 - self.half_ticks(p - 1) >= price:
+            p -= 1
+        return p
 
     def depth(self, i: int, points: int) -> int:
         return _UNLIMITED if self.unlimited else int(self.v.item(i) / points * self.qunit)
@@ -323,6 +383,8 @@ class _Path:
     seg: int = 1  # heading from corners[seg - 1] to corners[seg]
     price: int = 0  # the last point visited
     started: bool = False
+    held_before: Decimal | None = None  # set when the candle reaches both stop and target
+    traded: Decimal = Decimal(0)  # what each point's trade prints (the depth, as a quantity)
 
 
 def _floats(values: FloatArray) -> FloatArray:
@@ -333,6 +395,13 @@ def intrabar_corners(o: int, h: int, low: int, c: int) -> list[int]:
     """Open, the extreme nearer to the open's side first, the other extreme, close: low before
     high when the candle closed up (or flat), high before low when it closed down."""
     return [o, low, h, c] if c >= o else [o, h, low, c]
+
+
+def adverse_corners(o: int, h: int, low: int, c: int, *, long: bool) -> list[int]:
+    """Open, the extreme against a position first (a long's low, a short's high), the other
+    extreme, close: the order in which a candle touching a position's stop and its target
+    takes the stop (``backtest.intrabar = "pessimistic"``)."""
+    return [o, low, h, c] if long else [o, h, low, c]
 
 
 def next_point(price: int, target: int, extra: Sequence[int]) -> int:
@@ -364,11 +433,13 @@ class BacktestEngine:
         paper = settings.paper.model_copy(update={"initial_cash_usd": capital})
         self.settings = settings.model_copy(update={"execution": execution, "paper": paper})
         check_one_interval(data)
-        self.pairs = [_Pair(d, signals[d.pair], depth) for d in data]
+        spread = settings.backtest.half_spread_for
+        self.pairs = [_Pair(d, signals[d.pair], depth, spread(d.pair)) for d in data]
         self.by_name = {p.name: p for p in self.pairs}
         self.capital = capital
         self.progress = progress
         self.exhaustive = exhaustive
+        self.pessimistic = settings.backtest.intrabar == "pessimistic"
         self.now = min(p.open_ns.item(0) for p in self.pairs if len(p.open_ns))
         self.bus = DirectBus()
         s = self.settings
@@ -383,6 +454,8 @@ class BacktestEngine:
         # a point's book is a share of the candle's volume: a resting limit the path moves
         # through gets that much, not all it asks for
         self.venue.engine.crossing_fills_take_depth = depth == "volume"
+        # stops follow the path price (the trades), not the modelled bid below it
+        self.venue.engine.triggers_from_trades = True
         self.fills: list[Fill] = []
         self.held: dict[str, Decimal] = {}
         self.stats = {
@@ -391,6 +464,7 @@ class BacktestEngine:
             "replayed_candles": 0,
             "books": 0,
             "entries_skipped_halted": 0,
+            "ambiguous_exits": 0,
         }
         self._next_midnight = (self.now // _DAY_NS + 1) * _DAY_NS
         self._forget_at = 64  # orders submitted when finished ones are next forgotten
@@ -555,12 +629,13 @@ class BacktestEngine:
     # --- publishing ----------------------------------------------------------------------------
 
     def _book(self, pair: _Pair, price: int, qty: int, ts: int) -> BookEvent:
-        level = ((price, qty),)
+        """A one-level book around a path price: bid and ask a half-spread either side."""
+        half = pair.half_ticks(price)
         self.stats["books"] += 1
         return BookEvent(
             pair.name,
-            level,
-            level,
+            ((max(1, price - half), qty),),
+            ((price + half, qty),),
             pair.spec.price_precision,
             pair.spec.qty_precision,
             0,
@@ -607,12 +682,14 @@ class BacktestEngine:
         if depth <= 0:
             return None
         self.stats["replayed_candles"] += 1
-        corners = intrabar_corners(
-            pair.scaled(pair.o.item(i)),
-            pair.scaled(pair.h.item(i)),
-            pair.scaled(pair.l.item(i)),
-            pair.scaled(pair.c.item(i)),
-        )
+        o, h = pair.scaled(pair.o.item(i)), pair.scaled(pair.h.item(i))
+        low, c = pair.scaled(pair.l.item(i)), pair.scaled(pair.c.item(i))
+        held = self.held.get(pair.name)
+        ambiguous = held is not None and self._both_barriers(pair, low, h)
+        if ambiguous and self.pessimistic:
+            corners = adverse_corners(o, h, low, c, long=held is not None and held > 0)
+        else:
+            corners = intrabar_corners(o, h, low, c)
         quarter = pair.interval_ns // 4
         opened = pair.open_ns.item(i)
         return _Path(
@@ -622,7 +699,17 @@ class BacktestEngine:
             [opened + k * quarter for k in range(4)],
             quarter,
             pair.end_ns.item(i),
+            held_before=held if ambiguous else None,
+            traded=to_decimal(depth, pair.spec.qty_precision),
         )
+
+    @staticmethod
+    def _both_barriers(pair: _Pair, low: int, high: int) -> bool:
+        """Whether a candle's range (scaled) reaches both prices watched for a held position:
+        its stop below and its target above. Candles do not say which came first."""
+        if pair.lo == -INF or pair.hi == INF:
+            return False
+        return low <= round(pair.lo * pair.unit) and high >= round(pair.hi * pair.unit)
 
     async def _replay(self, paths: list[_Path]) -> None:
         """Replay candles ending at the same time along their intrabar paths (see the module
@@ -647,8 +734,9 @@ class BacktestEngine:
             if price is None:
                 await self._take_effect(path.pair, ts)
             else:
+                falling = path.started and price < path.price
                 path.price, path.started = price, True
-                await self._visit(path.pair, price, ts, path.depth)
+                await self._visit(path, price, ts, falling)
             if len(paths) > 1:
                 self._rewatch()  # the other pairs' orders may have changed too
         for path in paths:
@@ -659,7 +747,18 @@ class BacktestEngine:
                     await self.handler.tick(self.now)
                 await self.venue.advance(self.now)
                 await self._settle()
+        for path in paths:
+            if path.held_before is not None:
+                self._count_ambiguous_exit(path)
         self._rewatch()
+
+    def _count_ambiguous_exit(self, path: _Path) -> None:
+        """Count a position reduced on a candle that reached both its stop and its target:
+        the exit depends on the intrabar assumption (``backtest.intrabar``)."""
+        before = path.held_before
+        after = self.held.get(path.pair.name, Decimal(0))
+        if before is not None and abs(after) < abs(before):
+            self.stats["ambiguous_exits"] += 1
 
     def _step(self, path: _Path) -> tuple[int, int | None] | None:
         """The path's next point ``(time, scaled price)``, ``(time, None)`` when a sent order
@@ -699,12 +798,26 @@ class BacktestEngine:
         now = self.now
         return min((t for t in self.venue.due.get(pair.name, ()) if t > now), default=None)
 
-    async def _visit(self, pair: _Pair, price: int, ts: int, depth: int) -> None:
-        """The market at one point of the path: a one-level book at ``price``."""
+    async def _visit(self, path: _Path, price: int, ts: int, falling: bool) -> None:
+        """The market at one point of the path: a one-level book around ``price``, then a
+        trade at ``price`` of the point's volume (what resting limits and stops follow)."""
+        pair, depth = path.pair, path.depth
         self.now = max(self.now, ts)
         if pair.deadline <= ts:
             await self.handler.tick(ts)  # entry timeouts, as the live timer would
         await self.bus.publish(self._book(pair, price, depth, ts))
+        await self.bus.publish(
+            TradeEvent(
+                pair.name,
+                0,
+                Side.SELL if falling else Side.BUY,
+                to_decimal(price, pair.spec.price_precision),
+                path.traded,
+                "market",
+                ts,
+                ts,
+            )
+        )
         await self._settle()
         self._watch(pair)
 
@@ -722,11 +835,14 @@ class BacktestEngine:
     def _order_prices(self, pair: _Pair) -> list[int]:
         """Scaled prices of the pair's working orders (and the strategy's own brackets when
         the venue holds none)."""
-        prices = self.venue.prices(pair.name)
+        prices = [int(p * pair.unit) for p in self.venue.prices(pair.name)]
         watch = self.strategy.book_watch(pair.name)
-        if watch is not None:
-            prices += [p for p in (watch.stop, watch.target) if p is not None]
-        return [int(p * pair.unit) for p in prices]
+        if watch is not None:  # where the bid reaches them
+            if watch.stop is not None:
+                prices.append(pair.bid_at_most(int(watch.stop * pair.unit)))
+            if watch.target is not None:
+                prices.append(pair.bid_at_least(int(watch.target * pair.unit)))
+        return prices
 
     async def _settle(self) -> None:
         self._forget_at = await settle(self.handler, self.venue, self._forget_at)
@@ -748,10 +864,11 @@ class BacktestEngine:
         if watch is not None:
             if watch.deadline_ns is not None:
                 when = min(when, float(watch.deadline_ns))
+            # the strategy exits on the bid, a half-spread below the path price
             if watch.stop is not None:
-                lo = max(lo, float(watch.stop))
+                lo = max(lo, pair.bid_at_most(int(watch.stop * pair.unit)) / pair.unit)
             if watch.target is not None:
-                hi = min(hi, float(watch.target))
+                hi = min(hi, pair.bid_at_least(int(watch.target * pair.unit)) / pair.unit)
         pair.lo, pair.hi, pair.when = lo, hi, when
 
     # --- marks and records ---------------------------------------------------------------------
@@ -777,7 +894,7 @@ class BacktestEngine:
         self._next_midnight = midnight + _DAY_NS
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
-        record_fill(self.fills, self.held, r)
+        record_fill(self.fills, self.held, r, self.venue)
 
     async def _finish(self) -> None:
         """Settle what is left and mark every held pair at its last close."""

@@ -15,6 +15,9 @@ Conventions (each stated because backtesters differ on them):
   cost minus every fee of both legs. Win rate counts P&L > 0. Profit factor is gross profit
   over gross loss (None when nothing was lost).
 * Exposure time is the share of the run's time with any position held.
+* Execution costs: the maker share of entries (buy fills) and of exits (sell fills: spot and
+  long-only) is by quantity; the spread cost is what taker fills paid over the mid, half the
+  spread of the book they took times their quantity (maker fills pay none).
 """
 
 from __future__ import annotations
@@ -179,6 +182,21 @@ def drawdown(equity: FloatArray) -> tuple[float, float]:
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = np.where(peak > 0, dd / peak, 0.0)
     return float(dd.max()), float(pct.max()) * 100.0
+
+
+def execution_costs(fills: Sequence[Fill]) -> dict[str, float | None]:
+    """Maker share of entries and of exits in percent (None without any) and spread cost."""
+
+    def maker_pct(side: Side) -> float | None:
+        qty = sum((f.qty for f in fills if f.side is side), _ZERO)
+        maker = sum((f.qty for f in fills if f.side is side and f.liquidity == "maker"), _ZERO)
+        return float(maker / qty * 100) if qty else None
+
+    return {
+        "maker_entries_pct": maker_pct(Side.BUY),
+        "maker_exits_pct": maker_pct(Side.SELL),
+        "spread_cost": float(sum((f.spread_cost for f in fills), _ZERO)),
+    }
 
 
 def compute_metrics(

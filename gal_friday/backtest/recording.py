@@ -19,9 +19,13 @@ live, on a simulated clock that is the recorded receive time of the frame being 
   "predictions" (``SmaCross``, equal to ``signals.sma_cross_signals``);
 * ``StrategyArbitrator`` (or ``MarketStrategy`` for sma), ``RiskManager``, ``ExecutionHandler``
   and ``PortfolioManager`` on a ``DirectBus``, with the paper venue's ``MatchingEngine``
-  matching against the recorded books and trades: touch-or-cross limit fills, depth walks,
-  maker/taker fees, slippage and latency from ``[paper]``. The handler's timer (entry
-  timeouts) runs on the simulated clock.
+  matching against the recorded books and trades: takers take the recorded book (its real
+  spread; ``backtest.half_spread_bps`` does not apply), resting limits fill only from the
+  recorded trades (through the limit, or at it after ``backtest.queue_share``), depth walks,
+  maker/taker fees, slippage and latency from ``[paper]``. Stops trigger on a trade or the
+  book's touch, as paper trading's. The recorded trades come in their order, so no candle is
+  ambiguous (``backtest.intrabar`` does not apply). The handler's timer (entry timeouts)
+  runs on the simulated clock.
 
 Several recordings are merged by receive time (ties: in the order given); when one ends, its
 books are invalidated as on a disconnect. Instruments come from the recording's
@@ -432,7 +436,7 @@ class RecordingBacktest:
         self._forget_at = await settle(self.handler, self.venue, self._forget_at)
 
     async def _on_report(self, r: ExecutionReportEvent) -> None:
-        record_fill(self.fills, self.held, r)
+        record_fill(self.fills, self.held, r, self.venue)
 
     async def _finish(self) -> None:
         await self._settle()

@@ -30,6 +30,10 @@ _LABELS = {
     "trades": ("Trades", "{:d}"),
     "exposure_time_pct": ("Exposure time", "{:.1f} %"),
     "fees_paid": ("Fees paid", "{:,.2f}"),
+    "spread_cost": ("Spread cost", "{:,.2f}"),
+    "maker_entries_pct": ("Maker share of entries", "{:.1f} %"),
+    "maker_exits_pct": ("Maker share of exits", "{:.1f} %"),
+    "ambiguous_exits": ("Exits on candles touching both", "{:d}"),
     "final_equity": ("Final equity", "{:,.2f}"),
 }
 

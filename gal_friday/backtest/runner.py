@@ -27,6 +27,7 @@ from gal_friday.backtest.metrics import (
     Trade,
     compute_metrics,
     equity_curve,
+    execution_costs,
     exposure_fraction,
     round_trips,
 )
@@ -122,6 +123,9 @@ def backtest_result(
         exposure=exposure_fraction(out.fills, start, end),
         risk_free_pct=float(settings.backtest.risk_free_rate_pct),
     )
+    metrics.update(execution_costs(out.fills))
+    # exits on candles reaching both a stop and a target (a recording has no such guess)
+    metrics["ambiguous_exits"] = out.stats.get("ambiguous_exits")
     stats: dict[str, Any] = {**out.stats, "loop_seconds": round(loop_s, 3)}
     return BacktestResult(
         pairs,

@@ -11,7 +11,13 @@ failure would be wrong.
 backtest loop needs to skip quiet candles: per pair, the prices at which a working order could
 fill or trigger and the times at which a sent order or cancel takes effect. It also forgets
 finished orders, which the engine and the handler otherwise keep for ever (their scans over
-every order ever sent would make long runs slow down super-linearly).
+every order ever sent would make long runs slow down super-linearly), and says what spread a
+taker fill paid (the report's spread cost) from the paper venue's latest book.
+
+Its matching engine fills resting limits and triggers stops from trades only
+(``fills_from_trades``): a resting buy fills when the price trades below it, or, at its price,
+after ``backtest.queue_share`` of the quantity traded there; the book (bid and ask) is what
+market orders, triggered stops and crossing limits take.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from decimal import Decimal
 
 from gal_friday.bus import EventBus, Handler, Policy, Subscription
 from gal_friday.config import FeeSettings, PaperSettings
+from gal_friday.domain import to_decimal
 from gal_friday.events import Event, OrderStatus, OrderType, Side
 from gal_friday.execution.handler import ExecutionHandler
 from gal_friday.execution.matching import OrderUpdate
@@ -84,13 +91,27 @@ class BacktestVenue(PaperVenue):
     """A ``PaperVenue`` that knows, per pair, what the next candle must reach to matter."""
 
     def __init__(
-        self, settings: PaperSettings, fees: FeeSettings, *, clock_ns: Callable[[], int]
+        self,
+        settings: PaperSettings,
+        fees: FeeSettings,
+        *,
+        clock_ns: Callable[[], int],
+        queue_share: Decimal = Decimal(1),
     ) -> None:
         super().__init__(settings, fees, clock_ns=clock_ns)
+        self.engine.fills_from_trades = True
+        self.engine.queue_share = queue_share
         self.latency_ns = int(settings.latency_ms * 1_000_000)
         self.working: dict[str, dict[str, OrderRequest]] = {}  # pair -> coid -> request
         self.due: dict[str, list[int]] = {}  # pair -> times a sent order / cancel takes effect
         self.submitted = 0
+
+    def half_spread(self, pair: str) -> Decimal:
+        """Half the latest book's spread (price units): what a taker paid over the mid."""
+        book = self.books.get(pair)
+        if book is None or not (book.bids and book.asks):
+            return Decimal(0)
+        return to_decimal(book.asks[0][0] - book.bids[0][0], book.price_precision) / 2
 
     async def submit(self, order: OrderRequest) -> str:
         self.submitted += 1

@@ -25,10 +25,14 @@ Fill rules
     first served between resting orders at that price;
   - opposite best price through the limit (buy: best ask < limit): fill the whole remainder;
   - opposite best price equal to the limit: fill at most that level's quantity (consumed).
-  No queue-ahead model: a touch fills us before any displayed quantity at our price.
+  No queue-ahead model by default: a touch fills us before any displayed quantity at our
+  price. A backtest's venue (``fills_from_trades``) fills resting orders from trades only (a
+  book through the limit fills nothing: the trades say what happened), and gives the orders
+  ahead of ours ``queue_share`` of each trade at the limit (1: only a trade through fills).
 * **Triggered** orders (STOP_LOSS, TAKE_PROFIT) rest unseen, reserving no liquidity, until the
   market reaches ``trigger_price``: a public trade price, or the best price on the side they
-  would sell into (a sell looks at the best bid, a buy at the best ask). A sell stop triggers
+  would sell into (a sell looks at the best bid, a buy at the best ask); with
+  ``triggers_from_trades`` the last trade price only, Kraken's default trigger. A sell stop triggers
   at or below its trigger, a sell take-profit at or above (a buy mirrors both). Triggered,
   they execute at once as market orders (taker, slippage, depth walk), in arrival order.
   ``on_trigger`` (optional) may refuse a triggering order, e.g. for want of funds; it is then
@@ -115,6 +119,7 @@ def to_report(update: OrderUpdate, *, fee_asset: str = "USD") -> ExecutionReport
         fee_asset=fee_asset,
         reason=update.reason,
         ts_ns=update.ts_ns,
+        liquidity=update.liquidity,
     )
 
 
@@ -192,6 +197,15 @@ class MatchingEngine:
         # through); a backtest on candles, whose one-level books stand for a share of the
         # candle's volume, caps such fills at the level's quantity instead
         self.crossing_fills_take_depth = False
+        # a backtest's venue: resting limits follow the trades only (the book serves takers),
+        # and ``queue_share`` of the quantity traded at a resting limit's price goes to the
+        # orders ahead of it (1: a touch never fills, only a trade through); a candle
+        # backtest's triggers follow the trades only too (its bid is a modelled spread below
+        # the path, which a stop's trigger must not see)
+        self.fills_from_trades = False
+        self.triggers_from_trades = False
+        self.queue_share = _ZERO
+        self._last_trade: dict[str, Decimal] = {}
 
     # --- queries -------------------------------------------------------------------------
 
@@ -273,7 +287,7 @@ class MatchingEngine:
         self._books[book.pair] = _Book(
             [_Level(p, q) for p, q in bids if q > 0], [_Level(p, q) for p, q in asks if q > 0]
         )
-        if self._resting:
+        if self._resting and not self.fills_from_trades:
             out.extend(self._match_book(book.pair, ts))
         if self._triggered:
             out.extend(self._execute_triggered(book.pair, ts))
@@ -291,22 +305,38 @@ class MatchingEngine:
     def on_trade(self, trade: TradeEvent) -> list[OrderUpdate]:
         ts = trade.received_ts_ns
         out = self._run_due(ts, inclusive=False)
-        available = trade.qty  # quantity a touch can give, shared first come first served
+        self._last_trade[trade.pair] = trade.price
+        if self._resting:
+            out.extend(self._match_trade(trade, ts))
+        if self._armed:
+            out.extend(self._fire_triggers(trade.pair, trade.price, ts))
+        out.extend(self._run_due(ts, inclusive=True))
+        return out
+
+    def _match_trade(self, trade: TradeEvent, ts: int) -> list[OrderUpdate]:
+        """Resting limits a public trade fills: what a trade can give is shared first come
+        first served; at the limit what the queue ahead leaves, through it everything (or,
+        capped by depth, the trade's quantity)."""
+        out: list[OrderUpdate] = []
+        available = trade.qty
+        touch = trade.qty * (1 - self.queue_share)
         for state in list(self._resting):
             if state.order.pair != trade.pair or not state.active:
                 continue
             limit = _limit(state)
             through = trade.price < limit if state.order.side is Side.BUY else trade.price > limit
-            if through:
+            if through and not self.crossing_fills_take_depth:
                 qty = state.remaining
-            elif trade.price == limit and available > 0:
+            elif through and available > 0:
                 qty = min(state.remaining, available)
+                available -= qty
+            elif trade.price == limit and min(touch, available) > 0:
+                qty = min(state.remaining, touch, available)
+                touch -= qty
                 available -= qty
             else:
                 continue
             out.append(self._fill(state, qty, limit, maker=True, ts_ns=ts))
-        out.extend(self._fire_triggers(trade.pair, trade.price, ts))
-        out.extend(self._run_due(ts, inclusive=True))
         return out
 
     # --- internals -----------------------------------------------------------------------
@@ -406,13 +436,19 @@ class MatchingEngine:
                     self._armed.remove(state)
                     self._triggered.append(state)
             return out
+        last = trade_price if trade_price is not None else self._last_trade.get(pair)
         for state in list(self._armed):
             order = state.order
             if order.pair != pair or state not in self._armed:
                 continue
-            sell = order.side is Side.SELL
-            touch = book.bids if sell and book else book.asks if book else []
-            prices = [p for p in (trade_price, touch[0].price if touch else None) if p is not None]
+            if self.triggers_from_trades:  # the last trade price, Kraken's default trigger
+                prices = [last] if last is not None else []
+            else:
+                sell = order.side is Side.SELL
+                touch = book.bids if sell else book.asks
+                prices = [
+                    p for p in (trade_price, touch[0].price if touch else None) if p is not None
+                ]
             if not any(_triggers(order, p) for p in prices):
                 continue
             self._armed.remove(state)

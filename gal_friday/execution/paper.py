@@ -78,7 +78,7 @@ class PaperVenue:
         self._orders: dict[str, OrderUpdate] = {}  # client order id -> latest update
         self._requests: dict[str, OrderRequest] = {}
         self._fills: list[VenueFill] = []
-        self._asks: dict[str, Decimal] = {}
+        self.books: dict[str, BookEvent] = {}  # pair -> the latest book with an ask
         self._now = 0
         self._on_report: ReportCallback | None = None
 
@@ -107,15 +107,14 @@ class PaperVenue:
         """The order updates one market event causes (synchronous, for the backtester)."""
         if isinstance(event, BookEvent):
             self._now = max(self._now, event.received_ts_ns)
-            ask = event.best_ask()
-            if ask is not None:
-                self._asks[event.pair] = ask
+            if event.asks:  # read as a Decimal only when an order needs it
+                self.books[event.pair] = event
             return self._apply(self.engine.on_book(event))
         if isinstance(event, TradeEvent):
             self._now = max(self._now, event.received_ts_ns)
             return self._apply(self.engine.on_trade(event))
         if isinstance(event, BookInvalidatedEvent):
-            self._asks.pop(event.pair, None)
+            self.books.pop(event.pair, None)
             self.engine.invalidate_book(event.pair)
         return []
 
@@ -202,13 +201,17 @@ class PaperVenue:
     def _price(self, order: OrderRequest) -> Decimal:
         if order.limit_price is not None:
             return order.limit_price
-        return self._asks.get(order.pair, _ZERO) * Decimal("1.01")
+        return (self._ask(order.pair) or _ZERO) * Decimal("1.01")
+
+    def _ask(self, pair: str) -> Decimal | None:
+        book = self.books.get(pair)
+        return book.best_ask() if book is not None else None
 
     def _refusal(self, order: OrderRequest) -> str | None:
         if order.type in _TRIGGERED:
             return None  # checked when triggered, as at Kraken
         if order.side is Side.BUY:
-            if not self._asks.get(order.pair) and order.limit_price is None:
+            if not self._ask(order.pair) and order.limit_price is None:
                 return "no market price yet"
             cost = order.qty * self._price(order) * (1 + self.taker_rate)
             if cost > self._free(self.quote):
