@@ -89,12 +89,22 @@ class Rules:
     asset_frac: float
     order_frac: float  # max_order_value_usd over the initial capital
     market_entry: bool = False  # enters at market, without the fee check (``sma``)
+    watch_bid: bool = False  # the strategy watches its bracket on the bid (no venue orders)
+    pessimistic: bool = True  # a candle reaching both the stop and the target takes the stop
+    touch_fills: bool = False  # a resting limit fills at a touch (``queue_share`` below 1)
+    half_spread_bps: dict[str, float | None] | None = None  # per pair; None: one tick
 
     @classmethod
     def of(cls, settings: Settings, capital: Decimal, *, market_entry: bool = False) -> Rules:
         s, fees, risk = settings.strategy, settings.fees, settings.risk
+        bt = settings.backtest
+        spreads = {p: bt.half_spread_for(p) for p in settings.pairs}
         return cls(
             market_entry=market_entry,
+            watch_bid=not settings.execution.protective_orders,
+            pessimistic=bt.intrabar == "pessimistic",
+            touch_fills=bt.queue_share < 1,
+            half_spread_bps={p: None if v is None else float(v) for p, v in spreads.items()},
             atr_mode=s.stop_mode == "atr",
             stop_frac=float(s.stop_loss_pct) / 100,
             target_frac=float(s.take_profit_pct) / 100,
@@ -123,6 +133,9 @@ class Market:
         c = data.candles
         self.n = len(c)
         self.interval_s = float(data.interval_s)
+        self.unit = float(10**data.instrument.price_precision)
+        self.bps = (rules.half_spread_bps or {}).get(data.pair)
+        self.watch_bid = rules.watch_bid
         o, h, low, close = (
             np.asarray(a, dtype=np.float64) for a in (c.open, c.high, c.low, c.close)
         )
@@ -151,6 +164,23 @@ class Market:
         if rules.atr_mode and rules.atr_feature in signals.names:
             atr = np.asarray(signals.features[:, signals.names.index(rules.atr_feature)])
         self.atr: FloatArray = atr.astype(np.float64)
+        self.low = low
+        self.high = h
+
+    def half(self, price: FloatArray) -> FloatArray:
+        """The book's half-spread at path prices: ``half_spread_bps`` of the price rounded
+        half up to the tick, at least one tick (none when configured 0; one tick when not
+        configured), as the engine's book."""
+        if self.bps is None:
+            return np.full(np.shape(price), 1 / self.unit)
+        if self.bps == 0:
+            return np.zeros(np.shape(price))
+        ticks = np.floor(np.asarray(price) * self.unit * self.bps / _BPS + 0.5)
+        return np.asarray(np.maximum(ticks, 1.0) / self.unit)
+
+    def tick(self, price: FloatArray) -> FloatArray:
+        """Prices on the pair's tick grid (half to even, as the strategy quantizes)."""
+        return np.asarray(np.round(np.asarray(price) * self.unit) / self.unit)
 
 
 @dataclass
@@ -181,10 +211,17 @@ class Replayed:
         return np.asarray(ratio - 1.0 - self.fee_in - ratio * taker)
 
 
+def bid_at_close(m: Market, decide: IntArray) -> FloatArray:
+    """The bid of the book published at the close of candles ``decide``: the strategy's
+    entry price (a limit joining the bid) and its brackets' reference."""
+    close = m.close[decide]
+    return np.asarray(close - m.half(close))
+
+
 def brackets(m: Market, decide: IntArray, r: Rules) -> tuple[FloatArray, FloatArray]:
     """Stop and target distances (fractions of the limit) of entries at ``decide``."""
     if r.atr_mode:
-        atr = m.atr[decide] / m.close[decide]
+        atr = m.atr[decide] / bid_at_close(m, decide)
         return atr * r.atr_stop, atr * r.atr_target
     ones = np.ones(len(decide))
     return ones * r.stop_frac, ones * r.target_frac
@@ -204,34 +241,40 @@ def eligible(m: Market, r: Rules) -> IntArray:
 def enter(
     m: Market, decide: IntArray, r: Rules
 ) -> tuple[np.ndarray, FloatArray, FloatArray, FloatArray, IntArray]:
-    """Entries decided at the closes of candles ``decide``: whether the limit at that close
+    """Entries decided at the closes of candles ``decide``: whether the limit at that bid
     fills on the next candle, its price, fee (fraction), time (s) and the path point after
-    it. At the open as a taker when the open is at or below the limit; else as a maker where
-    the path reaches the limit, up to the first point visited after the entry timeout (the
-    timeout cancels there, latency after the order arrived)."""
-    limit = m.close[decide]
+    it. On arrival (latency after the close, against the book of the next open) as a taker
+    at the ask when the ask is at or below the limit; else resting, as a maker at the limit
+    at the first path point that trades below it (at it, with ``queue_share`` below 1), until
+    the entry timeout cancels it at the first point visited from then on."""
+    limit = bid_at_close(m, decide)
     has_next = decide + 1 < m.n
     base = 4 * np.minimum(decide + 1, max(m.n - 1, 0))
     opened = m.points[base]
-    if r.market_entry:  # at the next open, against the book there
+    ask = opened + m.half(opened)
+    if r.market_entry:  # at the next open's ask
         at = m.times[base] + r.latency_s
-        return has_next, opened * (1 + r.slip), np.full(len(decide), r.taker), at, base + 1
-    taker = has_next & (opened <= limit)
-    entry_px = np.where(taker, np.minimum(opened * (1 + r.slip), limit), limit)
+        return has_next, ask * (1 + r.slip), np.full(len(decide), r.taker), at, base + 1
+    taker = has_next & (ask <= limit)
+    entry_px = np.where(taker, np.minimum(ask * (1 + r.slip), limit), limit)
     at = np.where(taker, m.times[base] + r.latency_s, np.nan)
     after = np.where(taker, base + 1, -1)
     quarter = m.interval_s / 4
     waiting = has_next & ~taker
     for s in (1, 2, 3):
         a, b = m.points[base + s - 1], m.points[base + s]
-        hit = waiting & (b <= limit)
+        # the path crosses the limit on the way down: a point of its own (a touch)
         with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(a != b, (a - limit) / (a - b), 0.0)
-        at = np.where(hit, m.times[base + s - 1] + quarter * frac, at)
-        after = np.where(hit, np.where(b < limit, base + s, base + s + 1), after)
+            cross_t = (s - 1) * quarter + quarter * np.where(a != b, (a - limit) / (a - b), 0.0)
+        crossing = (a > limit) & (b < limit)
+        if not r.touch_fills:  # the touch after the timeout cancels before a trade below
+            waiting &= ~(crossing & (cross_t >= r.timeout_s))
+        hit = waiting & ((b <= limit) if r.touch_fills else (b < limit))
+        at = np.where(hit, m.times[base + s], at)
+        after = np.where(hit, base + s + 1, after)
         waiting &= ~hit
         if s * quarter >= r.timeout_s:
-            waiting &= ~m.visited[base + s]  # the first point after the timeout cancels
+            waiting &= ~m.visited[base + s]  # the first point from the timeout on cancels
         if not waiting.any():
             break
     filled = after >= 0
@@ -243,16 +286,22 @@ def replay(m: Market, decide: IntArray, r: Rules) -> Replayed:
     decide = np.asarray(decide, dtype=np.int64)
     k = len(decide)
     stop_f, target_f = brackets(m, decide, r)
-    limit = m.close[decide]
+    limit = bid_at_close(m, decide)
     filled, entry_px, fee_in, at, after = enter(m, decide, r)
-    stop = limit * (1 - stop_f)
-    target = limit * (1 + target_f)
+    stop = m.tick(limit * (1 - stop_f))
+    target = m.tick(limit * (1 + target_f))
+    # where the path price sets them off: venue orders trigger on the trade (path) price; a
+    # strategy watching its own bracket reads the bid, a half-spread below it
+    stop_at = stop + (m.half(stop) if m.watch_bid else 0.0)
+    target_at = target + (m.half(target) if m.watch_bid else 0.0)
     deadline = at + (r.hold_s if r.hold_s else math.inf)
     exit_g = np.full(k, -1, dtype=np.int64)
     kind = np.full(k, -1, dtype=np.int64)
     exit_px = np.full(k, np.nan)
     todo = np.flatnonzero(filled)
     start = np.maximum(after, 0)
+    # candles after the entry's were held before they began: the intrabar rule applies to them
+    entry_candle = np.where(filled, (np.maximum(after, 1) - 1) // 4, 0)
     total = 4 * m.n
     span = 4 * _WINDOW
     while len(todo):
@@ -260,7 +309,7 @@ def replay(m: Market, decide: IntArray, r: Rules) -> Replayed:
         inside = g < total
         gc = np.minimum(g, total - 1)
         px = m.points[gc]
-        trig = inside & ((px <= stop[todo, None]) | (px >= target[todo, None]))
+        trig = inside & ((px <= stop_at[todo, None]) | (px >= target_at[todo, None]))
         timed = inside & m.visited[gc] & (m.times[gc] > deadline[todo, None])
         rev = inside & m.reversal[gc]
         # the first event; at one point the venue's triggers come first
@@ -274,11 +323,18 @@ def replay(m: Market, decide: IntArray, r: Rules) -> Replayed:
         t_rows = todo[found]
         gg_f, p_f = gg[found], p[found]
         is_trig = trig[row, first][found]
-        is_stop = is_trig & (p_f <= stop[t_rows])
+        is_stop = is_trig & (p_f <= stop_at[t_rows])
         at_open = gg_f % 4 == 0
-        level = np.where(is_stop, stop[t_rows], target[t_rows])
+        if r.pessimistic:  # a candle held before it reaching both: its low comes first
+            cand = gg_f // 4
+            both = (m.low[cand] <= stop_at[t_rows]) & (m.high[cand] >= target_at[t_rows])
+            adverse = is_trig & ~at_open & both & (cand > entry_candle[t_rows])
+            is_stop |= adverse
+        # triggered orders and market exits sell at the bid of the point (a strategy watching
+        # its bracket sells where the bid reached it), less slippage
+        level = np.where(is_stop, stop_at[t_rows], target_at[t_rows])
         price = np.where(is_trig & ~at_open, level, p_f)
-        exit_px[t_rows] = price * (1 - r.slip)
+        exit_px[t_rows] = (price - m.half(price)) * (1 - r.slip)
         exit_g[t_rows] = gg_f
         kind[t_rows] = np.where(
             is_trig,
