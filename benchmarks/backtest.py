@@ -310,7 +310,7 @@ def random_baseline(
 ) -> None:
     """The report's baseline (buy-and-hold, 200 random-entry runs with the same exits) on a
     run's cached candles, signals and trades."""
-    from gal_friday.backtest.baseline import chance_report
+    from gal_friday.backtest.baseline import chance_report, ordinal
 
     started = time.perf_counter()
     notes, _ = chance_report(
@@ -329,7 +329,7 @@ def random_baseline(
     print(
         f"  random baseline, 200 seeds, {label} {result.metrics['trades']:,} trades: "
         f"{took:.2f} s (aim: at most 30 s); strategy at the "
-        f"{'n/a' if pct is None else f'{pct:.0f}th'} percentile, replay of its trades "
+        f"{'n/a' if pct is None else ordinal(pct)} percentile, replay of its trades "
         f"{base['replay']['mean_abs_diff_bps'] or 0:.3f} bps from the engine's per trade"
     )
 

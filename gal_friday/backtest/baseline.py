@@ -649,7 +649,7 @@ def why_lines(w: dict[str, Any], trades: int) -> list[str]:
 # --- the report's figures and lines -----------------------------------------------------------
 
 
-def _ordinal(pct: float) -> str:
+def ordinal(pct: float) -> str:
     k = round(pct)
     suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
     return f"{k}{suffix}"
@@ -694,10 +694,10 @@ def chance_lines(metrics: dict[str, Any], base: dict[str, Any]) -> list[str]:
         else f"NOT distinguishable from chance (needs >= {BEATS_CHANCE_PERCENTILE:.0f}th)"
     )
     lines.append(
-        f"chance: the strategy's return is at the {_ordinal(pct)} percentile of "
+        f"chance: the strategy's return is at the {ordinal(pct)} percentile of "
         f"{base['seeds']} random-entry runs with the same exits (median {rnd['median']:+.2f} %, "
         f"95th {rnd['p95']:+.2f} %), its per-trade return at the "
-        f"{_ordinal(base['random_percentile_per_trade'])}: {verdict}"
+        f"{ordinal(base['random_percentile_per_trade'])}: {verdict}"
     )
     return lines
 
