@@ -13,6 +13,8 @@ Usage: ``python benchmarks/backtest.py [--quick] [--candles-dir DIR] [--profile]
    throughputs, their ratio, and Gal-Friday's throughput at 50k versus 500k candles.
 2. The LightGBM strategy over one year of 1-minute candles for two pairs (synthetic), with a
    model trained on earlier synthetic candles: features, batched predictions and the loop.
+   Then the report's random baseline (200 random-entry runs with the same exits) on those
+   cached candles, signals and trades, and on a busier run of the same year.
 
 ``--profile`` only prints where an SMA run's time goes, grouped by module (cProfile).
 
