@@ -365,7 +365,8 @@ def candidates(m: Market, r: Rules) -> IntArray:
     """The decision candles a random entry may be drawn at: eligible, and its limit fills
     (the strategy's count is of entries that filled)."""
     cand = eligible(m, r)
-    return cand[enter(m, cand, r)[0]]
+    filled: IntArray = cand[enter(m, cand, r)[0]]
+    return filled
 
 
 def random_runs(
