@@ -149,9 +149,16 @@ def test_random_entries_are_unremarkable_and_a_look_ahead_cheat_tops_the_null() 
         base = against(s, data, signals, result)[0]["baseline"]
         # the null makes the strategy's number of trades
         assert base["random"]["trades_per_run"] == pytest.approx(result.metrics["trades"], rel=0.03)
-        percentiles.append((base["random_percentile"], base["random_percentile_per_trade"]))
-    total, per_trade = np.array(percentiles).T
-    assert 25 <= total.mean() <= 75 and 25 <= per_trade.mean() <= 75, percentiles
+        percentiles.append(
+            (
+                base["random_percentile"],
+                base["random_percentile_per_trade"],
+                base["random_percentile_gross_per_trade"],
+            )
+        )
+    total, per_trade, gross = np.array(percentiles).T
+    for each in (total, per_trade, gross):
+        assert 25 <= each.mean() <= 75, percentiles
     assert total.min() < 50 < total.max() and np.count_nonzero(total >= 95) <= 1, percentiles
     data = market(days=4, seed=11)
     signals = cheating_signals(data)
@@ -159,6 +166,7 @@ def test_random_entries_are_unremarkable_and_a_look_ahead_cheat_tops_the_null() 
     notes, lines = against(s, data, signals, result)
     base = notes["baseline"]
     assert base["random_percentile"] >= 99 and base["random_percentile_per_trade"] >= 99
+    assert base["random_percentile_gross_per_trade"] >= 99
     assert base["beats_chance"] is True
     (chance,) = [line for line in lines if line.startswith("chance: ")]
     assert chance.endswith(": beats chance") and "NOT" not in chance

@@ -510,7 +510,7 @@ def baseline(
         "seeds": seeds,
     }
     sizeds, nets, grosses, oks = [], [], [], []
-    own_net, own_ok, stops, targets, fee_in = [], [], [], [], []
+    own_net, own_ok, own_gross, stops, targets, fee_in = [], [], [], [], [], []
     engine_net, matched = [], 0
     for d in data:
         m = Market(d, signals[d.pair], r)
@@ -519,6 +519,7 @@ def baseline(
         closed = own.closed
         own_net.append((own.net(r.taker) * own.size_frac)[closed])
         own_ok.append(own.net(r.taker)[closed])
+        own_gross.append(own.gross()[closed])
         engine_net.append(np.array([float(t.pnl / (t.qty * t.entry_price)) for t in mine])[closed])
         matched += int(np.count_nonzero(closed))
         stops.append(own.stop_frac[own.filled])
@@ -557,7 +558,12 @@ def baseline(
     }
     out["engine_total_return_pct"] = total_return_pct
     if not trades or not seeds:
-        out.update(random_percentile=None, random_percentile_per_trade=None, beats_chance=None)
+        out.update(
+            random_percentile=None,
+            random_percentile_per_trade=None,
+            random_percentile_gross_per_trade=None,
+            beats_chance=None,
+        )
         return out
     sized = np.concatenate(sizeds, axis=1)
     net = np.concatenate(nets, axis=1)
@@ -576,6 +582,11 @@ def baseline(
     pct = percentile(replay_total, totals)
     out["random_percentile"] = pct
     out["random_percentile_per_trade"] = percentile(own_per_trade, per_trade)
+    # before fees too: whether the entries pick moves at all, whatever the fees take
+    own_gross_bps = float(np.concatenate(own_gross).mean()) * _BPS if len(replay_net) else math.nan
+    out["random_percentile_gross_per_trade"] = percentile(
+        own_gross_bps, gross.sum(axis=1) / made * _BPS
+    )
     out["beats_chance"] = bool(pct >= BEATS_CHANCE_PERCENTILE)
     return out
 
@@ -706,7 +717,8 @@ def chance_lines(metrics: dict[str, Any], base: dict[str, Any]) -> list[str]:
         f"chance: the strategy's return is at the {ordinal(pct)} percentile of "
         f"{base['seeds']} random-entry runs with the same exits (median {rnd['median']:+.2f} %, "
         f"95th {rnd['p95']:+.2f} %), its per-trade return at the "
-        f"{ordinal(base['random_percentile_per_trade'])}: {verdict}"
+        f"{ordinal(base['random_percentile_per_trade'])} (before fees at the "
+        f"{ordinal(base['random_percentile_gross_per_trade'])}): {verdict}"
     )
     return lines
 
