@@ -46,14 +46,23 @@ def market(days: float = 5, seed: int = 7) -> list[PairData]:
     return synthetic_pairs(PAIRS, seed=seed, days=days)
 
 
-def random_signals(data: list[PairData], seed: int, rate: float = 0.01) -> dict[str, PairSignals]:
-    """Entries at random candles (prob 0.9), a reversal now and then (prob 0.1)."""
+def random_signals(
+    data: list[PairData], seed: int, rate: float = 0.01, *, atr: bool = False
+) -> dict[str, PairSignals]:
+    """Entries at random candles (prob 0.9), a reversal now and then (prob 0.1); with
+    ``atr`` an ``atr_14`` feature of 0.1 % to 0.6 % of the close (some brackets then clear
+    the fee check, some do not)."""
     rng = np.random.default_rng(seed)
     out = {}
     for d in data:
-        u = rng.random(len(d.candles))
+        n = len(d.candles)
+        u = rng.random(n)
         prob = np.where(u < rate, 0.9, np.where(u > 1 - rate / 4, 0.1, 0.5))
-        out[d.pair] = PairSignals(prob, (), np.empty((len(prob), 0)), "random")
+        if atr:
+            values = (d.candles.close * rng.uniform(0.001, 0.006, n))[:, None]
+            out[d.pair] = PairSignals(prob, ("atr_14",), values, "random")
+        else:
+            out[d.pair] = PairSignals(prob, (), np.empty((n, 0)), "random")
     return out
 
 
@@ -117,6 +126,8 @@ def against(
         ({"strategy": {"exit_on_reversal": False, "max_holding_min": 20}}, False),
         ({"execution": {"protective_orders": False}}, False),  # the strategy watches its bracket
         ({}, True),  # at market, without the fee check (the sma strategy)
+        ({"strategy": {"stop_mode": "atr"}}, False),  # ATR brackets, some refused for fees
+        ({"backtest": {"intrabar": "path", "queue_share": 0}}, False),
     ],
 )
 def test_the_replay_reproduces_the_engines_trades_on_the_strategys_own_entries(
@@ -124,7 +135,9 @@ def test_the_replay_reproduces_the_engines_trades_on_the_strategys_own_entries(
 ) -> None:
     s = settings(**sections)
     data = market()
-    signals = random_signals(data, 3)
+    signals = random_signals(
+        data, 3, atr="strategy" in sections and "stop_mode" in sections["strategy"]
+    )
     kw = {"strategy": market_strategy} if market_entry else {}
     result = backtest(s, data, signals, **kw)
     assert result.metrics["trades"] > 30

@@ -223,7 +223,7 @@ def bid_at_close(m: Market, decide: IntArray) -> FloatArray:
     """The bid of the book published at the close of candles ``decide``: the strategy's
     entry price (a limit joining the bid) and its brackets' reference."""
     close = m.close[decide]
-    return np.asarray(close - m.half(close))
+    return m.tick(close - m.half(close))  # on the grid: it compares equal to prices there
 
 
 def brackets(m: Market, decide: IntArray, r: Rules) -> tuple[FloatArray, FloatArray]:
@@ -277,9 +277,20 @@ def enter(
         crossing = (a > limit) & (b < limit)
         if not r.touch_fills:  # the touch after the timeout cancels before a trade below
             waiting &= ~(crossing & (cross_t >= r.timeout_s))
-        hit = waiting & ((b <= limit) if r.touch_fills else (b < limit))
-        at = np.where(hit, m.times[base + s], at)
-        after = np.where(hit, base + s + 1, after)
+        t0 = m.times[base + s - 1]
+        if r.touch_fills:  # filled where the path first reaches the limit after arriving
+            hit = waiting & (np.minimum(a, b) <= limit)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                up = t0 + quarter * np.where(b != a, (limit - a) / (b - a), 0.0)
+            when = np.where(
+                crossing, cross_t - (s - 1) * quarter + t0, np.where(b > limit, up, t0 + quarter)
+            )
+            ahead = np.where(((a > limit) | (b > limit)) & (b != limit), base + s, base + s + 1)
+        else:
+            hit = waiting & (b < limit)
+            when, ahead = m.times[base + s], base + s + 1
+        at = np.where(hit, when, at)
+        after = np.where(hit, ahead, after)
         waiting &= ~hit
         if s * quarter >= r.timeout_s:
             waiting &= ~m.visited[base + s]  # the first point from the timeout on cancels
