@@ -149,6 +149,26 @@ def test_the_replay_reproduces_the_engines_trades_on_the_strategys_own_entries(
     assert rep["total_return_pct"] == pytest.approx(result.metrics["total_return_pct"], abs=0.05)
 
 
+def test_a_replay_far_from_the_engine_is_said_on_the_console() -> None:
+    from dataclasses import replace
+
+    s = settings()
+    thin = [  # candles too thin for the orders: the engine fills them partially
+        replace(d, candles=replace(d.candles, volume=d.candles.volume / 3000)) for d in market(2)
+    ]
+    signals = random_signals(thin, 3, rate=0.02)
+    result = backtest(s, thin, signals)
+    notes, lines = against(s, thin, signals, result, seeds=20)
+    rep = notes["baseline"]["replay"]
+    assert rep["mean_abs_diff_bps"] > bl.REPLAY_GAP_BPS or rep["replayed"] < rep["trades"]
+    (note,) = [line for line in lines if line.startswith("note: the replay")]
+    assert f"{rep['replayed']:,} of the {rep['trades']:,} trades" in note
+    data = market(2)  # the simulator's own volumes: no note
+    signals = random_signals(data, 3, rate=0.02)
+    result = backtest(s, data, signals)
+    assert not [line for line in against(s, data, signals, result, seeds=20)[1] if "note:" in line]
+
+
 # --- the null ------------------------------------------------------------------------------------
 
 

@@ -69,6 +69,7 @@ from gal_friday.config import Settings
 DEFAULT_SEEDS = 200
 BEATS_CHANCE_PERCENTILE = 95.0
 FEW_TRADES = 10  # fewer trades than this: the console says why
+REPLAY_GAP_BPS = 1.0  # the replay this far from the engine's trades: the console says so
 _BPS = 1e4
 _STOP, _TARGET, _TIME, _REVERSAL = 0, 1, 2, 3
 _WINDOW = 64  # candles scanned at once for an exit
@@ -718,6 +719,15 @@ def chance_lines(metrics: dict[str, Any], base: dict[str, Any]) -> list[str]:
         if base["seeds"] and not metrics.get("trades"):
             lines.append("chance: no trades, nothing to compare with random entries")
         return lines
+    rep = base["replay"]
+    gap = rep["mean_abs_diff_bps"]
+    if (gap is not None and gap > REPLAY_GAP_BPS) or rep["replayed"] < rep["trades"]:
+        lines.append(
+            f"note: the replay the random runs use reproduces {rep['replayed']:,} of the "
+            f"{rep['trades']:,} trades, {gap or 0:.1f} bps per trade from the engine's (thin "
+            "candles fill orders partially; the replay fills them whole): the percentiles "
+            "compare the strategy's replay with the random runs'"
+        )
     rnd = base["random"]["total_return_pct"]
     verdict = (
         "beats chance"
