@@ -430,7 +430,7 @@ def _run(coro: Any) -> int:
     from gal_friday.kraken.recorder import RecordingError
     from gal_friday.kraken.ws import FatalFeedError
     from gal_friday.prediction.model import ModelError
-    from gal_friday.prediction.training import ModelRejected
+    from gal_friday.prediction.training import ModelRejected, TooFewRows
     from gal_friday.store.base import StoreCorrupt
 
     try:
@@ -442,6 +442,7 @@ def _run(coro: Any) -> int:
         RecordingError,
         ModelError,
         ModelRejected,
+        TooFewRows,
         DownloadError,
         CandleFileError,
         LiveModeError,

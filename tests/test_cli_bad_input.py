@@ -245,6 +245,19 @@ def test_a_candle_file_with_high_below_low_is_refused_naming_the_file_and_line(
     assert not (in_tmp / "f.csv").exists() and not (in_tmp / "models").exists()
 
 
+def test_too_few_candles_to_train_is_one_line_saying_what_to_give(in_tmp: Path) -> None:
+    rows = "".join(
+        f"{1700000000 + 60 * i},1.0,1.1,0.9,1.0,5,1\n" for i in range(120)
+    )  # two hours: far from four folds of 150 rows
+    (in_tmp / "short.csv").write_text(rows)
+    done = gal_friday("train", "--candles", "short.csv", "--no-progress", cwd=in_tmp)
+    assert done.returncode == 1
+    line = one_line(done.stderr if done.stderr.strip() else done.stdout)
+    assert line.startswith("gal-friday: not enough candles to train: "), line
+    assert "fewer training.folds" in line
+    assert not (in_tmp / "models").exists()
+
+
 # --- a reader that goes away: `gal-friday config | head` -------------------------------------
 
 

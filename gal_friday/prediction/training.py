@@ -46,6 +46,11 @@ Array = npt.NDArray[np.float64]
 FeatureBuilder = Callable[[CandleSeries], tuple[tuple[str, ...], Array]]
 
 
+class TooFewRows(ValueError):
+    """The candles cannot fill the walk-forward folds: a user's input (a short file, or too
+    many folds for it), said in one line, never a traceback."""
+
+
 class ModelRejected(Exception):
     """Validation did not clear the acceptance floors; nothing was written. ``summary`` holds
     the validation figures the floors judged."""
@@ -154,7 +159,11 @@ def walk_forward(
         train_stop = int(edges[k + 1]) - horizon
         test = (int(edges[k + 1]), int(edges[k + 2]))
         if train_stop - start < 100 or test[1] - test[0] < 50:
-            raise ValueError(f"not enough rows ({n}) for {folds} folds")
+            raise TooFewRows(
+                f"not enough candles to train: {n} usable rows cannot fill {folds} walk-forward "
+                "folds (each needs at least 100 training and 50 test rows); give more history "
+                "(training.history_days or a longer --candles file) or fewer training.folds"
+            )
         out.append(Fold((start, train_stop), test))
     return out
 
@@ -250,7 +259,10 @@ def forward_calibration(
         earlier = tested.copy()
         earlier[max(fold.test[0] - horizon, 0) :] = False
         if not earlier.any():
-            raise ValueError("no earlier out-of-fold rows to calibrate a fold on")
+            raise TooFewRows(
+                "no earlier out-of-fold rows to calibrate a fold on: training.horizon_min is "
+                "about as long as a fold; give more history or fewer training.folds"
+            )
         cal_map = Calibration(*isotonic_fit(oof[earlier], y[earlier]))
         base_rate = float(y[earlier].mean())
         te = np.arange(*fold.test)
