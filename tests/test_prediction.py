@@ -273,3 +273,21 @@ async def test_a_stop_signal_to_the_process_group_leaves_the_workers_to_the_pare
         await pool.stop()
     assert not worker.is_alive()
     assert not pool._replacing
+
+
+def test_a_worker_whose_parent_died_while_it_loaded_ends_quietly(tmp_path: Path) -> None:
+    """A SIGKILLed bot leaves its worker loading the models; its "ready" then meets a closed
+    pipe. It ends with exit code 0, not a BrokenPipeError traceback on the bot's stderr."""
+    import multiprocessing
+
+    from gal_friday.prediction.pool import _serve
+
+    train(tmp_path / "a", "a", ENGINE[:3])
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=_serve, args=(child, [str(tmp_path / "a")]))
+    process.start()
+    child.close()
+    parent.close()  # the parent is gone before the worker is ready
+    process.join(60)
+    assert process.exitcode == 0

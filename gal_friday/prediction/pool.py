@@ -39,9 +39,15 @@ def _serve(conn: Connection, model_dirs: list[str]) -> None:
     that cannot be loaded is reported to the parent (which says so once), not raised here.
     Ctrl-C and SIGTERM reach the whole process group; the worker leaves them to the parent,
     which stops it in order (a worker dying first would be replaced during the shutdown).
-    If the parent dies, the pipe's end-of-file ends the worker."""
+    If the parent dies (even while the worker is still loading), the broken pipe ends the
+    worker quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError, EOFError):  # the parent is gone: so is its work
+        _answer(conn, model_dirs)
+
+
+def _answer(conn: Connection, model_dirs: list[str]) -> None:
     try:
         worker.init_worker(model_dirs)
     except ModelError as exc:
@@ -51,7 +57,7 @@ def _serve(conn: Connection, model_dirs: list[str]) -> None:
     while True:
         try:
             message = conn.recv()
-        except (EOFError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             return
         if message is None:
             return
