@@ -3,6 +3,7 @@ determinism. Small hand-made candle series; no files, no network."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 from decimal import Decimal as D
@@ -41,6 +42,16 @@ from gal_friday.prediction.model import Calibration
 
 T0 = 1_700_000_040  # a minute boundary
 NAN = math.nan
+
+
+def backtest_parser() -> argparse.ArgumentParser:
+    """The main parser with only ``backtest`` on it, as ``gal-friday backtest`` parses."""
+    from gal_friday.backtest import cli as backtest_cli
+    from gal_friday.cli import _common_options
+
+    parser = argparse.ArgumentParser()
+    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    return parser
 
 
 def series(rows: list[tuple[float, float, float, float]], volume: float = 1e6) -> CandleSeries:
@@ -486,13 +497,11 @@ def test_trade_money_in_the_csv_is_rounded_to_1e_8(tmp_path: Any) -> None:
 
 
 def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> None:
-    import argparse
 
     from gal_friday.backtest import cli as backtest_cli
-    from gal_friday.cli import _common_options, settings_from_args
+    from gal_friday.cli import settings_from_args
 
-    parser = argparse.ArgumentParser()
-    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    parser = backtest_parser()
     args = parser.parse_args(
         [
             "backtest",
@@ -574,17 +583,15 @@ def test_the_command_writes_every_report_file(tmp_path: Any, in_tmp: Any) -> Non
 def test_bad_options_and_files_get_one_line_and_an_exit_code(
     tmp_path: Any, in_tmp: Any, capsys: Any, options: list[str], code: int, message: str
 ) -> None:
-    import argparse
 
     from gal_friday.backtest import cli as backtest_cli
-    from gal_friday.cli import _common_options, settings_from_args
+    from gal_friday.cli import settings_from_args
 
     (tmp_path / "bad.csv").write_text("1700000040,1,2\n")
     (tmp_path / "short.csv").write_text(
         "".join(f"{T0 + 60 * k},1.0,1.1,0.9,1.0,10,1\n" for k in range(25))
     )
-    parser = argparse.ArgumentParser()
-    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    parser = backtest_parser()
     args = parser.parse_args(
         [
             "backtest",
@@ -608,16 +615,14 @@ def test_bad_options_and_files_get_one_line_and_an_exit_code(
 def test_pairs_with_candles_of_different_intervals_are_refused(
     tmp_path: Any, in_tmp: Any, capsys: Any
 ) -> None:
-    import argparse
 
     from gal_friday.backtest import cli as backtest_cli
-    from gal_friday.cli import _common_options, settings_from_args
+    from gal_friday.cli import settings_from_args
 
     for name, step in (("xrp.csv", 60), ("doge.csv", 300)):
         rows = [f"{T0 + k * step},1.0,1.0,1.0,1.0,10,1" for k in range(50)]
         (tmp_path / name).write_text("\n".join(rows) + "\n")
-    parser = argparse.ArgumentParser()
-    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    parser = backtest_parser()
     args = parser.parse_args(
         [
             "backtest",
@@ -683,10 +688,9 @@ def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
 ) -> None:
     # live, the indicators start warm (REST OHLC); a backtest from --start reads the
     # candles before it as history, so its signals equal those of the whole file
-    import argparse
 
     from gal_friday.backtest import cli as backtest_cli
-    from gal_friday.cli import _common_options, settings_from_args
+    from gal_friday.cli import settings_from_args
 
     (data,) = synthetic_pairs(["XRP/USD"], seed=3, days=1)
     c = data.candles
@@ -705,8 +709,7 @@ def test_with_start_the_signals_are_warmed_by_the_candles_before_it(
     ]
     (tmp_path / "xrp.csv").write_text("\n".join(rows) + "\n")
     start = int(c.time_s[1000])
-    parser = argparse.ArgumentParser()
-    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    parser = backtest_parser()
     base = [
         "backtest",
         "--strategy",
@@ -824,16 +827,14 @@ def warm_backtest(
 ) -> tuple[PairSignals, list[str], dict[str, Any], int]:
     """Backtest the model from --start on one of the files: the period's signals, the trades
     (trades.csv rows), metrics.json and the exit code."""
-    import argparse
     import json
     from datetime import UTC, datetime
 
     from gal_friday.backtest import cli as backtest_cli
-    from gal_friday.cli import _common_options, settings_from_args
+    from gal_friday.cli import settings_from_args
 
     start = int(history["candles"].time_s[history["first"]])
-    parser = argparse.ArgumentParser()
-    backtest_cli.add_parser(parser.add_subparsers(dest="command"), _common_options())
+    parser = backtest_parser()
     args = parser.parse_args(
         [
             "backtest",
