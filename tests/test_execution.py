@@ -500,6 +500,39 @@ async def test_an_exit_while_the_take_profit_is_still_going_out_leaves_no_order_
     assert rig.handler.working_orders() == []
 
 
+async def test_an_exit_while_the_stop_is_still_going_out_sends_no_take_profit(rig: Rig) -> None:
+    """The exit began while the stop's intent was being written: the exit cancels the stop
+    once it is out and sells; protection sends no take-profit and keeps nothing to protect
+    (an unsent take-profit used to stay "working" in the handler, and the quantity was
+    counted unprotected after the exit had sold it)."""
+    gate = asyncio.Event()
+
+    class SlowJournal:
+        async def record_order_intent(self, request: OrderRequest) -> None:
+            if role_of(request.client_order_id) is Role.STOP:
+                await gate.wait()
+
+    rig.handler.journal = SlowJournal()
+    await rig.handler.on_approved(entry("100"))
+    await rig.settle()
+    rig.clock.now += S
+    await rig.venue.on_market(book("1.99990", "1.99995", rig.clock.now))  # the entry fills
+    for _ in range(20):
+        await asyncio.sleep(0)
+    exiting = asyncio.create_task(rig.handler.on_approved(exit_signal("100")))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    gate.set()
+    async with asyncio.timeout(5):
+        await exiting
+    await rig.settle()
+    assert rig.of_role(Role.EXIT)[-1].status is OrderStatus.FILLED
+    assert not [o for o in rig.handler.orders.values() if o.role is Role.TARGET]
+    assert await rig.venue.open_orders() == []
+    assert rig.handler.working_orders() == []
+    assert rig.handler.pairs[PAIR].unprotected == 0
+
+
 async def test_flatten_from_an_operator_closes_the_position_through_the_whole_path() -> None:
     """FlattenEvent -> strategy exit -> risk approval -> protection cancelled -> market sell."""
     from gal_friday.config import RiskSettings, StrategySettings

@@ -599,6 +599,8 @@ class ExecutionHandler:
             Role.STOP, signal_id, pair_name, Side.SELL, OrderType.STOP_LOSS, qty, trigger=pair.stop
         )
         await self._send(stop)
+        if pair.exiting:  # an exit began while the stop went out: it cancels the stop and
+            return  # sells this quantity, so no take-profit (and nothing left to protect)
         target = None
         if stop.status not in _NOT_PLACED:
             target = self._new_order(
@@ -611,10 +613,7 @@ class ExecutionHandler:
                 trigger=pair.target,
             )
             stop.sibling, target.sibling = target.coid, stop.coid
-            if pair.exiting:  # an exit began while the stop went out: it sells this quantity
-                target = None
-            else:
-                await self._send(target)
+            await self._send(target)
         if target is None:  # no stop: the quantity waits to be protected with the next fill
             pair.unprotected += qty
             log.warning(
