@@ -211,9 +211,10 @@ class PaperVenue:
         if order.type in _TRIGGERED:
             return None  # checked when triggered, as at Kraken
         if order.side is Side.BUY:
-            if not self._ask(order.pair) and order.limit_price is None:
+            price = self._price(order)  # a market buy's is 0 while there is no ask
+            if not price:
                 return "no market price yet"
-            cost = order.qty * self._price(order) * (1 + self.taker_rate)
+            cost = order.qty * price * (1 + self.taker_rate)
             if cost > self._free(self.quote):
                 return "insufficient funds"
         elif order.qty > self._free(self._base(order.pair)):
