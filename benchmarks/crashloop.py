@@ -234,15 +234,18 @@ def exchange_account(port: int) -> dict[str, Any]:
     return account
 
 
+STORE_TABLES = ("orders", "fills", "trades", "positions")  # what the comparison reads
+
+
 def store_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """The store's orders, fills, trades, positions and halts (read-only: the bot may be
-    writing; WAL lets a reader see the last committed state)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    """The store's orders, fills, trades and positions (read-only: the bot may be writing;
+    WAL lets a reader see the last committed state)."""
     if not path.exists():
-        return {"orders": [], "fills": [], "trades": [], "positions": [], "halts": []}
+        return {table: [] for table in STORE_TABLES}
+    out: dict[str, list[dict[str, Any]]] = {}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        for table in ("orders", "fills", "trades", "positions", "halts"):
+        for table in STORE_TABLES:
             cursor = db.execute(f"SELECT * FROM {table}")
             names = [column[0] for column in cursor.description]
             out[table] = [dict(zip(names, row, strict=True)) for row in cursor]
