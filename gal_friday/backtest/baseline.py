@@ -661,20 +661,14 @@ def why_lines(w: dict[str, Any], trades: int) -> list[str]:
     ]
     if not any(p["above_threshold"] for p in w["pairs"].values()):
         lines[0] += "; no prediction passed the threshold"
-    refusals = [
-        ("the strategy skipped", w["skipped_by_strategy"]),
-        ("risk refused", w["refused_by_risk"]),
-    ]
-    for who, counts in refusals:
-        if counts:
-            listed = ", ".join(
-                f"{k} {n:,}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
-            )
-            lines.append(f"  {who} {sum(counts.values()):,} entry signal(s): {listed}")
-        else:
-            lines.append(f"  {who} no entry signal")
-    if w["skipped_halted"]:
-        lines.append(f"  {w['skipped_halted']:,} entry signal(s) skipped while HALTED")
+    skipped = w["skipped_by_strategy"]
+    if skipped:
+        listed = ", ".join(f"{k} {n:,}" for k, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  the strategy skipped {sum(skipped.values()):,} entry signal(s): {listed}")
+    else:
+        lines.append("  the strategy skipped no entry signal")
+    if not w["refused_by_risk"]:  # refusals and HALTs have their own lines (report.py)
+        lines.append("  risk refused no entry signal")
     return lines
 
 
